@@ -1,0 +1,206 @@
+// Package postgres stores the control plane's data in PostgreSQL through
+// pgx: the connection pool, the embedded goose migrations, and the stores
+// for positions, candidates, interviews, their timelines and transcripts.
+// SQL lives here and only here.
+//
+// Every query runs in a transaction with a scope (session.Scope). A tenant
+// scope switches to the interview_app role and sets app.tenant_id, so
+// row-level security decides what is visible; a query that forgets its
+// tenant sees nothing. The system scope, used only by the internal API and
+// the reconciler, sets app.system_scope instead.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/interviewvm/controlplane/migrations"
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// Schema is the PostgreSQL schema holding every table of the control plane.
+const Schema = "interviews"
+
+// versionTable is goose's bookkeeping table, kept inside our schema.
+const versionTable = Schema + ".goose_db_version"
+
+// DB is the pool and the stores built on it.
+type DB struct {
+	Pool   *pgxpool.Pool
+	logger *slog.Logger
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+
+	tenantsMu sync.Mutex
+	tenants   map[string]bool // tenants known to have a row
+}
+
+// Open connects to url and checks the connection.
+func Open(ctx context.Context, url string, logger *slog.Logger) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("ping database: %w", err)
+	}
+	return &DB{Pool: pool, logger: logger, Now: time.Now, tenants: map[string]bool{}}, nil
+}
+
+// Close closes the pool.
+func (db *DB) Close() { db.Pool.Close() }
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.Pool.Ping(ctx) }
+
+func (db *DB) provider(sqlDB *sql.DB) (*goose.Provider, error) {
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return nil, fmt.Errorf("migration locker: %w", err)
+	}
+	store, err := database.NewStore(goose.DialectPostgres, versionTable)
+	if err != nil {
+		return nil, fmt.Errorf("migration store: %w", err)
+	}
+	var root fs.FS = migrations.FS
+	return goose.NewProvider("", sqlDB, root,
+		goose.WithStore(store), goose.WithSessionLocker(locker), goose.WithSlog(db.logger))
+}
+
+// Migrate applies every pending migration. Concurrent controllers serialise
+// on a PostgreSQL advisory lock.
+func (db *DB) Migrate(ctx context.Context) error {
+	if _, err := db.Pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+Schema); err != nil {
+		return fmt.Errorf("create schema %s: %w", Schema, err)
+	}
+	sqlDB := stdlib.OpenDBFromPool(db.Pool)
+	defer sqlDB.Close()
+	p, err := db.provider(sqlDB)
+	if err != nil {
+		return err
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for _, r := range results {
+		db.logger.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
+	}
+	return nil
+}
+
+// SchemaCurrent reports whether every embedded migration has been applied.
+func (db *DB) SchemaCurrent(ctx context.Context) (bool, error) {
+	var exists bool
+	if err := db.Pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", versionTable).Scan(&exists); err != nil {
+		return false, fmt.Errorf("check migration table: %w", err)
+	}
+	if !exists {
+		return false, nil
+	}
+	sqlDB := stdlib.OpenDBFromPool(db.Pool)
+	defer sqlDB.Close()
+	p, err := db.provider(sqlDB)
+	if err != nil {
+		return false, err
+	}
+	pending, err := p.HasPending(ctx)
+	if err != nil {
+		return false, fmt.Errorf("check pending migrations: %w", err)
+	}
+	return !pending, nil
+}
+
+// inScope runs fn in a transaction limited to scope.
+func (db *DB) inScope(ctx context.Context, scope session.Scope, fn func(pgx.Tx) error) error {
+	if !scope.System && scope.TenantID == "" {
+		return errors.New("database transaction without a tenant or the system scope")
+	}
+	if !scope.System {
+		if err := db.ensureTenant(ctx, scope.TenantID); err != nil {
+			return err
+		}
+	}
+	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		var err error
+		if scope.System {
+			_, err = tx.Exec(ctx, "SET LOCAL ROLE interview_app; SELECT set_config('app.system_scope', 'on', true)")
+		} else {
+			_, err = tx.Exec(ctx, "SET LOCAL ROLE interview_app")
+			if err == nil {
+				_, err = tx.Exec(ctx, "SELECT set_config('app.tenant_id', $1, true)", scope.TenantID)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("enter scope: %w", err)
+		}
+		return fn(tx)
+	})
+}
+
+// ensureTenant creates the tenant's row the first time it is seen: the
+// identity provider is the source of truth for tenants.
+func (db *DB) ensureTenant(ctx context.Context, tenantID string) error {
+	db.tenantsMu.Lock()
+	known := db.tenants[tenantID]
+	db.tenantsMu.Unlock()
+	if known {
+		return nil
+	}
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL ROLE interview_app"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SELECT set_config('app.tenant_id', $1, true)", tenantID); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "INSERT INTO interviews.tenants (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", tenantID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("register tenant: %w", mapError(err))
+	}
+	db.tenantsMu.Lock()
+	db.tenants[tenantID] = true
+	db.tenantsMu.Unlock()
+	return nil
+}
+
+// mapError turns PostgreSQL errors that come from bad input into domain
+// errors; anything else is returned unchanged.
+func mapError(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return session.Errorf(session.ENOTFOUND, "not found")
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "22P02": // invalid_text_representation (e.g. a malformed uuid)
+			return session.Errorf(session.EINVALID, "malformed value")
+		case "23514": // check_violation
+			return session.Errorf(session.EINVALID, "value out of range (%s)", pgErr.ConstraintName)
+		case "23505": // unique_violation
+			return session.Errorf(session.ECONFLICT, "already exists")
+		}
+	}
+	return err
+}

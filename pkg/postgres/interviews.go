@@ -1,0 +1,192 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+const interviewColumns = `id, tenant_id, candidate_id, position_id, company_id, status, end_reason,
+	architecture, max_duration_s, token_hash, machine_provider, machine_id, machine_name, machine_region,
+	machine_state, machine_addr, last_seq_reported, created_at, started_at, ready_at, ended_at, last_heartbeat_at`
+
+func scanInterview(row pgx.Row) (session.Interview, error) {
+	var iv session.Interview
+	var provider, mid, mname, mregion, mstate, maddr *string
+	err := row.Scan(&iv.ID, &iv.TenantID, &iv.CandidateID, &iv.PositionID, &iv.CompanyID, &iv.Status, &iv.EndReason,
+		&iv.Architecture, &iv.MaxDurationS, &iv.TokenHash, &provider, &mid, &mname, &mregion,
+		&mstate, &maddr, &iv.LastSeqReported, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt)
+	if err != nil {
+		return iv, err
+	}
+	if mname != nil {
+		deref := func(s *string) string {
+			if s == nil {
+				return ""
+			}
+			return *s
+		}
+		iv.Machine = &session.Machine{
+			ID: deref(mid), Name: *mname, Region: deref(mregion), State: deref(mstate),
+			Provider: deref(provider), Addr: deref(maddr), SessionID: iv.ID,
+		}
+	}
+	return iv, nil
+}
+
+// CreateInterview stores a scheduled interview. The candidate, position and
+// company must belong to the scope's tenant; otherwise it is not found.
+func (db *DB) CreateInterview(ctx context.Context, scope session.Scope, iv session.Interview) (session.Interview, error) {
+	iv.ID = uuid.NewString()
+	iv.TenantID = scope.TenantID
+	iv.Status = session.StateScheduled
+	var out session.Interview
+	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
+		var err error
+		out, err = scanInterview(tx.QueryRow(ctx, `INSERT INTO interviews.interview_sessions
+			(id, tenant_id, candidate_id, position_id, company_id, status, architecture, max_duration_s)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+interviewColumns,
+			iv.ID, iv.TenantID, iv.CandidateID, iv.PositionID, iv.CompanyID, iv.Status, iv.Architecture, iv.MaxDurationS))
+		return err
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" { // foreign_key_violation
+		return out, session.Errorf(session.ENOTFOUND, "candidate, position or company not found")
+	}
+	if err != nil {
+		return out, fmt.Errorf("create interview: %w", mapError(err))
+	}
+	return out, nil
+}
+
+// Interview returns one interview.
+func (db *DB) Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
+	var iv session.Interview
+	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
+		var err error
+		iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1`, id))
+		return err
+	})
+	if err != nil {
+		return iv, fmt.Errorf("get interview %s: %w", id, mapError(err))
+	}
+	return iv, nil
+}
+
+// UpdateInterview locks the interview, lets fn change it, and writes the
+// changed row and the events fn returns in the same transaction. When fn
+// returns an error nothing is written and the error is returned as is.
+func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id string,
+	fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error) {
+	var iv session.Interview
+	var fnErr error
+	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
+		var err error
+		iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+`
+			FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		events, err := fn(&iv)
+		if err != nil {
+			fnErr = err
+			return err
+		}
+		var m session.Machine
+		hasMachine := iv.Machine != nil
+		if hasMachine {
+			m = *iv.Machine
+		}
+		nullable := func(s string) *string {
+			if !hasMachine {
+				return nil
+			}
+			return &s
+		}
+		_, err = tx.Exec(ctx, `UPDATE interviews.interview_sessions SET
+			status = $2, end_reason = $3, token_hash = $4, machine_provider = $5, machine_id = $6,
+			machine_name = $7, machine_region = $8, machine_state = $9, machine_addr = $10,
+			last_seq_reported = $11, started_at = $12, ready_at = $13, ended_at = $14,
+			last_heartbeat_at = $15, updated_at = now()
+			WHERE id = $1`,
+			iv.ID, iv.Status, iv.EndReason, iv.TokenHash, nullable(m.Provider), nullable(m.ID),
+			nullable(m.Name), nullable(m.Region), nullable(m.State), nullable(m.Addr),
+			iv.LastSeqReported, iv.StartedAt, iv.ReadyAt, iv.EndedAt, iv.LastHeartbeatAt)
+		if err != nil {
+			return err
+		}
+		for _, ev := range events {
+			_, err := tx.Exec(ctx, `INSERT INTO interviews.session_events
+				(session_id, tenant_id, at, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+				iv.ID, iv.TenantID, ev.At, ev.From, ev.To, ev.Reason, ev.Actor)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return iv, fnErr
+	}
+	if err != nil {
+		return iv, fmt.Errorf("update interview %s: %w", id, mapError(err))
+	}
+	return iv, nil
+}
+
+// Events returns the interview's lifecycle timeline, oldest first.
+func (db *DB) Events(ctx context.Context, scope session.Scope, id string) ([]session.Event, error) {
+	var events []session.Event
+	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM interviews.interview_sessions WHERE id = $1)`, id).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return pgx.ErrNoRows
+		}
+		rows, err := tx.Query(ctx, `SELECT at, from_status, to_status, reason, actor
+			FROM interviews.session_events WHERE session_id = $1 ORDER BY id`, id)
+		if err != nil {
+			return err
+		}
+		events, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (session.Event, error) {
+			var ev session.Event
+			err := r.Scan(&ev.At, &ev.From, &ev.To, &ev.Reason, &ev.Actor)
+			return ev, err
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list events of interview %s: %w", id, mapError(err))
+	}
+	if events == nil {
+		events = []session.Event{}
+	}
+	return events, nil
+}
+
+// LiveInterviews returns every interview, of any tenant, whose VM may
+// exist. It runs in the system scope.
+func (db *DB) LiveInterviews(ctx context.Context) ([]session.Interview, error) {
+	var out []session.Interview
+	err := db.inScope(ctx, session.SystemScope(), func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT `+interviewColumns+` FROM interviews.interview_sessions
+			WHERE status IN ('provisioning','ready','in_progress','ending') ORDER BY created_at`)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (session.Interview, error) { return scanInterview(r) })
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list live interviews: %w", mapError(err))
+	}
+	return out, nil
+}

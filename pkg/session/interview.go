@@ -1,0 +1,107 @@
+package session
+
+import (
+	"fmt"
+	"time"
+)
+
+// Scope says whose rows a store call may see. Tenant scopes are what every
+// request of the public API runs in; the system scope crosses tenants and is
+// reserved for the internal API (a VM addressing its own session by id,
+// after its token was checked) and the reconciler.
+type Scope struct {
+	TenantID string
+	System   bool
+}
+
+// TenantScope returns the scope of one tenant.
+func TenantScope(tenantID string) Scope { return Scope{TenantID: tenantID} }
+
+// SystemScope returns the cross-tenant scope.
+func SystemScope() Scope { return Scope{System: true} }
+
+// PositionRecord is a stored position with weighted competencies.
+type PositionRecord struct {
+	ID           string       `json:"id"`
+	TenantID     string       `json:"tenant_id"`
+	Title        string       `json:"title"`
+	Description  string       `json:"description"`
+	Competencies []Competency `json:"competencies"`
+	CreatedAt    time.Time    `json:"created_at"`
+}
+
+// Candidate is a person being interviewed.
+type Candidate struct {
+	ID        string    `json:"id"`
+	TenantID  string    `json:"tenant_id"`
+	FullName  string    `json:"full_name"`
+	Email     string    `json:"email"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Interview is one interview session and the state of its VM.
+type Interview struct {
+	ID           string     `json:"id"`
+	TenantID     string     `json:"tenant_id"`
+	CandidateID  string     `json:"candidate_id"`
+	PositionID   string     `json:"position_id"`
+	CompanyID    *string    `json:"company_id"`
+	Status       State      `json:"status"`
+	EndReason    *EndReason `json:"end_reason"`
+	Architecture string     `json:"architecture"`
+	MaxDurationS int        `json:"max_duration_s"`
+	Machine      *Machine   `json:"machine"`
+	CreatedAt    time.Time  `json:"created_at"`
+	StartedAt    *time.Time `json:"started_at"`
+	ReadyAt      *time.Time `json:"ready_at"`
+	EndedAt      *time.Time `json:"ended_at"`
+
+	// TokenHash is the SHA-256 of the VM's session token.
+	TokenHash       []byte     `json:"-"`
+	LastHeartbeatAt *time.Time `json:"-"`
+	// LastSeqReported is the last transcript seq the VM reported at its end.
+	LastSeqReported *int64 `json:"-"`
+}
+
+// MaxDuration returns the interview's maximum length.
+func (iv *Interview) MaxDuration() time.Duration {
+	return time.Duration(iv.MaxDurationS) * time.Second
+}
+
+// Transition moves the interview to state to, recording why and who, and
+// returns the event to append to its timeline. Reaching a terminal state
+// sets EndedAt; failed and cancelled set EndReason when none is set yet.
+func (iv *Interview) Transition(to State, reason EndReason, actor string, now time.Time) (Event, error) {
+	from := iv.Status
+	if err := CheckTransition(from, to); err != nil {
+		return Event{}, err
+	}
+	if reason != "" && !reason.Valid() {
+		return Event{}, fmt.Errorf("transition %s → %s: unknown end reason %q", from, to, reason)
+	}
+	iv.Status = to
+	switch to {
+	case StateProvisioning:
+		iv.StartedAt = &now
+	case StateReady:
+		iv.ReadyAt = &now
+	}
+	if reason != "" && (to == StateEnding || to.Terminal()) && iv.EndReason == nil {
+		r := reason
+		iv.EndReason = &r
+	}
+	if to.Terminal() {
+		iv.EndedAt = &now
+		if iv.EndReason == nil {
+			r := ReasonCompleted
+			switch to {
+			case StateCancelled:
+				r = ReasonCancelled
+			case StateFailed:
+				r = ReasonProvisionFailed
+			}
+			iv.EndReason = &r
+		}
+	}
+	return Event{At: now, From: from, To: to, Reason: string(reason), Actor: actor}, nil
+}
