@@ -105,3 +105,9 @@ func (iv *Interview) Transition(to State, reason EndReason, actor string, now ti
 	}
 	return Event{At: now, From: from, To: to, Reason: string(reason), Actor: actor}, nil
 }
+
+// Connectable reports whether a browser can connect to the interview now:
+// it is ready or in progress and its VM's address is known.
+func (iv *Interview) Connectable() bool {
+	return (iv.Status == StateReady || iv.Status == StateInProgress) && iv.Machine != nil && iv.Machine.Addr != ""
+}

@@ -1,0 +1,132 @@
+package controlapi
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+func (s *Server) registerCatalogRoutes(g *echo.Group) {
+	g.POST("/positions", s.handlePositionCreate)
+	g.GET("/positions/:id", s.handlePositionGet)
+	g.POST("/candidates", s.handleCandidateCreate)
+	g.GET("/candidates/:id", s.handleCandidateGet)
+}
+
+type competencyInput struct {
+	Name        string   `json:"name"`
+	Weight      *float64 `json:"weight"`
+	Description string   `json:"description"`
+}
+
+type positionInput struct {
+	Title        string            `json:"title"`
+	Description  string            `json:"description"`
+	Competencies []competencyInput `json:"competencies"`
+}
+
+const maxNameLen = 200
+
+func checkText(field, v string, min, max int) error {
+	n := len([]rune(strings.TrimSpace(v)))
+	if n < min || len([]rune(v)) > max {
+		if min > 0 && n == 0 {
+			return session.Errorf(session.EINVALID, "%s is required", field)
+		}
+		return session.Errorf(session.EINVALID, "%s must be %d to %d characters", field, min, max)
+	}
+	return nil
+}
+
+// handlePositionCreate handles "POST /v1/positions".
+func (s *Server) handlePositionCreate(c echo.Context) error {
+	var in positionInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	if err := checkText("title", in.Title, 1, maxNameLen); err != nil {
+		return err
+	}
+	if err := checkText("description", in.Description, 0, 10000); err != nil {
+		return err
+	}
+	if len(in.Competencies) == 0 || len(in.Competencies) > 50 {
+		return session.Errorf(session.EINVALID, "competencies must list 1 to 50 items")
+	}
+	p := session.PositionRecord{Title: strings.TrimSpace(in.Title), Description: in.Description}
+	for i, ci := range in.Competencies {
+		if err := checkText(fmt.Sprintf("competencies[%d].name", i), ci.Name, 1, maxNameLen); err != nil {
+			return err
+		}
+		if ci.Weight == nil || !(*ci.Weight > 0) || math.IsInf(*ci.Weight, 0) {
+			return session.Errorf(session.EINVALID, "competencies[%d].weight must be a number greater than 0", i)
+		}
+		if err := checkText(fmt.Sprintf("competencies[%d].description", i), ci.Description, 0, 2000); err != nil {
+			return err
+		}
+		p.Competencies = append(p.Competencies, session.Competency{Name: strings.TrimSpace(ci.Name), Weight: *ci.Weight, Description: ci.Description})
+	}
+	out, err := s.catalog.CreatePosition(c.Request().Context(), principal(c).Scope(), p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, out)
+}
+
+// handlePositionGet handles "GET /v1/positions/{id}".
+func (s *Server) handlePositionGet(c echo.Context) error {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return err
+	}
+	p, err := s.catalog.Position(c.Request().Context(), principal(c).Scope(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+type candidateInput struct {
+	FullName string `json:"full_name"`
+	Email    string `json:"email"`
+}
+
+// handleCandidateCreate handles "POST /v1/candidates".
+func (s *Server) handleCandidateCreate(c echo.Context) error {
+	var in candidateInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	if err := checkText("full_name", in.FullName, 1, maxNameLen); err != nil {
+		return err
+	}
+	email := strings.TrimSpace(in.Email)
+	at := strings.LastIndex(email, "@")
+	if at < 1 || at == len(email)-1 || len(email) > 320 || strings.ContainsAny(email, " \t\r\n") {
+		return session.Errorf(session.EINVALID, "email must be an email address")
+	}
+	out, err := s.catalog.CreateCandidate(c.Request().Context(), principal(c).Scope(),
+		session.Candidate{FullName: strings.TrimSpace(in.FullName), Email: email})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, out)
+}
+
+// handleCandidateGet handles "GET /v1/candidates/{id}".
+func (s *Server) handleCandidateGet(c echo.Context) error {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return err
+	}
+	out, err := s.catalog.Candidate(c.Request().Context(), principal(c).Scope(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}

@@ -1,0 +1,184 @@
+package controlapi
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+func (s *Server) registerInterviewRoutes(g *echo.Group) {
+	g.POST("/interviews", s.handleInterviewCreate)
+	g.GET("/interviews/:id", s.handleInterviewGet)
+	g.POST("/interviews/:id/start", s.handleInterviewStart)
+	g.POST("/interviews/:id/end", s.handleInterviewEnd)
+	g.POST("/interviews/:id/cancel", s.handleInterviewCancel)
+	g.GET("/interviews/:id/events", s.handleInterviewEvents)
+}
+
+type interviewInput struct {
+	CandidateID  string  `json:"candidate_id"`
+	PositionID   string  `json:"position_id"`
+	CompanyID    *string `json:"company_id"`
+	Architecture string  `json:"architecture"`
+	MaxDurationS *int    `json:"max_duration_s"`
+}
+
+func bodyUUID(field, v string) (string, error) {
+	id, err := uuid.Parse(v)
+	if err != nil || len(v) != 36 {
+		return "", session.Errorf(session.EINVALID, "%s must be a UUID", field)
+	}
+	return id.String(), nil
+}
+
+// handleInterviewCreate handles "POST /v1/interviews".
+func (s *Server) handleInterviewCreate(c echo.Context) error {
+	var in interviewInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	iv := session.Interview{Architecture: in.Architecture, MaxDurationS: int(s.cfg.MaxDuration / time.Second)}
+	var err error
+	if iv.CandidateID, err = bodyUUID("candidate_id", in.CandidateID); err != nil {
+		return err
+	}
+	if iv.PositionID, err = bodyUUID("position_id", in.PositionID); err != nil {
+		return err
+	}
+	if in.CompanyID != nil {
+		id, err := bodyUUID("company_id", *in.CompanyID)
+		if err != nil {
+			return err
+		}
+		iv.CompanyID = &id
+	}
+	if iv.Architecture == "" {
+		iv.Architecture = session.ArchitectureHybrid
+	}
+	if iv.Architecture != session.ArchitectureHybrid {
+		return session.Errorf(session.EINVALID, "architecture must be one of %v", session.Architectures)
+	}
+	if in.MaxDurationS != nil {
+		maxS := int(s.cfg.MaxDuration / time.Second)
+		if *in.MaxDurationS < 1 || *in.MaxDurationS > maxS {
+			return session.Errorf(session.EINVALID, "max_duration_s must be between 1 and %d", maxS)
+		}
+		iv.MaxDurationS = *in.MaxDurationS
+	}
+	out, err := s.catalog.CreateInterview(c.Request().Context(), principal(c).Scope(), iv)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, out)
+}
+
+// handleInterviewGet handles "GET /v1/interviews/{id}".
+func (s *Server) handleInterviewGet(c echo.Context) error {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return err
+	}
+	iv, err := s.catalog.Interview(c.Request().Context(), principal(c).Scope(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, iv)
+}
+
+// maxStartWait is the longest a start request waits for the VM.
+const maxStartWait = 60 * time.Second
+
+type connectInfo struct {
+	SDPURL      string    `json:"sdp_url"`
+	TokenURL    string    `json:"token_url"`
+	AccessToken string    `json:"access_token"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+type startAnswer struct {
+	Interview session.Interview `json:"interview"`
+	Connect   *connectInfo      `json:"connect,omitempty"`
+}
+
+// handleInterviewStart handles "POST /v1/interviews/{id}/start?wait=<s>".
+// It is idempotent: repeated and concurrent starts share one machine.
+func (s *Server) handleInterviewStart(c echo.Context) error {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return err
+	}
+	wait := s.cfg.DefaultStartWait
+	if w := c.QueryParam("wait"); w != "" {
+		secs, err := strconv.ParseFloat(w, 64)
+		if err != nil || secs < 0 || secs > maxStartWait.Seconds() {
+			return session.Errorf(session.EINVALID, "wait must be a number of seconds from 0 to %d", int(maxStartWait.Seconds()))
+		}
+		wait = time.Duration(secs * float64(time.Second))
+	}
+	if k := c.Request().Header.Get("Idempotency-Key"); len(k) > 255 {
+		return session.Errorf(session.EINVALID, "Idempotency-Key must be at most 255 characters")
+	}
+	p := principal(c)
+	iv, err := s.lifecycle.Start(c.Request().Context(), p.Scope(), id, wait)
+	if err != nil {
+		return err
+	}
+	if !iv.Connectable() {
+		if iv.Status.Terminal() {
+			return session.Errorf(session.ECONFLICT, "interview is %s", iv.Status)
+		}
+		return c.JSON(http.StatusAccepted, startAnswer{Interview: iv})
+	}
+	tok, exp, err := s.auth.MintSession(iv.TenantID, iv.ID, iv.MaxDuration()+5*time.Minute)
+	if err != nil {
+		return err
+	}
+	base := c.Scheme() + "://" + c.Request().Host + "/v1/interviews/" + iv.ID + "/session/"
+	return c.JSON(http.StatusOK, startAnswer{Interview: iv, Connect: &connectInfo{
+		SDPURL: base + "sdp", TokenURL: base + "token", AccessToken: tok, ExpiresAt: exp,
+	}})
+}
+
+// handleInterviewEnd handles "POST /v1/interviews/{id}/end".
+func (s *Server) handleInterviewEnd(c echo.Context) error {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return err
+	}
+	iv, err := s.lifecycle.End(c.Request().Context(), principal(c).Scope(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, iv)
+}
+
+// handleInterviewCancel handles "POST /v1/interviews/{id}/cancel".
+func (s *Server) handleInterviewCancel(c echo.Context) error {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return err
+	}
+	iv, err := s.lifecycle.Cancel(c.Request().Context(), principal(c).Scope(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, iv)
+}
+
+// handleInterviewEvents handles "GET /v1/interviews/{id}/events".
+func (s *Server) handleInterviewEvents(c echo.Context) error {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return err
+	}
+	events, err := s.catalog.Events(c.Request().Context(), principal(c).Scope(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": events})
+}

@@ -1,0 +1,276 @@
+// Package controlapi is the controller's HTTP API on echo: the public
+// routes frontends call (positions, candidates, interviews and their
+// lifecycle), the internal routes session VMs report to, health and
+// metrics. It maps domain errors to the contract's error JSON. It holds no
+// SQL and makes no provider calls: it declares the interfaces it needs.
+package controlapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo-contrib/echoprometheus"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// Catalog stores what recruiters create.
+type Catalog interface {
+	CreatePosition(ctx context.Context, scope session.Scope, p session.PositionRecord) (session.PositionRecord, error)
+	Position(ctx context.Context, scope session.Scope, id string) (session.PositionRecord, error)
+	CreateCandidate(ctx context.Context, scope session.Scope, c session.Candidate) (session.Candidate, error)
+	Candidate(ctx context.Context, scope session.Scope, id string) (session.Candidate, error)
+	CreateInterview(ctx context.Context, scope session.Scope, iv session.Interview) (session.Interview, error)
+	Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
+	Events(ctx context.Context, scope session.Scope, id string) ([]session.Event, error)
+}
+
+// Lifecycle runs interviews (provision.Service).
+type Lifecycle interface {
+	Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error)
+	End(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
+	Cancel(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
+	VMConfig(ctx context.Context, id, token string) (session.VMConfig, error)
+	Ready(ctx context.Context, id, token string, req session.ReadyRequest) error
+	Heartbeat(ctx context.Context, id, token string, hb session.Heartbeat) (session.HeartbeatAnswer, error)
+	Ended(ctx context.Context, id, token string, req session.Ended) error
+}
+
+// Health reports on the database.
+type Health interface {
+	Ping(ctx context.Context) error
+	SchemaCurrent(ctx context.Context) (bool, error)
+}
+
+// Config holds the API's settings.
+type Config struct {
+	JWTSecret   string
+	JWTAudience string
+	// MaxDuration is the default and the upper bound of max_duration_s.
+	MaxDuration time.Duration
+	// DefaultStartWait is how long a start waits when ?wait= is absent.
+	DefaultStartWait time.Duration
+}
+
+// maxBody bounds every request body.
+const maxBody = "1M"
+
+// Server is the controller's HTTP API.
+type Server struct {
+	cfg       Config
+	auth      *Authenticator
+	catalog   Catalog
+	lifecycle Lifecycle
+	health    Health
+	logger    *slog.Logger
+	echo      *echo.Echo
+}
+
+// New builds the API. reg receives the HTTP metrics; gatherer is served at
+// /metrics.
+func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, logger *slog.Logger,
+	reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
+	auth, err := NewAuthenticator(cfg.JWTSecret, cfg.JWTAudience)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MaxDuration <= 0 {
+		cfg.MaxDuration = 45 * time.Minute
+	}
+	if cfg.DefaultStartWait <= 0 {
+		cfg.DefaultStartWait = 20 * time.Second
+	}
+	s := &Server{cfg: cfg, auth: auth, catalog: catalog, lifecycle: lifecycle, health: health, logger: logger}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = echo.ExtractIPDirect() // never trust client-supplied forwarding headers
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RequestID())
+	e.Use(s.accessLog)
+	e.Use(middleware.BodyLimit(maxBody))
+	e.Use(echoprometheus.NewMiddlewareWithConfig(echoprometheus.MiddlewareConfig{
+		Registerer: reg, Subsystem: "http",
+		Skipper: func(c echo.Context) bool { return c.Path() == "/metrics" },
+	}))
+	e.GET("/healthz", s.handleHealthz)
+	e.GET("/readyz", s.handleReadyz)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+
+	v1 := e.Group("/v1", s.requireTenant)
+	s.registerCatalogRoutes(v1)
+	s.registerInterviewRoutes(v1)
+	s.registerInternalRoutes(e.Group("/internal/v1/sessions"))
+	s.echo = e
+	return s, nil
+}
+
+// Handler returns the API as an http.Handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// handleHealthz handles "GET /healthz": the process is up.
+func (s *Server) handleHealthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReadyz handles "GET /readyz": the database answers and its schema
+// is current.
+func (s *Server) handleReadyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := s.health.Ping(ctx); err != nil {
+		s.logger.Warn("readiness: database unreachable", "error", err)
+		return session.Errorf(session.EUNAVAILABLE, "database unreachable")
+	}
+	ok, err := s.health.SchemaCurrent(ctx)
+	if err != nil {
+		s.logger.Warn("readiness: schema check failed", "error", err)
+		return session.Errorf(session.EUNAVAILABLE, "schema check failed")
+	}
+	if !ok {
+		return session.Errorf(session.EUNAVAILABLE, "database schema is behind: run `controller migrate`")
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// accessLog writes one line per request with its request id.
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		req := c.Request()
+		level := slog.LevelInfo
+		if c.Path() == "/healthz" || c.Path() == "/readyz" || c.Path() == "/metrics" {
+			level = slog.LevelDebug
+		}
+		s.logger.Log(req.Context(), level, "http request",
+			"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+			"method", req.Method, "route", c.Path(), "status", c.Response().Status,
+			"duration_ms", time.Since(start).Milliseconds(), "remote_ip", c.RealIP())
+		return nil
+	}
+}
+
+var statusOf = map[string]int{
+	session.EINVALID:         http.StatusBadRequest,
+	session.EUNAUTHENTICATED: http.StatusUnauthorized,
+	session.EFORBIDDEN:       http.StatusForbidden,
+	session.ENOTFOUND:        http.StatusNotFound,
+	session.ECONFLICT:        http.StatusConflict,
+	session.ETOOLARGE:        http.StatusRequestEntityTooLarge,
+	session.ERATELIMITED:     http.StatusTooManyRequests,
+	session.EUNAVAILABLE:     http.StatusServiceUnavailable,
+	session.EINTERNAL:        http.StatusInternalServerError,
+}
+
+var codeOfStatus = map[int]string{
+	http.StatusBadRequest:            session.EINVALID,
+	http.StatusUnauthorized:          session.EUNAUTHENTICATED,
+	http.StatusForbidden:             session.EFORBIDDEN,
+	http.StatusNotFound:              session.ENOTFOUND,
+	http.StatusMethodNotAllowed:      "method_not_allowed",
+	http.StatusRequestEntityTooLarge: session.ETOOLARGE,
+	http.StatusUnsupportedMediaType:  "unsupported_media_type",
+	http.StatusTooManyRequests:       session.ERATELIMITED,
+	http.StatusServiceUnavailable:    session.EUNAVAILABLE,
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// handleError writes every error as the contract's error JSON. Internal
+// errors are logged with the request id; clients see only "internal error".
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var body errorBody
+	status := http.StatusInternalServerError
+	var he *echo.HTTPError
+	var de *session.Error
+	switch {
+	case errors.As(err, &de):
+		body.Error.Code, body.Error.Message = de.Code, de.Message
+		if st, ok := statusOf[de.Code]; ok {
+			status = st
+		}
+	case errors.As(err, &he):
+		status = he.Code
+		body.Error.Code = codeOfStatus[status]
+		if body.Error.Code == "" {
+			body.Error.Code = strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_"))
+		}
+		body.Error.Message = strings.ToLower(fmt.Sprint(he.Message))
+	default:
+		body.Error.Code, body.Error.Message = session.EINTERNAL, "internal error"
+	}
+	if status >= 500 && status != http.StatusServiceUnavailable {
+		s.logger.Error("request failed", "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+			"route", c.Path(), "error", err)
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	_ = c.JSON(status, body)
+}
+
+// decode reads a JSON body strictly: unknown fields, wrong types, trailing
+// data and an empty body are all invalid.
+func decode(c echo.Context, v any) error {
+	ct := c.Request().Header.Get(echo.HeaderContentType)
+	if ct != "" && !strings.HasPrefix(strings.ToLower(ct), echo.MIMEApplicationJSON) {
+		return &echo.HTTPError{Code: http.StatusUnsupportedMediaType, Message: "content type must be application/json"}
+	}
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		var typeErr *json.UnmarshalTypeError
+		var syntaxErr *json.SyntaxError
+		switch {
+		case errors.As(err, &tooLarge):
+			return session.Errorf(session.ETOOLARGE, "request body too large")
+		case errors.Is(err, io.EOF):
+			return session.Errorf(session.EINVALID, "request body is empty")
+		case errors.As(err, &typeErr):
+			return session.Errorf(session.EINVALID, "field %q must be %s", typeErr.Field, typeErr.Type)
+		case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
+			return session.Errorf(session.EINVALID, "malformed JSON")
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return session.Errorf(session.EINVALID, "%s", strings.TrimPrefix(err.Error(), "json: "))
+		}
+		return session.Errorf(session.EINVALID, "invalid JSON body")
+	}
+	if dec.More() {
+		return session.Errorf(session.EINVALID, "trailing data after the JSON body")
+	}
+	return nil
+}
+
+// pathID returns the path parameter name as a canonical UUID.
+func pathID(c echo.Context, name string) (string, error) {
+	id, err := uuid.Parse(c.Param(name))
+	if err != nil || len(c.Param(name)) != 36 {
+		return "", session.Errorf(session.EINVALID, "%s must be a UUID", name)
+	}
+	return id.String(), nil
+}

@@ -1,0 +1,46 @@
+package provision
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+type metrics struct {
+	started      prometheus.Counter
+	ended        *prometheus.CounterVec
+	startLatency prometheus.Histogram
+	phase        *prometheus.HistogramVec
+	duration     prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	startBuckets := []float64{.05, .1, .25, .5, 1, 2, 5, 10, 20, 30, 60, 120}
+	m := &metrics{
+		started: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "interviews_started_total", Help: "Interviews moved from scheduled to provisioning.",
+		}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "interviews_ended_total", Help: "Interviews that reached a terminal state, by end reason.",
+		}, []string{"reason"}),
+		startLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "interview_start_duration_seconds", Help: "Time from a first start request until the session VM reported ready.",
+			Buckets: startBuckets,
+		}),
+		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "interview_start_phase_seconds", Help: "Time from a first start request until each provisioning phase completed.",
+			Buckets: startBuckets,
+		}, []string{"phase"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "interview_duration_seconds", Help: "Time from start to the end of completed interviews.",
+			Buckets: prometheus.ExponentialBuckets(30, 2, 10),
+		}),
+	}
+	for _, r := range session.EndReasons {
+		m.ended.WithLabelValues(string(r))
+	}
+	if reg != nil {
+		reg.MustRegister(m.started, m.ended, m.startLatency, m.phase, m.duration)
+	}
+	return m
+}

@@ -1,0 +1,529 @@
+// Package provision runs the interview lifecycle: it starts an interview
+// by creating its VM through a machine provider, follows the VM's reports
+// (ready, heartbeat, ended), ends and cancels interviews, and destroys
+// their machines. It declares the two small interfaces it needs: Store
+// (implemented by postgres.DB) and Machines (implemented by the local and
+// Fly providers).
+package provision
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// Store is the persistence the lifecycle needs.
+type Store interface {
+	Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
+	UpdateInterview(ctx context.Context, scope session.Scope, id string,
+		fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error)
+	Position(ctx context.Context, scope session.Scope, id string) (session.PositionRecord, error)
+}
+
+// Machines is a machine provider: one VM per interview.
+type Machines interface {
+	// Create creates (and, unless spec.SkipLaunch, starts) a machine.
+	Create(ctx context.Context, spec session.MachineSpec) (session.Machine, error)
+	Start(ctx context.Context, id string) error
+	// WaitStarted returns once the machine runs.
+	WaitStarted(ctx context.Context, id string) (session.Machine, error)
+	// Get returns an error wrapping session.ErrMachineNotFound for a
+	// machine that does not exist.
+	Get(ctx context.Context, id string) (session.Machine, error)
+	List(ctx context.Context) ([]session.Machine, error)
+	// Destroy is idempotent: a machine already gone is destroyed.
+	Destroy(ctx context.Context, id string) error
+}
+
+// Config holds the lifecycle's settings.
+type Config struct {
+	// Provider names the machine provider ("local" or "fly").
+	Provider string
+	// ControllerURL is the URL session VMs use to reach the internal API.
+	ControllerURL string
+	// Realtime is the interviewer VMs run: "simulated" or "openai".
+	Realtime string
+	// Region is the preferred machine region.
+	Region string
+	// HeartbeatInterval is how often VMs report.
+	HeartbeatInterval time.Duration
+	// IdleTimeout ends an interview no browser joins in time (0: never).
+	IdleTimeout time.Duration
+	// ProvisionTimeout bounds machine creation plus the VM's ready report.
+	ProvisionTimeout time.Duration
+}
+
+// Service runs the lifecycle. Its background work (launching and
+// destroying machines) is owned by the Service and stopped by Close.
+type Service struct {
+	cfg      Config
+	store    Store
+	machines Machines
+	logger   *slog.Logger
+	metrics  *metrics
+	now      func() time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	watchers map[string]chan struct{}
+}
+
+// New returns a Service. reg receives its metrics.
+func New(cfg Config, store Store, machines Machines, logger *slog.Logger, reg prometheus.Registerer) *Service {
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 2 * time.Second
+	}
+	if cfg.ProvisionTimeout <= 0 {
+		cfg.ProvisionTimeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{
+		cfg: cfg, store: store, machines: machines, logger: logger,
+		metrics: newMetrics(reg), now: time.Now,
+		ctx: ctx, cancel: cancel, watchers: map[string]chan struct{}{},
+	}
+}
+
+// Close stops background work and waits for it.
+func (s *Service) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+func (s *Service) goOwned(fn func(ctx context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn(s.ctx)
+	}()
+}
+
+// watch returns a channel closed at the next change of interview id.
+func (s *Service) watch(id string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch, ok := s.watchers[id]
+	if !ok {
+		ch = make(chan struct{})
+		s.watchers[id] = ch
+	}
+	return ch
+}
+
+func (s *Service) changed(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch, ok := s.watchers[id]; ok {
+		close(ch)
+		delete(s.watchers, id)
+	}
+}
+
+func (s *Service) log(iv session.Interview) *slog.Logger {
+	l := s.logger.With("session_id", iv.ID, "tenant_id", iv.TenantID)
+	if iv.Machine != nil && iv.Machine.ID != "" {
+		l = l.With("machine_id", iv.Machine.ID)
+	}
+	return l
+}
+
+// newToken returns a random session token and its SHA-256.
+func newToken() (string, []byte) {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	h := sha256.Sum256([]byte(tok))
+	return tok, h[:]
+}
+
+// Start starts interview id of the scope's tenant: the first call moves it
+// to provisioning and launches its machine; later and concurrent calls
+// join the same provisioning. It waits up to wait for the interview to be
+// ready and returns its current state either way. A terminal or ending
+// interview is a conflict.
+func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error) {
+	var token string
+	launched := false
+	iv, err := s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) {
+		switch iv.Status {
+		case session.StateScheduled:
+			ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, s.now())
+			if err != nil {
+				return nil, err
+			}
+			token, iv.TokenHash = newToken()
+			launched = true
+			return []session.Event{ev}, nil
+		case session.StateProvisioning, session.StateReady, session.StateInProgress:
+			return nil, nil
+		default:
+			return nil, session.Errorf(session.ECONFLICT, "interview is %s and cannot be started", iv.Status)
+		}
+	})
+	if err != nil {
+		return iv, err
+	}
+	if launched {
+		s.metrics.started.Inc()
+		s.log(iv).Info("interview starting")
+		started := s.now()
+		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started) })
+	}
+	if wait <= 0 {
+		return iv, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return s.waitReady(wctx, scope, iv)
+}
+
+// waitReady waits until the interview is connectable, leaves provisioning,
+// or ctx ends, and returns its latest state.
+func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session.Interview) (session.Interview, error) {
+	tick := time.NewTicker(250 * time.Millisecond) // another replica may change the row
+	defer tick.Stop()
+	for {
+		ch := s.watch(iv.ID)
+		cur, err := s.store.Interview(ctx, scope, iv.ID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return iv, nil
+			}
+			return iv, err
+		}
+		iv = cur
+		if iv.Connectable() || (iv.Status != session.StateProvisioning && iv.Status != session.StateReady) {
+			return iv, nil
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-ctx.Done():
+			return iv, nil
+		}
+	}
+}
+
+// launch creates and starts the interview's machine and waits for it to
+// run; the VM's ready report then completes provisioning.
+func (s *Service) launch(ctx context.Context, iv session.Interview, token string, started time.Time) {
+	log := s.log(iv)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProvisionTimeout)
+	defer cancel()
+	name := session.MachineName(iv.Architecture, iv.TenantID, iv.ID)
+	spec := session.MachineSpec{
+		Name: name, SessionID: iv.ID, TenantID: iv.TenantID, Arch: iv.Architecture, Region: s.cfg.Region,
+		Env: map[string]string{
+			session.EnvSessionID:     iv.ID,
+			session.EnvSessionToken:  token,
+			session.EnvControllerURL: s.cfg.ControllerURL,
+		},
+		Metadata: map[string]string{
+			session.MetaSessionID: iv.ID,
+			session.MetaTenantID:  iv.TenantID,
+			session.MetaArch:      iv.Architecture,
+			session.MetaManagedBy: session.ManagedByValue,
+		},
+	}
+	m, err := s.machines.Create(ctx, spec)
+	if err != nil {
+		log.Error("create machine failed", "machine_name", name, "error", err)
+		s.fail(iv.ID, session.ReasonProvisionFailed, fmt.Sprintf("create machine %s: %v", name, err))
+		return
+	}
+	s.metrics.phase.WithLabelValues("machine_created").Observe(s.now().Sub(started).Seconds())
+	log = log.With("machine_id", m.ID)
+	if !s.recordMachine(iv.ID, m) {
+		return
+	}
+	m, err = s.machines.WaitStarted(ctx, m.ID)
+	if err != nil {
+		log.Error("machine did not start", "error", err)
+		s.fail(iv.ID, session.ReasonProvisionFailed, fmt.Sprintf("wait for machine %s: %v", m.ID, err))
+		return
+	}
+	s.metrics.phase.WithLabelValues("machine_started").Observe(s.now().Sub(started).Seconds())
+	if !s.recordMachine(iv.ID, m) {
+		return
+	}
+	// The VM's ready report moves the interview on; give up if it never comes.
+	for {
+		ch := s.watch(iv.ID)
+		cur, err := s.store.Interview(ctx, session.SystemScope(), iv.ID)
+		if err == nil && cur.Status != session.StateProvisioning {
+			if cur.Connectable() {
+				d := s.now().Sub(started).Seconds()
+				s.metrics.phase.WithLabelValues("vm_ready").Observe(d)
+				s.metrics.startLatency.Observe(d)
+				log.Info("interview ready", "start_seconds", d)
+			}
+			return
+		}
+		select {
+		case <-ch:
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			if s.ctx.Err() != nil {
+				return // controller shutting down: another replica or a restart takes over
+			}
+			log.Error("session VM never reported ready", "timeout", s.cfg.ProvisionTimeout)
+			s.fail(iv.ID, session.ReasonProvisionFailed, "session VM never reported ready")
+			return
+		}
+	}
+}
+
+// recordMachine stores what the provider said about the machine. When the
+// interview has ended meanwhile the machine is destroyed and false returned.
+func (s *Service) recordMachine(id string, m session.Machine) bool {
+	ctx := s.ctx
+	iv, err := s.store.UpdateInterview(ctx, session.SystemScope(), id, func(iv *session.Interview) ([]session.Event, error) {
+		m.SessionID = iv.ID
+		if iv.Machine != nil && iv.Machine.State == session.MachineDestroyed {
+			return nil, nil
+		}
+		iv.Machine = &m
+		return nil, nil
+	})
+	s.changed(id)
+	if err != nil {
+		s.logger.Error("record machine failed", "session_id", id, "machine_id", m.ID, "error", err)
+		return true
+	}
+	if !iv.Status.Live() {
+		s.destroy(iv)
+		return false
+	}
+	return true
+}
+
+// fail moves a live interview to failed and destroys its machine.
+func (s *Service) fail(id string, reason session.EndReason, detail string) {
+	iv, err := s.store.UpdateInterview(s.ctx, session.SystemScope(), id, func(iv *session.Interview) ([]session.Event, error) {
+		if iv.Status.Terminal() {
+			return nil, nil
+		}
+		ev, err := iv.Transition(session.StateFailed, reason, session.ActorController, s.now())
+		return []session.Event{ev}, err
+	})
+	s.changed(id)
+	if err != nil {
+		s.logger.Error("mark interview failed", "session_id", id, "error", err)
+		return
+	}
+	s.metrics.ended.WithLabelValues(string(reason)).Inc()
+	s.log(iv).Warn("interview failed", "reason", reason, "detail", detail)
+	s.destroy(iv)
+}
+
+// destroy destroys the interview's machine in the background and records it.
+func (s *Service) destroy(iv session.Interview) {
+	if iv.Machine == nil || iv.Machine.ID == "" || iv.Machine.State == session.MachineDestroyed {
+		return
+	}
+	mid := iv.Machine.ID
+	log := s.log(iv)
+	s.goOwned(func(ctx context.Context) {
+		if err := s.machines.Destroy(ctx, mid); err != nil {
+			log.Error("destroy machine failed", "error", err)
+			return
+		}
+		_, err := s.store.UpdateInterview(ctx, session.SystemScope(), iv.ID, func(iv *session.Interview) ([]session.Event, error) {
+			if iv.Machine != nil && iv.Machine.ID == mid {
+				iv.Machine.State = session.MachineDestroyed
+			}
+			return nil, nil
+		})
+		if err != nil {
+			log.Error("record destroyed machine", "error", err)
+		}
+		s.changed(iv.ID)
+		log.Info("machine destroyed")
+	})
+}
+
+// End asks a started interview to end gracefully: it becomes ending, and
+// the VM learns it from its next heartbeat, flushes and reports ended.
+// Ending an interview already ending changes nothing.
+func (s *Service) End(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
+	iv, err := s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) {
+		switch iv.Status {
+		case session.StateEnding:
+			return nil, nil
+		case session.StateScheduled:
+			return nil, session.Errorf(session.ECONFLICT, "interview has not started; cancel it instead")
+		}
+		ev, err := iv.Transition(session.StateEnding, session.ReasonEndedByUser, session.ActorUser, s.now())
+		return []session.Event{ev}, err
+	})
+	s.changed(id)
+	return iv, err
+}
+
+// Cancel cancels an interview in any non-terminal state and destroys its
+// machine.
+func (s *Service) Cancel(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
+	iv, err := s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) {
+		ev, err := iv.Transition(session.StateCancelled, session.ReasonCancelled, session.ActorUser, s.now())
+		return []session.Event{ev}, err
+	})
+	s.changed(id)
+	if err != nil {
+		return iv, err
+	}
+	s.metrics.ended.WithLabelValues(string(session.ReasonCancelled)).Inc()
+	s.destroy(iv)
+	return iv, nil
+}
+
+// errNotLive is what a VM whose session is over hears: it must exit.
+var errNotLive = session.Errorf(session.ECONFLICT, "session is no longer live")
+
+// authenticate checks a VM's token for session id in constant time and
+// that the session is live. A fenced session's token writes nothing.
+func (s *Service) authenticate(iv *session.Interview, token string) error {
+	h := sha256.Sum256([]byte(token))
+	if len(iv.TokenHash) != sha256.Size || subtle.ConstantTimeCompare(h[:], iv.TokenHash) != 1 {
+		return session.Errorf(session.EUNAUTHENTICATED, "invalid session token")
+	}
+	if !iv.Status.Live() {
+		return errNotLive
+	}
+	return nil
+}
+
+// vmUpdate authenticates the VM and applies fn to its session.
+func (s *Service) vmUpdate(ctx context.Context, id, token string, fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error) {
+	iv, err := s.store.UpdateInterview(ctx, session.SystemScope(), id, func(iv *session.Interview) ([]session.Event, error) {
+		if err := s.authenticate(iv, token); err != nil {
+			return nil, err
+		}
+		return fn(iv)
+	})
+	if code := session.ErrorCode(err); code == session.ENOTFOUND || code == session.EINVALID {
+		// Never reveal whether a session id exists to a caller without its token.
+		return iv, session.Errorf(session.EUNAUTHENTICATED, "invalid session token")
+	}
+	return iv, err
+}
+
+// VMConfig answers a VM's request for its configuration.
+func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMConfig, error) {
+	iv, err := s.vmUpdate(ctx, id, token, func(*session.Interview) ([]session.Event, error) { return nil, nil })
+	if err != nil {
+		return session.VMConfig{}, err
+	}
+	pos, err := s.store.Position(ctx, session.TenantScope(iv.TenantID), iv.PositionID)
+	if err != nil {
+		return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", id, err)
+	}
+	started := s.now()
+	if iv.StartedAt != nil {
+		started = *iv.StartedAt
+	}
+	return session.VMConfig{
+		SessionID: iv.ID, TenantID: iv.TenantID, Architecture: iv.Architecture, Realtime: s.cfg.Realtime,
+		Deadline: started.Add(iv.MaxDuration()), MaxDurationS: iv.MaxDurationS,
+		HeartbeatIntervalMS: s.cfg.HeartbeatInterval.Milliseconds(), IdleTimeoutMS: s.cfg.IdleTimeout.Milliseconds(),
+		Position: session.Position{Title: pos.Title, Description: pos.Description, Competencies: pos.Competencies},
+	}, nil
+}
+
+// Ready records the VM's report that it serves its endpoints.
+func (s *Service) Ready(ctx context.Context, id, token string, req session.ReadyRequest) error {
+	iv, err := s.vmUpdate(ctx, id, token, func(iv *session.Interview) ([]session.Event, error) {
+		now := s.now()
+		iv.LastHeartbeatAt = &now
+		if iv.Status != session.StateProvisioning {
+			return nil, nil // a repeated report
+		}
+		ev, err := iv.Transition(session.StateReady, "", session.ActorVM, now)
+		return []session.Event{ev}, err
+	})
+	s.changed(id)
+	if err == nil {
+		s.log(iv).Info("session VM ready")
+	}
+	return err
+}
+
+// Heartbeat records a VM's heartbeat and tells it whether to go on.
+func (s *Service) Heartbeat(ctx context.Context, id, token string, hb session.Heartbeat) (session.HeartbeatAnswer, error) {
+	iv, err := s.vmUpdate(ctx, id, token, func(iv *session.Interview) ([]session.Event, error) {
+		now := s.now()
+		iv.LastHeartbeatAt = &now
+		return nil, nil
+	})
+	if err != nil {
+		return session.HeartbeatAnswer{}, err
+	}
+	if iv.Status == session.StateEnding {
+		reason := session.ReasonEndedByUser
+		if iv.EndReason != nil {
+			reason = *iv.EndReason
+		}
+		return session.HeartbeatAnswer{Action: session.ActionEnd, Reason: reason}, nil
+	}
+	return session.HeartbeatAnswer{Action: session.ActionContinue}, nil
+}
+
+// Ended records the VM's last report: the interview is completed and its
+// machine destroyed.
+func (s *Service) Ended(ctx context.Context, id, token string, req session.Ended) error {
+	if !req.Reason.Valid() {
+		return session.Errorf(session.EINVALID, "unknown end reason %q", req.Reason)
+	}
+	if req.LastSeq < 0 {
+		return session.Errorf(session.EINVALID, "last_seq must not be negative")
+	}
+	iv, err := s.vmUpdate(ctx, id, token, func(iv *session.Interview) ([]session.Event, error) {
+		now := s.now()
+		var events []session.Event
+		if iv.Status != session.StateEnding {
+			ev, err := iv.Transition(session.StateEnding, req.Reason, session.ActorVM, now)
+			if err != nil {
+				return nil, err
+			}
+			events = append(events, ev)
+		}
+		last := req.LastSeq
+		iv.LastSeqReported = &last
+		ev, err := iv.Transition(session.StateCompleted, "", session.ActorVM, now)
+		if err != nil {
+			return nil, err
+		}
+		return append(events, ev), nil
+	})
+	s.changed(id)
+	if err != nil {
+		return err
+	}
+	reason := session.ReasonCompleted
+	if iv.EndReason != nil {
+		reason = *iv.EndReason
+	}
+	s.metrics.ended.WithLabelValues(string(reason)).Inc()
+	if iv.StartedAt != nil && iv.EndedAt != nil {
+		s.metrics.duration.Observe(iv.EndedAt.Sub(*iv.StartedAt).Seconds())
+	}
+	s.log(iv).Info("interview completed", "end_reason", reason, "last_seq", req.LastSeq)
+	s.destroy(iv)
+	return nil
+}
+
+// IsNotLive reports whether err says the session is over.
+func IsNotLive(err error) bool { return errors.Is(err, errNotLive) }
