@@ -1,0 +1,37 @@
+# Interview control plane. `make help` lists the targets.
+GO      ?= go
+BIN     := bin
+PG      := scripts/pg.sh
+
+.PHONY: help build run test vet lint fmt-check pg-start pg-stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/controller and bin/sessionvm
+	$(GO) build -o $(BIN)/controller ./cmd/controller
+	$(GO) build -o $(BIN)/sessionvm ./cmd/sessionvm
+
+run: build pg-start ## run the controller locally: local provider, simulated interviewer, private PostgreSQL
+	@scripts/run.sh
+
+test: pg-start fmt-check vet lint ## gofmt, go vet, golangci-lint, and every test (race detector on) against the private PostgreSQL
+	TEST_DATABASE_URL="$$($(PG) url)" $(GO) test -race -count=1 -timeout 15m ./...
+
+vet: ## go vet
+	$(GO) vet ./...
+
+lint: ## golangci-lint, pinned in tools/go.mod (built from source on first use)
+	$(GO) tool -modfile=tools/go.mod golangci-lint run ./...
+
+fmt-check: ## fail when a file is not gofmt-formatted
+	@out="$$(gofmt -l cmd pkg migrations)"; if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+
+pg-start: ## start (or reuse) the private PostgreSQL in ./.data
+	@$(PG) start
+
+pg-stop: ## stop the private PostgreSQL
+	@$(PG) stop
+
+clean: pg-stop ## stop PostgreSQL and remove build output and ./.data
+	rm -rf $(BIN) .data

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of the controller. Each has an environment
+// variable and a flag of the same name in lower-kebab case; the flag wins.
+type Config struct {
+	DatabaseURL         string
+	ListenAddr          string
+	Provider            string
+	InternalURL         string
+	JWTSecret           string
+	JWKSURL             string
+	JWTAudience         string
+	Realtime            string
+	MaxDuration         time.Duration
+	HeartbeatInterval   time.Duration
+	HeartbeatTimeout    time.Duration
+	ReconcileInterval   time.Duration
+	IdleTimeout         time.Duration
+	TenantMaxConcurrent int
+	SessionVMBin        string
+	FlyAPIURL           string
+	FlyAPIToken         string
+	FlyApp              string
+	FlyRegion           string
+	SessionImage        string
+	SessionPort         int
+	MigrateOnStart      bool
+	LogLevel            string
+	LogFormat           string
+	ShutdownTimeout     time.Duration
+}
+
+// setting binds one Config field to its environment variable and flag.
+type setting struct {
+	env, help, def string
+	secret         bool
+	set            func(string) error
+}
+
+func settings(c *Config) []setting {
+	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+	dur := func(p *time.Duration) func(string) error {
+		return func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("not a duration (like 30s or 45m): %q", v)
+			}
+			*p = d
+			return nil
+		}
+	}
+	num := func(p *int) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("not an integer: %q", v)
+			}
+			*p = n
+			return nil
+		}
+	}
+	boolean := func(p *bool) func(string) error {
+		return func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("not a boolean: %q", v)
+			}
+			*p = b
+			return nil
+		}
+	}
+	return []setting{
+		{env: "DATABASE_URL", help: "PostgreSQL URL (required)", set: str(&c.DatabaseURL), secret: true},
+		{env: "LISTEN_ADDR", def: ":8080", help: "address of the HTTP API", set: str(&c.ListenAddr)},
+		{env: "PROVIDER", def: "local", help: "machine provider: local (child processes) or fly", set: str(&c.Provider)},
+		{env: "INTERNAL_URL", help: "URL session VMs use to reach the controller (default: http://127.0.0.1:<port of LISTEN_ADDR>)", set: str(&c.InternalURL)},
+		{env: "JWT_SECRET", help: "HS256 secret of tenant JWTs, at least 16 bytes (required)", set: str(&c.JWTSecret), secret: true},
+		{env: "JWKS_URL", help: "JWKS URL for ES256/RS256 tenant JWTs (not supported yet)", set: str(&c.JWKSURL)},
+		{env: "JWT_AUDIENCE", def: "authenticated", help: "required aud claim of tenant JWTs", set: str(&c.JWTAudience)},
+		{env: "REALTIME", def: "simulated", help: "interviewer the VMs run: simulated or openai", set: str(&c.Realtime)},
+		{env: "MAX_DURATION", def: "45m", help: "default and largest interview length", set: dur(&c.MaxDuration)},
+		{env: "HEARTBEAT_INTERVAL", def: "2s", help: "how often session VMs report", set: dur(&c.HeartbeatInterval)},
+		{env: "HEARTBEAT_TIMEOUT", def: "30s", help: "silence after which a session VM counts as lost", set: dur(&c.HeartbeatTimeout)},
+		{env: "RECONCILE_INTERVAL", def: "10s", help: "period of the reconciler", set: dur(&c.ReconcileInterval)},
+		{env: "IDLE_TIMEOUT", def: "0s", help: "end an interview no browser joins within this time (0: never)", set: dur(&c.IdleTimeout)},
+		{env: "TENANT_MAX_CONCURRENT", def: "0", help: "live interviews per tenant (0: unlimited)", set: num(&c.TenantMaxConcurrent)},
+		{env: "SESSIONVM_BIN", help: "sessionvm binary of the local provider (default: next to the controller, else on PATH)", set: str(&c.SessionVMBin)},
+		{env: "FLY_API_URL", def: "https://api.machines.dev", help: "Fly Machines API base URL", set: str(&c.FlyAPIURL)},
+		{env: "FLY_API_TOKEN", help: "Fly API token (fly provider)", set: str(&c.FlyAPIToken), secret: true},
+		{env: "FLY_APP", help: "Fly app of the session machines (fly provider)", set: str(&c.FlyApp)},
+		{env: "FLY_REGION", help: "preferred region of session machines", set: str(&c.FlyRegion)},
+		{env: "SESSION_IMAGE", help: "sessionvm image (fly provider)", set: str(&c.SessionImage)},
+		{env: "SESSION_PORT", def: "8080", help: "port sessionvm listens on inside its VM", set: num(&c.SessionPort)},
+		{env: "MIGRATE_ON_START", def: "true", help: "apply pending migrations when the controller starts", set: boolean(&c.MigrateOnStart)},
+		{env: "LOG_LEVEL", def: "info", help: "debug, info, warn or error", set: str(&c.LogLevel)},
+		{env: "LOG_FORMAT", def: "auto", help: "text, json, or auto (text on a terminal, JSON otherwise)", set: str(&c.LogFormat)},
+		{env: "SHUTDOWN_TIMEOUT", def: "15s", help: "grace period for in-flight requests on SIGINT/SIGTERM", set: dur(&c.ShutdownTimeout)},
+	}
+}
+
+func flagName(env string) string { return strings.ToLower(strings.ReplaceAll(env, "_", "-")) }
+
+// parseConfig reads defaults, then the environment, then flags.
+func parseConfig(name string, args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	list := settings(&c)
+	for _, s := range list {
+		if s.def != "" {
+			if err := s.set(s.def); err != nil {
+				return c, fmt.Errorf("default of %s: %w", s.env, err)
+			}
+		}
+	}
+	for _, s := range list {
+		if v := getenv(s.env); v != "" {
+			if err := s.set(v); err != nil {
+				return c, fmt.Errorf("%s: %w", s.env, err)
+			}
+		}
+	}
+	for _, s := range list {
+		s := s
+		fs.Func(flagName(s.env), s.help, s.set)
+	}
+	fs.Usage = func() { usage(out, name, list) }
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return c, nil
+}
+
+func usage(out io.Writer, name string, list []setting) {
+	fmt.Fprintf(out, "Usage: controller [serve|migrate|token] [flags]\n\n"+
+		"  serve    run the API (default)\n  migrate  apply pending database migrations and exit\n"+
+		"  token    print a development JWT (flags: -tenant, -role, -ttl)\n\n"+
+		"Settings of %s (flag, environment variable, default):\n", name)
+	for _, s := range list {
+		def := s.def
+		if def == "" {
+			def = "(none)"
+		}
+		fmt.Fprintf(out, "  --%-22s %-22s default %s\n      %s\n", flagName(s.env), s.env, def, s.help)
+	}
+}
+
+// validate checks the settings serve needs.
+func (c *Config) validate() error {
+	var errs []error
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL is required"))
+	}
+	if len(c.JWTSecret) < 16 {
+		errs = append(errs, errors.New("JWT_SECRET is required and must be at least 16 bytes"))
+	}
+	if c.JWKSURL != "" {
+		errs = append(errs, errors.New("JWKS_URL is not supported yet: use JWT_SECRET (HS256)"))
+	}
+	switch c.Provider {
+	case "local":
+	case "fly":
+		errs = append(errs, errors.New("PROVIDER=fly is not wired into the controller yet"))
+	default:
+		errs = append(errs, fmt.Errorf("PROVIDER must be local or fly, not %q", c.Provider))
+	}
+	if c.Realtime != "simulated" && c.Realtime != "openai" {
+		errs = append(errs, fmt.Errorf("REALTIME must be simulated or openai, not %q", c.Realtime))
+	}
+	if c.MaxDuration < time.Second {
+		errs = append(errs, errors.New("MAX_DURATION must be at least 1s"))
+	}
+	if c.HeartbeatInterval <= 0 || c.HeartbeatTimeout <= c.HeartbeatInterval {
+		errs = append(errs, errors.New("HEARTBEAT_INTERVAL must be positive and below HEARTBEAT_TIMEOUT"))
+	}
+	if c.InternalURL != "" {
+		if u, err := url.Parse(c.InternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("INTERNAL_URL must be an http(s) URL, not %q", c.InternalURL))
+		}
+	}
+	switch c.LogFormat {
+	case "auto", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("LOG_FORMAT must be auto, text or json, not %q", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// sessionVMBinary finds the sessionvm binary for the local provider.
+func (c *Config) sessionVMBinary() string {
+	if c.SessionVMBin != "" {
+		return c.SessionVMBin
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "sessionvm")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "sessionvm"
+}

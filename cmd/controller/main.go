@@ -1,0 +1,206 @@
+// Command controller runs the interview control plane: the public API for
+// frontends, the internal API for session VMs, the interview lifecycle on a
+// machine provider, and Prometheus metrics. Subcommands: serve (default),
+// migrate, token. `controller --help` lists every setting.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/interviewvm/controlplane/pkg/controlapi"
+	"github.com/interviewvm/controlplane/pkg/localvm"
+	"github.com/interviewvm/controlplane/pkg/postgres"
+	"github.com/interviewvm/controlplane/pkg/provision"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "controller:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program. ready, when not nil, receives the API's
+// address once it listens.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve", "migrate":
+	case "token":
+		return runToken(args, getenv, stdout, stderr)
+	default:
+		return fmt.Errorf("unknown command %q (want serve, migrate or token)", cmd)
+	}
+	cfg, err := parseConfig("controller "+cmd, args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	if cmd == "migrate" {
+		if cfg.DatabaseURL == "" {
+			return errors.New("DATABASE_URL is required")
+		}
+		db, err := postgres.Open(ctx, cfg.DatabaseURL, logger)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		return db.Migrate(ctx)
+	}
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return serve(ctx, cfg, logger, ready)
+}
+
+func newLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
+
+func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- string) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	db, err := postgres.Open(ctx, cfg.DatabaseURL, logger.With("component", "postgres"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if cfg.MigrateOnStart {
+		if err := db.Migrate(ctx); err != nil {
+			return err
+		}
+	}
+
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	internalURL := cfg.InternalURL
+	if internalURL == "" {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		internalURL = "http://127.0.0.1:" + port
+	}
+
+	machines := localvm.New(localvm.Config{
+		Binary: cfg.sessionVMBinary(), Logger: logger.With("component", "localvm"), Region: "local",
+	})
+	defer func() {
+		if err := machines.Close(); err != nil {
+			logger.Error("stop local VMs", "error", err)
+		}
+	}()
+
+	lifecycle := provision.New(provision.Config{
+		Provider: cfg.Provider, ControllerURL: internalURL, Realtime: cfg.Realtime, Region: cfg.FlyRegion,
+		HeartbeatInterval: cfg.HeartbeatInterval, IdleTimeout: cfg.IdleTimeout,
+	}, db, machines, logger.With("component", "provision"), reg)
+	defer lifecycle.Close()
+
+	api, err := controlapi.New(controlapi.Config{
+		JWTSecret: cfg.JWTSecret, JWTAudience: cfg.JWTAudience, MaxDuration: cfg.MaxDuration,
+	}, db, lifecycle, db, logger.With("component", "api"), reg, reg)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Info("controller listening", "addr", ln.Addr().String(), "internal_url", internalURL, "provider", cfg.Provider, "realtime", cfg.Realtime)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("http shutdown", "error", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", err)
+	}
+	return nil
+}
+
+// runToken prints a development JWT signed with JWT_SECRET.
+func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("controller token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	tenant := fs.String("tenant", "", "tenant UUID (default: a new one)")
+	role := fs.String("role", "admin", "user_role claim: admin, recruiter or viewer")
+	ttl := fs.Duration("ttl", 24*time.Hour, "lifetime")
+	secret := fs.String("jwt-secret", getenv("JWT_SECRET"), "HS256 secret (env JWT_SECRET)")
+	aud := fs.String("jwt-audience", firstNonEmpty(getenv("JWT_AUDIENCE"), "authenticated"), "aud claim (env JWT_AUDIENCE)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *tenant == "" {
+		*tenant = uuid.NewString()
+	}
+	tok, err := controlapi.DevToken(*secret, *aud, *tenant, *role, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

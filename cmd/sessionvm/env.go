@@ -1,0 +1,92 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// envMachineID is set by Fly in every machine.
+const envMachineID = "FLY_MACHINE_ID"
+
+// defaultSessionPort is the VM's internal port when SESSION_PORT is unset.
+const defaultSessionPort = "8080"
+
+// settings is what sessionvm reads from its environment.
+type settings struct {
+	sessionID     string
+	token         string
+	controllerURL string
+	machineID     string
+	// listenFD is the inherited listening socket, or -1.
+	listenFD   int
+	listenAddr string
+}
+
+// readSettings reads and checks the environment.
+func readSettings(getenv func(string) string) (settings, error) {
+	s := settings{
+		sessionID:     getenv(session.EnvSessionID),
+		token:         getenv(session.EnvSessionToken),
+		controllerURL: getenv(session.EnvControllerURL),
+		machineID:     getenv(envMachineID),
+		listenFD:      -1,
+	}
+	var missing []error
+	for _, kv := range [][2]string{
+		{session.EnvSessionID, s.sessionID},
+		{session.EnvSessionToken, s.token},
+		{session.EnvControllerURL, s.controllerURL},
+	} {
+		if kv[1] == "" {
+			missing = append(missing, fmt.Errorf("%s is not set", kv[0]))
+		}
+	}
+	if err := errors.Join(missing...); err != nil {
+		return settings{}, err
+	}
+	switch {
+	case getenv(session.EnvListenFD) != "":
+		v := getenv(session.EnvListenFD)
+		fd, err := strconv.Atoi(v)
+		if err != nil || fd < 3 {
+			return settings{}, fmt.Errorf("%s=%q: want a file descriptor number ≥ 3", session.EnvListenFD, v)
+		}
+		s.listenFD = fd
+	case getenv(session.EnvListenAddr) != "":
+		s.listenAddr = getenv(session.EnvListenAddr)
+	default:
+		port := getenv(session.EnvSessionPort)
+		if port == "" {
+			port = defaultSessionPort
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return settings{}, fmt.Errorf("%s=%q: want a port number", session.EnvSessionPort, port)
+		}
+		s.listenAddr = ":" + port
+	}
+	return s, nil
+}
+
+// listen returns the VM's listener: the inherited socket, or a new one.
+func (s settings) listen() (net.Listener, error) {
+	if s.listenFD < 0 {
+		ln, err := net.Listen("tcp", s.listenAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", s.listenAddr, err)
+		}
+		return ln, nil
+	}
+	f := os.NewFile(uintptr(s.listenFD), "listener")
+	// FileListener dups the descriptor; close the original either way.
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("inherited listener on fd %d: %w", s.listenFD, err)
+	}
+	return ln, nil
+}
