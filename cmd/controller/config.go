@@ -38,6 +38,11 @@ type Config struct {
 	SessionImage        string
 	SessionPort         int
 	MigrateOnStart      bool
+	StreamKeepAlive     time.Duration
+	RateLimit           float64
+	RateBurst           int
+	BehindFlyProxy      bool
+	FlyReplayApp        string
 	LogLevel            string
 	LogFormat           string
 	ShutdownTimeout     time.Duration
@@ -69,6 +74,16 @@ func settings(c *Config) []setting {
 				return fmt.Errorf("not an integer: %q", v)
 			}
 			*p = n
+			return nil
+		}
+	}
+	float := func(p *float64) func(string) error {
+		return func(v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f <= 0 {
+				return fmt.Errorf("not a positive number: %q", v)
+			}
+			*p = f
 			return nil
 		}
 	}
@@ -105,6 +120,11 @@ func settings(c *Config) []setting {
 		{env: "SESSION_IMAGE", help: "sessionvm image (fly provider)", set: str(&c.SessionImage)},
 		{env: "SESSION_PORT", def: "8080", help: "port sessionvm listens on inside its VM", set: num(&c.SessionPort)},
 		{env: "MIGRATE_ON_START", def: "true", help: "apply pending migrations when the controller starts", set: boolean(&c.MigrateOnStart)},
+		{env: "STREAM_KEEPALIVE", def: "15s", help: "idle period after which a transcript stream sends a keep-alive comment", set: dur(&c.StreamKeepAlive)},
+		{env: "RATE_LIMIT", def: "20", help: "requests per second each user (JWT subject) may make", set: float(&c.RateLimit)},
+		{env: "RATE_BURST", def: "40", help: "burst of the per-user rate limit", set: num(&c.RateBurst)},
+		{env: "BEHIND_FLY_PROXY", def: "false", help: "take the client address from Fly's Fly-Client-IP header", set: boolean(&c.BehindFlyProxy)},
+		{env: "FLY_REPLAY_APP", help: "answer session routes of Fly machines with fly-replay to this app instead of proxying", set: str(&c.FlyReplayApp)},
 		{env: "LOG_LEVEL", def: "info", help: "debug, info, warn or error", set: str(&c.LogLevel)},
 		{env: "LOG_FORMAT", def: "auto", help: "text, json, or auto (text on a terminal, JSON otherwise)", set: str(&c.LogFormat)},
 		{env: "SHUTDOWN_TIMEOUT", def: "15s", help: "grace period for in-flight requests on SIGINT/SIGTERM", set: dur(&c.ShutdownTimeout)},

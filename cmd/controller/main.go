@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/interviewvm/controlplane/pkg/controlapi"
+	"github.com/interviewvm/controlplane/pkg/livefeed"
 	"github.com/interviewvm/controlplane/pkg/localvm"
 	"github.com/interviewvm/controlplane/pkg/postgres"
 	"github.com/interviewvm/controlplane/pkg/provision"
@@ -139,12 +140,26 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	lifecycle := provision.New(provision.Config{
 		Provider: cfg.Provider, ControllerURL: internalURL, Realtime: cfg.Realtime, Region: cfg.FlyRegion,
 		HeartbeatInterval: cfg.HeartbeatInterval, IdleTimeout: cfg.IdleTimeout,
+		TenantMaxConcurrent: cfg.TenantMaxConcurrent,
 	}, db, machines, logger.With("component", "provision"), reg)
 	defer lifecycle.Close()
 
+	// Interview changes on any replica reach this one's live streams
+	// through PostgreSQL LISTEN/NOTIFY.
+	feed := livefeed.New()
+	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		db.Listen(listenCtx, feed.Publish)
+	}()
+	defer func() { stopListen(); <-listening }()
+
 	api, err := controlapi.New(controlapi.Config{
 		JWTSecret: cfg.JWTSecret, JWTAudience: cfg.JWTAudience, MaxDuration: cfg.MaxDuration,
-	}, db, lifecycle, db, logger.With("component", "api"), reg, reg)
+		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
+		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
+	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, reg)
 	if err != nil {
 		return err
 	}
@@ -162,6 +177,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	api.CloseStreams() // live streams end now; clients resume elsewhere with Last-Event-ID
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

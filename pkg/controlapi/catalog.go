@@ -16,6 +16,34 @@ func (s *Server) registerCatalogRoutes(g *echo.Group) {
 	g.GET("/positions/:id", s.handlePositionGet)
 	g.POST("/candidates", s.handleCandidateCreate)
 	g.GET("/candidates/:id", s.handleCandidateGet)
+	g.GET("/positions", s.handlePositionList)
+	g.GET("/candidates", s.handleCandidateList)
+}
+
+// handlePositionList handles "GET /v1/positions?limit=&cursor=".
+func (s *Server) handlePositionList(c echo.Context) error {
+	p, err := page(c)
+	if err != nil {
+		return err
+	}
+	items, next, err := s.catalog.ListPositions(c.Request().Context(), principal(c).Scope(), p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, newList(items, next))
+}
+
+// handleCandidateList handles "GET /v1/candidates?limit=&cursor=".
+func (s *Server) handleCandidateList(c echo.Context) error {
+	p, err := page(c)
+	if err != nil {
+		return err
+	}
+	items, next, err := s.catalog.ListCandidates(c.Request().Context(), principal(c).Scope(), p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, newList(items, next))
 }
 
 type competencyInput struct {

@@ -16,6 +16,26 @@ func (s *Server) registerInternalRoutes(g *echo.Group) {
 	g.POST("/:id/ready", s.handleVMReady)
 	g.POST("/:id/heartbeat", s.handleVMHeartbeat)
 	g.POST("/:id/ended", s.handleVMEnded)
+	g.POST("/:id/transcript", s.handleVMTranscript)
+}
+
+// handleVMTranscript handles "POST /internal/v1/sessions/{id}/transcript":
+// a batch of segments, stored idempotently; the answer acknowledges the
+// highest seq up to which nothing is missing.
+func (s *Server) handleVMTranscript(c echo.Context) error {
+	id, token, err := vmCredentials(c)
+	if err != nil {
+		return err
+	}
+	var batch session.TranscriptBatch
+	if err := decode(c, &batch); err != nil {
+		return err
+	}
+	acked, err := s.lifecycle.Transcript(c.Request().Context(), id, token, batch)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, session.TranscriptAck{AckedSeq: acked})
 }
 
 func vmCredentials(c echo.Context) (id, token string, err error) {

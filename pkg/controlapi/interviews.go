@@ -18,6 +18,59 @@ func (s *Server) registerInterviewRoutes(g *echo.Group) {
 	g.POST("/interviews/:id/end", s.handleInterviewEnd)
 	g.POST("/interviews/:id/cancel", s.handleInterviewCancel)
 	g.GET("/interviews/:id/events", s.handleInterviewEvents)
+	g.GET("/interviews/:id/transcript", s.handleTranscriptGet)
+	g.GET("/interviews/:id/transcript/stream", s.handleTranscriptStream)
+	g.GET("/interviews", s.handleInterviewList)
+}
+
+// listAnswer is the shape of every list.
+type listAnswer[T any] struct {
+	Items      []T     `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+func newList[T any](items []T, next string) listAnswer[T] {
+	if items == nil {
+		items = []T{}
+	}
+	a := listAnswer[T]{Items: items}
+	if next != "" {
+		a.NextCursor = &next
+	}
+	return a
+}
+
+// page reads ?limit= (1..100, default 50) and ?cursor=.
+func page(c echo.Context) (session.Page, error) {
+	p := session.Page{Limit: 50, Cursor: c.QueryParam("cursor")}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return p, session.Errorf(session.EINVALID, "limit must be an integer from 1 to 100")
+		}
+		p.Limit = n
+	}
+	if len(p.Cursor) > 200 {
+		return p, session.Errorf(session.EINVALID, "cursor is not one this API issued")
+	}
+	return p, nil
+}
+
+// handleInterviewList handles "GET /v1/interviews?status=&limit=&cursor=".
+func (s *Server) handleInterviewList(c echo.Context) error {
+	p, err := page(c)
+	if err != nil {
+		return err
+	}
+	status := session.State(c.QueryParam("status"))
+	if status != "" && !status.Valid() {
+		return session.Errorf(session.EINVALID, "status must be one of %v", session.States)
+	}
+	items, next, err := s.catalog.ListInterviews(c.Request().Context(), principal(c).Scope(), status, p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, newList(items, next))
 }
 
 type interviewInput struct {

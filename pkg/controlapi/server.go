@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,6 +37,10 @@ type Catalog interface {
 	CreateInterview(ctx context.Context, scope session.Scope, iv session.Interview) (session.Interview, error)
 	Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
 	Events(ctx context.Context, scope session.Scope, id string) ([]session.Event, error)
+	ListPositions(ctx context.Context, scope session.Scope, p session.Page) ([]session.PositionRecord, string, error)
+	ListCandidates(ctx context.Context, scope session.Scope, p session.Page) ([]session.Candidate, string, error)
+	ListInterviews(ctx context.Context, scope session.Scope, status session.State, p session.Page) ([]session.Interview, string, error)
+	Transcript(ctx context.Context, scope session.Scope, id string, afterSeq int64, limit int) ([]session.Segment, session.Interview, error)
 }
 
 // Lifecycle runs interviews (provision.Service).
@@ -42,6 +48,8 @@ type Lifecycle interface {
 	Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error)
 	End(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
 	Cancel(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
+	Connected(ctx context.Context, scope session.Scope, id string) error
+	Transcript(ctx context.Context, id, token string, batch session.TranscriptBatch) (int64, error)
 	VMConfig(ctx context.Context, id, token string) (session.VMConfig, error)
 	Ready(ctx context.Context, id, token string, req session.ReadyRequest) error
 	Heartbeat(ctx context.Context, id, token string, hb session.Heartbeat) (session.HeartbeatAnswer, error)
@@ -62,6 +70,22 @@ type Config struct {
 	MaxDuration time.Duration
 	// DefaultStartWait is how long a start waits when ?wait= is absent.
 	DefaultStartWait time.Duration
+	// StreamKeepAlive is the idle period after which a transcript stream
+	// sends a keep-alive comment (default 15 s).
+	StreamKeepAlive time.Duration
+	// RateLimit is each user's sustained requests per second (0: 20) and
+	// RateBurst its burst (0: 40); users are keyed on the JWT subject.
+	RateLimit float64
+	RateBurst int
+	// BehindFlyProxy trusts Fly's Fly-Client-IP header for the client
+	// address; otherwise the socket address is used.
+	BehindFlyProxy bool
+	// FlyReplayApp, when set, answers session routes of Fly machines with
+	// a fly-replay to that app's machine instead of proxying.
+	FlyReplayApp string
+	// VMTransport carries proxied calls to VMs (default: a dedicated
+	// http.Transport).
+	VMTransport http.RoundTripper
 }
 
 // maxBody bounds every request body.
@@ -74,13 +98,24 @@ type Server struct {
 	catalog   Catalog
 	lifecycle Lifecycle
 	health    Health
+	feed      Feed
 	logger    *slog.Logger
+	metrics   *metrics
 	echo      *echo.Echo
+
+	vmTransport http.RoundTripper
+	// closing is closed by CloseStreams: long-lived streams end.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
+
+// CloseStreams ends every live transcript stream, so a graceful shutdown
+// does not wait for them; clients reconnect and resume.
+func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // New builds the API. reg receives the HTTP metrics; gatherer is served at
 // /metrics.
-func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, logger *slog.Logger,
+func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed Feed, logger *slog.Logger,
 	reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
 	auth, err := NewAuthenticator(cfg.JWTSecret, cfg.JWTAudience)
 	if err != nil {
@@ -92,10 +127,39 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, logger
 	if cfg.DefaultStartWait <= 0 {
 		cfg.DefaultStartWait = 20 * time.Second
 	}
-	s := &Server{cfg: cfg, auth: auth, catalog: catalog, lifecycle: lifecycle, health: health, logger: logger}
+	if cfg.StreamKeepAlive <= 0 {
+		cfg.StreamKeepAlive = 15 * time.Second
+	}
+	if cfg.RateLimit <= 0 {
+		cfg.RateLimit = 20
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = 40
+	}
+	vmTransport := cfg.VMTransport
+	if vmTransport == nil {
+		vmTransport = &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			ResponseHeaderTimeout: vmTimeout,
+			MaxIdleConnsPerHost:   4,
+			IdleConnTimeout:       30 * time.Second,
+		}
+	}
+	s := &Server{cfg: cfg, auth: auth, catalog: catalog, lifecycle: lifecycle, health: health, feed: feed,
+		logger: logger, metrics: newMetrics(reg), vmTransport: vmTransport, closing: make(chan struct{})}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.IPExtractor = echo.ExtractIPDirect() // never trust client-supplied forwarding headers
+	// Never trust client-supplied forwarding headers; behind Fly's proxy,
+	// Fly-Client-IP is set by the proxy itself.
+	e.IPExtractor = echo.ExtractIPDirect()
+	if cfg.BehindFlyProxy {
+		e.IPExtractor = func(r *http.Request) string {
+			if ip := net.ParseIP(strings.TrimSpace(r.Header.Get("Fly-Client-IP"))); ip != nil {
+				return ip.String()
+			}
+			return echo.ExtractIPDirect()(r)
+		}
+	}
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestID())
 	e.Use(s.accessLog)
@@ -108,7 +172,9 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, logger
 	e.GET("/readyz", s.handleReadyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 
-	v1 := e.Group("/v1", s.requireTenant)
+	limit := s.rateLimit()
+	s.registerSessionRoutes(e.Group("/v1", s.requireSession, limit))
+	v1 := e.Group("/v1", s.requireTenant, limit)
 	s.registerCatalogRoutes(v1)
 	s.registerInterviewRoutes(v1)
 	s.registerInternalRoutes(e.Group("/internal/v1/sessions"))
@@ -174,6 +240,9 @@ var statusOf = map[string]int{
 	session.ETOOLARGE:        http.StatusRequestEntityTooLarge,
 	session.ERATELIMITED:     http.StatusTooManyRequests,
 	session.EUNAVAILABLE:     http.StatusServiceUnavailable,
+	session.EQUOTA:           http.StatusTooManyRequests,
+	session.EBADGATEWAY:      http.StatusBadGateway,
+	session.EGATEWAYTIMEOUT:  http.StatusGatewayTimeout,
 	session.EINTERNAL:        http.StatusInternalServerError,
 }
 
@@ -222,7 +291,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	default:
 		body.Error.Code, body.Error.Message = session.EINTERNAL, "internal error"
 	}
-	if status >= 500 && status != http.StatusServiceUnavailable {
+	if status == http.StatusInternalServerError {
 		s.logger.Error("request failed", "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 			"route", c.Path(), "error", err)
 	}

@@ -14,14 +14,14 @@ import (
 
 const interviewColumns = `id, tenant_id, candidate_id, position_id, company_id, status, end_reason,
 	architecture, max_duration_s, token_hash, machine_provider, machine_id, machine_name, machine_region,
-	machine_state, machine_addr, last_seq_reported, created_at, started_at, ready_at, ended_at, last_heartbeat_at`
+	machine_state, machine_addr, last_seq_reported, transcript_acked_seq, created_at, started_at, ready_at, ended_at, last_heartbeat_at`
 
 func scanInterview(row pgx.Row) (session.Interview, error) {
 	var iv session.Interview
 	var provider, mid, mname, mregion, mstate, maddr *string
 	err := row.Scan(&iv.ID, &iv.TenantID, &iv.CandidateID, &iv.PositionID, &iv.CompanyID, &iv.Status, &iv.EndReason,
 		&iv.Architecture, &iv.MaxDurationS, &iv.TokenHash, &provider, &mid, &mname, &mregion,
-		&mstate, &maddr, &iv.LastSeqReported, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt)
+		&mstate, &maddr, &iv.LastSeqReported, &iv.AckedSeq, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt)
 	if err != nil {
 		return iv, err
 	}
@@ -88,48 +88,8 @@ func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id strin
 	var fnErr error
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
 		var err error
-		iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+`
-			FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id))
-		if err != nil {
-			return err
-		}
-		events, err := fn(&iv)
-		if err != nil {
-			fnErr = err
-			return err
-		}
-		var m session.Machine
-		hasMachine := iv.Machine != nil
-		if hasMachine {
-			m = *iv.Machine
-		}
-		nullable := func(s string) *string {
-			if !hasMachine {
-				return nil
-			}
-			return &s
-		}
-		_, err = tx.Exec(ctx, `UPDATE interviews.interview_sessions SET
-			status = $2, end_reason = $3, token_hash = $4, machine_provider = $5, machine_id = $6,
-			machine_name = $7, machine_region = $8, machine_state = $9, machine_addr = $10,
-			last_seq_reported = $11, started_at = $12, ready_at = $13, ended_at = $14,
-			last_heartbeat_at = $15, updated_at = now()
-			WHERE id = $1`,
-			iv.ID, iv.Status, iv.EndReason, iv.TokenHash, nullable(m.Provider), nullable(m.ID),
-			nullable(m.Name), nullable(m.Region), nullable(m.State), nullable(m.Addr),
-			iv.LastSeqReported, iv.StartedAt, iv.ReadyAt, iv.EndedAt, iv.LastHeartbeatAt)
-		if err != nil {
-			return err
-		}
-		for _, ev := range events {
-			_, err := tx.Exec(ctx, `INSERT INTO interviews.session_events
-				(session_id, tenant_id, at, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-				iv.ID, iv.TenantID, ev.At, ev.From, ev.To, ev.Reason, ev.Actor)
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+		iv, fnErr, err = updateInterviewTx(ctx, tx, id, fn)
+		return err
 	})
 	if fnErr != nil {
 		return iv, fnErr
@@ -138,6 +98,101 @@ func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id strin
 		return iv, fmt.Errorf("update interview %s: %w", id, mapError(err))
 	}
 	return iv, nil
+}
+
+// StartInterview is UpdateInterview for starts: it first locks the
+// tenant's row, so starts of one tenant serialise, and tells fn how many
+// other interviews of the tenant are live.
+func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string,
+	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
+	var iv session.Interview
+	var fnErr error
+	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM interviews.tenants WHERE id = $1 FOR UPDATE`, scope.TenantID); err != nil {
+			return err
+		}
+		var live int
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM interviews.interview_sessions
+			WHERE status IN ('provisioning','ready','in_progress','ending') AND id <> $1`, id).Scan(&live)
+		if err != nil {
+			return err
+		}
+		iv, fnErr, err = updateInterviewTx(ctx, tx, id, func(iv *session.Interview) ([]session.Event, error) {
+			return fn(iv, live)
+		})
+		return err
+	})
+	if fnErr != nil {
+		return iv, fnErr
+	}
+	if err != nil {
+		return iv, fmt.Errorf("start interview %s: %w", id, mapError(err))
+	}
+	return iv, nil
+}
+
+// notifyChannel is the PostgreSQL NOTIFY channel announcing that an
+// interview changed (state or transcript); the payload is its id.
+const notifyChannel = "interview_changed"
+
+// updateInterviewTx is UpdateInterview inside tx. fnErr is fn's error,
+// err any other; with either, the caller must roll back.
+func updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
+	fn func(iv *session.Interview) ([]session.Event, error)) (iv session.Interview, fnErr, err error) {
+	iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+`
+		FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id))
+	if err != nil {
+		return iv, nil, err
+	}
+	before := iv
+	events, err := fn(&iv)
+	if err != nil {
+		return iv, err, err
+	}
+	if err := writeInterview(ctx, tx, &iv, events); err != nil {
+		return iv, nil, err
+	}
+	if iv.Status != before.Status {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, iv.ID); err != nil {
+			return iv, nil, err
+		}
+	}
+	return iv, nil, nil
+}
+
+func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, events []session.Event) error {
+	var m session.Machine
+	hasMachine := iv.Machine != nil
+	if hasMachine {
+		m = *iv.Machine
+	}
+	nullable := func(s string) *string {
+		if !hasMachine {
+			return nil
+		}
+		return &s
+	}
+	_, err := tx.Exec(ctx, `UPDATE interviews.interview_sessions SET
+		status = $2, end_reason = $3, token_hash = $4, machine_provider = $5, machine_id = $6,
+		machine_name = $7, machine_region = $8, machine_state = $9, machine_addr = $10,
+		last_seq_reported = $11, started_at = $12, ready_at = $13, ended_at = $14,
+		last_heartbeat_at = $15, transcript_acked_seq = $16, updated_at = now()
+		WHERE id = $1`,
+		iv.ID, iv.Status, iv.EndReason, iv.TokenHash, nullable(m.Provider), nullable(m.ID),
+		nullable(m.Name), nullable(m.Region), nullable(m.State), nullable(m.Addr),
+		iv.LastSeqReported, iv.StartedAt, iv.ReadyAt, iv.EndedAt, iv.LastHeartbeatAt, iv.AckedSeq)
+	if err != nil {
+		return err
+	}
+	for _, ev := range events {
+		_, err := tx.Exec(ctx, `INSERT INTO interviews.session_events
+			(session_id, tenant_id, at, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			iv.ID, iv.TenantID, ev.At, ev.From, ev.To, ev.Reason, ev.Actor)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Events returns the interview's lifecycle timeline, oldest first.

@@ -12,6 +12,7 @@ type metrics struct {
 	startLatency prometheus.Histogram
 	phase        *prometheus.HistogramVec
 	duration     prometheus.Histogram
+	segments     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,12 +36,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "interview_duration_seconds", Help: "Time from start to the end of completed interviews.",
 			Buckets: prometheus.ExponentialBuckets(30, 2, 10),
 		}),
+		segments: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "transcript_segments_received_total", Help: "Transcript segments received from session VMs (duplicates included).",
+		}),
 	}
 	for _, r := range session.EndReasons {
 		m.ended.WithLabelValues(string(r))
 	}
 	if reg != nil {
-		reg.MustRegister(m.started, m.ended, m.startLatency, m.phase, m.duration)
+		reg.MustRegister(m.started, m.ended, m.startLatency, m.phase, m.duration, m.segments)
 	}
 	return m
 }

@@ -15,8 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,6 +30,15 @@ type Store interface {
 	Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
 	UpdateInterview(ctx context.Context, scope session.Scope, id string,
 		fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error)
+	// StartInterview is UpdateInterview serialised per tenant, telling fn
+	// how many other interviews of the tenant are live.
+	StartInterview(ctx context.Context, scope session.Scope, id string,
+		fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error)
+	// AppendTranscript stores segments idempotently, advancing AckedSeq;
+	// check runs first on the locked interview, after once AckedSeq is new.
+	AppendTranscript(ctx context.Context, id string, segs []session.Segment,
+		check func(iv *session.Interview) error,
+		after func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error)
 	Position(ctx context.Context, scope session.Scope, id string) (session.PositionRecord, error)
 }
 
@@ -62,6 +73,8 @@ type Config struct {
 	IdleTimeout time.Duration
 	// ProvisionTimeout bounds machine creation plus the VM's ready report.
 	ProvisionTimeout time.Duration
+	// TenantMaxConcurrent caps each tenant's live interviews (0: no cap).
+	TenantMaxConcurrent int
 }
 
 // Service runs the lifecycle. Its background work (launching and
@@ -158,9 +171,12 @@ func newToken() (string, []byte) {
 func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error) {
 	var token string
 	launched := false
-	iv, err := s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) {
+	iv, err := s.store.StartInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
 		switch iv.Status {
 		case session.StateScheduled:
+			if max := s.cfg.TenantMaxConcurrent; max > 0 && otherLive >= max {
+				return nil, session.Errorf(session.EQUOTA, "the tenant already has %d live interviews, its limit", otherLive)
+			}
 			ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, s.now())
 			if err != nil {
 				return nil, err
@@ -481,8 +497,9 @@ func (s *Service) Heartbeat(ctx context.Context, id, token string, hb session.He
 	return session.HeartbeatAnswer{Action: session.ActionContinue}, nil
 }
 
-// Ended records the VM's last report: the interview is completed and its
-// machine destroyed.
+// Ended records the VM's last report. The interview is completed, and its
+// machine destroyed, once every transcript segment up to last_seq is
+// stored; until then it stays ending and late segments complete it.
 func (s *Service) Ended(ctx context.Context, id, token string, req session.Ended) error {
 	if !req.Reason.Valid() {
 		return session.Errorf(session.EINVALID, "unknown end reason %q", req.Reason)
@@ -502,16 +519,36 @@ func (s *Service) Ended(ctx context.Context, id, token string, req session.Ended
 		}
 		last := req.LastSeq
 		iv.LastSeqReported = &last
-		ev, err := iv.Transition(session.StateCompleted, "", session.ActorVM, now)
-		if err != nil {
-			return nil, err
-		}
-		return append(events, ev), nil
+		more, err := s.completeIfDone(iv)
+		return append(events, more...), err
 	})
 	s.changed(id)
 	if err != nil {
 		return err
 	}
+	if iv.Status != session.StateCompleted {
+		s.log(iv).Warn("session VM ended with transcript segments missing; waiting for them",
+			"last_seq", req.LastSeq, "acked_seq", iv.AckedSeq)
+		return nil
+	}
+	s.completed(iv)
+	return nil
+}
+
+// completeIfDone completes an ending interview whose transcript is complete.
+func (s *Service) completeIfDone(iv *session.Interview) ([]session.Event, error) {
+	if iv.Status != session.StateEnding || !iv.TranscriptComplete() {
+		return nil, nil
+	}
+	ev, err := iv.Transition(session.StateCompleted, "", session.ActorVM, s.now())
+	if err != nil {
+		return nil, err
+	}
+	return []session.Event{ev}, nil
+}
+
+// completed accounts for a completed interview and destroys its machine.
+func (s *Service) completed(iv session.Interview) {
 	reason := session.ReasonCompleted
 	if iv.EndReason != nil {
 		reason = *iv.EndReason
@@ -520,9 +557,84 @@ func (s *Service) Ended(ctx context.Context, id, token string, req session.Ended
 	if iv.StartedAt != nil && iv.EndedAt != nil {
 		s.metrics.duration.Observe(iv.EndedAt.Sub(*iv.StartedAt).Seconds())
 	}
-	s.log(iv).Info("interview completed", "end_reason", reason, "last_seq", req.LastSeq)
+	last := int64(0)
+	if iv.LastSeqReported != nil {
+		last = *iv.LastSeqReported
+	}
+	s.log(iv).Info("interview completed", "end_reason", reason, "last_seq", last)
 	s.destroy(iv)
+}
+
+// MaxSegmentsPerBatch bounds one transcript batch.
+const MaxSegmentsPerBatch = 500
+
+// MaxSegmentText bounds one segment's text, in characters.
+const MaxSegmentText = 20000
+
+// Transcript stores a batch of the VM's transcript segments and returns
+// the highest seq up to which the stored transcript has no gap.
+func (s *Service) Transcript(ctx context.Context, id, token string, batch session.TranscriptBatch) (int64, error) {
+	if len(batch.Segments) == 0 || len(batch.Segments) > MaxSegmentsPerBatch {
+		return 0, session.Errorf(session.EINVALID, "a batch holds 1 to %d segments", MaxSegmentsPerBatch)
+	}
+	for i, seg := range batch.Segments {
+		if err := validSegment(seg); err != nil {
+			return 0, session.Errorf(session.EINVALID, "segments[%d]: %s", i, session.ErrorMessage(err))
+		}
+	}
+	var completedNow bool
+	iv, err := s.store.AppendTranscript(ctx, id, batch.Segments,
+		func(iv *session.Interview) error { return s.authenticate(iv, token) },
+		func(iv *session.Interview) ([]session.Event, error) {
+			events, err := s.completeIfDone(iv)
+			completedNow = len(events) > 0
+			return events, err
+		})
+	if session.ErrorCode(err) == session.ENOTFOUND {
+		return 0, session.Errorf(session.EUNAUTHENTICATED, "invalid session token")
+	}
+	if err != nil {
+		return 0, err
+	}
+	s.metrics.segments.Add(float64(len(batch.Segments)))
+	if completedNow {
+		s.changed(id)
+		s.completed(iv)
+	}
+	return iv.AckedSeq, nil
+}
+
+func validSegment(seg session.Segment) error {
+	if seg.Seq < 1 {
+		return session.Errorf(session.EINVALID, "seq must be at least 1")
+	}
+	if seg.Speaker != session.SpeakerCandidate && seg.Speaker != session.SpeakerInterviewer {
+		return session.Errorf(session.EINVALID, "speaker must be candidate or interviewer")
+	}
+	if utf8.RuneCountInString(seg.Text) > MaxSegmentText {
+		return session.Errorf(session.EINVALID, "text is longer than %d characters", MaxSegmentText)
+	}
+	if !utf8.ValidString(seg.Text) || strings.ContainsRune(seg.Text, 0) {
+		return session.Errorf(session.EINVALID, "text must be valid UTF-8 without NUL")
+	}
+	if len(seg.ItemID) > 200 || strings.ContainsRune(seg.ItemID, 0) {
+		return session.Errorf(session.EINVALID, "item_id must be at most 200 bytes")
+	}
 	return nil
+}
+
+// Connected records that a browser's SDP offer was answered: a ready
+// interview becomes in_progress.
+func (s *Service) Connected(ctx context.Context, scope session.Scope, id string) error {
+	_, err := s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) {
+		if iv.Status != session.StateReady {
+			return nil, nil
+		}
+		ev, err := iv.Transition(session.StateInProgress, "", session.ActorUser, s.now())
+		return []session.Event{ev}, err
+	})
+	s.changed(id)
+	return err
 }
 
 // IsNotLive reports whether err says the session is over.

@@ -15,7 +15,10 @@ const (
 	ECONFLICT        = "conflict"
 	ETOOLARGE        = "too_large"
 	ERATELIMITED     = "rate_limited"
+	EQUOTA           = "quota_exceeded"
 	EUNAVAILABLE     = "unavailable"
+	EBADGATEWAY      = "bad_gateway"
+	EGATEWAYTIMEOUT  = "gateway_timeout"
 	EINTERNAL        = "internal"
 )
 

@@ -61,6 +61,14 @@ type Interview struct {
 	LastHeartbeatAt *time.Time `json:"-"`
 	// LastSeqReported is the last transcript seq the VM reported at its end.
 	LastSeqReported *int64 `json:"-"`
+	// AckedSeq is the highest seq up to which the stored transcript has no gap.
+	AckedSeq int64 `json:"-"`
+}
+
+// TranscriptComplete reports whether every segment up to the last seq the
+// VM reported is stored.
+func (iv *Interview) TranscriptComplete() bool {
+	return iv.LastSeqReported != nil && iv.AckedSeq >= *iv.LastSeqReported
 }
 
 // MaxDuration returns the interview's maximum length.
@@ -110,4 +118,11 @@ func (iv *Interview) Transition(to State, reason EndReason, actor string, now ti
 // it is ready or in progress and its VM's address is known.
 func (iv *Interview) Connectable() bool {
 	return (iv.Status == StateReady || iv.Status == StateInProgress) && iv.Machine != nil && iv.Machine.Addr != ""
+}
+
+// Page asks for one page of a list, newest first.
+type Page struct {
+	Limit int
+	// Cursor is opaque, from a previous page's next_cursor; empty for the first.
+	Cursor string
 }

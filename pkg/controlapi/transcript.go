@@ -1,0 +1,149 @@
+package controlapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// Feed wakes followers of an interview when it changes (livefeed.Hub).
+type Feed interface {
+	Subscribe(key string) (<-chan struct{}, func())
+}
+
+// transcriptPage bounds the segments one read returns.
+const transcriptPage = 1000
+
+type transcriptAnswer struct {
+	Segments []session.Segment `json:"segments"`
+	Complete bool              `json:"complete"`
+}
+
+func afterSeq(v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, session.Errorf(session.EINVALID, "after_seq must be a non-negative integer")
+	}
+	return n, nil
+}
+
+// handleTranscriptGet handles "GET /v1/interviews/{id}/transcript?after_seq=".
+// complete is true once the interview is completed: every segment up to
+// the VM's last one is stored.
+func (s *Server) handleTranscriptGet(c echo.Context) error {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return err
+	}
+	after, err := afterSeq(c.QueryParam("after_seq"))
+	if err != nil {
+		return err
+	}
+	var all []session.Segment
+	var iv session.Interview
+	for {
+		segs, cur, err := s.catalog.Transcript(c.Request().Context(), principal(c).Scope(), id, after, transcriptPage)
+		if err != nil {
+			return err
+		}
+		iv = cur
+		all = append(all, segs...)
+		if len(segs) < transcriptPage {
+			break
+		}
+		after = segs[len(segs)-1].Seq
+	}
+	if all == nil {
+		all = []session.Segment{}
+	}
+	return c.JSON(http.StatusOK, transcriptAnswer{Segments: all, Complete: iv.Status == session.StateCompleted})
+}
+
+// handleTranscriptStream handles "GET /v1/interviews/{id}/transcript/stream":
+// server-sent events, one "segment" event per segment with id = seq,
+// resumable with Last-Event-ID, a keep-alive comment while idle, and an
+// "end" event once the interview is terminal and everything was sent.
+func (s *Server) handleTranscriptStream(c echo.Context) error {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return err
+	}
+	last, err := afterSeq(c.Request().Header.Get("Last-Event-ID"))
+	if err != nil {
+		return session.Errorf(session.EINVALID, "Last-Event-ID must be a seq this stream sent")
+	}
+	if q := c.QueryParam("after_seq"); q != "" && c.Request().Header.Get("Last-Event-ID") == "" {
+		if last, err = afterSeq(q); err != nil {
+			return err
+		}
+	}
+	ctx := c.Request().Context()
+	scope := principal(c).Scope()
+	// Subscribe before the first read so no change falls between them.
+	wake, cancel := s.feed.Subscribe(id)
+	defer cancel()
+	segs, iv, err := s.catalog.Transcript(ctx, scope, id, last, transcriptPage)
+	if err != nil {
+		return err // not found (or another tenant's) before anything is written
+	}
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, "text/event-stream")
+	w.Header().Set(echo.HeaderCacheControl, "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	w.Flush()
+	keepAlive := time.NewTicker(s.cfg.StreamKeepAlive)
+	defer keepAlive.Stop()
+	for {
+		for _, seg := range segs {
+			data, _ := json.Marshal(seg)
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: segment\ndata: %s\n\n", seg.Seq, data); err != nil {
+				return nil // the client went away
+			}
+			last = seg.Seq
+		}
+		if len(segs) > 0 {
+			w.Flush()
+		}
+		if len(segs) < transcriptPage && iv.Status.Terminal() {
+			data, _ := json.Marshal(map[string]any{"status": iv.Status, "end_reason": iv.EndReason, "complete": iv.Status == session.StateCompleted})
+			_, _ = fmt.Fprintf(w, "event: end\ndata: %s\n\n", data)
+			w.Flush()
+			return nil
+		}
+		if len(segs) < transcriptPage {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.closing:
+				return nil
+			case <-keepAlive.C:
+				if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+					return nil
+				}
+				w.Flush()
+				continue
+			case <-wake:
+			}
+		}
+		segs, iv, err = s.catalog.Transcript(ctx, scope, id, last, transcriptPage)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.logger.Warn("transcript stream read failed", "session_id", id, "error", err)
+			return nil // headers are sent: end the stream; the client resumes with Last-Event-ID
+		}
+	}
+}
