@@ -22,6 +22,7 @@ type Config struct {
 	InternalURL         string
 	JWTSecret           string
 	JWKSURL             string
+	AccessTokenSecret   string
 	JWTAudience         string
 	Realtime            string
 	MaxDuration         time.Duration
@@ -102,8 +103,9 @@ func settings(c *Config) []setting {
 		{env: "LISTEN_ADDR", def: ":8080", help: "address of the HTTP API", set: str(&c.ListenAddr)},
 		{env: "PROVIDER", def: "local", help: "machine provider: local (child processes) or fly", set: str(&c.Provider)},
 		{env: "INTERNAL_URL", help: "URL session VMs use to reach the controller (default: http://127.0.0.1:<port of LISTEN_ADDR>)", set: str(&c.InternalURL)},
-		{env: "JWT_SECRET", help: "HS256 secret of tenant JWTs, at least 16 bytes (required)", set: str(&c.JWTSecret), secret: true},
-		{env: "JWKS_URL", help: "JWKS URL for ES256/RS256 tenant JWTs (not supported yet)", set: str(&c.JWKSURL)},
+		{env: "JWT_SECRET", help: "HS256 secret of tenant JWTs, at least 16 bytes (this and/or JWKS_URL is required)", set: str(&c.JWTSecret), secret: true},
+		{env: "JWKS_URL", help: "JWKS URL of ES256/RS256 tenant JWTs, e.g. https://<ref>.supabase.co/auth/v1/.well-known/jwks.json", set: str(&c.JWKSURL)},
+		{env: "ACCESS_TOKEN_SECRET", help: "secret signing interview access tokens (default: derived from JWT_SECRET; required without it)", set: str(&c.AccessTokenSecret), secret: true},
 		{env: "JWT_AUDIENCE", def: "authenticated", help: "required aud claim of tenant JWTs", set: str(&c.JWTAudience)},
 		{env: "REALTIME", def: "simulated", help: "interviewer the VMs run: simulated or openai", set: str(&c.Realtime)},
 		{env: "MAX_DURATION", def: "45m", help: "default and largest interview length", set: dur(&c.MaxDuration)},
@@ -187,11 +189,18 @@ func (c *Config) validate() error {
 	if c.DatabaseURL == "" {
 		errs = append(errs, errors.New("DATABASE_URL is required"))
 	}
-	if len(c.JWTSecret) < 16 {
-		errs = append(errs, errors.New("JWT_SECRET is required and must be at least 16 bytes"))
+	switch {
+	case c.JWTSecret == "" && c.JWKSURL == "":
+		errs = append(errs, errors.New("JWT_SECRET (HS256) and/or JWKS_URL (ES256/RS256) is required"))
+	case c.JWTSecret != "" && len(c.JWTSecret) < 16:
+		errs = append(errs, errors.New("JWT_SECRET must be at least 16 bytes"))
+	case c.JWTSecret == "" && len(c.AccessTokenSecret) < 16:
+		errs = append(errs, errors.New("ACCESS_TOKEN_SECRET (at least 16 bytes) is required when JWT_SECRET is not set"))
 	}
 	if c.JWKSURL != "" {
-		errs = append(errs, errors.New("JWKS_URL is not supported yet: use JWT_SECRET (HS256)"))
+		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("JWKS_URL must be an http(s) URL, not %q", c.JWKSURL))
+		}
 	}
 	switch c.Provider {
 	case "local":

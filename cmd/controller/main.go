@@ -156,13 +156,17 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	defer func() { stopListen(); <-listening }()
 
 	api, err := controlapi.New(controlapi.Config{
-		JWTSecret: cfg.JWTSecret, JWTAudience: cfg.JWTAudience, MaxDuration: cfg.MaxDuration,
+		Auth: controlapi.AuthConfig{
+			Secret: cfg.JWTSecret, JWKSURL: cfg.JWKSURL, Audience: cfg.JWTAudience, AccessSecret: cfg.AccessTokenSecret,
+		},
+		MaxDuration: cfg.MaxDuration,
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
 	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, reg)
 	if err != nil {
 		return err
 	}
+	defer api.Close()
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -1,14 +1,21 @@
 package controlapi
 
 import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
+	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
 
 	"github.com/interviewvm/controlplane/pkg/session"
 )
@@ -46,35 +53,113 @@ type claims struct {
 	} `json:"app_metadata"`
 }
 
-// Authenticator verifies Supabase-compatible HS256 JWTs and mints the
-// short-lived interview access tokens.
-type Authenticator struct {
-	secret   []byte
-	audience string
-	parser   *jwt.Parser
-	now      func() time.Time
+// AuthConfig configures tenant authentication.
+type AuthConfig struct {
+	// Secret verifies HS256 tokens (Supabase's legacy shared secret); empty
+	// disables HS256.
+	Secret string
+	// JWKSURL serves the public keys of ES256/RS256 tokens; empty disables
+	// them. Keys are cached, refreshed hourly, and an unknown kid triggers a
+	// refresh (at most one every 30 s).
+	JWKSURL string
+	// Audience is the required aud claim (default "authenticated").
+	Audience string
+	// AccessSecret signs the interview access tokens; default: derived
+	// from Secret. Required when Secret is empty.
+	AccessSecret string
+	// HTTPClient fetches the JWKS (default: 5 s timeout).
+	HTTPClient *http.Client
+	Logger     *slog.Logger
 }
 
-// NewAuthenticator returns an Authenticator for the shared secret.
-func NewAuthenticator(secret, audience string) (*Authenticator, error) {
-	if len(secret) < 16 {
+// Authenticator verifies Supabase-compatible tenant JWTs and mints and
+// verifies the short-lived interview access tokens.
+type Authenticator struct {
+	secret    []byte
+	accessKey []byte
+	audience  string
+	jwks      keyfunc.Keyfunc
+	parser    *jwt.Parser
+	access    *jwt.Parser
+	now       func() time.Time
+}
+
+// NewAuthenticator returns an Authenticator; with a JWKS URL it fetches the
+// keys in the background until ctx ends.
+func NewAuthenticator(ctx context.Context, cfg AuthConfig) (*Authenticator, error) {
+	if cfg.Secret == "" && cfg.JWKSURL == "" {
+		return nil, errors.New("configure JWT_SECRET (HS256) and/or JWKS_URL (ES256/RS256)")
+	}
+	if cfg.Secret != "" && len(cfg.Secret) < 16 {
 		return nil, errors.New("JWT secret must be at least 16 bytes")
 	}
-	if audience == "" {
-		audience = "authenticated"
+	if cfg.Audience == "" {
+		cfg.Audience = "authenticated"
 	}
-	return &Authenticator{
-		secret:   []byte(secret),
-		audience: audience,
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
-			jwt.WithLeeway(30*time.Second)),
-		now: time.Now,
-	}, nil
+	a := &Authenticator{secret: []byte(cfg.Secret), audience: cfg.Audience, now: time.Now}
+	switch {
+	case cfg.AccessSecret != "":
+		if len(cfg.AccessSecret) < 16 {
+			return nil, errors.New("access token secret must be at least 16 bytes")
+		}
+		a.accessKey = []byte(cfg.AccessSecret)
+	case cfg.Secret != "":
+		mac := hmac.New(sha256.New, []byte(cfg.Secret))
+		mac.Write([]byte("interview access tokens"))
+		a.accessKey = mac.Sum(nil)
+	default:
+		return nil, errors.New("ACCESS_TOKEN_SECRET is required when JWT_SECRET is not set")
+	}
+	var algs []string
+	if cfg.Secret != "" {
+		algs = append(algs, "HS256")
+	}
+	if cfg.JWKSURL != "" {
+		algs = append(algs, "ES256", "RS256")
+		client := cfg.HTTPClient
+		if client == nil {
+			client = &http.Client{Timeout: 5 * time.Second}
+		}
+		logger := cfg.Logger
+		if logger == nil {
+			logger = slog.New(slog.DiscardHandler)
+		}
+		noErr := true
+		kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
+			Client: client, HTTPTimeout: 5 * time.Second, RefreshInterval: time.Hour,
+			RefreshUnknownKID: rate.NewLimiter(rate.Every(30*time.Second), 1), RateLimitWaitMax: time.Second,
+			NoErrorReturnFirstHTTPReq: &noErr,
+			RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
+				return func(_ context.Context, err error) { logger.Warn("refresh JWKS failed", "url", u, "error", err) }
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("load JWKS from %s: %w", cfg.JWKSURL, err)
+		}
+		a.jwks = kf
+	}
+	a.parser = jwt.NewParser(jwt.WithValidMethods(algs), jwt.WithExpirationRequired(),
+		jwt.WithAudience(cfg.Audience), jwt.WithLeeway(30*time.Second))
+	a.access = jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
+		jwt.WithAudience(sessionAudience), jwt.WithLeeway(5*time.Second))
+	return a, nil
 }
 
-func (a *Authenticator) parse(raw string) (*claims, error) {
+// key picks the verification key of a tenant token by its algorithm; the
+// parser has already refused algorithms outside the allow-list.
+func (a *Authenticator) key(t *jwt.Token) (any, error) {
+	if t.Method.Alg() == "HS256" {
+		return a.secret, nil
+	}
+	if a.jwks == nil {
+		return nil, errors.New("no JWKS configured")
+	}
+	return a.jwks.Keyfunc(t)
+}
+
+func (a *Authenticator) parse(p *jwt.Parser, raw string, key jwt.Keyfunc) (*claims, error) {
 	var c claims
-	_, err := a.parser.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return a.secret, nil })
+	_, err := p.ParseWithClaims(raw, &c, key)
 	if err != nil {
 		return nil, session.Errorf(session.EUNAUTHENTICATED, "invalid token: %s", jwtReason(err))
 	}
@@ -93,27 +178,17 @@ func jwtReason(err error) string {
 		return "bad signature or algorithm"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return "missing expiry"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "wrong audience"
 	}
 	return "rejected"
 }
 
-func hasAudience(c *claims, aud string) bool {
-	for _, a := range c.Audience {
-		if a == aud {
-			return true
-		}
-	}
-	return false
-}
-
 // Tenant authenticates a tenant user's token.
 func (a *Authenticator) Tenant(raw string) (Principal, error) {
-	c, err := a.parse(raw)
+	c, err := a.parse(a.parser, raw, a.key)
 	if err != nil {
 		return Principal{}, err
-	}
-	if !hasAudience(c, a.audience) {
-		return Principal{}, session.Errorf(session.EUNAUTHENTICATED, "invalid token: wrong audience")
 	}
 	tenant := c.TenantID
 	if tenant == "" {
@@ -135,11 +210,11 @@ func (a *Authenticator) Tenant(raw string) (Principal, error) {
 
 // Session authenticates an interview-scoped access token.
 func (a *Authenticator) Session(raw string) (Principal, error) {
-	c, err := a.parse(raw)
+	c, err := a.parse(a.access, raw, func(*jwt.Token) (any, error) { return a.accessKey, nil })
 	if err != nil {
 		return Principal{}, err
 	}
-	if !hasAudience(c, sessionAudience) || c.InterviewID == "" {
+	if c.InterviewID == "" || c.TenantID == "" {
 		return Principal{}, session.Errorf(session.EUNAUTHENTICATED, "invalid token: not an interview access token")
 	}
 	return Principal{Subject: c.Subject, TenantID: c.TenantID, Role: "candidate", InterviewID: c.InterviewID}, nil
@@ -155,7 +230,7 @@ func (a *Authenticator) MintSession(tenantID, interviewID string, ttl time.Durat
 		},
 		TenantID: tenantID, InterviewID: interviewID,
 	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(a.secret)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(a.accessKey)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("sign access token: %w", err)
 	}

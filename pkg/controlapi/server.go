@@ -64,8 +64,7 @@ type Health interface {
 
 // Config holds the API's settings.
 type Config struct {
-	JWTSecret   string
-	JWTAudience string
+	Auth AuthConfig
 	// MaxDuration is the default and the upper bound of max_duration_s.
 	MaxDuration time.Duration
 	// DefaultStartWait is how long a start waits when ?wait= is absent.
@@ -86,6 +85,9 @@ type Config struct {
 	// VMTransport carries proxied calls to VMs (default: a dedicated
 	// http.Transport).
 	VMTransport http.RoundTripper
+	// VMTimeout bounds one proxied call to a VM (default 20 s); past it the
+	// caller gets 504.
+	VMTimeout time.Duration
 }
 
 // maxBody bounds every request body.
@@ -107,6 +109,13 @@ type Server struct {
 	// closing is closed by CloseStreams: long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
+	stop      context.CancelFunc // ends background work (JWKS refresh)
+}
+
+// Close ends live streams and background work.
+func (s *Server) Close() {
+	s.CloseStreams()
+	s.stop()
 }
 
 // CloseStreams ends every live transcript stream, so a graceful shutdown
@@ -117,8 +126,13 @@ func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 // /metrics.
 func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed Feed, logger *slog.Logger,
 	reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
-	auth, err := NewAuthenticator(cfg.JWTSecret, cfg.JWTAudience)
+	ctx, cancel := context.WithCancel(context.Background())
+	if cfg.Auth.Logger == nil {
+		cfg.Auth.Logger = logger
+	}
+	auth, err := NewAuthenticator(ctx, cfg.Auth)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	if cfg.MaxDuration <= 0 {
@@ -136,17 +150,19 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 	if cfg.RateBurst <= 0 {
 		cfg.RateBurst = 40
 	}
+	if cfg.VMTimeout <= 0 {
+		cfg.VMTimeout = 20 * time.Second
+	}
 	vmTransport := cfg.VMTransport
 	if vmTransport == nil {
 		vmTransport = &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			ResponseHeaderTimeout: vmTimeout,
-			MaxIdleConnsPerHost:   4,
-			IdleConnTimeout:       30 * time.Second,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     30 * time.Second,
 		}
 	}
 	s := &Server{cfg: cfg, auth: auth, catalog: catalog, lifecycle: lifecycle, health: health, feed: feed,
-		logger: logger, metrics: newMetrics(reg), vmTransport: vmTransport, closing: make(chan struct{})}
+		logger: logger, metrics: newMetrics(reg), vmTransport: vmTransport, closing: make(chan struct{}), stop: cancel}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	// Never trust client-supplied forwarding headers; behind Fly's proxy,

@@ -3,10 +3,10 @@ package controlapi
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -16,9 +16,6 @@ import (
 
 // maxSDP bounds an SDP offer.
 const maxSDP = "64K"
-
-// vmTimeout bounds one proxied call to a session VM.
-const vmTimeout = 20 * time.Second
 
 // registerSessionRoutes registers the routes a browser uses to connect to
 // its interview's VM. They accept the tenant JWT or the interview's access
@@ -113,13 +110,14 @@ func (s *Server) handleSessionProxy(c echo.Context) error {
 		},
 		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) { proxyErr = err },
 	}
-	pctx, cancel := context.WithTimeout(ctx, vmTimeout)
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.VMTimeout)
 	defer cancel()
 	rp.ServeHTTP(c.Response(), c.Request().WithContext(pctx))
 	if proxyErr != nil {
 		s.logger.Warn("session VM did not answer", "session_id", iv.ID, "tenant_id", iv.TenantID,
 			"machine_id", iv.Machine.ID, "route", route, "error", proxyErr)
-		if errors.Is(proxyErr, context.DeadlineExceeded) {
+		var ne net.Error
+		if errors.Is(proxyErr, context.DeadlineExceeded) || errors.As(proxyErr, &ne) && ne.Timeout() {
 			return session.Errorf(session.EGATEWAYTIMEOUT, "the interview's VM did not answer in time")
 		}
 		var mbe *http.MaxBytesError
