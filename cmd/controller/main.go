@@ -159,7 +159,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		Auth: controlapi.AuthConfig{
 			Secret: cfg.JWTSecret, JWKSURL: cfg.JWKSURL, Audience: cfg.JWTAudience, AccessSecret: cfg.AccessTokenSecret,
 		},
-		MaxDuration: cfg.MaxDuration,
+		MaxDuration:     cfg.MaxDuration,
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
 	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, reg)
