@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 PG      := scripts/pg.sh
 
-.PHONY: help build run test vet lint fmt-check pg-start pg-stop clean
+.PHONY: help build run test vet lint fmt-check generate pg-start pg-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ vet: ## go vet
 
 lint: ## golangci-lint, pinned in tools/go.mod (built from source on first use)
 	$(GO) tool -modfile=tools/go.mod golangci-lint run ./...
+
+generate: ## regenerate pkg/controlapi/apigen from api/openapi.yaml (a test checks it is current)
+	$(GO) generate ./pkg/controlapi/apigen
 
 fmt-check: ## fail when a file is not gofmt-formatted
 	@out="$$(gofmt -l cmd pkg migrations)"; if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi

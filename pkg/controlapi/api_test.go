@@ -184,7 +184,7 @@ func TestVMTokenIsBoundToItsSession(t *testing.T) {
 			t.Errorf("token for another session = %d %s", r.status, r.body)
 		}
 	}
-	if r := e.do("GET", "/internal/v1/sessions/not-a-uuid/config", xTok, nil); r.status != 401 {
+	if r := e.do("GET", "/internal/v1/sessions/not-a-uuid/config", xTok, nil); r.status != 400 {
 		t.Errorf("bad id = %d", r.status)
 	}
 	if n := e.count(`SELECT count(*) FROM interviews.transcript_segments`); n != 0 {
@@ -511,4 +511,13 @@ func tenantOf(t *testing.T, tok string) string {
 	}
 	i := strings.Index(string(raw), `"tenant_id":"`)
 	return string(raw[i+13 : i+13+36])
+}
+
+func TestOpenAPIServed(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("GET", "/openapi.yaml", "", nil)
+	if r.status != 200 || !strings.Contains(r.header.Get("Content-Type"), "yaml") ||
+		!strings.Contains(string(r.body), "openapi: 3.0.3") || !strings.Contains(string(r.body), "/v1/interviews/{id}/start") {
+		t.Fatalf("GET /openapi.yaml = %d %s %.200s", r.status, r.header.Get("Content-Type"), r.body)
+	}
 }

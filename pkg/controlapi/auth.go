@@ -67,6 +67,9 @@ type AuthConfig struct {
 	// AccessSecret signs the interview access tokens; default: derived
 	// from Secret. Required when Secret is empty.
 	AccessSecret string
+	// UnknownKIDRefresh is the least time between two refreshes caused by
+	// an unknown kid (default 30 s), so forged kids cannot hammer the IdP.
+	UnknownKIDRefresh time.Duration
 	// HTTPClient fetches the JWKS (default: 5 s timeout).
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -124,10 +127,14 @@ func NewAuthenticator(ctx context.Context, cfg AuthConfig) (*Authenticator, erro
 		if logger == nil {
 			logger = slog.New(slog.DiscardHandler)
 		}
+		every := cfg.UnknownKIDRefresh
+		if every <= 0 {
+			every = 30 * time.Second
+		}
 		noErr := true
 		kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
 			Client: client, HTTPTimeout: 5 * time.Second, RefreshInterval: time.Hour,
-			RefreshUnknownKID: rate.NewLimiter(rate.Every(30*time.Second), 1), RateLimitWaitMax: time.Second,
+			RefreshUnknownKID: rate.NewLimiter(rate.Every(every), 1), RateLimitWaitMax: time.Second,
 			NoErrorReturnFirstHTTPReq: &noErr,
 			RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 				return func(_ context.Context, err error) { logger.Warn("refresh JWKS failed", "url", u, "error", err) }

@@ -11,15 +11,6 @@ import (
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-func (s *Server) registerCatalogRoutes(g *echo.Group) {
-	g.POST("/positions", s.handlePositionCreate)
-	g.GET("/positions/:id", s.handlePositionGet)
-	g.POST("/candidates", s.handleCandidateCreate)
-	g.GET("/candidates/:id", s.handleCandidateGet)
-	g.GET("/positions", s.handlePositionList)
-	g.GET("/candidates", s.handleCandidateList)
-}
-
 // handlePositionList handles "GET /v1/positions?limit=&cursor=".
 func (s *Server) handlePositionList(c echo.Context) error {
 	p, err := page(c)

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/interviewvm/controlplane/pkg/controlapi"
@@ -87,7 +86,7 @@ func (m *machines) token(sessionID string) string {
 
 // env is a controller API on a real echo server and a real PostgreSQL.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	db       *postgres.DB
 	dbURL    string
 	base     string
@@ -99,7 +98,7 @@ type env struct {
 
 type option func(*controlapi.Config, *provision.Config)
 
-func newEnv(t *testing.T, opts ...option) *env {
+func newEnv(t testing.TB, opts ...option) *env {
 	t.Helper()
 	db, dbURL := postgrestest.New(t)
 	e := &env{t: t, db: db, dbURL: dbURL, vmSeen: make(chan *http.Request, 100), logs: &bytes.Buffer{}}
@@ -280,15 +279,11 @@ func (e *env) ready(tok, id string) (string, map[string]any) {
 	return vmTok, ans
 }
 
+// count runs a counting query as the database owner (outside RLS).
 func (e *env) count(query string, args ...any) int {
 	e.t.Helper()
-	conn, err := pgx.Connect(context.Background(), e.dbURL)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
 	var n int
-	if err := conn.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+	if err := e.db.Pool.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
 		e.t.Fatal(err)
 	}
 	return n

@@ -8,17 +8,6 @@ import (
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-// registerInternalRoutes registers the routes session VMs call with their
-// per-session token. A wrong token or an unknown session is 401 either
-// way, so the routes reveal nothing about other sessions.
-func (s *Server) registerInternalRoutes(g *echo.Group) {
-	g.GET("/:id/config", s.handleVMConfig)
-	g.POST("/:id/ready", s.handleVMReady)
-	g.POST("/:id/heartbeat", s.handleVMHeartbeat)
-	g.POST("/:id/ended", s.handleVMEnded)
-	g.POST("/:id/transcript", s.handleVMTranscript)
-}
-
 // handleVMTranscript handles "POST /internal/v1/sessions/{id}/transcript":
 // a batch of segments, stored idempotently; the answer acknowledges the
 // highest seq up to which nothing is missing.
@@ -38,6 +27,9 @@ func (s *Server) handleVMTranscript(c echo.Context) error {
 	return c.JSON(http.StatusOK, session.TranscriptAck{AckedSeq: acked})
 }
 
+// vmCredentials reads a VM's session id and bearer token. A wrong token
+// and an unknown session both answer 401, so the internal routes reveal
+// nothing about other sessions.
 func vmCredentials(c echo.Context) (id, token string, err error) {
 	token, err = bearer(c)
 	if err != nil {

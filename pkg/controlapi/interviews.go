@@ -11,18 +11,6 @@ import (
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-func (s *Server) registerInterviewRoutes(g *echo.Group) {
-	g.POST("/interviews", s.handleInterviewCreate)
-	g.GET("/interviews/:id", s.handleInterviewGet)
-	g.POST("/interviews/:id/start", s.handleInterviewStart)
-	g.POST("/interviews/:id/end", s.handleInterviewEnd)
-	g.POST("/interviews/:id/cancel", s.handleInterviewCancel)
-	g.GET("/interviews/:id/events", s.handleInterviewEvents)
-	g.GET("/interviews/:id/transcript", s.handleTranscriptGet)
-	g.GET("/interviews/:id/transcript/stream", s.handleTranscriptStream)
-	g.GET("/interviews", s.handleInterviewList)
-}
-
 // listAnswer is the shape of every list.
 type listAnswer[T any] struct {
 	Items      []T     `json:"items"`

@@ -184,16 +184,8 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 		Registerer: reg, Subsystem: "http",
 		Skipper: func(c echo.Context) bool { return c.Path() == "/metrics" },
 	}))
-	e.GET("/healthz", s.handleHealthz)
-	e.GET("/readyz", s.handleReadyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
-
-	limit := s.rateLimit()
-	s.registerSessionRoutes(e.Group("/v1", s.requireSession, limit))
-	v1 := e.Group("/v1", s.requireTenant, limit)
-	s.registerCatalogRoutes(v1)
-	s.registerInterviewRoutes(v1)
-	s.registerInternalRoutes(e.Group("/internal/v1/sessions"))
+	s.registerRoutes(e)
 	s.echo = e
 	return s, nil
 }
@@ -201,12 +193,12 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 // Handler returns the API as an http.Handler.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// handleHealthz handles "GET /healthz": the process is up.
+// handleHealthz answers "GET /healthz": the process is up.
 func (s *Server) handleHealthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// handleReadyz handles "GET /readyz": the database answers and its schema
+// handleReadyz answers "GET /readyz": the database answers and its schema
 // is current.
 func (s *Server) handleReadyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)

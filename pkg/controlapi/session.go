@@ -1,30 +1,23 @@
 package controlapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
 // maxSDP bounds an SDP offer.
 const maxSDP = "64K"
-
-// registerSessionRoutes registers the routes a browser uses to connect to
-// its interview's VM. They accept the tenant JWT or the interview's access
-// token from start, and are routed to the VM.
-func (s *Server) registerSessionRoutes(g *echo.Group) {
-	g.POST("/interviews/:id/session/sdp", s.handleSessionProxy, middleware.BodyLimit(maxSDP))
-	g.POST("/interviews/:id/session/token", s.handleSessionProxy)
-	g.POST("/interviews/:id/session/call", s.handleSessionProxy)
-}
 
 // requireSession authenticates a session route: an interview access token
 // for this very interview, or a tenant JWT allowed to write.
@@ -77,6 +70,11 @@ func (s *Server) handleSessionProxy(c echo.Context) error {
 		return session.Errorf(session.ECONFLICT, "interview is %s, not ready for a connection", iv.Status)
 	}
 	route := c.Path()[len("/v1/interviews/:id"):] // /session/sdp, /session/token, /session/call
+	if route == "/session/sdp" {
+		if err := checkOffer(c); err != nil {
+			return err
+		}
+	}
 	if s.cfg.FlyReplayApp != "" && iv.Machine.Provider == "fly" {
 		// Fly's proxy replays the request to the machine itself, rewritten
 		// to the VM's path and without the caller's credentials. The
@@ -126,5 +124,28 @@ func (s *Server) handleSessionProxy(c echo.Context) error {
 		}
 		return session.Errorf(session.EBADGATEWAY, "the interview's VM is not answering")
 	}
+	return nil
+}
+
+// checkOffer refuses what cannot be an SDP offer before it reaches a VM:
+// the wrong content type, or a body that does not start like SDP.
+func checkOffer(c echo.Context) error {
+	ct := strings.ToLower(strings.TrimSpace(strings.Split(c.Request().Header.Get(echo.HeaderContentType), ";")[0]))
+	if ct != "application/sdp" {
+		return &echo.HTTPError{Code: http.StatusUnsupportedMediaType, Message: "content type must be application/sdp"}
+	}
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return session.Errorf(session.ETOOLARGE, "SDP offer larger than %s", maxSDP)
+		}
+		return session.Errorf(session.EINVALID, "read SDP offer: %v", err)
+	}
+	if !bytes.HasPrefix(body, []byte("v=0\r\n")) && !bytes.HasPrefix(body, []byte("v=0\n")) {
+		return session.Errorf(session.EINVALID, "body is not an SDP offer (it must start with v=0)")
+	}
+	c.Request().Body = io.NopCloser(bytes.NewReader(body))
+	c.Request().ContentLength = int64(len(body))
 	return nil
 }
