@@ -521,3 +521,17 @@ func TestOpenAPIServed(t *testing.T) {
 		t.Fatalf("GET /openapi.yaml = %d %s %.200s", r.status, r.header.Get("Content-Type"), r.body)
 	}
 }
+
+func TestStreamFollowsIngestOnAnotherReplica(t *testing.T) {
+	a := newEnv(t)
+	b := newEnvOn(t, a.db, a.dbURL) // a second controller on the same database
+	tok := tenantToken(t, newTenant(), "recruiter")
+	id := a.interview(tok)
+	vmTok, _ := a.ready(tok, id)
+	s := b.stream(tok, id, "")
+	a.must(200, "POST", "/internal/v1/sessions/"+id+"/transcript", vmTok,
+		session.TranscriptBatch{Segments: []session.Segment{seg(1, "interviewer", "Hello from replica A")}})
+	if ev := s.next(t); ev.name != "segment" || ev.id != "1" {
+		t.Fatalf("replica B's stream got %+v", ev)
+	}
+}

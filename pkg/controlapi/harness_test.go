@@ -101,6 +101,12 @@ type option func(*controlapi.Config, *provision.Config)
 func newEnv(t testing.TB, opts ...option) *env {
 	t.Helper()
 	db, dbURL := postgrestest.New(t)
+	return newEnvOn(t, db, dbURL, opts...)
+}
+
+// newEnvOn is newEnv on an existing database: a second controller replica.
+func newEnvOn(t testing.TB, db *postgres.DB, dbURL string, opts ...option) *env {
+	t.Helper()
 	e := &env{t: t, db: db, dbURL: dbURL, vmSeen: make(chan *http.Request, 100), logs: &bytes.Buffer{}}
 	// The VM: answers SDP offers with an answer, and reports what it saw.
 	e.vm = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
