@@ -1,14 +1,22 @@
-# The session VM image: one Fly Machine per interview runs it. Build from
-# the repository root:
+# The session VM image: one Fly Machine per interview runs it. One static
+# binary on distroless, running as the unprivileged "nonroot" user (uid
+# 65532). Build from the repository root:
 #   docker build -f fly/sessionvm.Dockerfile -t interview-sessionvm .
-FROM golang:1.26-bookworm AS build
+# or build and push it to Fly's registry (see DEPLOY.md):
+#   fly deploy . --config fly/sessionvm.fly.toml --build-only --push --image-label <label>
+FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
-COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -o /out/sessionvm ./cmd/sessionvm
+# Only the sources the binary is built from (see controller.Dockerfile).
+COPY cmd/ cmd/
+COPY pkg/ pkg/
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sessionvm ./cmd/sessionvm
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/sessionvm /sessionvm
+USER nonroot:nonroot
+# sessionvm listens on :SESSION_PORT (all addresses, the 6PN one included);
+# the controller sets SESSION_PORT in every machine's config.
 EXPOSE 8080
 ENTRYPOINT ["/sessionvm"]

@@ -36,6 +36,7 @@ type Config struct {
 	FlyAPIToken         string
 	FlyApp              string
 	FlyRegion           string
+	FlyRateLimit        float64
 	SessionImage        string
 	SessionPort         int
 	MigrateOnStart      bool
@@ -119,6 +120,7 @@ func settings(c *Config) []setting {
 		{env: "FLY_API_TOKEN", help: "Fly API token (fly provider)", set: str(&c.FlyAPIToken), secret: true},
 		{env: "FLY_APP", help: "Fly app of the session machines (fly provider)", set: str(&c.FlyApp)},
 		{env: "FLY_REGION", help: "preferred region of session machines", set: str(&c.FlyRegion)},
+		{env: "FLY_RATE_LIMIT", def: "1", help: "Machines API requests per second the controller allows itself per action and machine (or app), burst 2; Fly documents 1/s, burst 3 (fly provider)", set: float(&c.FlyRateLimit)},
 		{env: "SESSION_IMAGE", help: "sessionvm image (fly provider)", set: str(&c.SessionImage)},
 		{env: "SESSION_PORT", def: "8080", help: "port sessionvm listens on inside its VM", set: num(&c.SessionPort)},
 		{env: "MIGRATE_ON_START", def: "true", help: "apply pending migrations when the controller starts", set: boolean(&c.MigrateOnStart)},
@@ -205,7 +207,7 @@ func (c *Config) validate() error {
 	switch c.Provider {
 	case "local":
 	case "fly":
-		errs = append(errs, errors.New("PROVIDER=fly is not wired into the controller yet"))
+		errs = append(errs, c.validateFly()...)
 	default:
 		errs = append(errs, fmt.Errorf("PROVIDER must be local or fly, not %q", c.Provider))
 	}
@@ -229,6 +231,23 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("LOG_FORMAT must be auto, text or json, not %q", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// validateFly checks the settings of the fly provider.
+func (c *Config) validateFly() []error {
+	var errs []error
+	for _, s := range [][2]string{{"FLY_API_TOKEN", c.FlyAPIToken}, {"FLY_APP", c.FlyApp}, {"SESSION_IMAGE", c.SessionImage}} {
+		if s[1] == "" {
+			errs = append(errs, fmt.Errorf("%s is required with PROVIDER=fly", s[0]))
+		}
+	}
+	if u, err := url.Parse(c.FlyAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("FLY_API_URL must be an http(s) URL, not %q", c.FlyAPIURL))
+	}
+	if c.SessionPort < 1 || c.SessionPort > 65535 {
+		errs = append(errs, fmt.Errorf("SESSION_PORT must be a port number, not %d", c.SessionPort))
+	}
+	return errs
 }
 
 // sessionVMBinary finds the sessionvm binary for the local provider.

@@ -25,7 +25,6 @@ import (
 
 	"github.com/interviewvm/controlplane/pkg/controlapi"
 	"github.com/interviewvm/controlplane/pkg/livefeed"
-	"github.com/interviewvm/controlplane/pkg/localvm"
 	"github.com/interviewvm/controlplane/pkg/postgres"
 	"github.com/interviewvm/controlplane/pkg/provision"
 )
@@ -128,12 +127,13 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		internalURL = "http://127.0.0.1:" + port
 	}
 
-	machines := localvm.New(localvm.Config{
-		Binary: cfg.sessionVMBinary(), Logger: logger.With("component", "localvm"), Region: "local",
-	})
+	machines, closeMachines, err := newMachines(cfg, logger, reg)
+	if err != nil {
+		return err
+	}
 	defer func() {
-		if err := machines.Close(); err != nil {
-			logger.Error("stop local VMs", "error", err)
+		if err := closeMachines(); err != nil {
+			logger.Error("stop machine provider", "error", err)
 		}
 	}()
 

@@ -48,6 +48,7 @@ const testSecret = "test-secret-0123456789abcdef"
 type controller struct {
 	base  string
 	dbURL string
+	logs  *syncBuffer // the controller's log lines
 }
 
 // startController runs the whole controller in-process on a fresh database
@@ -81,7 +82,7 @@ func startController(t *testing.T, extraEnv map[string]string) *controller {
 				t.Logf("controller log:\n%s", logs.String())
 			}
 		})
-		return &controller{base: "http://" + addr, dbURL: dbURL}
+		return &controller{base: "http://" + addr, dbURL: dbURL, logs: logs}
 	case err := <-done:
 		cancel()
 		t.Fatalf("controller did not start: %v\n%s", err, logs.String())

@@ -63,6 +63,8 @@ type Interview struct {
 	LastSeqReported *int64 `json:"-"`
 	// AckedSeq is the highest seq up to which the stored transcript has no gap.
 	AckedSeq int64 `json:"-"`
+	// StateChangedAt is when the interview entered its current state.
+	StateChangedAt time.Time `json:"-"`
 }
 
 // TranscriptComplete reports whether every segment up to the last seq the
@@ -88,6 +90,7 @@ func (iv *Interview) Transition(to State, reason EndReason, actor string, now ti
 		return Event{}, fmt.Errorf("transition %s → %s: unknown end reason %q", from, to, reason)
 	}
 	iv.Status = to
+	iv.StateChangedAt = now
 	switch to {
 	case StateProvisioning:
 		iv.StartedAt = &now

@@ -622,7 +622,7 @@ func (s *Server) handleWait(r *http.Request, _ []byte, appName, id string) reply
 		return badRequest("invalid_argument: instance_id is required when waiting for stopped")
 	}
 
-	timer := time.NewTimer(timeout)
+	timer := time.NewTimer(time.Duration(float64(timeout) / s.waitScale))
 	defer timer.Stop()
 	for {
 		s.mu.Lock()
@@ -741,7 +741,20 @@ func (s *Server) startLocked(m *machine) {
 func (s *Server) boot(ctx context.Context, cancel context.CancelFunc, m *machine, gen int, rm RunMachine, delay time.Duration) {
 	defer s.wg.Done()
 	defer cancel()
-	if err := s.runner.Start(s.ctx, rm); err != nil {
+	// The boot delay stands for the image pull and the VM's boot: the main
+	// process runs only after it, as on Fly.
+	if delay < 0 {
+		<-ctx.Done() // never boots
+		return
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return
+	}
+	if err := s.runner.Start(ctx, rm); err != nil {
 		s.log.Debug("fake fly runner failed to start machine", "machine_id", m.id, "error", err)
 		s.mu.Lock()
 		if m.gen == gen && m.state == stateStarting {
@@ -757,24 +770,10 @@ func (s *Server) boot(ctx context.Context, cancel context.CancelFunc, m *machine
 		return
 	}
 	m.proc = &rm
-	s.mu.Unlock()
-
-	if delay < 0 {
-		<-ctx.Done() // never boots
-		return
-	}
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if m.gen == gen && m.state == stateStarting {
+	if m.state == stateStarting {
 		s.setStateLocked(m, stateStarted, "start", "flyd")
 	}
+	s.mu.Unlock()
 }
 
 // haltLocked stops (final "stopped") or destroys (final "destroyed") m.
@@ -865,7 +864,7 @@ func (s *Server) runMachineLocked(m *machine, gen int) RunMachine {
 		"FLY_MACHINE_VERSION": m.instanceID,
 	})
 	return RunMachine{
-		App: m.app, ID: m.id, Name: m.name, Region: m.region, InstanceID: m.instanceID,
+		App: m.app, ID: m.id, Name: m.name, Boot: gen, Region: m.region, InstanceID: m.instanceID,
 		PrivateIP: m.privateIP, Image: img, Env: env, Metadata: m.stringMap("metadata"),
 		Exited: func(code int) {
 			s.mu.Lock()

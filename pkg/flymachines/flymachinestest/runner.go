@@ -6,10 +6,12 @@ import "context"
 // process per machine listening on the machine's PrivateIP. The fake calls
 // it outside its lock, from goroutines it owns:
 //
-//   - Start when a machine begins booting (create without skip_launch, or a
-//     start). The machine becomes "started" once Start has returned nil and
-//     the boot delay has passed. An error fails the boot: the machine
-//     stops, and is destroyed if it has auto_destroy.
+//   - Start when a machine has booted (create without skip_launch, or a
+//     start, then the boot delay: the image pull and VM boot of a real
+//     machine). The machine becomes "started" once Start has returned nil,
+//     as on Fly, where "started" means the main process was launched. An
+//     error fails the boot: the machine stops, and is destroyed if it has
+//     auto_destroy.
 //   - Stop when a machine that Start booted is stopped or destroyed, and
 //     for every such machine when the server closes. Stop should end the
 //     process and return once it is gone; it may be called for a process
@@ -19,8 +21,11 @@ import "context"
 // RunMachine.Exited: the fake then applies the restart policy, stops the
 // machine and, with auto_destroy, destroys it — as Fly does.
 //
-// Start and Stop get a context that ends when the server closes (Stop's
-// outlives it briefly, so processes are still stopped on Close).
+// Start gets a context that ends when the server closes or the machine is
+// stopped or destroyed during the boot; Stop's ends a few seconds after the
+// server closes, so processes are still stopped on Close. A Runner
+// that also has a Close method (as ProcessRunner does) is closed by
+// Server.Close, after every machine's Stop.
 type Runner interface {
 	Start(ctx context.Context, m RunMachine) error
 	Stop(ctx context.Context, m RunMachine) error
@@ -28,9 +33,12 @@ type Runner interface {
 
 // RunMachine is what a Runner knows about one boot of a machine.
 type RunMachine struct {
-	App        string
-	ID         string
-	Name       string
+	App  string
+	ID   string
+	Name string
+	// Boot counts the machine's boots: the Start and Stop of one boot carry
+	// the same value, so a Runner never stops a later boot by mistake.
+	Boot       int
 	Region     string
 	InstanceID string
 	// PrivateIP is the machine's address (127.0.x.y by default): a process

@@ -14,8 +14,10 @@
 // does not match).
 //
 // Tests steer it with options (boot delay, Fly's rate limits answered with
-// 429, a lag before new machines show in lists, a Runner that backs
-// machines with real processes) and with FailNext, which injects faults
+// 429, a lag before new machines show in lists, a wait timeout that passes
+// faster than real time, a Runner that backs machines with real processes —
+// ProcessRunner runs one process per machine on the machine's private IP)
+// and with FailNext, which injects faults
 // into the next calls of an operation: error statuses with Retry-After,
 // capacity errors, latency, and answers lost after the work was done —
 // the case a client must resolve without creating a second machine. Every
@@ -119,8 +121,22 @@ func WithRateLimits(action, get Limit) Option {
 // WithFlyRateLimits enforces Fly's documented limits.
 func WithFlyRateLimits() Option { return WithRateLimits(FlyLimits()) }
 
-// WithRunner backs machines with r (see Runner).
+// WithRunner backs machines with r (see Runner). The Server owns r: a
+// Runner with a Close method is closed by Server.Close.
 func WithRunner(r Runner) Option { return func(s *Server) { s.runner = r } }
+
+// WithWaitScale makes the wait endpoint's timeout pass factor times faster:
+// a wait asked to hold 60 s answers 408 after 60s/factor. With a boot delay
+// longer than that, a client's wait loop meets what a boot slower than one
+// (or several) of Fly's 60 s waits looks like, in a fraction of the time.
+// Only the wait's own timeout is scaled; factor < 1 is ignored.
+func WithWaitScale(factor float64) Option {
+	return func(s *Server) {
+		if factor >= 1 {
+			s.waitScale = factor
+		}
+	}
+}
 
 // WithLogger receives the fake's debug logs. Tokens are never logged.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
@@ -147,6 +163,7 @@ type Server struct {
 	region      string
 	bootDelay   time.Duration
 	stopDelay   time.Duration
+	waitScale   float64
 	listLag     time.Duration
 	limitOn     bool
 	actionLimit Limit
@@ -200,6 +217,7 @@ func NewServer(opts ...Option) *Server {
 		cancel:    cancel,
 		region:    "iad",
 		bootDelay: 10 * time.Millisecond,
+		waitScale: 1,
 		runner:    NopRunner{},
 		log:       slog.New(slog.DiscardHandler),
 		apps:      map[string]*app{},
@@ -231,7 +249,8 @@ func NewServer(opts ...Option) *Server {
 }
 
 // Close stops the server, its background work, and every process the
-// Runner started.
+// Runner started (all at once), then closes the Runner if it has a Close
+// method.
 func (s *Server) Close() {
 	s.mu.Lock()
 	if s.closed {
@@ -255,8 +274,15 @@ func (s *Server) Close() {
 	s.cancel()
 	s.hs.Close()
 	s.wg.Wait()
+	var wg sync.WaitGroup
 	for _, p := range procs {
-		s.stopProc(p)
+		wg.Go(func() { s.stopProc(p) })
+	}
+	wg.Wait()
+	if c, ok := s.runner.(interface{ Close() error }); ok {
+		if err := c.Close(); err != nil {
+			s.log.Debug("fake fly runner failed to close", "error", err)
+		}
 	}
 }
 
