@@ -7,11 +7,19 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/interviewvm/controlplane/pkg/realtime"
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
 // envMachineID is set by Fly in every machine.
 const envMachineID = "FLY_MACHINE_ID"
+
+// The realtime API's settings: the server key (a secret of the session
+// app, needed in the openai mode only) and the API's origin.
+const (
+	envOpenAIKey     = "OPENAI_API_KEY"
+	envOpenAIBaseURL = "OPENAI_BASE_URL"
+)
 
 // defaultSessionPort is the VM's internal port when SESSION_PORT is unset.
 const defaultSessionPort = "8080"
@@ -22,6 +30,9 @@ type settings struct {
 	token         string
 	controllerURL string
 	machineID     string
+	// openAIKey is the realtime API's server key; never logged.
+	openAIKey     string
+	openAIBaseURL string
 	// listenFD is the inherited listening socket, or -1.
 	listenFD   int
 	listenAddr string
@@ -34,7 +45,12 @@ func readSettings(getenv func(string) string) (settings, error) {
 		token:         getenv(session.EnvSessionToken),
 		controllerURL: getenv(session.EnvControllerURL),
 		machineID:     getenv(envMachineID),
+		openAIKey:     getenv(envOpenAIKey),
+		openAIBaseURL: getenv(envOpenAIBaseURL),
 		listenFD:      -1,
+	}
+	if s.openAIBaseURL == "" {
+		s.openAIBaseURL = realtime.DefaultBaseURL
 	}
 	var missing []error
 	for _, kv := range [][2]string{

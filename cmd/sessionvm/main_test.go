@@ -45,7 +45,14 @@ func testMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "build sessionvm: %v\n%s", err, out)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			return 1
+		}
+	}
+	return code
 }
 
 const testToken = "tok-9f8e7d6c5b4a-never-log-me"
@@ -91,8 +98,9 @@ type proc struct {
 }
 
 // startVM runs the sessionvm binary for one session of ctl, handing it a
-// listening socket on fd 3 as the local provider does.
-func startVM(t *testing.T, ctl *controlclienttest.Server, sessionID string) *proc {
+// listening socket on fd 3 as the local provider does. env adds KEY=value
+// entries to its environment.
+func startVM(t *testing.T, ctl *controlclienttest.Server, sessionID string, env ...string) *proc {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -111,6 +119,7 @@ func startVM(t *testing.T, ctl *controlclienttest.Server, sessionID string) *pro
 		session.EnvListenFD + "=3",
 		"FLY_MACHINE_ID=machine-" + sessionID[len(sessionID)-4:],
 	}
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.ExtraFiles = []*os.File{f}
 	p.cmd.Stderr = p.stderr
 	p.cmd.Stdout = p.stderr

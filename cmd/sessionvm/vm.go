@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/interviewvm/controlplane/pkg/controlclient"
+	"github.com/interviewvm/controlplane/pkg/realtime"
 	"github.com/interviewvm/controlplane/pkg/session"
+	"github.com/interviewvm/controlplane/pkg/transcript"
 )
 
 // Timing of the VM.
@@ -28,6 +30,11 @@ const (
 	endedTimeout = 10 * time.Second
 	// shutdownTimeout bounds the HTTP server's graceful shutdown.
 	shutdownTimeout = 5 * time.Second
+	// hangupTimeout bounds hanging the call up at the end.
+	hangupTimeout = 5 * time.Second
+	// flushTimeout bounds delivering the rest of the transcript at the
+	// end, retries included.
+	flushTimeout = 10 * time.Second
 	// retryWaitMin and retryWaitMax bound the waits between the rounds of
 	// calls that must eventually succeed (config, ready, ended); each
 	// round is itself a client call with retries.
@@ -64,9 +71,17 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) (err
 	v := &vm{
 		log:       log,
 		client:    client,
+		set:       set,
 		sessionID: set.sessionID,
 		machineID: set.machineID,
 		ends:      make(chan endCause, 1),
+		started:   make(chan struct{}),
+		asm:       transcript.NewAssembler(transcript.AssemblerConfig{Logger: log}),
+		box: transcript.NewOutbox(transcript.OutboxConfig{
+			Poster:    client,
+			Logger:    log.With("component", "transcript"),
+			Permanent: controlclient.IsPermanent,
+		}),
 	}
 	log.Info("sessionvm starting", "addr", ln.Addr().String(), "controller", redact(set.controllerURL), "machine_id", set.machineID)
 	return v.run(ctx, ln)
@@ -76,12 +91,20 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) (err
 type vm struct {
 	log       *slog.Logger
 	client    *controlclient.Client
+	set       settings
 	sessionID string
 	machineID string
 	cfg       session.VMConfig // set once fetched, then read-only
 	// ends receives the first request to end the interview; later ones
 	// are dropped. Capacity 1.
 	ends chan endCause
+	// started is closed when the first call begins.
+	started     chan struct{}
+	startedOnce sync.Once
+
+	asm *transcript.Assembler
+	box *transcript.Outbox
+	brk broker // set once configured
 }
 
 // endCause is why the VM ends and what it does about it.
@@ -96,8 +119,8 @@ type endCause struct {
 }
 
 // requestEnd asks the VM to end the interview. It never blocks; the first
-// request wins. Components (heartbeats now; the realtime broker later: call
-// hung up, idle timeout) call it.
+// request wins. Heartbeats, the broker (call over), the transcript outbox
+// (controller refuses, buffer full) and the VM's timers call it.
 func (v *vm) requestEnd(c endCause) {
 	select {
 	case v.ends <- c:
@@ -106,7 +129,8 @@ func (v *vm) requestEnd(c endCause) {
 }
 
 // run fetches the config, serves HTTP on ln, reports ready and heartbeats
-// until the interview ends, then reports ended and shuts down.
+// until the interview ends; then it hangs the call up, delivers the rest of
+// the transcript, reports ended with the last seq and shuts down.
 func (v *vm) run(ctx context.Context, ln net.Listener) error {
 	cfg, err := v.fetchConfig(ctx)
 	if err != nil {
@@ -118,8 +142,12 @@ func (v *vm) run(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	v.cfg = cfg
+	if v.brk, err = v.newBroker(cfg); err != nil {
+		ln.Close()
+		return err
+	}
 	v.log.Info("configured", "realtime", cfg.Realtime, "deadline", cfg.Deadline,
-		"heartbeat_interval", cfg.HeartbeatInterval().String())
+		"heartbeat_interval", cfg.HeartbeatInterval().String(), "idle_timeout", cfg.IdleTimeout().String())
 
 	srv := &http.Server{
 		Handler:           v.routes(),
@@ -135,30 +163,34 @@ func (v *vm) run(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 
+	// The outbox outlives the heartbeats: it delivers until the flush.
+	boxCtx, stopBox := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBox()
+	var boxWG sync.WaitGroup
+	boxWG.Go(func() {
+		if err := v.box.Run(boxCtx); err != nil {
+			v.requestEnd(refused(err))
+		}
+	})
+
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { v.report(loopCtx) })
 
-	var deadline <-chan time.Time
-	if !cfg.Deadline.IsZero() {
-		t := time.NewTimer(time.Until(cfg.Deadline))
-		defer t.Stop()
-		deadline = t.C
-	}
-	var cause endCause
-	select {
-	case <-ctx.Done():
-		cause = endCause{why: "terminated", reason: session.ReasonEndedByUser, report: true}
-	case <-deadline:
-		cause = endCause{why: "deadline passed", reason: session.ReasonMaxDuration, report: true}
-	case cause = <-v.ends:
-	case <-served:
-		cause = endCause{why: "http server stopped", err: fmt.Errorf("serve http: %w", serveErr)}
-	}
+	cause := v.await(ctx, served, &serveErr)
 	stopLoop()
 	wg.Wait()
 
 	v.log.Info("ending", "why", cause.why, "reason", cause.reason, "report", cause.report)
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hangupTimeout)
+	v.brk.close(hctx)
+	cancel()
+	v.enqueue(v.asm.Flush())
+	if cause.report {
+		v.flush(ctx)
+	}
+	stopBox()
+	boxWG.Wait()
 	if cause.report {
 		v.reportEnded(ctx, cause.reason)
 	}
@@ -174,6 +206,99 @@ func (v *vm) run(ctx context.Context, ln net.Listener) error {
 	}
 	v.log.Info("exiting")
 	return nil
+}
+
+// await waits for the first reason to end: termination, the deadline, the
+// idle timeout (no call before it), a component's request, or the HTTP
+// server failing.
+func (v *vm) await(ctx context.Context, served <-chan struct{}, serveErr *error) endCause {
+	var deadline <-chan time.Time
+	if !v.cfg.Deadline.IsZero() {
+		t := time.NewTimer(time.Until(v.cfg.Deadline))
+		defer t.Stop()
+		deadline = t.C
+	}
+	var idle <-chan time.Time
+	if d := v.cfg.IdleTimeout(); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		idle = t.C
+	}
+	started := v.started
+	for {
+		select {
+		case <-ctx.Done():
+			return endCause{why: "terminated", reason: session.ReasonEndedByUser, report: true}
+		case <-deadline:
+			return endCause{why: "deadline passed", reason: session.ReasonMaxDuration, report: true}
+		case <-idle:
+			return endCause{why: "no call within the idle timeout", reason: session.ReasonIdleTimeout, report: true}
+		case <-started:
+			idle, started = nil, nil
+		case cause := <-v.ends:
+			return cause
+		case <-served:
+			return endCause{why: "http server stopped", err: fmt.Errorf("serve http: %w", *serveErr)}
+		}
+	}
+}
+
+// newBroker returns the broker of the configured realtime mode.
+func (v *vm) newBroker(cfg session.VMConfig) (broker, error) {
+	hooks := brokerHooks{
+		log:     v.log.With("component", "broker"),
+		event:   v.onEvent,
+		pending: v.asm.Pending,
+		placed:  v.asm.Placed,
+		end:     v.requestEnd,
+		started: func() { v.startedOnce.Do(func() { close(v.started) }) },
+	}
+	switch cfg.Realtime {
+	case session.RealtimeSimulated, "":
+		return newSimulatedBroker(hooks, cfg.Position), nil
+	case session.RealtimeOpenAI:
+		if v.set.openAIKey == "" {
+			return nil, fmt.Errorf("realtime mode %s: %s is not set", cfg.Realtime, envOpenAIKey)
+		}
+		client := realtime.New(realtime.Config{
+			BaseURL: v.set.openAIBaseURL,
+			APIKey:  v.set.openAIKey,
+			Logger:  v.log.With("component", "realtime"),
+		})
+		maxDur := time.Duration(cfg.MaxDurationS) * time.Second
+		return newOpenAIBroker(hooks, client, sessionConfig(cfg.Position, maxDur)), nil
+	}
+	return nil, fmt.Errorf("unknown realtime mode %q: want %s or %s", cfg.Realtime, session.RealtimeSimulated, session.RealtimeOpenAI)
+}
+
+// onEvent feeds one server event of the call to the transcript.
+func (v *vm) onEvent(ev realtime.Event) {
+	v.enqueue(v.asm.Apply(ev))
+}
+
+// enqueue hands released segments to the outbox. A full outbox ends the
+// interview: the controller has not taken the transcript for too long, and
+// going on would only pile up lines it may never get.
+func (v *vm) enqueue(segs []session.Segment) {
+	if len(segs) == 0 {
+		return
+	}
+	if err := v.box.Add(segs...); errors.Is(err, transcript.ErrFull) {
+		v.log.Error("transcript buffer full; ending the interview", "buffered", v.box.Stats().Buffered)
+		v.requestEnd(endCause{why: "transcript buffer full", reason: session.ReasonCompleted, report: true})
+	}
+}
+
+// flush delivers what is left of the transcript within flushTimeout.
+func (v *vm) flush(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
+	if err := v.box.Flush(fctx); err != nil {
+		st := v.box.Stats()
+		v.log.Error("transcript not fully delivered", "error", err, "last_seq", st.LastSeq, "acked_seq", st.AckedSeq)
+		return
+	}
+	v.log.Info("transcript delivered", "last_seq", v.asm.LastSeq())
 }
 
 // fetchConfig gets the VM's config, retrying until it works, the context
@@ -216,7 +341,7 @@ func (v *vm) report(ctx context.Context) {
 		case <-tick.C:
 		}
 		hctx, cancel := context.WithTimeout(ctx, timeout)
-		ans, err := v.client.Heartbeat(hctx, session.Heartbeat{})
+		ans, err := v.client.Heartbeat(hctx, v.heartbeat())
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -244,6 +369,18 @@ func (v *vm) report(ctx context.Context) {
 	}
 }
 
+// heartbeat is the VM's current report.
+func (v *vm) heartbeat() session.Heartbeat {
+	st := v.box.Stats()
+	return session.Heartbeat{
+		LastSeq:          v.asm.LastSeq(),
+		AckedSeq:         st.AckedSeq,
+		BufferedSegments: st.Buffered,
+		Retries:          st.Retries,
+		Sideband:         v.brk.state(),
+	}
+}
+
 // refused is the end cause of a call the controller refused for good: a
 // session that is no longer live exits cleanly without reporting (the
 // controller already knows); anything else is an error.
@@ -254,18 +391,19 @@ func refused(err error) endCause {
 	return endCause{why: "controller refused the VM", err: err}
 }
 
-// reportEnded tells the controller the interview ended, retrying for at
-// most endedTimeout even when ctx is already cancelled.
+// reportEnded tells the controller the interview ended and the last seq
+// assigned, retrying for at most endedTimeout even when ctx is already
+// cancelled.
 func (v *vm) reportEnded(ctx context.Context, reason session.EndReason) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endedTimeout)
 	defer cancel()
+	last := v.asm.LastSeq()
 	err := v.retryUntil(ctx, "report ended", func(ctx context.Context) error {
-		// LastSeq stays 0 until the broker produces a transcript.
-		return v.client.Ended(ctx, session.Ended{Reason: reason, LastSeq: 0})
+		return v.client.Ended(ctx, session.Ended{Reason: reason, LastSeq: last})
 	})
 	switch {
 	case err == nil:
-		v.log.Info("reported ended", "reason", reason)
+		v.log.Info("reported ended", "reason", reason, "last_seq", last)
 	case errors.Is(err, controlclient.ErrNotLive):
 		// Typically the controller is destroying the VM after an end it
 		// initiated: the session is already past ending.
@@ -299,11 +437,15 @@ func (v *vm) retryUntil(ctx context.Context, what string, f func(context.Context
 	}
 }
 
-// routes returns the VM's HTTP handler. The realtime broker's routes
-// (/session/sdp, /session/token) will be registered here.
+// routes returns the VM's HTTP handler. The controller reverse-proxies
+// /v1/interviews/{id}/session/<x> here as /session/<x>, having
+// authenticated the browser.
 func (v *vm) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", v.handleHealthz)
+	mux.HandleFunc("POST /session/sdp", v.handleSDP)
+	mux.HandleFunc("POST /session/token", v.handleToken)
+	mux.HandleFunc("POST /session/call", v.handleCall)
 	return mux
 }
 

@@ -20,7 +20,8 @@ type VMConfig struct {
 	SessionID    string `json:"session_id"`
 	TenantID     string `json:"tenant_id"`
 	Architecture string `json:"architecture"`
-	// Realtime selects the interviewer: "simulated" or "openai".
+	// Realtime selects the interviewer: RealtimeSimulated or
+	// RealtimeOpenAI.
 	Realtime string `json:"realtime"`
 	// Deadline is when the VM must end the interview on its own.
 	Deadline     time.Time `json:"deadline"`
@@ -32,6 +33,15 @@ type VMConfig struct {
 	IdleTimeoutMS int64    `json:"idle_timeout_ms"`
 	Position      Position `json:"position"`
 }
+
+// Values of VMConfig.Realtime.
+const (
+	// RealtimeSimulated is the built-in simulated interviewer: the VM
+	// answers the browser's offer itself.
+	RealtimeSimulated = "simulated"
+	// RealtimeOpenAI is OpenAI's Realtime API, brokered by the VM.
+	RealtimeOpenAI = "openai"
+)
 
 // Position is the role being interviewed for, as the interviewer sees it.
 type Position struct {

@@ -3,16 +3,26 @@
 // providers. It records every call, answers heartbeats as told, and
 // behaves like the controller where it matters to a VM: a wrong token gets
 // 401, a session that reported ended (or was ended with EndSession) is no
-// longer live and gets 409.
+// longer live and gets 409, and transcript segments are stored
+// idempotently on (session, seq) — the first copy of a seq wins — and
+// acknowledged with the highest contiguous seq stored.
+//
+// Faults: FailNext and SetFault answer error statuses or drop the
+// connection without an answer (StatusDrop); Stop and Start take the
+// whole fake down and bring it back on the same address, keeping what it
+// stored, as a controller restart would.
 package controlclienttest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,8 +63,9 @@ type fakeSession struct {
 	notLive   bool
 	heartbeat session.HeartbeatAnswer
 	fail      map[string][]int // route → statuses to answer next
-	stored    map[int64]bool   // transcript seqs received
-	acked     int64            // highest contiguous stored seq
+	stored    map[int64]session.Segment
+	conflicts int   // segments re-sent with a different content
+	acked     int64 // highest contiguous stored seq
 	calls     []Call
 }
 
@@ -63,12 +74,18 @@ type Server struct {
 	// URL is the base URL to give a VM as CONTROLLER_URL.
 	URL string
 
-	srv *httptest.Server
+	addr string // host:port, kept across Stop and Start
 
 	mu       sync.Mutex
+	srv      *httptest.Server // nil while stopped
 	sessions map[string]*fakeSession
+	fault    func(sessionID, route string) int
 	changed  chan struct{} // closed and replaced on every recorded call
 }
+
+// StatusDrop, as a status given to FailNext or returned by a fault
+// function, makes the fake close the connection without answering.
+const StatusDrop = -1
 
 // NewServer starts a fake controller with no sessions.
 func NewServer() *Server {
@@ -78,11 +95,90 @@ func NewServer() *Server {
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
+	s.addr = s.srv.Listener.Addr().String()
 	return s
 }
 
 // Close shuts the fake down.
-func (s *Server) Close() { s.srv.Close() }
+func (s *Server) Close() { s.Stop() }
+
+// Stop takes the fake down: open connections are closed and new ones
+// refused until Start. What it stored is kept.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv != nil {
+		srv.CloseClientConnections()
+		srv.Close()
+	}
+}
+
+// Start brings a stopped fake back on its address.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("listen again on %s: %w", s.addr, err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	s.srv = srv
+	return nil
+}
+
+// SetFault installs a function asked before every call of a known session
+// (after FailNext's statuses): it returns 0 to answer normally, an error
+// status to answer, or StatusDrop. Nil removes it.
+func (s *Server) SetFault(f func(sessionID, route string) int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fault = f
+}
+
+// Segments returns the transcript segments stored for a session, by seq.
+func (s *Server) Segments(sessionID string) []session.Segment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fs := s.sessions[sessionID]
+	if fs == nil {
+		return nil
+	}
+	segs := make([]session.Segment, 0, len(fs.stored))
+	for _, seg := range fs.stored {
+		segs = append(segs, seg)
+	}
+	slices.SortFunc(segs, func(a, b session.Segment) int { return cmp.Compare(a.Seq, b.Seq) })
+	return segs
+}
+
+// AckedSeq returns the highest contiguous seq stored for a session.
+func (s *Server) AckedSeq(sessionID string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fs := s.sessions[sessionID]; fs != nil {
+		return fs.acked
+	}
+	return 0
+}
+
+// Conflicts counts the segments a session re-sent with a seq already
+// stored but a different speaker, text, item or failure flag.
+func (s *Server) Conflicts(sessionID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fs := s.sessions[sessionID]; fs != nil {
+		return fs.conflicts
+	}
+	return 0
+}
 
 // AddSession registers a live session cfg.SessionID authenticated by token.
 // Its heartbeats are answered "continue" until told otherwise.
@@ -94,7 +190,7 @@ func (s *Server) AddSession(token string, cfg session.VMConfig) {
 		cfg:       cfg,
 		heartbeat: session.HeartbeatAnswer{Action: session.ActionContinue},
 		fail:      make(map[string][]int),
-		stored:    make(map[int64]bool),
+		stored:    make(map[int64]session.Segment),
 	}
 }
 
@@ -117,7 +213,8 @@ func (s *Server) EndSession(sessionID string) {
 }
 
 // FailNext makes the session's next len(statuses) calls of route answer
-// those statuses, in order, with the contract's error body.
+// those statuses, in order, with the contract's error body (StatusDrop:
+// no answer, the connection is closed).
 func (s *Server) FailNext(sessionID, route string, statuses ...int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -197,12 +294,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, session.EUNAUTHENTICATED, "invalid session token")
 		return
 	}
-	status, answer := s.answer(fs, route, body)
+	status, answer := s.answer(fs, id, route, body)
 	fs.calls = append(fs.calls, Call{SessionID: id, Route: route, Status: status, Body: body, At: time.Now()})
 	close(s.changed)
 	s.changed = make(chan struct{})
 
 	switch {
+	case status == StatusDrop:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
 	case status >= 300:
 		writeError(w, status, codeOf(status), "fake controller refused "+route)
 	case answer == nil:
@@ -215,10 +320,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // answer decides the status and JSON answer of a call; s.mu is held.
-func (s *Server) answer(fs *fakeSession, route string, body []byte) (int, any) {
+func (s *Server) answer(fs *fakeSession, id, route string, body []byte) (int, any) {
 	if q := fs.fail[route]; len(q) > 0 {
 		fs.fail[route] = q[1:]
 		return q[0], nil
+	}
+	if s.fault != nil {
+		if st := s.fault(id, route); st != 0 {
+			return st, nil
+		}
 	}
 	if fs.notLive {
 		return http.StatusConflict, nil
@@ -237,9 +347,23 @@ func (s *Server) answer(fs *fakeSession, route string, body []byte) (int, any) {
 			return http.StatusBadRequest, nil
 		}
 		for _, seg := range b.Segments {
-			fs.stored[seg.Seq] = true
+			if seg.Seq < 1 {
+				return http.StatusBadRequest, nil
+			}
 		}
-		for fs.stored[fs.acked+1] {
+		for _, seg := range b.Segments {
+			old, dup := fs.stored[seg.Seq]
+			switch {
+			case !dup:
+				fs.stored[seg.Seq] = seg
+			case old.Speaker != seg.Speaker || old.Text != seg.Text || old.ItemID != seg.ItemID || old.Failed != seg.Failed:
+				fs.conflicts++
+			}
+		}
+		for {
+			if _, ok := fs.stored[fs.acked+1]; !ok {
+				break
+			}
 			fs.acked++
 		}
 		return http.StatusOK, session.TranscriptAck{AckedSeq: fs.acked}

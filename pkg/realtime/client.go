@@ -1,0 +1,410 @@
+// Package realtime is a client of the OpenAI Realtime API in its GA shape
+// (the beta shape was retired and is never used): it mints ephemeral
+// client secrets, creates WebRTC calls through the unified interface
+// (multipart "sdp" + "session" with the server key), attaches the sideband
+// WebSocket to a call to receive every server event, and hangs calls up.
+// It also holds the GA event schema the control plane reads (Event) and an
+// SDP offer check (CheckOffer).
+//
+// The server API key is only ever sent in the Authorization header: it
+// never appears in an error, a log line or anything returned.
+package realtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+)
+
+// DefaultBaseURL is OpenAI's API.
+const DefaultBaseURL = "https://api.openai.com"
+
+// Defaults of Config.
+const (
+	DefaultTimeout = 30 * time.Second
+	// maxBody bounds how much of an answer the client reads.
+	maxBody = 1 << 20
+)
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is the API's origin, without /v1. Default DefaultBaseURL.
+	BaseURL string
+	// APIKey is the server's standard API key. It authenticates call
+	// creation, client secrets, the sideband and hang-up.
+	APIKey string
+	// HTTPClient sends the REST calls. Default: a client with its own
+	// transport and a Timeout of DefaultTimeout.
+	HTTPClient *http.Client
+	// Logger receives debug lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Client calls the Realtime API. It is safe for concurrent use.
+type Client struct {
+	base    *url.URL
+	baseErr error
+	apiKey  string
+	http    *http.Client
+	log     *slog.Logger
+}
+
+// New returns a Client. An invalid BaseURL or an empty APIKey is reported
+// by every call.
+func New(cfg Config) *Client {
+	c := &Client{apiKey: cfg.APIKey, http: cfg.HTTPClient, log: cfg.Logger}
+	raw := cfg.BaseURL
+	if raw == "" {
+		raw = DefaultBaseURL
+	}
+	c.base, c.baseErr = parseBase(raw)
+	if c.baseErr == nil && c.apiKey == "" {
+		c.baseErr = errors.New("realtime API key is empty")
+	}
+	if c.http == nil {
+		transport := http.DefaultTransport
+		if t, ok := http.DefaultTransport.(*http.Transport); ok {
+			transport = t.Clone()
+		}
+		c.http = &http.Client{Transport: transport, Timeout: DefaultTimeout}
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func parseBase(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse realtime base URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("realtime base URL %q: want http(s)://host[:port]", u.Redacted())
+	}
+	u.User = nil
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawQuery, u.Fragment = "", ""
+	return u, nil
+}
+
+// CloseIdleConnections closes the client's idle keep-alive connections.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
+// Call is a WebRTC call created through the unified interface.
+type Call struct {
+	// ID is the call id ("rtc_…"), from the Location header.
+	ID string
+	// AnswerSDP is the answer to hand back to the browser.
+	AnswerSDP string
+}
+
+// CreateCall posts the browser's SDP offer with the session config to
+// POST /v1/realtime/calls as multipart/form-data (parts "sdp" and
+// "session"), authenticated with the server key, and returns the answer
+// and the call id.
+func (c *Client) CreateCall(ctx context.Context, offer string, sess SessionConfig) (Call, error) {
+	if c.baseErr != nil {
+		return Call{}, fmt.Errorf("create call: %w", c.baseErr)
+	}
+	sessJSON, err := json.Marshal(sess)
+	if err != nil {
+		return Call{}, fmt.Errorf("create call: encode session: %w", err)
+	}
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for _, part := range []struct{ name, ctype, data string }{
+		{"sdp", "application/sdp", offer},
+		{"session", "application/json", string(sessJSON)},
+	} {
+		h := make(textproto.MIMEHeader)
+		h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q`, part.name))
+		h.Set("Content-Type", part.ctype)
+		w, err := mw.CreatePart(h)
+		if err != nil {
+			return Call{}, fmt.Errorf("create call: build %s part: %w", part.name, err)
+		}
+		if _, err := io.WriteString(w, part.data); err != nil {
+			return Call{}, fmt.Errorf("create call: build %s part: %w", part.name, err)
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return Call{}, fmt.Errorf("create call: finish multipart body: %w", err)
+	}
+	ans, err := c.do(ctx, http.MethodPost, "v1/realtime/calls", mw.FormDataContentType(), "application/sdp", body.Bytes())
+	if err != nil {
+		return Call{}, fmt.Errorf("create call: %w", err)
+	}
+	if ans.status != http.StatusCreated && ans.status != http.StatusOK {
+		return Call{}, fmt.Errorf("create call: %w", parseAPIError(ans.status, ans.data))
+	}
+	data := ans.data
+	id := callIDFromLocation(ans.header.Get("Location"))
+	if id == "" {
+		return Call{}, fmt.Errorf("create call: answer has no call id in Location %q", ans.header.Get("Location"))
+	}
+	if err := checkAnswer(string(data)); err != nil {
+		return Call{}, fmt.Errorf("create call %s: %w", id, err)
+	}
+	c.log.Debug("realtime call created", "call_id", id)
+	return Call{ID: id, AnswerSDP: string(data)}, nil
+}
+
+// callIDFromLocation returns the last path segment of a Location such as
+// /v1/realtime/calls/rtc_123.
+func callIDFromLocation(loc string) string {
+	if loc == "" {
+		return ""
+	}
+	u, err := url.Parse(loc)
+	if err != nil {
+		return ""
+	}
+	id := path.Base(strings.TrimSuffix(u.Path, "/"))
+	if id == "." || id == "/" || id == "calls" {
+		return ""
+	}
+	return id
+}
+
+// checkAnswer makes sure what came back is SDP, not an error body a
+// browser would fail to parse.
+func checkAnswer(answer string) error {
+	if !strings.HasPrefix(strings.TrimLeft(answer, " \r\n"), "v=0") {
+		return errors.New("answer is not SDP")
+	}
+	return nil
+}
+
+// ClientSecret is an ephemeral key a browser uses to connect to the
+// Realtime API directly.
+type ClientSecret struct {
+	// Value is the secret ("ek_…"). Hand it to the browser; never log it.
+	Value     string
+	ExpiresAt time.Time
+	// SessionID is the id of the session configured by the secret.
+	SessionID string
+	// Model is the session's model.
+	Model string
+}
+
+// CreateClientSecret mints an ephemeral client secret bound to sess:
+// POST /v1/realtime/client_secrets. ttl is clamped to the API's 10 s–2 h;
+// zero means the API's default of 10 minutes.
+func (c *Client) CreateClientSecret(ctx context.Context, sess SessionConfig, ttl time.Duration) (ClientSecret, error) {
+	if c.baseErr != nil {
+		return ClientSecret{}, fmt.Errorf("create client secret: %w", c.baseErr)
+	}
+	type expiresAfter struct {
+		Anchor  string `json:"anchor"`
+		Seconds int    `json:"seconds"`
+	}
+	req := struct {
+		ExpiresAfter *expiresAfter `json:"expires_after,omitempty"`
+		Session      SessionConfig `json:"session"`
+	}{Session: sess}
+	if ttl > 0 {
+		secs := int(min(max(ttl, 10*time.Second), 2*time.Hour) / time.Second)
+		req.ExpiresAfter = &expiresAfter{Anchor: "created_at", Seconds: secs}
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return ClientSecret{}, fmt.Errorf("create client secret: encode request: %w", err)
+	}
+	resp, err := c.do(ctx, http.MethodPost, "v1/realtime/client_secrets", "application/json", "application/json", body)
+	if err != nil {
+		return ClientSecret{}, fmt.Errorf("create client secret: %w", err)
+	}
+	if resp.status != http.StatusOK && resp.status != http.StatusCreated {
+		return ClientSecret{}, fmt.Errorf("create client secret: %w", parseAPIError(resp.status, resp.data))
+	}
+	data := resp.data
+	var ans struct {
+		Value     string `json:"value"`
+		ExpiresAt int64  `json:"expires_at"`
+		Session   struct {
+			ID    string `json:"id"`
+			Model string `json:"model"`
+		} `json:"session"`
+	}
+	if err := json.Unmarshal(data, &ans); err != nil {
+		return ClientSecret{}, fmt.Errorf("create client secret: decode answer: %w", err)
+	}
+	if ans.Value == "" {
+		return ClientSecret{}, errors.New("create client secret: answer has no value")
+	}
+	model := ans.Session.Model
+	if model == "" {
+		model = sess.Model
+	}
+	return ClientSecret{
+		Value:     ans.Value,
+		ExpiresAt: time.Unix(ans.ExpiresAt, 0).UTC(),
+		SessionID: ans.Session.ID,
+		Model:     model,
+	}, nil
+}
+
+// Hangup ends a call: POST /v1/realtime/calls/{id}/hangup. A call the API
+// no longer knows yields an *APIError with status 404.
+func (c *Client) Hangup(ctx context.Context, callID string) error {
+	if c.baseErr != nil {
+		return fmt.Errorf("hang up call %s: %w", callID, c.baseErr)
+	}
+	resp, err := c.do(ctx, http.MethodPost, "v1/realtime/calls/"+url.PathEscape(callID)+"/hangup", "", "", nil)
+	if err != nil {
+		return fmt.Errorf("hang up call %s: %w", callID, err)
+	}
+	if resp.status < 200 || resp.status > 299 {
+		return fmt.Errorf("hang up call %s: %w", callID, parseAPIError(resp.status, resp.data))
+	}
+	c.log.Debug("realtime call hung up", "call_id", callID)
+	return nil
+}
+
+// answer is an HTTP answer, read whole.
+type answer struct {
+	status int
+	header http.Header
+	data   []byte
+}
+
+// do sends one request and reads its answer.
+func (c *Client) do(ctx context.Context, method, route, ctype, accept string, body []byte) (answer, error) {
+	u := c.base.JoinPath(route)
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
+	if err != nil {
+		return answer{}, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return answer{}, fmt.Errorf("%s %s: %w", method, u.Path, redactURLError(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return answer{}, fmt.Errorf("%s %s: read answer (%d): %w", method, u.Path, resp.StatusCode, err)
+	}
+	return answer{status: resp.StatusCode, header: resp.Header, data: data}, nil
+}
+
+// redactURLError drops the URL an *url.Error carries (it repeats what the
+// caller already says) and keeps its cause.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// APIError is a non-2xx answer of the Realtime API, parsed from its error
+// envelope {"error":{"message","type","param","code"}}.
+type APIError struct {
+	Status  int
+	Type    string
+	Code    string
+	Message string
+	Param   string
+}
+
+// Error implements error.
+func (e *APIError) Error() string {
+	msg := fmt.Sprintf("realtime API answered %d", e.Status)
+	if e.Code != "" {
+		msg += " " + e.Code
+	} else if e.Type != "" {
+		msg += " " + e.Type
+	}
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	return msg
+}
+
+// Error types and codes of the API that the control plane and its fake
+// use.
+const (
+	TypeInvalidRequest  = "invalid_request_error"
+	TypeAuthentication  = "authentication_error"
+	TypeServer          = "server_error"
+	TypeTranscription   = "transcription_error"
+	CodeInvalidOffer    = "invalid_offer"
+	CodeCallNotFound    = "call_id_not_found"
+	CodeBetaShape       = "beta_api_shape_disabled"
+	CodeInvalidAPIKey   = "invalid_api_key"
+	CodeUnknownParam    = "unknown_parameter"
+	CodeMissingParam    = "missing_required_parameter"
+	CodeInvalidValue    = "invalid_value"
+	CodeUnintelligible  = "audio_unintelligible"
+	CodeUnknownEvent    = "unknown_event"
+	CodeInvalidClientEv = "invalid_event"
+)
+
+// parseAPIError builds the *APIError of a non-2xx answer. A body that is
+// not the error envelope yields the status text; it is never echoed raw.
+func parseAPIError(status int, body []byte) *APIError {
+	var env struct {
+		Error struct {
+			Message string          `json:"message"`
+			Type    string          `json:"type"`
+			Param   json.RawMessage `json:"param"`
+			Code    json.RawMessage `json:"code"`
+		} `json:"error"`
+	}
+	e := &APIError{Status: status}
+	if json.Unmarshal(bytes.TrimSpace(body), &env) == nil && (env.Error.Message != "" || env.Error.Type != "") {
+		e.Message, e.Type = env.Error.Message, env.Error.Type
+		e.Code = rawString(env.Error.Code)
+		e.Param = rawString(env.Error.Param)
+		return e
+	}
+	e.Message = http.StatusText(status)
+	return e
+}
+
+// rawString returns a JSON string's value, a number's text, or "" for
+// null and anything else.
+func rawString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) == nil {
+		return n.String()
+	}
+	return ""
+}
+
+// IsAPIError reports whether err holds an *APIError with the given HTTP
+// status and, when code is not empty, that code.
+func IsAPIError(err error, status int, code string) bool {
+	var e *APIError
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Status == status && (code == "" || e.Code == code)
+}
