@@ -29,6 +29,7 @@ type Config struct {
 	HeartbeatInterval   time.Duration
 	HeartbeatTimeout    time.Duration
 	ReconcileInterval   time.Duration
+	ProvisionTimeout    time.Duration
 	IdleTimeout         time.Duration
 	TenantMaxConcurrent int
 	SessionVMBin        string
@@ -113,6 +114,7 @@ func settings(c *Config) []setting {
 		{env: "HEARTBEAT_INTERVAL", def: "2s", help: "how often session VMs report", set: dur(&c.HeartbeatInterval)},
 		{env: "HEARTBEAT_TIMEOUT", def: "30s", help: "silence after which a session VM counts as lost", set: dur(&c.HeartbeatTimeout)},
 		{env: "RECONCILE_INTERVAL", def: "10s", help: "period of the reconciler", set: dur(&c.ReconcileInterval)},
+		{env: "PROVISION_TIMEOUT", def: "5m", help: "longest a start may take, rate-limit queueing included, before it fails with provision_failed", set: dur(&c.ProvisionTimeout)},
 		{env: "IDLE_TIMEOUT", def: "0s", help: "end an interview no browser joins within this time (0: never)", set: dur(&c.IdleTimeout)},
 		{env: "TENANT_MAX_CONCURRENT", def: "0", help: "live interviews per tenant (0: unlimited)", set: num(&c.TenantMaxConcurrent)},
 		{env: "SESSIONVM_BIN", help: "sessionvm binary of the local provider (default: next to the controller, else on PATH)", set: str(&c.SessionVMBin)},

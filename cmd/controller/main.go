@@ -140,9 +140,22 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	lifecycle := provision.New(provision.Config{
 		Provider: cfg.Provider, ControllerURL: internalURL, Realtime: cfg.Realtime, Region: cfg.FlyRegion,
 		HeartbeatInterval: cfg.HeartbeatInterval, IdleTimeout: cfg.IdleTimeout,
-		TenantMaxConcurrent: cfg.TenantMaxConcurrent,
+		TenantMaxConcurrent: cfg.TenantMaxConcurrent, ProvisionTimeout: cfg.ProvisionTimeout,
 	}, db, machines, logger.With("component", "provision"), reg)
 	defer lifecycle.Close()
+
+	// The leader among replicas reconciles: no machine outlives its
+	// session, no live session outlives its machine.
+	reconciler := provision.NewReconciler(provision.ReconcileConfig{
+		Interval: cfg.ReconcileInterval, HeartbeatTimeout: cfg.HeartbeatTimeout,
+	}, lifecycle, db, machines, logger.With("component", "reconciler"), reg)
+	leadCtx, stopLeading := context.WithCancel(context.WithoutCancel(ctx))
+	leading := make(chan struct{})
+	go func() {
+		defer close(leading)
+		db.Lead(leadCtx, postgres.LeaderLockID, time.Second, reconciler.SetLeader, reconciler.Run)
+	}()
+	defer func() { stopLeading(); <-leading }()
 
 	// Interview changes on any replica reach this one's live streams
 	// through PostgreSQL LISTEN/NOTIFY.

@@ -93,6 +93,33 @@ type Service struct {
 
 	mu       sync.Mutex
 	watchers map[string]chan struct{}
+	// launching holds the sessions this process is provisioning.
+	launching map[string]bool
+}
+
+// claim marks a session as being provisioned by this process; false when
+// it already is.
+func (s *Service) claim(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.launching[id] {
+		return false
+	}
+	s.launching[id] = true
+	return true
+}
+
+func (s *Service) release(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.launching, id)
+}
+
+// Launching reports whether this process is provisioning the session.
+func (s *Service) Launching(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.launching[id]
 }
 
 // New returns a Service. reg receives its metrics.
@@ -101,13 +128,13 @@ func New(cfg Config, store Store, machines Machines, logger *slog.Logger, reg pr
 		cfg.HeartbeatInterval = 2 * time.Second
 	}
 	if cfg.ProvisionTimeout <= 0 {
-		cfg.ProvisionTimeout = 2 * time.Minute
+		cfg.ProvisionTimeout = 5 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{
 		cfg: cfg, store: store, machines: machines, logger: logger,
 		metrics: newMetrics(reg), now: time.Now,
-		ctx: ctx, cancel: cancel, watchers: map[string]chan struct{}{},
+		ctx: ctx, cancel: cancel, watchers: map[string]chan struct{}{}, launching: map[string]bool{},
 	}
 }
 
@@ -197,7 +224,7 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 		s.metrics.started.Inc()
 		s.log(iv).Info("interview starting")
 		started := s.now()
-		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started) })
+		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started, nil) })
 	}
 	if wait <= 0 {
 		return iv, nil
@@ -236,7 +263,14 @@ func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session
 
 // launch creates and starts the interview's machine and waits for it to
 // run; the VM's ready report then completes provisioning.
-func (s *Service) launch(ctx context.Context, iv session.Interview, token string, started time.Time) {
+//
+// existing, when set, is a machine found for the session after a restart
+// (adoption): it is not created again.
+func (s *Service) launch(ctx context.Context, iv session.Interview, token string, started time.Time, existing *session.Machine) {
+	if !s.claim(iv.ID) {
+		return // this process already launches it
+	}
+	defer s.release(iv.ID)
 	log := s.log(iv)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProvisionTimeout)
 	defer cancel()
@@ -255,8 +289,14 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 			session.MetaManagedBy: session.ManagedByValue,
 		},
 	}
-	m, err := s.machines.Create(ctx, spec)
-	if err != nil {
+	var m session.Machine
+	var err error
+	if existing != nil {
+		m = *existing // adopted: created before a restart, with the session's token
+	} else if m, err = s.machines.Create(ctx, spec); err != nil {
+		if s.ctx.Err() != nil {
+			return // shutting down: the reconciler of the next leader adopts the session
+		}
 		log.Error("create machine failed", "machine_name", name, "error", err)
 		s.fail(iv.ID, session.ReasonProvisionFailed, fmt.Sprintf("create machine %s: %v", name, err))
 		return
@@ -266,10 +306,20 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	if !s.recordMachine(iv.ID, m) {
 		return
 	}
-	m, err = s.machines.WaitStarted(ctx, m.ID)
+	mid := m.ID
+	m, err = s.machines.WaitStarted(ctx, mid)
 	if err != nil {
+		if s.ctx.Err() != nil {
+			return
+		}
+		// The VM may have reported ready while the wait failed: only a
+		// session still provisioning has failed.
+		if cur, gerr := s.store.Interview(s.ctx, session.SystemScope(), iv.ID); gerr == nil && cur.Status != session.StateProvisioning {
+			log.Warn("wait for machine failed, but the interview moved on", "status", cur.Status, "error", err)
+			return
+		}
 		log.Error("machine did not start", "error", err)
-		s.fail(iv.ID, session.ReasonProvisionFailed, fmt.Sprintf("wait for machine %s: %v", m.ID, err))
+		s.fail(iv.ID, session.ReasonProvisionFailed, fmt.Sprintf("wait for machine %s: %v", mid, err))
 		return
 	}
 	s.metrics.phase.WithLabelValues("machine_started").Observe(s.now().Sub(started).Seconds())
@@ -329,13 +379,21 @@ func (s *Service) recordMachine(id string, m session.Machine) bool {
 
 // fail moves a live interview to failed and destroys its machine.
 func (s *Service) fail(id string, reason session.EndReason, detail string) {
+	s.failAs(id, reason, session.ActorController, detail)
+}
+
+// failAs is fail on behalf of actor.
+func (s *Service) failAs(id string, reason session.EndReason, actor, detail string) {
 	iv, err := s.store.UpdateInterview(s.ctx, session.SystemScope(), id, func(iv *session.Interview) ([]session.Event, error) {
 		if iv.Status.Terminal() {
-			return nil, nil
+			return nil, errNothingToDo
 		}
-		ev, err := iv.Transition(session.StateFailed, reason, session.ActorController, s.now())
+		ev, err := iv.Transition(session.StateFailed, reason, actor, s.now())
 		return []session.Event{ev}, err
 	})
+	if errors.Is(err, errNothingToDo) {
+		return
+	}
 	s.changed(id)
 	if err != nil {
 		s.logger.Error("mark interview failed", "session_id", id, "error", err)

@@ -1,0 +1,400 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// LiveLister lists the interviews of every tenant whose VM may exist.
+type LiveLister interface {
+	LiveInterviews(ctx context.Context) ([]session.Interview, error)
+}
+
+// ReconcileConfig holds the reconciler's settings.
+type ReconcileConfig struct {
+	// Interval is the period of passes (RECONCILE_INTERVAL).
+	Interval time.Duration
+	// HeartbeatTimeout fails a session whose VM has been silent that long.
+	HeartbeatTimeout time.Duration
+	// OrphanGrace is how long a machine without a live session may live
+	// before it is destroyed (it may belong to a start not yet recorded).
+	OrphanGrace time.Duration
+	// DeadlineGrace is added to an interview's max duration before the
+	// controller ends it (the VM enforces the deadline itself first).
+	DeadlineGrace time.Duration
+	// EndingTimeout bounds how long an interview may stay ending.
+	EndingTimeout time.Duration
+	// AdoptAfter is how long a session may stay provisioning without a
+	// launcher in this process before the reconciler adopts it.
+	AdoptAfter time.Duration
+	// ProvisionTimeout fails a session provisioning that long (default:
+	// the service's ProvisionTimeout).
+	ProvisionTimeout time.Duration
+}
+
+// Reconciler converges the world to the database in both directions: no
+// machine outlives its session, no live session outlives its machine.
+// Only the leader among controller replicas runs it.
+type Reconciler struct {
+	cfg      ReconcileConfig
+	svc      *Service
+	live     LiveLister
+	machines Machines
+	logger   *slog.Logger
+	metrics  *reconcileMetrics
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+
+	mu       sync.Mutex
+	orphaned map[string]time.Time // machine id → first seen without a live session
+}
+
+// NewReconciler returns a Reconciler working through svc.
+func NewReconciler(cfg ReconcileConfig, svc *Service, live LiveLister, machines Machines, logger *slog.Logger, reg prometheus.Registerer) *Reconciler {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Second
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = 30 * time.Second
+	}
+	if cfg.OrphanGrace <= 0 {
+		cfg.OrphanGrace = cfg.Interval
+	}
+	if cfg.DeadlineGrace <= 0 {
+		cfg.DeadlineGrace = 30 * time.Second
+	}
+	if cfg.EndingTimeout <= 0 {
+		cfg.EndingTimeout = 2 * cfg.HeartbeatTimeout
+	}
+	if cfg.AdoptAfter <= 0 {
+		cfg.AdoptAfter = 15 * time.Second
+	}
+	if cfg.ProvisionTimeout <= 0 {
+		cfg.ProvisionTimeout = svc.cfg.ProvisionTimeout
+	}
+	return &Reconciler{cfg: cfg, svc: svc, live: live, machines: machines, logger: logger,
+		metrics: newReconcileMetrics(reg), Now: time.Now, orphaned: map[string]time.Time{}}
+}
+
+// Report says what one pass did.
+type Report struct {
+	Machines, Sessions int
+	OrphansDestroyed   int
+	Failed             map[string]int // by rule
+	Adopted            int
+	Ended              int
+}
+
+// Run passes every Interval until ctx ends. Call it while leading.
+func (r *Reconciler) Run(ctx context.Context) {
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			r.logger.Error("reconcile pass failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RunOnce makes one pass.
+func (r *Reconciler) RunOnce(ctx context.Context) (Report, error) {
+	start := time.Now()
+	rep, err := r.pass(ctx)
+	r.metrics.duration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		r.metrics.runs.WithLabelValues("error").Inc()
+		return rep, err
+	}
+	r.metrics.runs.WithLabelValues("ok").Inc()
+	r.metrics.lastSuccess.SetToCurrentTime()
+	return rep, nil
+}
+
+func (r *Reconciler) pass(ctx context.Context) (Report, error) {
+	rep := Report{Failed: map[string]int{}}
+	machines, err := r.machines.List(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("list machines: %w", err)
+	}
+	// Read sessions after machines: a machine created in between belongs
+	// to a session this read sees, so it is not taken for an orphan.
+	live, err := r.live.LiveInterviews(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("list live interviews: %w", err)
+	}
+	rep.Machines, rep.Sessions = len(machines), len(live)
+	now := r.Now()
+
+	bySession := map[string]session.Interview{}
+	for _, iv := range live {
+		bySession[iv.ID] = iv
+	}
+	running := map[string]session.Machine{} // by machine id
+	r.mu.Lock()
+	seen := map[string]bool{}
+	for _, m := range machines {
+		running[m.ID] = m
+		seen[m.ID] = true
+		iv, ok := bySession[m.SessionID]
+		if ok && (iv.Machine == nil || iv.Machine.ID == m.ID || iv.Status == session.StateProvisioning) {
+			delete(r.orphaned, m.ID)
+			continue
+		}
+		// No live session owns it (or its session runs on another machine).
+		first, known := r.orphaned[m.ID]
+		if !known {
+			r.orphaned[m.ID] = now
+			first = now
+		}
+		if now.Sub(first) < r.cfg.OrphanGrace {
+			continue
+		}
+		r.logger.Warn("destroying orphaned machine", "machine_id", m.ID, "machine_name", m.Name, "session_id", m.SessionID)
+		if err := r.machines.Destroy(ctx, m.ID); err != nil {
+			r.logger.Error("destroy orphaned machine", "machine_id", m.ID, "error", err)
+			continue
+		}
+		delete(r.orphaned, m.ID)
+		rep.OrphansDestroyed++
+		r.metrics.orphans.Inc()
+	}
+	for id := range r.orphaned {
+		if !seen[id] {
+			delete(r.orphaned, id) // gone by itself
+		}
+	}
+	r.mu.Unlock()
+
+	for _, iv := range live {
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		r.session(ctx, iv, running, now, &rep)
+	}
+	r.metrics.machines.Set(float64(len(machines)))
+	return rep, nil
+}
+
+// session applies the rules to one live session.
+func (r *Reconciler) session(ctx context.Context, iv session.Interview, running map[string]session.Machine, now time.Time, rep *Report) {
+	log := r.svc.log(iv)
+	hasMachine := iv.Machine != nil && iv.Machine.ID != "" && iv.Machine.State != session.MachineDestroyed
+	up := false
+	if hasMachine {
+		_, up = running[iv.Machine.ID]
+		if !up {
+			// A list may lag behind a create: ask for the machine itself.
+			m, err := r.machines.Get(ctx, iv.Machine.ID)
+			up = err == nil && m.State != session.MachineDestroyed && m.State != session.MachineStopped
+			if err != nil && !errors.Is(err, session.ErrMachineNotFound) {
+				log.Warn("reconcile: get machine failed; skipping the session this pass", "error", err)
+				return
+			}
+		}
+	}
+	deadline := iv.CreatedAt
+	if iv.StartedAt != nil {
+		deadline = *iv.StartedAt
+	}
+	deadline = deadline.Add(iv.MaxDuration())
+
+	switch {
+	case iv.Status == session.StateProvisioning:
+		if r.svc.Launching(iv.ID) {
+			return
+		}
+		if now.Sub(iv.StateChangedAt) > r.cfg.ProvisionTimeout {
+			r.fail(iv, session.ReasonProvisionFailed, "provision_timeout", rep)
+			return
+		}
+		if now.Sub(iv.StateChangedAt) >= r.cfg.AdoptAfter {
+			r.adopt(ctx, iv, running, rep)
+		}
+		return
+	case hasMachine && !up:
+		if iv.Status == session.StateEnding && iv.TranscriptComplete() {
+			r.complete(iv, rep)
+			return
+		}
+		r.fail(iv, session.ReasonMachineLost, "machine_lost", rep)
+		return
+	case !hasMachine:
+		// Live, not provisioning, yet without a machine: it cannot serve.
+		r.fail(iv, session.ReasonMachineLost, "machine_lost", rep)
+		return
+	}
+	lastSign := iv.StateChangedAt
+	if iv.LastHeartbeatAt != nil && iv.LastHeartbeatAt.After(lastSign) {
+		lastSign = *iv.LastHeartbeatAt
+	}
+	switch {
+	case now.Sub(lastSign) > r.cfg.HeartbeatTimeout:
+		r.fail(iv, session.ReasonHeartbeatTimout, "heartbeat_timeout", rep)
+	case now.After(deadline.Add(r.cfg.DeadlineGrace)):
+		if iv.Status == session.StateEnding && iv.TranscriptComplete() {
+			r.complete(iv, rep)
+			return
+		}
+		r.fail(iv, session.ReasonMaxDuration, "max_duration", rep)
+	case iv.Status == session.StateEnding && now.Sub(iv.StateChangedAt) > r.cfg.EndingTimeout:
+		reason := session.ReasonEndedByUser
+		if iv.EndReason != nil {
+			reason = *iv.EndReason
+		}
+		r.fail(iv, reason, "ending_timeout", rep)
+	case iv.Status != session.StateEnding && now.After(deadline):
+		// The VM should have ended by itself: tell it through its heartbeat.
+		r.endForDeadline(ctx, iv, rep)
+	}
+}
+
+func (r *Reconciler) fail(iv session.Interview, reason session.EndReason, rule string, rep *Report) {
+	r.svc.failAs(iv.ID, reason, session.ActorReconciler, "reconciler rule "+rule)
+	rep.Failed[rule]++
+	r.metrics.failed.WithLabelValues(rule).Inc()
+}
+
+func (r *Reconciler) complete(iv session.Interview, rep *Report) {
+	got, err := r.svc.store.UpdateInterview(r.svc.ctx, session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
+		if cur.Status != session.StateEnding || !cur.TranscriptComplete() {
+			return nil, errNothingToDo
+		}
+		ev, err := cur.Transition(session.StateCompleted, "", session.ActorReconciler, r.Now())
+		return []session.Event{ev}, err
+	})
+	r.svc.changed(iv.ID)
+	if err != nil {
+		return
+	}
+	rep.Ended++
+	r.svc.completed(got)
+}
+
+var errNothingToDo = errors.New("nothing to do")
+
+// endForDeadline moves an interview past its deadline to ending; the VM
+// hears it on its next heartbeat, flushes and reports ended.
+func (r *Reconciler) endForDeadline(ctx context.Context, iv session.Interview, rep *Report) {
+	_, err := r.svc.store.UpdateInterview(ctx, session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
+		if cur.Status == session.StateEnding || !cur.Status.Live() {
+			return nil, errNothingToDo
+		}
+		ev, err := cur.Transition(session.StateEnding, session.ReasonMaxDuration, session.ActorReconciler, r.Now())
+		return []session.Event{ev}, err
+	})
+	r.svc.changed(iv.ID)
+	if err == nil {
+		rep.Ended++
+		r.svc.log(iv).Info("interview past its deadline: ending it")
+	}
+}
+
+// adopt resumes a start whose launcher is gone (a controller restart): the
+// machine is found by its session and waited for, or created if it never
+// was; nothing is created twice.
+func (r *Reconciler) adopt(ctx context.Context, iv session.Interview, running map[string]session.Machine, rep *Report) {
+	log := r.svc.log(iv)
+	var found *session.Machine
+	for _, m := range running {
+		if m.SessionID == iv.ID {
+			m := m
+			found = &m
+			break
+		}
+	}
+	token := ""
+	if found == nil {
+		// The machine was never created: the old token died with the
+		// launcher's memory, so the new machine gets a new one.
+		var hash []byte
+		token, hash = newToken()
+		_, err := r.svc.store.UpdateInterview(ctx, session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
+			if cur.Status != session.StateProvisioning {
+				return nil, errNothingToDo
+			}
+			cur.TokenHash = hash
+			return nil, nil
+		})
+		if err != nil {
+			return
+		}
+	}
+	log.Info("adopting an interrupted start", "machine_found", found != nil)
+	rep.Adopted++
+	r.metrics.adopted.Inc()
+	started := r.Now()
+	r.svc.goOwned(func(ctx context.Context) { r.svc.launch(ctx, iv, token, started, found) })
+}
+
+type reconcileMetrics struct {
+	runs        *prometheus.CounterVec
+	duration    prometheus.Histogram
+	lastSuccess prometheus.Gauge
+	orphans     prometheus.Counter
+	failed      *prometheus.CounterVec
+	adopted     prometheus.Counter
+	machines    prometheus.Gauge
+	leader      prometheus.Gauge
+}
+
+// SetLeader records whether this replica leads (and so reconciles).
+func (r *Reconciler) SetLeader(leading bool) {
+	v := 0.0
+	if leading {
+		v = 1
+	}
+	r.metrics.leader.Set(v)
+}
+
+func newReconcileMetrics(reg prometheus.Registerer) *reconcileMetrics {
+	m := &reconcileMetrics{
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciler_runs_total", Help: "Reconciler passes, by result (ok, error).",
+		}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "reconciler_pass_duration_seconds", Help: "Duration of reconciler passes.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2, 5, 10},
+		}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "reconciler_last_success_timestamp_seconds", Help: "Unix time of the last successful reconciler pass.",
+		}),
+		orphans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "reconciler_orphans_destroyed_total", Help: "Machines destroyed because no live session owned them.",
+		}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciler_sessions_failed_total", Help: "Live sessions the reconciler ended, by rule.",
+		}, []string{"rule"}),
+		adopted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "reconciler_adopted_total", Help: "Interrupted starts the reconciler resumed.",
+		}),
+		machines: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "machines_live", Help: "Session machines the provider reported at the last reconciler pass.",
+		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "leader", Help: "1 while this controller replica holds the leadership (and reconciles), else 0.",
+		}),
+	}
+	for _, rule := range []string{"machine_lost", "heartbeat_timeout", "max_duration", "provision_timeout", "ending_timeout"} {
+		m.failed.WithLabelValues(rule)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.runs.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(m.runs, m.duration, m.lastSuccess, m.orphans, m.failed, m.adopted, m.machines, m.leader)
+	}
+	return m
+}
