@@ -75,6 +75,9 @@ type brokerHooks struct {
 	end func(endCause)
 	// started tells the VM a call began (the idle timeout stops).
 	started func()
+	// crash, deferred first in every goroutine of the broker, reports a
+	// panic as a failed session and exits.
+	crash func()
 }
 
 // errCallLive is a broker's answer to a second call.
@@ -148,6 +151,7 @@ func (b *simulatedBroker) offer(ctx context.Context, sdp string) (string, error)
 	}
 	b.peer = peer
 	b.wg.Go(func() { // owned: ends on close
+		defer b.hooks.crash()
 		select {
 		case <-peer.Done():
 			b.setState(sidebandClosed)
@@ -327,7 +331,10 @@ func (b *openaiBroker) follow(ctx context.Context, callID string) error {
 		return errEnded()
 	}
 	b.callID, b.sb, b.st = callID, sb, sidebandOpen
-	b.wg.Go(func() { b.read(sb) }) // owned: ends on close
+	b.wg.Go(func() { // owned: ends on close
+		defer b.hooks.crash()
+		b.read(sb)
+	})
 	b.mu.Unlock()
 	b.hooks.log.Info("sideband attached", "call_id", callID)
 	b.hooks.started()

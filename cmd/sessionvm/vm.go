@@ -105,6 +105,8 @@ type vm struct {
 	asm *transcript.Assembler
 	box *transcript.Outbox
 	brk broker // set once configured
+	// exit ends the process after a crash report (os.Exit; tests replace it).
+	exit func(code int)
 }
 
 // endCause is why the VM ends and what it does about it.
@@ -132,6 +134,7 @@ func (v *vm) requestEnd(c endCause) {
 // until the interview ends; then it hangs the call up, delivers the rest of
 // the transcript, reports ended with the last seq and shuts down.
 func (v *vm) run(ctx context.Context, ln net.Listener) error {
+	defer v.recoverCrash()
 	cfg, err := v.fetchConfig(ctx)
 	if err != nil {
 		ln.Close()
@@ -157,6 +160,7 @@ func (v *vm) run(ctx context.Context, ln net.Listener) error {
 	var serveErr error
 	served := make(chan struct{})
 	go func() { // owned: ends with Shutdown below
+		defer v.recoverCrash()
 		defer close(served)
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			serveErr = err
@@ -175,7 +179,10 @@ func (v *vm) run(ctx context.Context, ln net.Listener) error {
 
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { v.report(loopCtx) })
+	wg.Go(func() {
+		defer v.recoverCrash()
+		v.report(loopCtx)
+	})
 
 	cause := v.await(ctx, served, &serveErr)
 	stopLoop()
@@ -252,6 +259,7 @@ func (v *vm) newBroker(cfg session.VMConfig) (broker, error) {
 		placed:  v.asm.Placed,
 		end:     v.requestEnd,
 		started: func() { v.startedOnce.Do(func() { close(v.started) }) },
+		crash:   v.recoverCrash,
 	}
 	switch cfg.Realtime {
 	case session.RealtimeSimulated, "":

@@ -535,3 +535,23 @@ func TestStreamFollowsIngestOnAnotherReplica(t *testing.T) {
 		t.Fatalf("replica B's stream got %+v", ev)
 	}
 }
+
+func TestCrashedVMFailsItsSession(t *testing.T) {
+	e := newEnv(t)
+	tok := tenantToken(t, newTenant(), "recruiter")
+	id := e.interview(tok)
+	vmTok, _ := e.ready(tok, id)
+	e.must(200, "POST", "/internal/v1/sessions/"+id+"/transcript", vmTok, session.TranscriptBatch{Segments: []session.Segment{seg(1, "interviewer", "Hi")}})
+	e.must(204, "POST", "/internal/v1/sessions/"+id+"/ended", vmTok, session.Ended{Reason: session.ReasonMachineLost, LastSeq: 3, Failed: true})
+	iv := e.must(200, "GET", "/v1/interviews/"+id, tok, nil)
+	if iv["status"] != "failed" || iv["end_reason"] != "machine_lost" {
+		t.Fatalf("crashed interview = %v", iv)
+	}
+	// What was acknowledged stays; the token is dead.
+	if n := len(e.must(200, "GET", "/v1/interviews/"+id+"/transcript", tok, nil)["segments"].([]any)); n != 1 {
+		t.Fatalf("transcript after the crash has %d segments", n)
+	}
+	if r := e.do("POST", "/internal/v1/sessions/"+id+"/heartbeat", vmTok, nil); r.status != 409 {
+		t.Fatalf("heartbeat after the crash = %d", r.status)
+	}
+}

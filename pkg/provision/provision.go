@@ -565,6 +565,22 @@ func (s *Service) Ended(ctx context.Context, id, token string, req session.Ended
 	if req.LastSeq < 0 {
 		return session.Errorf(session.EINVALID, "last_seq must not be negative")
 	}
+	if req.Failed {
+		iv, err := s.vmUpdate(ctx, id, token, func(iv *session.Interview) ([]session.Event, error) {
+			last := req.LastSeq
+			iv.LastSeqReported = &last
+			ev, err := iv.Transition(session.StateFailed, req.Reason, session.ActorVM, s.now())
+			return []session.Event{ev}, err
+		})
+		s.changed(id)
+		if err != nil {
+			return err
+		}
+		s.metrics.ended.WithLabelValues(string(req.Reason)).Inc()
+		s.log(iv).Error("session VM crashed", "reason", req.Reason, "last_seq", req.LastSeq)
+		s.destroy(iv)
+		return nil
+	}
 	iv, err := s.vmUpdate(ctx, id, token, func(iv *session.Interview) ([]session.Event, error) {
 		now := s.now()
 		var events []session.Event

@@ -114,6 +114,9 @@ type TranscriptAck struct {
 type Ended struct {
 	Reason  EndReason `json:"reason"`
 	LastSeq int64     `json:"last_seq"`
+	// Failed says the VM crashed: the session fails (with Reason) instead
+	// of completing.
+	Failed bool `json:"failed,omitempty"`
 }
 
 // HeartbeatInterval returns HeartbeatIntervalMS as a duration.
