@@ -39,6 +39,8 @@ type Config struct {
 	FlyRegion           string
 	FlyRateLimit        float64
 	SessionImage        string
+	OpenAIAPIKey        string
+	OpenAIBaseURL       string
 	SessionPort         int
 	MigrateOnStart      bool
 	StreamKeepAlive     time.Duration
@@ -123,6 +125,8 @@ func settings(c *Config) []setting {
 		{env: "FLY_APP", help: "Fly app of the session machines (fly provider)", set: str(&c.FlyApp)},
 		{env: "FLY_REGION", help: "preferred region of session machines", set: str(&c.FlyRegion)},
 		{env: "FLY_RATE_LIMIT", def: "1", help: "Machines API requests per second the controller allows itself per action and machine (or app), burst 2; Fly documents 1/s, burst 3 (fly provider)", set: float(&c.FlyRateLimit)},
+		{env: "OPENAI_API_KEY", help: "realtime API key handed to local VMs as a platform secret (local provider, REALTIME=openai; on Fly it is a secret of the session app)", set: str(&c.OpenAIAPIKey), secret: true},
+		{env: "OPENAI_BASE_URL", help: "realtime API origin for local VMs (default in the VM: https://api.openai.com)", set: str(&c.OpenAIBaseURL)},
 		{env: "SESSION_IMAGE", help: "sessionvm image (fly provider)", set: str(&c.SessionImage)},
 		{env: "SESSION_PORT", def: "8080", help: "port sessionvm listens on inside its VM", set: num(&c.SessionPort)},
 		{env: "MIGRATE_ON_START", def: "true", help: "apply pending migrations when the controller starts", set: boolean(&c.MigrateOnStart)},
@@ -212,6 +216,9 @@ func (c *Config) validate() error {
 		errs = append(errs, c.validateFly()...)
 	default:
 		errs = append(errs, fmt.Errorf("PROVIDER must be local or fly, not %q", c.Provider))
+	}
+	if c.Realtime == "openai" && c.Provider == "local" && c.OpenAIAPIKey == "" {
+		errs = append(errs, errors.New("REALTIME=openai on the local provider needs OPENAI_API_KEY"))
 	}
 	if c.Realtime != "simulated" && c.Realtime != "openai" {
 		errs = append(errs, fmt.Errorf("REALTIME must be simulated or openai, not %q", c.Realtime))

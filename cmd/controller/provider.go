@@ -26,8 +26,18 @@ import (
 func newMachines(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (provision.Machines, func() error, error) {
 	switch cfg.Provider {
 	case "local":
+		// The realtime key reaches the VMs as a platform secret would, never
+		// through a machine spec.
+		secrets := map[string]string{}
+		if cfg.OpenAIAPIKey != "" {
+			secrets["OPENAI_API_KEY"] = cfg.OpenAIAPIKey
+		}
+		if cfg.OpenAIBaseURL != "" {
+			secrets["OPENAI_BASE_URL"] = cfg.OpenAIBaseURL
+		}
 		p := localvm.New(localvm.Config{
 			Binary: cfg.sessionVMBinary(), Logger: logger.With("component", "localvm"), Region: "local",
+			Secrets: secrets,
 		})
 		return p, p.Close, nil
 	case "fly":

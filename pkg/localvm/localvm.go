@@ -83,6 +83,10 @@ type Config struct {
 	StopTimeout time.Duration
 	// Region is reported on every machine. Default "local".
 	Region string
+	// Secrets are added to every child's environment, the way a platform
+	// injects its app's secrets (on Fly: OPENAI_API_KEY of the session
+	// app). They are not part of any machine spec and never reported.
+	Secrets map[string]string
 }
 
 // Provider runs session machines as local child processes. Create it with
@@ -92,6 +96,7 @@ type Provider struct {
 	log         *slog.Logger
 	stopTimeout time.Duration
 	region      string
+	secrets     map[string]string
 
 	forks chan forkRequest
 	stop  chan struct{}  // closed by Close after every machine is destroyed
@@ -135,6 +140,7 @@ func New(cfg Config) *Provider {
 		log:         cfg.Logger,
 		stopTimeout: cfg.StopTimeout,
 		region:      cfg.Region,
+		secrets:     cfg.Secrets,
 		forks:       make(chan forkRequest),
 		stop:        make(chan struct{}),
 		machines:    make(map[string]*machine),
@@ -226,7 +232,7 @@ func (p *Provider) Create(ctx context.Context, spec session.MachineSpec) (sessio
 		name:      spec.Name,
 		sessionID: spec.SessionID,
 		addr:      ln.Addr().String(),
-		env:       childEnv(spec.Env),
+		env:       childEnv(p.secrets, spec.Env),
 		state:     session.MachineCreated,
 		ln:        ln,
 		done:      make(chan struct{}),
@@ -465,7 +471,7 @@ func (p *Provider) reap(m *machine) {
 	p.markDestroyedLocked(m)
 	p.mu.Unlock()
 
-	attrs := []any{"machine_id", m.id, "machine_name", m.name, "pid", m.pid}
+	attrs := []any{"session_id", m.sessionID, "machine_id", m.id, "machine_name", m.name, "pid", m.pid}
 	if ps := m.cmd.ProcessState; ps != nil {
 		attrs = append(attrs, "exit", ps.String())
 	} else if err != nil {
@@ -484,7 +490,7 @@ func (p *Provider) reap(m *machine) {
 func (p *Provider) forward(m *machine, stream string, r io.ReadCloser) {
 	defer p.wg.Done()
 	defer r.Close()
-	log := p.log.With("machine_id", m.id, "machine_name", m.name, "stream", stream)
+	log := p.log.With("session_id", m.sessionID, "machine_id", m.id, "machine_name", m.name, "stream", stream)
 	br := bufio.NewReaderSize(r, maxLine)
 	for {
 		line, err := br.ReadSlice('\n')
@@ -566,10 +572,14 @@ func (p *Provider) snapshot(m *machine) session.Machine {
 	}
 }
 
-// childEnv is the whole environment of a child: spec's Env, LISTEN_FD=3,
-// and PATH (the controller's, unless Env sets one), sorted.
-func childEnv(specEnv map[string]string) []string {
-	env := make(map[string]string, len(specEnv)+2)
+// childEnv is the whole environment of a child: the provider's secrets,
+// spec's Env, LISTEN_FD=3, and PATH (the controller's, unless Env sets
+// one), sorted.
+func childEnv(secrets, specEnv map[string]string) []string {
+	env := make(map[string]string, len(secrets)+len(specEnv)+2)
+	for k, v := range secrets {
+		env[k] = v
+	}
 	for k, v := range specEnv {
 		env[k] = v
 	}

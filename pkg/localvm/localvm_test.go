@@ -685,13 +685,13 @@ func TestChildDiesWithController(t *testing.T) {
 
 func TestChildEnv(t *testing.T) {
 	t.Setenv("PATH", "/x/bin")
-	got := childEnv(map[string]string{"B": "2", "A": "1", session.EnvListenFD: "9"})
+	got := childEnv(nil, map[string]string{"B": "2", "A": "1", session.EnvListenFD: "9"})
 	want := []string{"A=1", "B=2", "LISTEN_FD=3", "PATH=/x/bin"}
 	if !slices.Equal(got, want) {
 		t.Errorf("childEnv = %q, want %q", got, want)
 	}
-	got = childEnv(map[string]string{"PATH": "/vm/bin"})
-	if want := []string{"LISTEN_FD=3", "PATH=/vm/bin"}; !slices.Equal(got, want) {
+	got = childEnv(map[string]string{"OPENAI_API_KEY": "k"}, map[string]string{"PATH": "/vm/bin"})
+	if want := []string{"LISTEN_FD=3", "OPENAI_API_KEY=k", "PATH=/vm/bin"}; !slices.Equal(got, want) {
 		t.Errorf("childEnv with PATH = %q, want %q", got, want)
 	}
 }
