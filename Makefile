@@ -2,11 +2,12 @@
 GO      ?= go
 BIN     := bin
 PG      := scripts/pg.sh
+PROMTOOL ?= promtool
 
-.PHONY: help build run test vet lint fmt-check generate pg-start pg-stop clean
+.PHONY: help build run test vet lint fmt-check promtool-check generate pg-start pg-stop clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 build: ## build bin/controller and bin/sessionvm
 	$(GO) build -o $(BIN)/controller ./cmd/controller
@@ -15,7 +16,7 @@ build: ## build bin/controller and bin/sessionvm
 run: build pg-start ## run the controller locally: local provider, simulated interviewer, private PostgreSQL
 	@scripts/run.sh
 
-test: pg-start fmt-check vet lint ## gofmt, go vet, golangci-lint, and every test (race detector on) against the private PostgreSQL
+test: pg-start fmt-check vet lint promtool-check ## gofmt, go vet, golangci-lint, promtool, and every test (race detector on) against the private PostgreSQL
 	TEST_DATABASE_URL="$$($(PG) url)" $(GO) test -race -count=1 -timeout 15m ./...
 
 vet: ## go vet
@@ -26,6 +27,12 @@ lint: ## golangci-lint, pinned in tools/go.mod (built from source on first use)
 
 generate: ## regenerate pkg/controlapi/apigen from api/openapi.yaml (a test checks it is current)
 	$(GO) generate ./pkg/controlapi/apigen
+
+promtool-check: ## promtool: check fly/alerts.yml and run its unit tests fly/alerts_test.yml
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || { echo "promtool-check: $(PROMTOOL) not found. It comes with Debian's prometheus package:" \
+		"apt-get install --no-install-recommends prometheus (.ci/run installs it without starting the service)." >&2; exit 1; }
+	$(PROMTOOL) check rules fly/alerts.yml
+	$(PROMTOOL) test rules fly/alerts_test.yml
 
 fmt-check: ## fail when a file is not gofmt-formatted
 	@out="$$(gofmt -l cmd pkg migrations)"; if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi

@@ -53,8 +53,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve", "migrate":
 	case "token":
 		return runToken(args, getenv, stdout, stderr)
+	case "sessions", "machines":
+		return runCLI(ctx, cmd, args, getenv, stdout, stderr)
 	default:
-		return fmt.Errorf("unknown command %q (want serve, migrate or token)", cmd)
+		return fmt.Errorf("unknown command %q (want serve, migrate, token, sessions or machines)", cmd)
 	}
 	cfg, err := parseConfig("controller "+cmd, args, getenv, stderr)
 	if err != nil {
@@ -111,6 +113,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		return err
 	}
 	defer db.Close()
+	reg.MustRegister(db.Collector(), db.FleetCollector())
 	if cfg.MigrateOnStart {
 		if err := db.Migrate(ctx); err != nil {
 			return err

@@ -211,15 +211,21 @@ func (s *Server) handleInterviewCancel(c echo.Context) error {
 	return c.JSON(http.StatusOK, iv)
 }
 
-// handleInterviewEvents handles "GET /v1/interviews/{id}/events".
+// handleInterviewEvents handles "GET /v1/interviews/{id}/events": the
+// timeline and the time spent in each state.
 func (s *Server) handleInterviewEvents(c echo.Context) error {
 	id, err := pathID(c, "id")
 	if err != nil {
 		return err
 	}
-	events, err := s.catalog.Events(c.Request().Context(), principal(c).Scope(), id)
+	ctx, scope := c.Request().Context(), principal(c).Scope()
+	iv, err := s.catalog.Interview(ctx, scope, id)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"items": events})
+	events, err := s.catalog.Events(ctx, scope, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": events, "phases": session.Phases(iv, events, time.Now())})
 }

@@ -14,14 +14,14 @@ import (
 
 const interviewColumns = `id, tenant_id, candidate_id, position_id, company_id, status, end_reason,
 	architecture, max_duration_s, token_hash, machine_provider, machine_id, machine_name, machine_region,
-	machine_state, machine_addr, last_seq_reported, transcript_acked_seq, state_changed_at, created_at, started_at, ready_at, ended_at, last_heartbeat_at`
+	machine_state, machine_addr, last_seq_reported, transcript_acked_seq, state_changed_at, vm_last_seq, vm_buffered_segments, vm_retries, created_at, started_at, ready_at, ended_at, last_heartbeat_at`
 
 func scanInterview(row pgx.Row) (session.Interview, error) {
 	var iv session.Interview
 	var provider, mid, mname, mregion, mstate, maddr *string
 	err := row.Scan(&iv.ID, &iv.TenantID, &iv.CandidateID, &iv.PositionID, &iv.CompanyID, &iv.Status, &iv.EndReason,
 		&iv.Architecture, &iv.MaxDurationS, &iv.TokenHash, &provider, &mid, &mname, &mregion,
-		&mstate, &maddr, &iv.LastSeqReported, &iv.AckedSeq, &iv.StateChangedAt, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt)
+		&mstate, &maddr, &iv.LastSeqReported, &iv.AckedSeq, &iv.StateChangedAt, &iv.VM.LastSeq, &iv.VM.BufferedSegments, &iv.VM.Retries, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt)
 	if err != nil {
 		return iv, err
 	}
@@ -176,11 +176,13 @@ func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, event
 		status = $2, end_reason = $3, token_hash = $4, machine_provider = $5, machine_id = $6,
 		machine_name = $7, machine_region = $8, machine_state = $9, machine_addr = $10,
 		last_seq_reported = $11, started_at = $12, ready_at = $13, ended_at = $14,
-		last_heartbeat_at = $15, transcript_acked_seq = $16, state_changed_at = $17, updated_at = now()
+		last_heartbeat_at = $15, transcript_acked_seq = $16, state_changed_at = $17,
+		vm_last_seq = $18, vm_buffered_segments = $19, vm_retries = $20, updated_at = now()
 		WHERE id = $1`,
 		iv.ID, iv.Status, iv.EndReason, iv.TokenHash, nullable(m.Provider), nullable(m.ID),
 		nullable(m.Name), nullable(m.Region), nullable(m.State), nullable(m.Addr),
-		iv.LastSeqReported, iv.StartedAt, iv.ReadyAt, iv.EndedAt, iv.LastHeartbeatAt, iv.AckedSeq, iv.StateChangedAt)
+		iv.LastSeqReported, iv.StartedAt, iv.ReadyAt, iv.EndedAt, iv.LastHeartbeatAt, iv.AckedSeq, iv.StateChangedAt,
+		iv.VM.LastSeq, iv.VM.BufferedSegments, iv.VM.Retries)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,8 @@ type metrics struct {
 	phase        *prometheus.HistogramVec
 	duration     prometheus.Histogram
 	segments     prometheus.Counter
+	batchSize    prometheus.Histogram
+	ingestErrors *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,11 +42,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "transcript_segments_received_total", Help: "Transcript segments received from session VMs (duplicates included).",
 		}),
 	}
+	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "transcript_batch_size", Help: "Segments per transcript batch a VM posted (accepted batches).",
+		Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
+	})
+	m.ingestErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "transcript_ingest_errors_total", Help: "Transcript batches refused, by reason (invalid, unauthenticated, not_live, store).",
+	}, []string{"reason"})
+	for _, r := range []string{"invalid", "unauthenticated", "not_live", "store"} {
+		m.ingestErrors.WithLabelValues(r)
+	}
+	for _, p := range []string{"queued", "machine_created", "machine_started", "vm_ready", "first_sdp"} {
+		m.phase.WithLabelValues(p)
+	}
 	for _, r := range session.EndReasons {
 		m.ended.WithLabelValues(string(r))
 	}
 	if reg != nil {
-		reg.MustRegister(m.started, m.ended, m.startLatency, m.phase, m.duration, m.segments)
+		reg.MustRegister(m.started, m.ended, m.startLatency, m.phase, m.duration, m.segments, m.batchSize, m.ingestErrors)
 	}
 	return m
 }

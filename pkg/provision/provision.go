@@ -271,6 +271,10 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		return // this process already launches it
 	}
 	defer s.release(iv.ID)
+	// queued: from the start request until this launch began (a start that
+	// waits for Fly's rate limit waits inside Create: see flymachines'
+	// ratelimit metrics).
+	s.metrics.phase.WithLabelValues("queued").Observe(s.now().Sub(started).Seconds())
 	log := s.log(iv)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProvisionTimeout)
 	defer cancel()
@@ -540,6 +544,7 @@ func (s *Service) Heartbeat(ctx context.Context, id, token string, hb session.He
 	iv, err := s.vmUpdate(ctx, id, token, func(iv *session.Interview) ([]session.Event, error) {
 		now := s.now()
 		iv.LastHeartbeatAt = &now
+		iv.VM = session.VMStats{LastSeq: max(hb.LastSeq, 0), BufferedSegments: max(hb.BufferedSegments, 0), Retries: max(hb.Retries, 0)}
 		return nil, nil
 	})
 	if err != nil {
@@ -649,10 +654,12 @@ const MaxSegmentText = 20000
 // the highest seq up to which the stored transcript has no gap.
 func (s *Service) Transcript(ctx context.Context, id, token string, batch session.TranscriptBatch) (int64, error) {
 	if len(batch.Segments) == 0 || len(batch.Segments) > MaxSegmentsPerBatch {
+		s.metrics.ingestErrors.WithLabelValues("invalid").Inc()
 		return 0, session.Errorf(session.EINVALID, "a batch holds 1 to %d segments", MaxSegmentsPerBatch)
 	}
 	for i, seg := range batch.Segments {
 		if err := validSegment(seg); err != nil {
+			s.metrics.ingestErrors.WithLabelValues("invalid").Inc()
 			return 0, session.Errorf(session.EINVALID, "segments[%d]: %s", i, session.ErrorMessage(err))
 		}
 	}
@@ -664,13 +671,20 @@ func (s *Service) Transcript(ctx context.Context, id, token string, batch sessio
 			completedNow = len(events) > 0
 			return events, err
 		})
-	if session.ErrorCode(err) == session.ENOTFOUND {
+	switch code := session.ErrorCode(err); {
+	case err == nil:
+	case code == session.ENOTFOUND || code == session.EUNAUTHENTICATED:
+		s.metrics.ingestErrors.WithLabelValues("unauthenticated").Inc()
 		return 0, session.Errorf(session.EUNAUTHENTICATED, "invalid session token")
-	}
-	if err != nil {
+	case code == session.ECONFLICT:
+		s.metrics.ingestErrors.WithLabelValues("not_live").Inc()
+		return 0, err
+	default:
+		s.metrics.ingestErrors.WithLabelValues("store").Inc()
 		return 0, err
 	}
 	s.metrics.segments.Add(float64(len(batch.Segments)))
+	s.metrics.batchSize.Observe(float64(len(batch.Segments)))
 	if completedNow {
 		s.changed(id)
 		s.completed(iv)
@@ -700,14 +714,20 @@ func validSegment(seg session.Segment) error {
 // Connected records that a browser's SDP offer was answered: a ready
 // interview becomes in_progress.
 func (s *Service) Connected(ctx context.Context, scope session.Scope, id string) error {
-	_, err := s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) {
+	first := false
+	iv, err := s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) {
 		if iv.Status != session.StateReady {
 			return nil, nil
 		}
+		first = true
 		ev, err := iv.Transition(session.StateInProgress, "", session.ActorUser, s.now())
 		return []session.Event{ev}, err
 	})
 	s.changed(id)
+	if err == nil && first && iv.StartedAt != nil {
+		// The start as the candidate perceives it: until the first answer.
+		s.metrics.phase.WithLabelValues("first_sdp").Observe(s.now().Sub(*iv.StartedAt).Seconds())
+	}
 	return err
 }
 

@@ -65,6 +65,8 @@ type Interview struct {
 	AckedSeq int64 `json:"-"`
 	// StateChangedAt is when the interview entered its current state.
 	StateChangedAt time.Time `json:"-"`
+	// VM is what the VM said in its last heartbeat.
+	VM VMStats `json:"-"`
 }
 
 // TranscriptComplete reports whether every segment up to the last seq the
@@ -128,4 +130,34 @@ type Page struct {
 	Limit int
 	// Cursor is opaque, from a previous page's next_cursor; empty for the first.
 	Cursor string
+}
+
+// Phase is the time an interview spent in one state.
+type Phase struct {
+	State   State   `json:"state"`
+	Seconds float64 `json:"seconds"`
+	// Ongoing: the interview is still in this state; Seconds is so far.
+	Ongoing bool `json:"ongoing,omitempty"`
+}
+
+// Phases returns how long the interview stayed in each state it went
+// through, from its creation (scheduled) to now or its terminal state.
+func Phases(iv Interview, events []Event, now time.Time) []Phase {
+	out := []Phase{}
+	state, since := StateScheduled, iv.CreatedAt
+	for _, ev := range events {
+		out = append(out, Phase{State: state, Seconds: ev.At.Sub(since).Seconds()})
+		state, since = ev.To, ev.At
+	}
+	if !state.Terminal() {
+		out = append(out, Phase{State: state, Seconds: now.Sub(since).Seconds(), Ongoing: true})
+	}
+	return out
+}
+
+// VMStats is what a VM reports of its transcript delivery.
+type VMStats struct {
+	LastSeq          int64
+	BufferedSegments int
+	Retries          int64
 }
