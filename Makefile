@@ -18,6 +18,7 @@ run: build pg-start ## run the controller locally: local provider, simulated int
 
 test: pg-start fmt-check vet lint promtool-check ## gofmt, go vet, golangci-lint, promtool, and every test (race detector on) against the private PostgreSQL
 	TEST_DATABASE_URL="$$($(PG) url)" $(GO) test -race -count=1 -timeout 15m ./...
+	@$(MAKE) --no-print-directory browser-test
 
 vet: ## go vet
 	$(GO) vet ./...
@@ -36,6 +37,11 @@ promtool-check: ## promtool: check fly/alerts.yml and run its unit tests fly/ale
 
 fmt-check: ## fail when a file is not gofmt-formatted
 	@out="$$(gofmt -l cmd pkg migrations)"; if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+
+.PHONY: browser-test
+browser-test: build pg-start ## the demo page in headless Chromium (Playwright, e2e/): the candidate's whole path
+	@[ -d e2e/node_modules/playwright-core ] || (cd e2e && npm ci --no-audit --no-fund)
+	node e2e/demo.test.mjs
 
 pg-start: ## start (or reuse) the private PostgreSQL in ./.data
 	@$(PG) start

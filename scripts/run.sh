@@ -14,6 +14,7 @@ export JWT_SECRET="$(cat .data/jwt-secret)"
 export DATABASE_URL="${DATABASE_URL:-$(scripts/pg.sh url)}"
 export LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
 export PROVIDER=local REALTIME="${REALTIME:-simulated}"
+export DEMO="${DEMO:-true}" # the demo page at /demo/
 export SESSIONVM_BIN="$ROOT/bin/sessionvm"
 
 TENANT="${TENANT:-$(cat .data/dev-tenant 2>/dev/null || true)}"
@@ -28,6 +29,7 @@ PORT="${LISTEN_ADDR##*:}"
 cat <<MSG
 
   Interview control plane (local provider, simulated interviewer)
+  demo page  http://127.0.0.1:$PORT/demo/   (paste the dev token below into it)
   API        http://127.0.0.1:$PORT/v1
   health     http://127.0.0.1:$PORT/healthz   readiness http://127.0.0.1:$PORT/readyz
   metrics    http://127.0.0.1:$PORT/metrics

@@ -29,6 +29,9 @@ type Config struct {
 	HeartbeatInterval   time.Duration
 	HeartbeatTimeout    time.Duration
 	ReconcileInterval   time.Duration
+	SyntheticTurn       time.Duration
+	AdoptAfter          time.Duration
+	DeadlineGrace       time.Duration
 	ProvisionTimeout    time.Duration
 	IdleTimeout         time.Duration
 	TenantMaxConcurrent int
@@ -51,6 +54,7 @@ type Config struct {
 	LogLevel            string
 	LogFormat           string
 	ShutdownTimeout     time.Duration
+	Demo                bool
 }
 
 // setting binds one Config field to its environment variable and flag.
@@ -111,7 +115,10 @@ func settings(c *Config) []setting {
 		{env: "JWKS_URL", help: "JWKS URL of ES256/RS256 tenant JWTs, e.g. https://<ref>.supabase.co/auth/v1/.well-known/jwks.json", set: str(&c.JWKSURL)},
 		{env: "ACCESS_TOKEN_SECRET", help: "secret signing interview access tokens (default: derived from JWT_SECRET; required without it)", set: str(&c.AccessTokenSecret), secret: true},
 		{env: "JWT_AUDIENCE", def: "authenticated", help: "required aud claim of tenant JWTs", set: str(&c.JWTAudience)},
-		{env: "REALTIME", def: "simulated", help: "interviewer the VMs run: simulated or openai", set: str(&c.Realtime)},
+		{env: "REALTIME", def: "simulated", help: "interviewer the VMs run: simulated, openai, or synthetic (no browser; a scripted candidate, for load and chaos runs)", set: str(&c.Realtime)},
+		{env: "SYNTHETIC_TURN", def: "1s", help: "pace of the scripted candidate when REALTIME=synthetic", set: dur(&c.SyntheticTurn)},
+		{env: "ADOPT_AFTER", def: "15s", help: "how long a start may stay provisioning without its launcher before the reconciler adopts it", set: dur(&c.AdoptAfter)},
+		{env: "DEADLINE_GRACE", def: "30s", help: "time past an interview's max duration before the reconciler fails it", set: dur(&c.DeadlineGrace)},
 		{env: "MAX_DURATION", def: "45m", help: "default and largest interview length", set: dur(&c.MaxDuration)},
 		{env: "HEARTBEAT_INTERVAL", def: "2s", help: "how often session VMs report", set: dur(&c.HeartbeatInterval)},
 		{env: "HEARTBEAT_TIMEOUT", def: "30s", help: "silence after which a session VM counts as lost", set: dur(&c.HeartbeatTimeout)},
@@ -138,6 +145,7 @@ func settings(c *Config) []setting {
 		{env: "LOG_LEVEL", def: "info", help: "debug, info, warn or error", set: str(&c.LogLevel)},
 		{env: "LOG_FORMAT", def: "auto", help: "text, json, or auto (text on a terminal, JSON otherwise)", set: str(&c.LogFormat)},
 		{env: "SHUTDOWN_TIMEOUT", def: "15s", help: "grace period for in-flight requests on SIGINT/SIGTERM", set: dur(&c.ShutdownTimeout)},
+		{env: "DEMO", def: "false", help: "serve the demo page (recruiter view and interview room) at /demo/; for development, not production", set: boolean(&c.Demo)},
 	}
 }
 
@@ -222,8 +230,8 @@ func (c *Config) validate() error {
 	if c.Realtime == "openai" && c.Provider == "local" && c.OpenAIAPIKey == "" {
 		errs = append(errs, errors.New("REALTIME=openai on the local provider needs OPENAI_API_KEY"))
 	}
-	if c.Realtime != "simulated" && c.Realtime != "openai" {
-		errs = append(errs, fmt.Errorf("REALTIME must be simulated or openai, not %q", c.Realtime))
+	if c.Realtime != "simulated" && c.Realtime != "openai" && c.Realtime != "synthetic" {
+		errs = append(errs, fmt.Errorf("REALTIME must be simulated, openai or synthetic, not %q", c.Realtime))
 	}
 	if c.MaxDuration < time.Second {
 		errs = append(errs, errors.New("MAX_DURATION must be at least 1s"))

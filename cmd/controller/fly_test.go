@@ -514,8 +514,11 @@ func TestFlyFiftyConcurrentStartsUnderRateLimits(t *testing.T) {
 	if live := f.fake.LiveMachines(flyTestApp); len(live) != n {
 		t.Errorf("live machines = %d, want %d", len(live), n)
 	}
-	if got := len(f.calls(flymachinestest.OpCreate, "")); got != n {
-		t.Errorf("creates sent = %d, want %d", got, n)
+	// Under heavy CPU load the client's and the fake's buckets drift a
+	// little and a create may meet a 429; it is retried, never failed, and
+	// never makes a second machine.
+	if got, retried := len(f.calls(flymachinestest.OpCreate, "")), f.fake.StatusCount(http.StatusTooManyRequests); got < n || got > n+retried {
+		t.Errorf("creates sent = %d, want %d plus at most the %d answered 429", got, n, retried)
 	}
 	waits := f.metric(t, `flymachines_ratelimit_waits_total{op="create"}`)
 	if waits < n/2 {

@@ -142,6 +142,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 
 	lifecycle := provision.New(provision.Config{
 		Provider: cfg.Provider, ControllerURL: internalURL, Realtime: cfg.Realtime, Region: cfg.FlyRegion,
+		SyntheticTurn:     cfg.SyntheticTurn,
 		HeartbeatInterval: cfg.HeartbeatInterval, IdleTimeout: cfg.IdleTimeout,
 		TenantMaxConcurrent: cfg.TenantMaxConcurrent, ProvisionTimeout: cfg.ProvisionTimeout,
 	}, db, machines, logger.With("component", "provision"), reg)
@@ -151,6 +152,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	// session, no live session outlives its machine.
 	reconciler := provision.NewReconciler(provision.ReconcileConfig{
 		Interval: cfg.ReconcileInterval, HeartbeatTimeout: cfg.HeartbeatTimeout,
+		AdoptAfter: cfg.AdoptAfter, DeadlineGrace: cfg.DeadlineGrace,
 	}, lifecycle, db, machines, logger.With("component", "reconciler"), reg)
 	leadCtx, stopLeading := context.WithCancel(context.WithoutCancel(ctx))
 	leading := make(chan struct{})
@@ -178,6 +180,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		MaxDuration:     cfg.MaxDuration,
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
+		Demo: demoPage(cfg.Demo),
 	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, reg)
 	if err != nil {
 		return err

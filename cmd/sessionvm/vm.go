@@ -264,6 +264,8 @@ func (v *vm) newBroker(cfg session.VMConfig) (broker, error) {
 	switch cfg.Realtime {
 	case session.RealtimeSimulated, "":
 		return newSimulatedBroker(hooks, cfg.Position), nil
+	case session.RealtimeSynthetic:
+		return newSyntheticBroker(hooks, cfg.Position, time.Duration(cfg.SyntheticTurnMS)*time.Millisecond), nil
 	case session.RealtimeOpenAI:
 		if v.set.openAIKey == "" {
 			return nil, fmt.Errorf("realtime mode %s: %s is not set", cfg.Realtime, envOpenAIKey)
@@ -276,7 +278,8 @@ func (v *vm) newBroker(cfg session.VMConfig) (broker, error) {
 		maxDur := time.Duration(cfg.MaxDurationS) * time.Second
 		return newOpenAIBroker(hooks, client, sessionConfig(cfg.Position, maxDur)), nil
 	}
-	return nil, fmt.Errorf("unknown realtime mode %q: want %s or %s", cfg.Realtime, session.RealtimeSimulated, session.RealtimeOpenAI)
+	return nil, fmt.Errorf("unknown realtime mode %q: want %s, %s or %s", cfg.Realtime,
+		session.RealtimeSimulated, session.RealtimeOpenAI, session.RealtimeSynthetic)
 }
 
 // onEvent feeds one server event of the call to the transcript.

@@ -88,6 +88,8 @@ type Config struct {
 	// VMTimeout bounds one proxied call to a VM (default 20 s); past it the
 	// caller gets 504.
 	VMTimeout time.Duration
+	// Demo, when set, is served at /demo and /demo/* (the demo page).
+	Demo http.Handler
 }
 
 // maxBody bounds every request body.
@@ -186,6 +188,10 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 	}))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 	s.registerRoutes(e)
+	if cfg.Demo != nil {
+		e.Match([]string{http.MethodGet, http.MethodHead}, "/demo", echo.WrapHandler(cfg.Demo))
+		e.Match([]string{http.MethodGet, http.MethodHead}, "/demo/*", echo.WrapHandler(cfg.Demo))
+	}
 	s.echo = e
 	return s, nil
 }

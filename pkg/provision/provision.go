@@ -63,8 +63,11 @@ type Config struct {
 	Provider string
 	// ControllerURL is the URL session VMs use to reach the internal API.
 	ControllerURL string
-	// Realtime is the interviewer VMs run: "simulated" or "openai".
+	// Realtime is the interviewer VMs run: "simulated", "openai" or
+	// "synthetic".
 	Realtime string
+	// SyntheticTurn is the scripted candidate's pace in synthetic mode.
+	SyntheticTurn time.Duration
 	// Region is the preferred machine region.
 	Region string
 	// HeartbeatInterval is how often VMs report.
@@ -515,7 +518,8 @@ func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMCon
 	}
 	return session.VMConfig{
 		SessionID: iv.ID, TenantID: iv.TenantID, Architecture: iv.Architecture, Realtime: s.cfg.Realtime,
-		Deadline: started.Add(iv.MaxDuration()), MaxDurationS: iv.MaxDurationS,
+		SyntheticTurnMS: s.cfg.SyntheticTurn.Milliseconds(),
+		Deadline:        started.Add(iv.MaxDuration()), MaxDurationS: iv.MaxDurationS,
 		HeartbeatIntervalMS: s.cfg.HeartbeatInterval.Milliseconds(), IdleTimeoutMS: s.cfg.IdleTimeout.Milliseconds(),
 		Position: session.Position{Title: pos.Title, Description: pos.Description, Competencies: pos.Competencies},
 	}, nil

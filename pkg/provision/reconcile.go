@@ -55,6 +55,10 @@ type Reconciler struct {
 
 	mu       sync.Mutex
 	orphaned map[string]time.Time // machine id → first seen without a live session
+	// leadingSince is when this replica began reconciling: VMs cannot have
+	// reached a controller that was down or not leading, so silence counts
+	// from here at the earliest.
+	leadingSince time.Time
 }
 
 // NewReconciler returns a Reconciler working through svc.
@@ -95,6 +99,9 @@ type Report struct {
 
 // Run passes every Interval until ctx ends. Call it while leading.
 func (r *Reconciler) Run(ctx context.Context) {
+	r.mu.Lock()
+	r.leadingSince = r.Now()
+	r.mu.Unlock()
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -192,6 +199,19 @@ func (r *Reconciler) pass(ctx context.Context) (Report, error) {
 func (r *Reconciler) session(ctx context.Context, iv session.Interview, running map[string]session.Machine, now time.Time, rep *Report) {
 	log := r.svc.log(iv)
 	hasMachine := iv.Machine != nil && iv.Machine.ID != "" && iv.Machine.State != session.MachineDestroyed
+	if !hasMachine && iv.Status != session.StateProvisioning {
+		// Its launcher died between the create and recording the machine,
+		// yet the VM came up and reported: record the machine it runs on.
+		for _, m := range running {
+			if m.SessionID == iv.ID {
+				log.Info("recording the machine of a session that came up without its launcher", "machine_id", m.ID)
+				r.svc.recordMachine(iv.ID, m)
+				m := m
+				iv.Machine, hasMachine = &m, true
+				break
+			}
+		}
+	}
 	up := false
 	if hasMachine {
 		_, up = running[iv.Machine.ID]
@@ -240,6 +260,11 @@ func (r *Reconciler) session(ctx context.Context, iv session.Interview, running 
 	if iv.LastHeartbeatAt != nil && iv.LastHeartbeatAt.After(lastSign) {
 		lastSign = *iv.LastHeartbeatAt
 	}
+	r.mu.Lock()
+	if r.leadingSince.After(lastSign) {
+		lastSign = r.leadingSince // the VM may have been calling a controller that was down
+	}
+	r.mu.Unlock()
 	switch {
 	case now.Sub(lastSign) > r.cfg.HeartbeatTimeout:
 		r.fail(iv, session.ReasonHeartbeatTimout, "heartbeat_timeout", rep)

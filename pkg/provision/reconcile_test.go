@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/interviewvm/controlplane/pkg/postgres"
 	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
@@ -372,4 +373,48 @@ func TestProvisioningPastTimeoutFails(t *testing.T) {
 		t.Fatalf("report = %+v", rep)
 	}
 	r.wantStatus(iv.ID, session.StateFailed, session.ReasonProvisionFailed)
+}
+
+func TestSilenceCountsFromLeadershipOnly(t *testing.T) {
+	r := newRig(t)
+	iv := r.interview(session.StateProvisioning, session.StateReady)
+	// The controller was down for longer than the heartbeat timeout: its
+	// VMs heartbeated into the void. A new leader gives them a full window.
+	r.clock.Advance(2 * testReconcile.HeartbeatTimeout)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.rec.Run(ctx) }()
+	r.eventually("a first pass", func() bool { return r.rec.metrics.lastSuccess != nil && passes(r.rec) > 0 })
+	cancel()
+	<-done
+	r.wantStatus(iv.ID, session.StateReady, "")
+	r.clock.Advance(testReconcile.HeartbeatTimeout + time.Second)
+	r.pass()
+	r.settle()
+	r.wantStatus(iv.ID, session.StateFailed, session.ReasonHeartbeatTimout)
+}
+
+func passes(r *Reconciler) float64 {
+	return testutil.ToFloat64(r.metrics.runs.WithLabelValues("ok"))
+}
+
+func TestReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T) {
+	r := newRig(t)
+	iv := r.interview(session.StateProvisioning)
+	m := r.mem.add(iv.ID) // created, but the launcher died before recording it
+	_, err := r.db.UpdateInterview(context.Background(), session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
+		now := r.clock.Now()
+		cur.LastHeartbeatAt = &now
+		ev, err := cur.Transition(session.StateReady, "", session.ActorVM, now) // the VM reported ready anyway
+		return []session.Event{ev}, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.pass()
+	r.settle()
+	got := r.get(iv.ID)
+	if got.Status != session.StateReady || got.Machine == nil || got.Machine.ID != m.ID {
+		t.Fatalf("after a pass: status %s machine %+v", got.Status, got.Machine)
+	}
 }

@@ -23,6 +23,8 @@ type VMConfig struct {
 	// Realtime selects the interviewer: RealtimeSimulated or
 	// RealtimeOpenAI.
 	Realtime string `json:"realtime"`
+	// SyntheticTurnMS is the candidate's pace in synthetic mode.
+	SyntheticTurnMS int64 `json:"synthetic_turn_ms,omitempty"`
 	// Deadline is when the VM must end the interview on its own.
 	Deadline     time.Time `json:"deadline"`
 	MaxDurationS int       `json:"max_duration_s"`
@@ -41,6 +43,10 @@ const (
 	RealtimeSimulated = "simulated"
 	// RealtimeOpenAI is OpenAI's Realtime API, brokered by the VM.
 	RealtimeOpenAI = "openai"
+	// RealtimeSynthetic runs the simulated interviewer against a scripted
+	// candidate, without a browser: a steady transcript for load, chaos
+	// and benchmark runs.
+	RealtimeSynthetic = "synthetic"
 )
 
 // Position is the role being interviewed for, as the interviewer sees it.

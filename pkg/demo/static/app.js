@@ -1,0 +1,445 @@
+// The demo page: a recruiter view and the candidate's interview room, on
+// the controller's public API (api/openapi.yaml). Plain JavaScript, no
+// build step. The recruiter token stays in this browser's localStorage;
+// the candidate's side uses only the start answer's short-lived
+// access_token.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "interviewvm.demo.token";
+const LIVE = ["provisioning", "ready", "in_progress", "ending"];
+const TERMINAL = ["completed", "failed", "cancelled"];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const state = {
+  token: localStorage.getItem(TOKEN_KEY) || "",
+  position: null,
+  candidate: null,
+  interview: null,
+  pc: null,        // RTCPeerConnection of the room
+  dc: null,        // its "oai-events" data channel
+  mic: null,       // MediaStream of the microphone, when allowed
+  stop: null,      // AbortController ending the room's loops
+  starting: false, // a start is under way
+  lastSeq: 0,      // last transcript seq received (Last-Event-ID)
+};
+
+// ---- messages and the API
+
+class APIError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function showError(err) {
+  $("error").textContent = err ? err.message || String(err) : "";
+  $("error").hidden = !err;
+  if (err) console.error(err);
+}
+
+function notice(text) {
+  $("notice").textContent = text || "";
+  $("notice").hidden = !text;
+}
+
+// errorOf turns an error answer ({"error":{"code","message"}}) into an APIError.
+async function errorOf(res, what) {
+  let code = "http_" + res.status;
+  let message = res.statusText;
+  try {
+    ({ code, message } = (await res.json()).error);
+  } catch { /* not the contract's error JSON */ }
+  if (res.status === 401) message += " (paste a valid recruiter token above)";
+  return new APIError(res.status, code, `${what}: ${res.status} ${code}: ${message}`);
+}
+
+// api calls the controller with the recruiter token; it answers
+// {status, body} or throws an APIError.
+async function api(method, path, body) {
+  const headers = { Authorization: "Bearer " + state.token };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new Error(`${method} ${path}: the controller is unreachable (${e.message})`);
+  }
+  if (!res.ok) throw await errorOf(res, `${method} ${path}`);
+  return { status: res.status, body: res.status === 204 ? null : await res.json() };
+}
+
+// action runs a button's handler: errors show in the banner.
+function action(id, fn) {
+  const el = $(id);
+  const run = async (ev) => {
+    ev.preventDefault();
+    showError(null);
+    try {
+      await fn();
+    } catch (e) {
+      showError(e);
+    }
+    refresh();
+  };
+  el.addEventListener(el.tagName === "FORM" ? "submit" : "click", run);
+}
+
+const short = (id) => id.slice(0, 8);
+const text = (id, value) => { $(id).textContent = value; };
+
+// ---- recruiter view
+
+function addCompetency(name = "", weight = "") {
+  const row = $("competency-row").content.firstElementChild.cloneNode(true);
+  row.querySelector(".name").value = name;
+  row.querySelector(".weight").value = weight;
+  row.querySelector(".remove").addEventListener("click", () => row.remove());
+  $("competencies").append(row);
+}
+
+async function createPosition() {
+  const competencies = [...$("competencies").rows].map((tr) => ({
+    name: tr.querySelector(".name").value.trim(),
+    weight: Number(tr.querySelector(".weight").value),
+  }));
+  const { body } = await api("POST", "/v1/positions", { title: $("position-title").value.trim(), competencies });
+  state.position = body;
+  const sum = body.competencies.reduce((s, c) => s + c.weight, 0);
+  const shares = body.competencies.map((c) => `${c.name} ${Math.round((100 * c.weight) / sum)}%`).join(", ");
+  text("position-out", `✓ ${body.title} (${short(body.id)}): ${shares}`);
+  $("position-out").classList.add("done");
+}
+
+async function createCandidate() {
+  const { body } = await api("POST", "/v1/candidates", {
+    full_name: $("candidate-name").value.trim(),
+    email: $("candidate-email").value.trim(),
+  });
+  state.candidate = body;
+  text("candidate-out", `✓ ${body.full_name} <${body.email}> (${short(body.id)})`);
+  $("candidate-out").classList.add("done");
+}
+
+async function schedule() {
+  leaveRoom();
+  const { body } = await api("POST", "/v1/interviews", {
+    candidate_id: state.candidate.id,
+    position_id: state.position.id,
+  });
+  state.interview = body;
+  state.lastSeq = 0;
+  $("transcript").replaceChildren();
+  $("timeline").replaceChildren();
+  for (const id of ["connection", "channel", "mic", "machine"]) text(id, "—");
+  render(body);
+  text("interview-out", `✓ Interview ${short(body.id)} scheduled for ${state.candidate.full_name}.`);
+  $("interview-out").classList.add("done");
+}
+
+// start asks for the interview's VM (202 while it is provisioning: ask
+// again, start is idempotent), then joins the room.
+async function start() {
+  const id = state.interview.id;
+  if (!state.stop) {
+    state.stop = new AbortController();
+    watch(id, state.stop.signal);
+    followTranscript(id, state.stop.signal);
+  }
+  state.starting = true;
+  refresh();
+  try {
+    for (let attempt = 1; ; attempt++) {
+      notice(attempt === 1 ? "Starting: creating the interview's VM…" : `The VM is not ready yet (202): waiting, attempt ${attempt}…`);
+      const { status, body } = await api("POST", `/v1/interviews/${id}/start?wait=30`);
+      render(body.interview);
+      if (status === 200) {
+        notice("The VM is ready: connecting…");
+        await join(body.connect);
+        return;
+      }
+    }
+  } finally {
+    state.starting = false;
+  }
+}
+
+// ---- the interview room
+
+// join connects this browser to the interview over WebRTC: microphone if
+// allowed (else receive only), the "oai-events" channel, the offer posted
+// through the controller with the start's access token.
+async function join(connect) {
+  const pc = new RTCPeerConnection();
+  state.pc = pc;
+  pc.addEventListener("connectionstatechange", () => {
+    const ok = pc.connectionState === "connected";
+    text("connection", `${pc.connectionState} (ICE ${pc.iceConnectionState})`);
+    $("connection").className = ok ? "ok" : pc.connectionState === "failed" ? "bad" : "";
+    if (ok) notice("Connected. The interviewer is speaking: answer by voice or type below.");
+    if (pc.connectionState === "failed") {
+      showError(new Error("Connection failed: ICE could not reach the interview's VM."));
+    }
+  });
+  pc.addEventListener("track", (ev) => {
+    $("remote-audio").srcObject = ev.streams[0] || new MediaStream([ev.track]);
+  });
+  try {
+    state.mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const track = state.mic.getAudioTracks()[0];
+    pc.addTrack(track, state.mic);
+    text("mic", `on (${track.label || "microphone"})`);
+  } catch (e) {
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    text("mic", `off (${e.name}): listening only, answer by typing`);
+  }
+
+  const dc = pc.createDataChannel("oai-events");
+  state.dc = dc;
+  text("channel", "connecting");
+  dc.addEventListener("open", () => { text("channel", "open"); $("channel").className = "ok"; refresh(); });
+  dc.addEventListener("close", () => { text("channel", "closed"); $("channel").className = ""; refresh(); });
+  dc.addEventListener("message", (ev) => onServerEvent(JSON.parse(ev.data)));
+
+  await pc.setLocalDescription(await pc.createOffer());
+  await gathered(pc, 3000); // no trickle: the offer carries the candidates
+  let res;
+  try {
+    res = await fetch(connect.sdp_url, {
+      method: "POST",
+      body: pc.localDescription.sdp,
+      headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + connect.access_token },
+    });
+  } catch (e) {
+    throw new Error(`Connection failed: the controller is unreachable (${e.message})`);
+  }
+  if (res.status !== 201) {
+    hangUp();
+    throw await errorOf(res, "Connection failed: POST session/sdp");
+  }
+  await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+  text("connection", `${pc.connectionState} (ICE ${pc.iceConnectionState})`);
+}
+
+// gathered resolves once ICE gathering completes, or after ms.
+function gathered(pc, ms) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, ms);
+  });
+}
+
+// onServerEvent shows what the interviewer says as it says it (the
+// Realtime API's output audio transcript); the saved transcript arrives
+// through the stream.
+let speech = "";
+function onServerEvent(ev) {
+  switch (ev.type) {
+    case "response.output_audio_transcript.delta":
+      speech += ev.delta;
+      break;
+    case "response.output_audio_transcript.done":
+      speech = ev.transcript;
+      break;
+    case "response.created":
+      speech = "";
+      return;
+    case "error":
+      showError(new Error(`The interviewer: ${ev.error.message}`));
+      return;
+    default:
+      return;
+  }
+  $("speaking").hidden = !speech;
+  text("speaking", `Interviewer: ${speech}`);
+}
+
+function sendAnswer() {
+  const answer = $("answer").value.trim();
+  if (!answer || state.dc?.readyState !== "open") return;
+  state.dc.send(JSON.stringify({
+    type: "conversation.item.create",
+    item: { type: "message", role: "user", content: [{ type: "input_text", text: answer }] },
+  }));
+  // The Realtime API answers a text item only when asked; the simulated
+  // interviewer answers on its own and ignores this.
+  state.dc.send(JSON.stringify({ type: "response.create" }));
+  $("answer").value = "";
+}
+
+async function end() {
+  const { body } = await api("POST", `/v1/interviews/${state.interview.id}/end`);
+  render(body);
+  notice("Ending: the VM hangs up, flushes the transcript and stops…");
+}
+
+function hangUp() {
+  state.dc?.close();
+  state.pc?.close();
+  state.mic?.getTracks().forEach((t) => t.stop());
+  state.pc = state.dc = state.mic = null;
+  if ($("connection").textContent !== "—") text("connection", "closed");
+  if ($("channel").textContent !== "—") text("channel", "closed");
+  $("connection").className = $("channel").className = "";
+}
+
+function leaveRoom() {
+  state.stop?.abort();
+  state.stop = null;
+  hangUp();
+  $("speaking").hidden = true;
+  speech = "";
+  notice(null);
+}
+
+// render shows the interview: status, end reason, machine.
+function render(iv) {
+  state.interview = iv;
+  text("interview-id", iv.id);
+  text("status", iv.status);
+  $("status").className = "pill " + iv.status;
+  text("end-reason", iv.end_reason ? `(${iv.end_reason})` : "");
+  if (iv.machine) text("machine", `${iv.machine.name} · ${iv.machine.state}`);
+  if (TERMINAL.includes(iv.status)) {
+    hangUp();
+    $("speaking").hidden = true;
+    notice(`Interview ended: ${iv.status}${iv.end_reason ? ` (${iv.end_reason})` : ""}.`);
+  }
+  refresh();
+}
+
+// watch polls the interview and its timeline until it is terminal.
+async function watch(id, signal) {
+  while (!signal.aborted) {
+    try {
+      const [iv, events] = await Promise.all([api("GET", `/v1/interviews/${id}`), api("GET", `/v1/interviews/${id}/events`)]);
+      if (signal.aborted) return;
+      render(iv.body);
+      $("timeline").replaceChildren(...events.body.items.map(timelineItem));
+      if (TERMINAL.includes(iv.body.status)) return;
+    } catch (e) {
+      showError(e);
+    }
+    await sleep(1000);
+  }
+}
+
+function timelineItem(ev) {
+  const li = document.createElement("li");
+  const at = document.createElement("time");
+  at.dateTime = ev.at;
+  at.textContent = new Date(ev.at).toLocaleTimeString([], { hourCycle: "h23" });
+  const actor = document.createElement("span");
+  actor.className = "actor";
+  actor.textContent = ` by ${ev.actor}`;
+  li.append(at, `${ev.from} → ${ev.to}${ev.reason ? ` (${ev.reason})` : ""}`, actor);
+  return li;
+}
+
+// ---- the live transcript: server-sent events read with fetch() (an
+// EventSource cannot send Authorization), resumed with Last-Event-ID.
+
+async function followTranscript(id, signal) {
+  while (!signal.aborted) {
+    try {
+      const headers = { Authorization: "Bearer " + state.token };
+      if (state.lastSeq > 0) headers["Last-Event-ID"] = String(state.lastSeq);
+      const res = await fetch(`/v1/interviews/${id}/transcript/stream`, { headers, signal });
+      if (!res.ok) throw await errorOf(res, "transcript stream");
+      text("stream-state", "live");
+      for await (const ev of serverSentEvents(res.body)) {
+        if (ev.event === "segment") {
+          addSegment(JSON.parse(ev.data));
+          state.lastSeq = Number(ev.id);
+        } else if (ev.event === "end") {
+          text("stream-state", JSON.parse(ev.data).complete ? "complete" : "ended");
+          return;
+        }
+      }
+    } catch (e) {
+      if (signal.aborted) return;
+      if (e instanceof APIError && e.status !== 429 && e.status < 500) {
+        showError(e);
+        return;
+      }
+    }
+    text("stream-state", "reconnecting…");
+    await sleep(1000);
+  }
+}
+
+// serverSentEvents yields {event, id, data} of a text/event-stream body.
+async function* serverSentEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      const ev = { event: "message", id: "", data: [] };
+      for (const line of block.split("\n")) {
+        if (line === "" || line.startsWith(":")) continue; // keep-alive comments
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "data") ev.data.push(value);
+        else if (field === "event" || field === "id") ev[field] = value;
+      }
+      if (ev.data.length) yield { ...ev, data: ev.data.join("\n") };
+    }
+  }
+}
+
+function addSegment(seg) {
+  if ($("transcript").querySelector(`[data-seq="${seg.seq}"]`)) return;
+  const li = document.createElement("li");
+  li.dataset.seq = seg.seq;
+  li.className = seg.speaker + (seg.failed ? " failed" : "");
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = `${seg.seq} · ${seg.speaker}`;
+  li.append(who, seg.failed ? "(could not be transcribed)" : seg.text);
+  $("transcript").append(li);
+  li.scrollIntoView({ block: "nearest" });
+}
+
+// ---- buttons follow the state
+
+function refresh() {
+  const iv = state.interview;
+  const status = iv?.status;
+  const open = state.dc?.readyState === "open";
+  $("schedule").disabled = !state.position || !state.candidate || (iv && !TERMINAL.includes(status));
+  $("start").disabled = !iv || !["scheduled", "provisioning", "ready"].includes(status) || !!state.pc || state.starting;
+  $("end").disabled = !iv || !LIVE.includes(status) || status === "ending";
+  $("answer").disabled = $("send").disabled = !open;
+  text("token-state", state.token ? "Token saved in this browser's localStorage." : "No token yet: paste the one make run printed.");
+}
+
+function init() {
+  $("token").value = state.token;
+  addCompetency("Go", 3);
+  addCompetency("PostgreSQL", 2);
+  action("token-form", async () => {
+    state.token = $("token").value.trim();
+    localStorage.setItem(TOKEN_KEY, state.token);
+  });
+  $("add-competency").addEventListener("click", () => addCompetency());
+  action("position-form", createPosition);
+  action("candidate-form", createCandidate);
+  action("schedule", schedule);
+  action("start", start);
+  action("answer-form", async () => sendAnswer());
+  action("end", end);
+  refresh();
+}
+
+init();
