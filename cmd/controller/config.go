@@ -130,7 +130,7 @@ func settings(c *Config) []setting {
 		{env: "FLY_API_URL", def: "https://api.machines.dev", help: "Fly Machines API base URL", set: str(&c.FlyAPIURL)},
 		{env: "FLY_API_TOKEN", help: "Fly API token (fly provider)", set: str(&c.FlyAPIToken), secret: true},
 		{env: "FLY_APP", help: "Fly app of the session machines (fly provider)", set: str(&c.FlyApp)},
-		{env: "FLY_REGION", help: "preferred region of session machines", set: str(&c.FlyRegion)},
+		{env: "FLY_REGION", help: "preferred regions of session machines, comma-separated: a capacity error in one tries the next", set: str(&c.FlyRegion)},
 		{env: "FLY_RATE_LIMIT", def: "1", help: "Machines API requests per second the controller allows itself per action and machine (or app), burst 2; Fly documents 1/s, burst 3 (fly provider)", set: float(&c.FlyRateLimit)},
 		{env: "OPENAI_API_KEY", help: "realtime API key handed to local VMs as a platform secret (local provider, REALTIME=openai; on Fly it is a secret of the session app)", set: str(&c.OpenAIAPIKey), secret: true},
 		{env: "OPENAI_BASE_URL", help: "realtime API origin for local VMs (default in the VM: https://api.openai.com)", set: str(&c.OpenAIBaseURL)},

@@ -45,9 +45,9 @@ type Config struct {
 	App string
 	// Image is the sessionvm image, ideally pinned by digest. Required.
 	Image string
-	// Region is the preferred region; Regions adds fallbacks. Fly receives
-	// them (after a spec's own Region) as one comma-separated preference
-	// list. Both empty lets Fly choose.
+	// Region is the preferred region; Regions adds fallbacks (Region may
+	// itself be a comma-separated list). A create tries them in order,
+	// moving on after a capacity error. Both empty lets Fly choose.
 	Region  string
 	Regions []string
 	// Guest is the machine size (default shared CPU, 1 vCPU, 256 MB).
@@ -123,9 +123,21 @@ func (p *Provider) Create(ctx context.Context, spec session.MachineSpec) (sessio
 	if err != nil {
 		return session.Machine{}, fmt.Errorf("create machine %s: %w", spec.Name, err)
 	}
-	m, err := p.client.Create(ctx, p.app, req)
-	if err != nil {
-		return session.Machine{}, fmt.Errorf("create machine %s: %w", spec.Name, err)
+	// Regions in order of preference: a capacity error in one tries the
+	// next before the start gives up.
+	regions := strings.Split(req.Region, ",")
+	var m *flymachines.Machine
+	for i, region := range regions {
+		req.Region = region
+		m, err = p.client.Create(ctx, p.app, req)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, flymachines.ErrCapacity) || i == len(regions)-1 {
+			return session.Machine{}, fmt.Errorf("create machine %s in %s: %w", spec.Name, region, err)
+		}
+		p.log.Warn("no capacity in region; trying the next", "region", region, "next", regions[i+1],
+			"session_id", spec.SessionID, "error", err)
 	}
 	p.log.Info("created machine", "machine_id", m.ID, "name", m.Name, "region", m.Region,
 		"session_id", spec.SessionID, "skip_launch", spec.SkipLaunch)

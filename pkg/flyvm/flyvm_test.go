@@ -411,3 +411,25 @@ func TestNewValidates(t *testing.T) {
 		t.Error("Create without a name succeeded")
 	}
 }
+
+func TestCapacityErrorTriesTheNextRegion(t *testing.T) {
+	e := setup(t, nil, func(c *flyvm.Config) { c.Region, c.Regions = "iad", []string{"ord", "ewr"} })
+	e.fake.FailNext(flymachinestest.OpCreate, 2, flymachinestest.CapacityFault())
+	id := "8c5e1f60-ab23-4000-8000-000000000077"
+	m, err := e.provider.Create(ctxT(t, 10*time.Second), spec(id))
+	if err != nil {
+		t.Fatalf("create with a capacity error in the first two regions: %v", err)
+	}
+	if m.Region != "ewr" {
+		t.Fatalf("machine region = %q, want ewr (the third preference)", m.Region)
+	}
+	if live := e.fake.LiveMachines(app); len(live) != 1 {
+		t.Fatalf("live machines = %d, want 1", len(live))
+	}
+	// Every region out of capacity: the start fails with a clear error.
+	e.fake.FailNext(flymachinestest.OpCreate, 3, flymachinestest.CapacityFault())
+	_, err = e.provider.Create(ctxT(t, 10*time.Second), spec("8c5e1f60-ab23-4000-8000-000000000078"))
+	if !errors.Is(err, flymachines.ErrCapacity) || !strings.Contains(err.Error(), "ewr") {
+		t.Fatalf("create with no capacity anywhere: %v", err)
+	}
+}
