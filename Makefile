@@ -17,7 +17,8 @@ run: build pg-start ## run the controller locally: local provider, simulated int
 	@scripts/run.sh
 
 test: pg-start fmt-check vet lint promtool-check ## gofmt, go vet, golangci-lint, promtool, and every test (race detector on) against the private PostgreSQL
-	TEST_DATABASE_URL="$$($(PG) url)" $(GO) test -race -count=1 -timeout 15m ./...
+	TEST_DATABASE_URL="$$($(PG) url)" $(GO) test -race -count=1 -timeout 15m -skip '^TestChaos$$' ./...
+	@$(MAKE) --no-print-directory chaos
 	@$(MAKE) --no-print-directory browser-test
 
 vet: ## go vet
@@ -38,7 +39,12 @@ promtool-check: ## promtool: check fly/alerts.yml and run its unit tests fly/ale
 fmt-check: ## fail when a file is not gofmt-formatted
 	@out="$$(gofmt -l cmd pkg migrations)"; if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 
-.PHONY: browser-test
+.PHONY: chaos browser-test
+chaos: pg-start ## the chaos test alone (kills controllers and VMs; about a minute); prints its one-line summary
+	@mkdir -p .data; TEST_DATABASE_URL="$$($(PG) url)" $(GO) test -race -count=1 -timeout 5m -run '^TestChaos$$' -v ./cmd/controller >.data/chaos.log 2>&1 \
+		|| { tail -n 200 .data/chaos.log; echo "chaos test failed (whole log: .data/chaos.log)"; exit 1; }
+	@grep '^chaos:' .data/chaos.log
+
 browser-test: build pg-start ## the demo page in headless Chromium (Playwright, e2e/): the candidate's whole path
 	@[ -d e2e/node_modules/playwright-core ] || (cd e2e && npm ci --no-audit --no-fund)
 	node e2e/demo.test.mjs
