@@ -267,7 +267,7 @@ func (r *Reconciler) session(ctx context.Context, iv session.Interview, running 
 	r.mu.Unlock()
 	switch {
 	case now.Sub(lastSign) > r.cfg.HeartbeatTimeout:
-		r.fail(iv, session.ReasonHeartbeatTimout, "heartbeat_timeout", rep)
+		r.fail(iv, session.ReasonHeartbeatTimeout, "heartbeat_timeout", rep)
 	case now.After(deadline.Add(r.cfg.DeadlineGrace)):
 		if iv.Status == session.StateEnding && iv.TranscriptComplete() {
 			r.complete(iv, rep)

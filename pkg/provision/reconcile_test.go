@@ -251,7 +251,7 @@ func TestSilentVMTimesOut(t *testing.T) {
 	r.clock.Advance(2 * time.Second)
 	r.pass()
 	r.settle()
-	r.wantStatus(iv.ID, session.StateFailed, session.ReasonHeartbeatTimout)
+	r.wantStatus(iv.ID, session.StateFailed, session.ReasonHeartbeatTimeout)
 	if r.mem.has(iv.Machine.ID) {
 		t.Fatal("the silent VM's machine was not destroyed")
 	}
@@ -391,7 +391,7 @@ func TestSilenceCountsFromLeadershipOnly(t *testing.T) {
 	r.clock.Advance(testReconcile.HeartbeatTimeout + time.Second)
 	r.pass()
 	r.settle()
-	r.wantStatus(iv.ID, session.StateFailed, session.ReasonHeartbeatTimout)
+	r.wantStatus(iv.ID, session.StateFailed, session.ReasonHeartbeatTimeout)
 }
 
 func passes(r *Reconciler) float64 {

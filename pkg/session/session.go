@@ -97,20 +97,20 @@ type EndReason string
 
 // The end reasons of DESIGN §3.
 const (
-	ReasonCompleted       EndReason = "completed"
-	ReasonEndedByUser     EndReason = "ended_by_user"
-	ReasonMaxDuration     EndReason = "max_duration"
-	ReasonIdleTimeout     EndReason = "idle_timeout"
-	ReasonCancelled       EndReason = "cancelled"
-	ReasonProvisionFailed EndReason = "provision_failed"
-	ReasonMachineLost     EndReason = "machine_lost"
-	ReasonHeartbeatTimout EndReason = "heartbeat_timeout"
+	ReasonCompleted        EndReason = "completed"
+	ReasonEndedByUser      EndReason = "ended_by_user"
+	ReasonMaxDuration      EndReason = "max_duration"
+	ReasonIdleTimeout      EndReason = "idle_timeout"
+	ReasonCancelled        EndReason = "cancelled"
+	ReasonProvisionFailed  EndReason = "provision_failed"
+	ReasonMachineLost      EndReason = "machine_lost"
+	ReasonHeartbeatTimeout EndReason = "heartbeat_timeout"
 )
 
 // EndReasons lists every end reason.
 var EndReasons = []EndReason{
 	ReasonCompleted, ReasonEndedByUser, ReasonMaxDuration, ReasonIdleTimeout,
-	ReasonCancelled, ReasonProvisionFailed, ReasonMachineLost, ReasonHeartbeatTimout,
+	ReasonCancelled, ReasonProvisionFailed, ReasonMachineLost, ReasonHeartbeatTimeout,
 }
 
 // Valid reports whether r is one of the known end reasons.
