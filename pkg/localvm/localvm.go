@@ -10,8 +10,8 @@
 //
 // Children never outlive the provider: each runs in its own process group
 // (so Destroy can signal all of it) with the parent-death signal SIGKILL,
-// so a controller that crashes takes its VMs with it; Close destroys them
-// all on an orderly shutdown.
+// so a controller that crashes takes its VMs with it (package childproc);
+// Close destroys them all on an orderly shutdown.
 //
 // Machine states are Fly's: created (SkipLaunch; the listener is bound but
 // no process runs), started (the process runs), destroyed (the process
@@ -26,26 +26,22 @@
 package localvm
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/interviewvm/controlplane/pkg/childproc"
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
@@ -62,10 +58,6 @@ const (
 // DestroyedRetention is how long Get keeps reporting a destroyed machine
 // before forgetting it.
 const DestroyedRetention = 5 * time.Minute
-
-// maxLine bounds one forwarded line of a child's output; longer lines are
-// forwarded in pieces.
-const maxLine = 64 << 10
 
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("local machine provider is closed")
@@ -98,9 +90,7 @@ type Provider struct {
 	region      string
 	secrets     map[string]string
 
-	forks chan forkRequest
-	stop  chan struct{}  // closed by Close after every machine is destroyed
-	wg    sync.WaitGroup // the forker, reapers and output forwarders
+	forker *childproc.Forker // closed by Close after every machine is destroyed
 
 	closeOnce sync.Once
 	closeErr  error
@@ -118,22 +108,21 @@ type machine struct {
 	env                       []string
 
 	state       string
-	ln          *net.TCPListener // held by the provider until the child takes it
-	cmd         *exec.Cmd
-	pid         int
-	destroying  bool // Destroy was called: the exit is expected
-	exited      bool // the child exited: its pid may be reused once reaped, never signal it again
-	done        chan struct{}
+	ln          *net.TCPListener   // held by the provider until the child takes it
+	proc        *childproc.Process // once started
 	destroyedAt time.Time
 }
 
-type forkRequest struct {
-	cmd  *exec.Cmd
-	done chan error
+// pid is the process id of m, or 0 before it started.
+func (m *machine) pid() int {
+	if m.proc == nil {
+		return 0
+	}
+	return m.proc.Pid()
 }
 
-// New returns a Provider. It starts one goroutine (the forker, see forker);
-// Close stops it.
+// New returns a Provider. It starts one goroutine (the forker, see
+// childproc.Forker); Close stops it.
 func New(cfg Config) *Provider {
 	p := &Provider{
 		binary:      cfg.Binary,
@@ -141,8 +130,7 @@ func New(cfg Config) *Provider {
 		stopTimeout: cfg.StopTimeout,
 		region:      cfg.Region,
 		secrets:     cfg.Secrets,
-		forks:       make(chan forkRequest),
-		stop:        make(chan struct{}),
+		forker:      childproc.New(),
 		machines:    make(map[string]*machine),
 		changed:     make(chan struct{}),
 	}
@@ -159,46 +147,7 @@ func New(cfg Config) *Provider {
 		p.region = DefaultRegion
 	}
 	p.log = p.log.With("provider", ProviderName)
-	p.wg.Add(1)
-	go p.forker()
 	return p
-}
-
-// forker starts every child process, from one goroutine locked to its OS
-// thread for the provider's whole life.
-//
-// The parent-death signal (Pdeathsig) is delivered when the OS thread that
-// forked the child exits, not when the process does. The Go runtime
-// terminates an OS thread when a goroutine locked to it exits, so a child
-// forked from an arbitrary goroutine's thread could be SIGKILLed at a
-// random later moment, long before the controller dies. Forking only from
-// this locked, long-lived thread ties every child to the provider: the
-// thread ends when Close has destroyed all children (the goroutine exits
-// still locked, which ends the thread) or when the controller process dies.
-func (p *Provider) forker() {
-	defer p.wg.Done()
-	runtime.LockOSThread()
-	for {
-		select {
-		case req := <-p.forks:
-			req.done <- req.cmd.Start()
-		case <-p.stop:
-			return
-		}
-	}
-}
-
-// fork starts cmd on the forker's thread.
-func (p *Provider) fork(ctx context.Context, cmd *exec.Cmd) error {
-	req := forkRequest{cmd: cmd, done: make(chan error, 1)}
-	select {
-	case p.forks <- req:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-p.stop:
-		return ErrClosed
-	}
-	return <-req.done
 }
 
 // Create creates a machine for spec: it binds the machine's listener and,
@@ -235,7 +184,6 @@ func (p *Provider) Create(ctx context.Context, spec session.MachineSpec) (sessio
 		env:       childEnv(p.secrets, spec.Env),
 		state:     session.MachineCreated,
 		ln:        ln,
-		done:      make(chan struct{}),
 	}
 	if !spec.SkipLaunch {
 		if err := p.launchLocked(ctx, m); err != nil {
@@ -246,7 +194,7 @@ func (p *Provider) Create(ctx context.Context, spec session.MachineSpec) (sessio
 	p.machines[id] = m
 	p.notifyLocked()
 	p.log.Info("machine created", "machine_id", id, "machine_name", m.name, "session_id", m.sessionID,
-		"addr", m.addr, "state", m.state, "pid", m.pid)
+		"addr", m.addr, "state", m.state, "pid", m.pid())
 	return p.snapshot(m), nil
 }
 
@@ -272,7 +220,7 @@ func (p *Provider) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("start machine %s: %w", id, err)
 	}
 	p.notifyLocked()
-	p.log.Info("machine started", "machine_id", id, "machine_name", m.name, "pid", m.pid)
+	p.log.Info("machine started", "machine_id", id, "machine_name", m.name, "pid", m.pid())
 	return nil
 }
 
@@ -346,7 +294,8 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 		p.mu.Unlock()
 		return nil
 	}
-	if m.cmd == nil { // created, never started: no process to stop
+	proc := m.proc
+	if proc == nil { // created, never started: no process to stop
 		m.ln.Close()
 		m.ln = nil
 		p.markDestroyedLocked(m)
@@ -354,29 +303,13 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 		p.log.Info("machine destroyed", "machine_id", id, "machine_name", m.name)
 		return nil
 	}
-	m.destroying = true
-	p.signalLocked(m, syscall.SIGTERM)
 	p.mu.Unlock()
-
-	timer := time.NewTimer(p.stopTimeout)
-	defer timer.Stop()
-	select {
-	case <-m.done:
-		return nil
-	case <-ctx.Done():
-		p.kill(m)
-		return fmt.Errorf("destroy machine %s: %w", id, ctx.Err())
-	case <-timer.C:
-		p.log.Warn("machine did not stop in time; killing it", "machine_id", id, "machine_name", m.name,
-			"stop_timeout", p.stopTimeout.String())
-		p.kill(m)
+	// Stop returns once the process is reaped and exited has marked the
+	// machine destroyed.
+	if err := proc.Stop(ctx, p.stopTimeout); err != nil {
+		return fmt.Errorf("destroy machine %s: %w", id, err)
 	}
-	select {
-	case <-m.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("destroy machine %s: %w", id, ctx.Err())
-	}
+	return nil
 }
 
 // Close destroys every machine, then stops the provider's goroutines. Calls
@@ -399,8 +332,7 @@ func (p *Provider) Close() error {
 			wg.Go(func() { errs[i] = p.Destroy(context.Background(), id) })
 		}
 		wg.Wait()
-		close(p.stop)
-		p.wg.Wait()
+		p.forker.Close()
 		p.closeErr = errors.Join(errs...)
 	})
 	return p.closeErr
@@ -414,134 +346,41 @@ func (p *Provider) launchLocked(ctx context.Context, m *machine) error {
 		return fmt.Errorf("listener file: %w", err)
 	}
 	defer lnFile.Close()
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("stdout pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return fmt.Errorf("stderr pipe: %w", err)
-	}
 	cmd := exec.Command(p.binary)
 	cmd.Env = m.env
-	cmd.Stdout = outW
-	cmd.Stderr = errW
 	cmd.ExtraFiles = []*os.File{lnFile} // fd 3
-	cmd.SysProcAttr = sysProcAttr()
-	err = p.fork(ctx, cmd)
-	// The child holds its own copies now; the write ends close when it
-	// (and anything it spawned) exits, which ends the forwarders.
-	outW.Close()
-	errW.Close()
+	log := p.log.With("session_id", m.sessionID, "machine_id", m.id, "machine_name", m.name)
+	proc, err := p.forker.Start(ctx, cmd, childproc.Options{
+		Log:       log,
+		OutputMsg: "vm output",
+		OnExit:    func(e childproc.Exit) { p.exited(log, m, e) },
+	})
 	if err != nil {
-		outR.Close()
-		errR.Close()
 		return fmt.Errorf("start %s: %w", p.binary, err)
 	}
 	m.ln.Close()
 	m.ln = nil
-	m.cmd = cmd
-	m.pid = cmd.Process.Pid
+	m.proc = proc
 	m.state = session.MachineStarted
-	p.wg.Add(3)
-	go p.forward(m, "stdout", outR)
-	go p.forward(m, "stderr", errR)
-	go p.reap(m)
 	return nil
 }
 
-// reap waits for m's process to exit, reaps it exactly once, and marks the
-// machine destroyed.
-func (p *Provider) reap(m *machine) {
-	defer p.wg.Done()
-	// Where the platform allows, learn of the exit before reaping, so that
-	// no signal is ever sent to the pid (or its group) once it may be
-	// reused. Elsewhere the window is between Wait and the lock below.
-	if waitExited(m.pid) {
-		p.mu.Lock()
-		m.exited = true
-		p.mu.Unlock()
-	}
-	err := m.cmd.Wait()
+// exited marks m destroyed once its process is reaped (before Destroy
+// returns).
+func (p *Provider) exited(log *slog.Logger, m *machine, e childproc.Exit) {
 	p.mu.Lock()
-	m.exited = true
-	expected := m.destroying
 	p.markDestroyedLocked(m)
 	p.mu.Unlock()
-
-	attrs := []any{"session_id", m.sessionID, "machine_id", m.id, "machine_name", m.name, "pid", m.pid}
-	if ps := m.cmd.ProcessState; ps != nil {
-		attrs = append(attrs, "exit", ps.String())
-	} else if err != nil {
-		attrs = append(attrs, "error", err)
-	}
-	if expected {
-		p.log.Info("machine destroyed", attrs...)
+	if e.Stopped {
+		log.Info("machine destroyed", e.Attrs()...)
 	} else {
-		p.log.Info("machine exited on its own", attrs...)
-	}
-}
-
-// forward logs each line r yields with the machine's attributes, until r
-// ends: when the child and everything it spawned (its process group, which
-// Destroy kills) have exited. sessionvm spawns nothing.
-func (p *Provider) forward(m *machine, stream string, r io.ReadCloser) {
-	defer p.wg.Done()
-	defer r.Close()
-	log := p.log.With("session_id", m.sessionID, "machine_id", m.id, "machine_name", m.name, "stream", stream)
-	br := bufio.NewReaderSize(r, maxLine)
-	for {
-		line, err := br.ReadSlice('\n')
-		if line = bytes.TrimRight(line, "\r\n"); len(line) > 0 {
-			log.Log(context.Background(), levelOf(line), "vm output", "line", string(line))
-		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return
-		}
-	}
-}
-
-// levelOf returns the level of a JSON log line of the child (slog's
-// "level" field), or Info.
-func levelOf(line []byte) slog.Level {
-	if len(line) == 0 || line[0] != '{' {
-		return slog.LevelInfo
-	}
-	var v struct {
-		Level string `json:"level"`
-	}
-	var l slog.Level
-	if json.Unmarshal(line, &v) != nil || l.UnmarshalText([]byte(v.Level)) != nil {
-		return slog.LevelInfo
-	}
-	return l
-}
-
-// kill SIGKILLs m's process group unless it already exited.
-func (p *Provider) kill(m *machine) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.signalLocked(m, syscall.SIGKILL)
-}
-
-// signalLocked sends sig to m's process group, unless the child exited:
-// then its pid may be reused and nothing is sent.
-func (p *Provider) signalLocked(m *machine, sig syscall.Signal) {
-	if m.cmd == nil || m.exited {
-		return
-	}
-	// The child is its group's leader (Setpgid): pgid == pid.
-	if err := syscall.Kill(-m.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		p.log.Warn("signal machine", "machine_id", m.id, "signal", sig.String(), "error", err)
+		log.Info("machine exited on its own", e.Attrs()...)
 	}
 }
 
 func (p *Provider) markDestroyedLocked(m *machine) {
 	m.state = session.MachineDestroyed
 	m.destroyedAt = time.Now()
-	close(m.done)
 	p.notifyLocked()
 }
 
@@ -576,27 +415,11 @@ func (p *Provider) snapshot(m *machine) session.Machine {
 // spec's Env, LISTEN_FD=3, and PATH (the controller's, unless Env sets
 // one), sorted.
 func childEnv(secrets, specEnv map[string]string) []string {
-	env := make(map[string]string, len(secrets)+len(specEnv)+2)
-	for k, v := range secrets {
-		env[k] = v
-	}
-	for k, v := range specEnv {
-		env[k] = v
-	}
+	env := make(map[string]string, len(secrets)+len(specEnv)+1)
+	maps.Copy(env, secrets)
+	maps.Copy(env, specEnv)
 	env[session.EnvListenFD] = "3"
-	if _, ok := env["PATH"]; !ok {
-		path := os.Getenv("PATH")
-		if path == "" {
-			path = "/usr/local/bin:/usr/bin:/bin"
-		}
-		env["PATH"] = path
-	}
-	out := make([]string, 0, len(env))
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	slices.Sort(out)
-	return out
+	return childproc.Environ(env)
 }
 
 // newID returns "local-" and 12 random hex digits.

@@ -85,7 +85,7 @@ func (p *Provider) pid(id string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if m := p.machines[id]; m != nil {
-		return m.pid
+		return m.pid()
 	}
 	return 0
 }
@@ -693,20 +693,5 @@ func TestChildEnv(t *testing.T) {
 	got = childEnv(map[string]string{"OPENAI_API_KEY": "k"}, map[string]string{"PATH": "/vm/bin"})
 	if want := []string{"LISTEN_FD=3", "OPENAI_API_KEY=k", "PATH=/vm/bin"}; !slices.Equal(got, want) {
 		t.Errorf("childEnv with PATH = %q, want %q", got, want)
-	}
-}
-
-func TestLevelOf(t *testing.T) {
-	for line, want := range map[string]slog.Level{
-		`{"level":"ERROR","msg":"x"}`: slog.LevelError,
-		`{"level":"WARN","msg":"x"}`:  slog.LevelWarn,
-		`{"level":"INFO","msg":"x"}`:  slog.LevelInfo,
-		`{"msg":"x"}`:                 slog.LevelInfo,
-		`plain text`:                  slog.LevelInfo,
-		`{broken`:                     slog.LevelInfo,
-	} {
-		if got := levelOf([]byte(line)); got != want {
-			t.Errorf("levelOf(%s) = %v, want %v", line, got, want)
-		}
 	}
 }
