@@ -141,20 +141,35 @@ func (db *DB) inScope(ctx context.Context, scope session.Scope, fn func(pgx.Tx) 
 		}
 	}
 	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		// One round trip: set_config('role', …, true) is SET LOCAL ROLE.
 		var err error
 		if scope.System {
-			_, err = tx.Exec(ctx, "SET LOCAL ROLE interview_app; SELECT set_config('app.system_scope', 'on', true)")
+			_, err = tx.Exec(ctx, "SELECT set_config('role', 'interview_app', true), set_config('app.system_scope', 'on', true)")
 		} else {
-			_, err = tx.Exec(ctx, "SET LOCAL ROLE interview_app")
-			if err == nil {
-				_, err = tx.Exec(ctx, "SELECT set_config('app.tenant_id', $1, true)", scope.TenantID)
-			}
+			_, err = tx.Exec(ctx, "SELECT set_config('role', 'interview_app', true), set_config('app.tenant_id', $1, true)", scope.TenantID)
 		}
 		if err != nil {
 			return fmt.Errorf("enter scope: %w", err)
 		}
 		return fn(tx)
 	})
+}
+
+// queueScope queues the statement that limits a pipelined transaction to
+// scope (see inScope).
+func (db *DB) queueScope(ctx context.Context, b *pgx.Batch, scope session.Scope) error {
+	switch {
+	case scope.System:
+		b.Queue("SELECT set_config('role', 'interview_app', true), set_config('app.system_scope', 'on', true)")
+	case scope.TenantID != "":
+		if err := db.ensureTenant(ctx, scope.TenantID); err != nil {
+			return err
+		}
+		b.Queue("SELECT set_config('role', 'interview_app', true), set_config('app.tenant_id', $1, true)", scope.TenantID)
+	default:
+		return errors.New("database transaction without a tenant or the system scope")
+	}
+	return nil
 }
 
 // ensureTenant creates the tenant's row the first time it is seen: the

@@ -161,6 +161,14 @@ func updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
 }
 
 func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, events []session.Event) error {
+	b := &pgx.Batch{}
+	queueWriteInterview(b, iv, events)
+	return tx.SendBatch(ctx, b).Close()
+}
+
+// queueWriteInterview queues the update of the interview's row and the
+// insertion of its new events.
+func queueWriteInterview(b *pgx.Batch, iv *session.Interview, events []session.Event) {
 	var m session.Machine
 	hasMachine := iv.Machine != nil
 	if hasMachine {
@@ -172,7 +180,7 @@ func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, event
 		}
 		return &s
 	}
-	_, err := tx.Exec(ctx, `UPDATE interviews.interview_sessions SET
+	b.Queue(`UPDATE interviews.interview_sessions SET
 		status = $2, end_reason = $3, token_hash = $4, machine_provider = $5, machine_id = $6,
 		machine_name = $7, machine_region = $8, machine_state = $9, machine_addr = $10,
 		last_seq_reported = $11, started_at = $12, ready_at = $13, ended_at = $14,
@@ -183,18 +191,11 @@ func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, event
 		nullable(m.Name), nullable(m.Region), nullable(m.State), nullable(m.Addr),
 		iv.LastSeqReported, iv.StartedAt, iv.ReadyAt, iv.EndedAt, iv.LastHeartbeatAt, iv.AckedSeq, iv.StateChangedAt,
 		iv.VM.LastSeq, iv.VM.BufferedSegments, iv.VM.Retries)
-	if err != nil {
-		return err
-	}
 	for _, ev := range events {
-		_, err := tx.Exec(ctx, `INSERT INTO interviews.session_events
+		b.Queue(`INSERT INTO interviews.session_events
 			(session_id, tenant_id, at, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 			iv.ID, iv.TenantID, ev.At, ev.From, ev.To, ev.Reason, ev.Actor)
-		if err != nil {
-			return err
-		}
 	}
-	return nil
 }
 
 // Events returns the interview's lifecycle timeline, oldest first.
