@@ -300,9 +300,15 @@ func TestTranscriptStreamResumes(t *testing.T) {
 	if strings.Join(ids, ",") != "2,3" {
 		t.Fatalf("live events = %v", ids)
 	}
-	// Idle: a keep-alive comment.
-	if ev := s.next(t); ev.name != ":" {
-		t.Fatalf("idle stream sent %+v, want a keep-alive comment", ev)
+	// Idle: keep-alive comments, and nothing sent twice after them.
+	for range 2 {
+		if ev := s.next(t); ev.name != ":" {
+			t.Fatalf("idle stream sent %+v, want a keep-alive comment", ev)
+		}
+	}
+	post(seg(4, "candidate", "four, live"))
+	if ev := s.next(t); ev.id != "4" {
+		t.Fatalf("after keep-alives the stream sent %+v, want segment 4 (nothing repeated)", ev)
 	}
 	s.resp.Body.Close() // the client drops; more arrives meanwhile
 	post(seg(5, "interviewer", "five"), seg(4, "candidate", "four"))

@@ -133,6 +133,7 @@ func (s *Server) handleTranscriptStream(c echo.Context) error {
 					return nil
 				}
 				w.Flush()
+				segs = nil // sent already
 				continue
 			case <-wake:
 			}
