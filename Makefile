@@ -49,6 +49,10 @@ browser-test: build pg-start ## the demo page in headless Chromium (Playwright, 
 	@[ -d e2e/node_modules/playwright-core ] || (cd e2e && npm ci --no-audit --no-fund)
 	node e2e/demo.test.mjs
 
+.PHONY: bench
+bench: pg-start build ## benchmarks next to their limits (bench/cmd/benchrun, ~12 min); regenerates docs/benchmarks.md
+	$(GO) run ./bench/cmd/benchrun -db "$$($(PG) url)"
+
 pg-start: ## start (or reuse) the private PostgreSQL in ./.data
 	@$(PG) start
 

@@ -1,0 +1,454 @@
+package bench
+
+import (
+	_ "embed"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Results is everything one run measured.
+type Results struct {
+	Machine  Machine
+	Postgres string
+	Date     time.Time
+	Command  string
+	Elapsed  time.Duration
+	// Quick marks a shortened development run.
+	Quick bool
+
+	StartCfg      StartLatencyConfig
+	Start         []StartLatency
+	StartSettings map[string]string
+	StartErr      error
+
+	BurstCfg BurstConfig
+	Burst    *Burst
+	BurstErr error
+
+	IngestCfg IngestConfig
+	Ingest    *Ingest
+	IngestErr error
+
+	LiveCfg LiveConfig
+	Live    *Live
+	LiveErr error
+
+	ScaleCfg ScaleConfig
+	Scale    *Scale
+	ScaleErr error
+
+	LocalCfg LocalConfig
+	Local    *Local
+	LocalErr error
+
+	Profile *Profile
+}
+
+// Profile is the CPU profile of the biggest gap.
+type Profile struct {
+	Case, Figure string
+	// Focus, when set, narrows the table to the stacks through it.
+	Focus   string
+	Path    string
+	Seconds float64
+	Top     string
+	Err     error
+}
+
+// Row is one figure of the table.
+type Row struct {
+	Case, Figure, Ours, Limit, Ratio, Target string
+	// Met is nil when the figure has no target.
+	Met *bool
+	// Gap is how far the figure is from its target (above 1: missed by
+	// that factor); 0 without a target.
+	Gap float64
+	// Profile names the case to profile for this figure ("" when a CPU
+	// profile cannot explain it).
+	Profile string
+}
+
+func metRow(r Row, gap float64) Row {
+	ok := gap <= 1
+	r.Met, r.Gap = &ok, gap
+	return r
+}
+
+func fms(d time.Duration) string { return fmt.Sprintf("%.1f ms", ms(d)) }
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.3f", a/b)
+}
+
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// Rows returns the table.
+func (r *Results) Rows() []Row {
+	var rows []Row
+	for _, s := range r.Start {
+		boot := fmt.Sprintf("boot %d ms", s.BootDelay.Milliseconds())
+		for _, p := range []struct {
+			name        string
+			ours, floor time.Duration
+		}{{"p50", s.Ours.P50, s.Floor.P50}, {"p99", s.Ours.P99, s.Floor.P99}} {
+			row := Row{Case: "1", Figure: fmt.Sprintf("start → ready %s, %s (added %+.1f ms)", p.name, boot, ms(p.ours-p.floor)),
+				Ours: fms(p.ours), Limit: fms(p.floor), Ratio: ratio(ms(p.ours), ms(p.floor)), Profile: "start"}
+			if s.BootDelay >= 300*time.Millisecond {
+				row.Target = "ratio ≤ 1.05"
+				row = metRow(row, ms(p.ours)/ms(p.floor)/1.05)
+			}
+			rows = append(rows, row)
+		}
+		if s.BootDelay == 0 {
+			added := s.Ours.P99 - s.Floor.P99
+			rows = append(rows, metRow(Row{Case: "1", Figure: "added latency p99 (ours p99 − floor p99), boot 0 ms",
+				Ours: fmt.Sprintf("%.1f ms", ms(added)), Limit: "—", Ratio: "—", Target: "≤ 10 ms", Profile: "start"},
+				ms(added)/10))
+		}
+		if s.Failures > 0 {
+			rows = append(rows, metRow(Row{Case: "1", Figure: "failed starts (" + boot + ")",
+				Ours: fmt.Sprint(s.Failures), Limit: "—", Ratio: "—", Target: "0"}, 2))
+		}
+	}
+	if b := r.Burst; b != nil {
+		rows = append(rows, metRow(Row{Case: "2", Figure: fmt.Sprintf("%d starts at once: all ready", b.Starts),
+			Ours: fmt.Sprintf("%.1f s", b.AllReady.Seconds()), Limit: fmt.Sprintf("%.1f s", b.Minimum.Seconds()),
+			Ratio: ratio(b.AllReady.Seconds(), b.Minimum.Seconds()), Target: "ratio ≤ 1.10"},
+			b.AllReady.Seconds()/b.Minimum.Seconds()/1.10))
+		fail := 0.0
+		if b.Failures > 0 {
+			fail = 2
+		}
+		rows = append(rows, metRow(Row{Case: "2", Figure: "failed starts", Ours: fmt.Sprint(b.Failures),
+			Limit: "—", Ratio: "—", Target: "0"}, fail))
+	}
+	if in := r.Ingest; in != nil {
+		row := Row{Case: "3", Figure: fmt.Sprintf("transcript ingest, %d VMs, batches of %d", in.VMs, in.Batch),
+			Ours: thousands(in.PerSecond) + " seg/s", Limit: thousands(in.CopyPerSecond) + " seg/s (COPY)",
+			Ratio: ratio(in.PerSecond, in.CopyPerSecond), Target: "≥ 50,000/s and ratio ≥ 0.50", Profile: "ingest"}
+		gap := max(50000/max(in.PerSecond, 1), 0.5/max(in.PerSecond/in.CopyPerSecond, 1e-9))
+		rows = append(rows, metRow(row, gap))
+		for _, st := range []StoreIngest{in.Store, in.StoreBigPool} {
+			if st.Pool == 0 {
+				continue
+			}
+			rows = append(rows, Row{Case: "3", Figure: fmt.Sprintf("… the store alone (postgres.AppendTranscript, no HTTP), pool of %d", st.Pool),
+				Ours: thousands(st.PerSecond) + " seg/s", Limit: thousands(in.CopyPerSecond) + " seg/s (COPY)",
+				Ratio: ratio(st.PerSecond, in.CopyPerSecond)})
+		}
+		if in.Errors > 0 {
+			rows = append(rows, metRow(Row{Case: "3", Figure: "ingest errors", Ours: fmt.Sprint(in.Errors),
+				Limit: "—", Ratio: "—", Target: "0"}, 2))
+		}
+	}
+	if l := r.Live; l != nil {
+		sub := fmt.Sprintf("%d subscribers", l.SubscribersConnected)
+		rows = append(rows,
+			Row{Case: "4", Figure: "live transcript p50, " + sub, Ours: fms(l.Latency.P50),
+				Limit: fms(l.Post.P50) + " (post)", Ratio: ratio(ms(l.Latency.P50), ms(l.Post.P50)), Profile: "live"},
+			metRow(Row{Case: "4", Figure: "live transcript p99, " + sub, Ours: fms(l.Latency.P99),
+				Limit: fms(l.Post.P99) + " (post)", Ratio: ratio(ms(l.Latency.P99), ms(l.Post.P99)),
+				Target: "≤ 25 ms", Profile: "live"}, ms(l.Latency.P99)/25))
+		if l.Delivered != l.Expected || l.Duplicates > 0 || l.Errors > 0 {
+			rows = append(rows, metRow(Row{Case: "4", Figure: "deliveries missing / duplicated / errors",
+				Ours: fmt.Sprintf("%d / %d / %d", l.Expected-l.Delivered, l.Duplicates, l.Errors), Limit: "—", Ratio: "—", Target: "0"}, 2))
+		}
+	}
+	if s := r.Scale; s != nil {
+		passes := Summarize(s.Passes)
+		rows = append(rows,
+			metRow(Row{Case: "5", Figure: fmt.Sprintf("controller resident memory, %s live interviews", thousands(float64(s.Ready))),
+				Ours: fmt.Sprintf("%.0f MiB", mib(s.RSS)), Limit: "1,024 MiB (target)", Ratio: ratio(mib(s.RSS), 1024),
+				Target: "≤ 1 GiB"}, mib(s.RSS)/1024),
+			metRow(Row{Case: "5", Figure: fmt.Sprintf("reconcile pass, slowest of %d", passes.N),
+				Ours: fms(passes.Max), Limit: "2,000 ms (target)", Ratio: ratio(ms(passes.Max), 2000),
+				Target: "≤ 2 s", Profile: "scale"}, ms(passes.Max)/2000),
+			Row{Case: "5", Figure: fmt.Sprintf("controller CPU at %s heartbeats/s + %s segments/s",
+				thousands(s.Beats), thousands(s.Segments)), Ours: fmt.Sprintf("%.2f cores", s.CPU),
+				Limit: fmt.Sprintf("%d cores", r.Machine.Cores), Ratio: ratio(s.CPU, float64(r.Machine.Cores))})
+		if s.Failed > 0 {
+			rows = append(rows, metRow(Row{Case: "5", Figure: "interviews failed during the run",
+				Ours: fmt.Sprint(s.Failed), Limit: "—", Ratio: "—", Target: "0"}, 2))
+		}
+	}
+	if l := r.Local; l != nil {
+		for _, p := range []struct {
+			name        string
+			ours, floor Summary
+			n           int
+		}{{"sequential", l.Sequential, l.FloorSequential, r.LocalCfg.Sequential}, {"concurrent", l.Concurrent, l.FloorParallel, r.LocalCfg.Concurrent}} {
+			rows = append(rows,
+				metRow(Row{Case: "6", Figure: fmt.Sprintf("local start → ready p50, %d %s", p.n, p.name),
+					Ours: fms(p.ours.P50), Limit: fms(p.floor.P50) + " (bare VM)", Ratio: ratio(ms(p.ours.P50), ms(p.floor.P50)),
+					Target: "≤ 50 ms"}, ms(p.ours.P50)/50),
+				Row{Case: "6", Figure: fmt.Sprintf("local start → ready p99, %d %s", p.n, p.name),
+					Ours: fms(p.ours.P99), Limit: fms(p.floor.P99) + " (bare VM)", Ratio: ratio(ms(p.ours.P99), ms(p.floor.P99))})
+		}
+		top := maxOf(l.VMRSS)
+		rows = append(rows, metRow(Row{Case: "6", Figure: fmt.Sprintf("sessionvm resident memory, largest of %d (median %.1f MiB)", len(l.VMRSS), mib(median(l.VMRSS))),
+			Ours: fmt.Sprintf("%.1f MiB", mib(top)), Limit: "30 MiB (target)", Ratio: ratio(mib(top), 30), Target: "≤ 30 MiB"},
+			mib(top)/30))
+		if l.Failures > 0 {
+			rows = append(rows, metRow(Row{Case: "6", Figure: "failed starts", Ours: fmt.Sprint(l.Failures),
+				Limit: "—", Ratio: "—", Target: "0"}, 2))
+		}
+	}
+	return rows
+}
+
+// BiggestGap returns the profilable figure furthest from (or closest to)
+// its target.
+func (r *Results) BiggestGap() (Row, bool) {
+	var best Row
+	found := false
+	for _, row := range r.Rows() {
+		if row.Met == nil || row.Profile == "" {
+			continue
+		}
+		if !found || row.Gap > best.Gap {
+			best, found = row, true
+		}
+	}
+	return best, found
+}
+
+//go:embed analysis.md
+var analysis string
+
+// Markdown renders docs/benchmarks.md.
+func (r *Results) Markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# Benchmarks\n\n")
+	w("Generated by `make bench` (bench/cmd/benchrun); do not edit by hand: the hand-written analysis at the end comes from `bench/analysis.md`.\n\n")
+	if r.Quick {
+		w("**A shortened development run (`-quick`): sizes and durations are reduced; not the figures of record.**\n\n")
+	}
+	w("| | |\n|---|---|\n")
+	w("| machine | %s, %d cores, %.1f GiB memory (from /proc), Linux %s |\n", r.Machine.CPUModel, r.Machine.Cores, float64(r.Machine.MemTotal)/(1<<30), r.Machine.Kernel)
+	w("| date | %s |\n", r.Date.UTC().Format("2006-01-02 15:04 MST"))
+	w("| command | `%s` |\n", r.Command)
+	w("| run time | %s |\n", r.Elapsed.Round(time.Second))
+	w("| software | %s, PostgreSQL %s (scripts/pg.sh: fsync off, synchronous_commit off), controller and sessionvm from bin/ |\n\n", r.Machine.Go, r.Postgres)
+	w("Everything shares this one machine: PostgreSQL, the controller, the VMs, the fake Fly API and the load drivers. ")
+	w("Each figure's limit is measured in the same run, on the same machine, next to it.\n\n")
+
+	w("## Results\n\n")
+	w("| # | figure | ours | limit | ratio | target | |\n|---|---|---:|---:|---:|---|---|\n")
+	for _, row := range r.Rows() {
+		met := ""
+		if row.Met != nil {
+			met = "met"
+			if !*row.Met {
+				met = "**missed**"
+			}
+		}
+		w("| %s | %s | %s | %s | %s | %s | %s |\n", row.Case, row.Figure, row.Ours, row.Limit, row.Ratio, row.Target, met)
+	}
+	for _, e := range []struct {
+		name string
+		err  error
+	}{{"1 start latency", r.StartErr}, {"2 burst admission", r.BurstErr}, {"3 ingest", r.IngestErr},
+		{"4 live transcript", r.LiveErr}, {"5 scale", r.ScaleErr}, {"6 local provider", r.LocalErr}} {
+		if e.err != nil {
+			w("\n**Case %s did not complete:** `%s`\n", e.name, oneLine(e.err.Error()))
+		}
+	}
+	w("\n")
+	r.methods(w)
+	r.profileSection(w)
+	w("## Analysis\n\n%s", analysis)
+	return b.String()
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 400 {
+		s = s[:400] + "…"
+	}
+	return s
+}
+
+func settingsText(m map[string]string) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("`%s=%s`", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (r *Results) methods(w func(string, ...any)) {
+	w("## How each figure is measured\n\n")
+	w("The controller is always the real `bin/controller`, a separate process with its own fresh database on the private PostgreSQL, ")
+	w("started with its defaults except where a case says otherwise. Its own per-user API limit is lifted for every case ")
+	w("(`RATE_LIMIT=RATE_BURST=1000000`): the harness is one user per tenant doing the work of many. ")
+	w("The fake Fly Machines API (`flymachinestest`) and the load drivers run in the harness process. Percentiles are nearest-rank.\n\n")
+
+	w("**1. Start latency vs the platform floor.** Fake Fly API with a fixed boot delay; every machine is a real `sessionvm` process ")
+	w("(`flymachinestest.ProcessRunner`). Floor: `flymachines.Client` create + wait for `started`, directly, plus the VM's ready ")
+	w("report to a stand-in controller that answers config, ready and heartbeats from memory (no database): the floor pays the same ")
+	w("VM cost (process start, config fetch, ready report) as ours. Ours: `POST /v1/interviews/{id}/start?wait=60` until the 200 ")
+	w("with status ready. The two alternate sample by sample (%d warm-up pairs dropped, then %d pairs per boot delay); each machine ", r.StartCfg.Warmup, r.StartCfg.Samples)
+	w("is destroyed and its process reaped before the next sample. Controller: %s (latency, not admission: no client-side queueing; ", settingsText(r.StartSettings))
+	w("the fake enforces no limit here). Added latency = ours − floor at the same percentile.\n\n")
+	for _, s := range r.Start {
+		w("- boot %d ms: floor %s; ours %s; failures %d%s\n", s.BootDelay.Milliseconds(), sumText(s.Floor), sumText(s.Ours), s.Failures, errText(s.FirstError))
+	}
+	w("\n")
+
+	w("**2. Burst admission.** %d starts fired at once (spread over %d tenants) against the fake enforcing Fly's documented limits ", r.BurstCfg.Starts, r.BurstCfg.Tenants)
+	if r.BurstCfg.RateScale != 1 {
+		w("scaled ×%g (both the fake's limit and `FLY_RATE_LIMIT`) ", r.BurstCfg.RateScale)
+	}
+	w("(1 request/s per action and app or machine, burst 3; get 5/s, burst 10; 429 beyond), boot delay %d ms. ", r.BurstCfg.BootDelay.Milliseconds())
+	w("Machines run no process (NopRunner-like): a synthetic VM per machine reports ready the moment it starts and heartbeats — ")
+	w("200 real sessionvm processes would measure this machine, not admission. Each start is `POST /start?wait=60`, repeated while ")
+	w("the answer is 202 (an idempotent join). Minimum = (starts − Fly's burst of 3) ÷ rate + one boot: when the last create can get through at the earliest.")
+	if b := r.Burst; b != nil {
+		w(" Controller: %s (client-side bucket: rate `FLY_RATE_LIMIT` per action, burst 2, one token kept in hand against Fly's 3). ", settingsText(b.Settings))
+		w("Per-start latency %s; creates sent %d; 429 answers from the fake %d%s; %.0f database transactions per start while the burst lasted (heartbeats of the VMs already up included).",
+			sumText(b.Latency), b.Creates, b.Answers429, errText(b.FirstError), b.TxPerStart)
+		w(" With `PROVISION_TIMEOUT=5m` and one create per second, a burst of more than about 300 starts in one app would ")
+		w("fail its tail with provision_failed: queueing counts against the timeout.")
+	}
+	w("\n\n")
+
+	w("**3. Transcript ingest.** %d interviews started through the controller (fake Fly API, synthetic VMs); ", r.IngestCfg.VMs)
+	w("%d concurrent simulated VMs each post a batch of %d segments (sessionvm's outbox maximum) with their session token to ", r.IngestCfg.VMs, r.IngestCfg.Batch)
+	w("`POST /internal/v1/sessions/{id}/transcript`, the next as soon as the last is acknowledged, for %s. ", r.IngestCfg.Duration)
+	w("Limit: the same number of segments (at least 50,000) COPYed with pgx `CopyFrom` into the same table (`interviews.transcript_segments`, ")
+	w("same indexes, checks and foreign key) of the same database, in chunks of %d rows from %d connections at once; ", r.IngestCfg.CopyChunk, r.IngestCfg.CopyConns)
+	w("as the cluster's superuser, since COPY FROM refuses a table with row-level security otherwise. ")
+	w("The HTTP load driver shares the CPU with the controller and PostgreSQL; COPY's client is nearly free.")
+	if in := r.Ingest; in != nil {
+		w(" Ours: %s segments in %s; batch round trip %s; errors %d%s; %s. COPY: %s segments in %s.",
+			thousands(float64(in.Segments)), in.Elapsed.Round(time.Millisecond), sumText(in.BatchLatency), in.Errors, errText(in.FirstError),
+			poolText(in.Pool), thousands(float64(in.CopySegments)), in.CopyElapsed.Round(time.Millisecond))
+		w(" To split the gap, the same batches also go straight through the controller's store, `postgres.DB.AppendTranscript`, from ")
+		w("the harness (no HTTP, JSON, validation or authentication; one goroutine per VM) for %s, with the pool the controller ", r.IngestCfg.StoreDuration)
+		w("gets by default (pgxpool: max(4, CPUs) connections) and with %d: store alone %s (batch %s)", in.StorePoolMax,
+			thousands(in.Store.PerSecond)+" seg/s", sumText(in.Store.Latency))
+		if in.StoreBigPool.Pool > 0 {
+			w(", pool of %d %s (batch %s)", in.StoreBigPool.Pool, thousands(in.StoreBigPool.PerSecond)+" seg/s", sumText(in.StoreBigPool.Latency))
+		}
+		w(".")
+	}
+	w("\n\n")
+
+	w("**4. Live transcript latency.** %d live interviews, %d SSE subscribers (`GET /transcript/stream`, %d per interview); ", r.LiveCfg.Interviews, r.LiveCfg.Subscribers, r.LiveCfg.Subscribers/max(1, r.LiveCfg.Interviews))
+	w("each interview's VM posts one segment every %s for %s. Latency: from the VM sending its post to a subscriber ", r.LiveCfg.PostEvery, r.LiveCfg.Duration)
+	w("reading the segment's event. Limit: the post's own round trip (until the VM holds the acknowledgement), measured at the same ")
+	w("time: a segment can be delivered only once it is committed.")
+	if l := r.Live; l != nil {
+		w(" %d posts, %d of %d deliveries (%d duplicated); delivery %s; post %s; errors %d%s; %.1f database transactions per post; %s.",
+			l.Posts, l.Delivered, l.Expected, l.Duplicates, sumText(l.Latency), sumText(l.Post), l.Errors, errText(l.FirstError),
+			l.TxPerPost, poolText(l.Pool))
+	}
+	w("\n\n")
+
+	w("**5. Scale.** %s interviews of %d tenants started on the fake Fly API (no processes); each synthetic VM keeps its own ", thousands(float64(r.ScaleCfg.Interviews)), r.ScaleCfg.Tenants)
+	w("keep-alive connection to the controller, as a real one does, heartbeats every `HEARTBEAT_INTERVAL=%s` and posts one segment every %s. ", r.ScaleCfg.HeartbeatInterval, r.ScaleCfg.SegmentEvery)
+	w("The VMs report ready at once but stay silent until the last one is ready, so that the load does not slow the 10,000 starts; ")
+	w("`HEARTBEAT_TIMEOUT=5m` keeps the first ones alive meanwhile. ")
+	w("After %s of settling, over %s: the controller's resident memory (VmRSS, highest sample) from /proc/<pid>/status, ", r.ScaleCfg.Settle, r.ScaleCfg.Window)
+	w("its CPU time (utime + stime from /proc/<pid>/stat) per second of wall time, and each reconcile pass's duration ")
+	w("(`reconciler_pass_duration_seconds`, scraped every 2 s; several passes between two scrapes share the growth evenly) with `RECONCILE_INTERVAL=%s`. A pass lists the app's machines ", r.ScaleCfg.ReconcileInterval)
+	w("from the fake Fly API and every live interview from PostgreSQL, and checks each.")
+	if s := r.Scale; s != nil {
+		w(" Controller: %s. All started (202 then ready) in %s; peak RSS (VmHWM) %.0f MiB; goroutines %.0f, open fds %.0f; ",
+			settingsText(s.Settings), s.StartAll.Round(time.Second), mib(s.PeakRSS), s.Goroutines, s.OpenConns)
+		w("passes %s; failed interviews %d; synthetic VM errors %d%s. ", durList(s.Passes), s.Failed, s.VMErrors, errText(s.LastVMError))
+		w("Of a pass, the list call to the fake Fly API (%s machines as JSON, rendered by the fake in the harness) took %.0f ms on average. ",
+			thousands(float64(s.Ready)), ms(s.ListCall))
+		w("Database transactions: %.1f per start, %s/s in the window.", s.TxPerStart, thousands(s.TxPerSecond))
+		if s.TxPerSecond > 0 && s.CPU > 0 {
+			perTx := s.CPU / s.TxPerSecond
+			atDefault := float64(s.Ready)/2 + s.Segments
+			w(" At the product's default `HEARTBEAT_INTERVAL=2s` the same %s VMs would send %s heartbeats/s, each a transaction: ",
+				thousands(float64(s.Ready)), thousands(float64(s.Ready)/2))
+			w("at the %.2f ms of controller CPU per transaction measured here, about %.1f cores for the controller alone, before PostgreSQL's share.",
+				perTx*1000, perTx*atDefault)
+		}
+	}
+	w("\n\n")
+
+	w("**6. Local provider.** `PROVIDER=local`: each interview is a real sessionvm child process of the controller. ")
+	w("%d starts one at a time (alternating with the floor, 2 warm-up pairs dropped), then %d at once; `POST /start?wait=60` until ready. ", r.LocalCfg.Sequential, r.LocalCfg.Concurrent)
+	w("Floor (bare VM): sessionvm started directly with its listener inherited as fd 3, as the provider does, reporting ready to the ")
+	w("stand-in controller. Memory: VmRSS of each of the concurrent VMs, read from /proc after %s (ready, heartbeating, no browser connected).", r.LocalCfg.Settle)
+	if l := r.Local; l != nil {
+		w(" Sequential: ours %s, floor %s. Concurrent: ours %s, floor %s. Peak RSS (VmHWM) of a VM %.1f MiB; failures %d%s.",
+			sumText(l.Sequential), sumText(l.FloorSequential), sumText(l.Concurrent), sumText(l.FloorParallel),
+			mib(l.VMPeak), l.Failures, errText(l.FirstError))
+	}
+	w("\n\n")
+}
+
+func (r *Results) profileSection(w func(string, ...any)) {
+	w("## Profile of the biggest gap\n\n")
+	p := r.Profile
+	if p == nil {
+		w("Not profiled in this run.\n\n")
+		return
+	}
+	w("Biggest gap (the profilable figure furthest from its target): **%s** (case %s). ", p.Figure, p.Case)
+	w("The case was run again with the controller wired in-process (`bench.startInProcess`, the wiring of cmd/controller's serve) ")
+	w("under `runtime/pprof` for %.0f s; every goroutine the controller starts carries the pprof label `side=controller`, so the ", p.Seconds)
+	focus := ""
+	if p.Focus != "" {
+		focus = " -focus='" + p.Focus + "'"
+	}
+	w("table below is the controller's share alone, by cumulative time (`go tool pprof -top -cum -tagfocus=side=controller%s %s`). ", focus, p.Path)
+	w("The harness's load drivers and the fake Fly API are left out; PostgreSQL's own CPU is not in a Go profile at all.\n\n")
+	if p.Err != nil {
+		w("Profiling failed: `%s`\n\n", oneLine(p.Err.Error()))
+		return
+	}
+	w("```\n%s```\n\n", p.Top)
+}
+
+func sumText(s Summary) string {
+	if s.N == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("n=%d min %.1f / p50 %.1f / p99 %.1f / max %.1f ms", s.N, ms(s.Min), ms(s.P50), ms(s.P99), ms(s.Max))
+}
+
+func errText(s string) string {
+	if s == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (first error: `%s`)", oneLine(s))
+}
+
+func durList(d []time.Duration) string {
+	var parts []string
+	for _, x := range d {
+		parts = append(parts, fmt.Sprintf("%.0f ms", ms(x)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func poolText(p PoolStats) string {
+	if p.Acquires == 0 {
+		return "pool statistics unavailable"
+	}
+	return fmt.Sprintf("the controller's pool (%.0f connections) served %s acquires, %s (%.0f%%) of which waited for a free connection, %.1f ms on average",
+		p.Max, thousands(p.Acquires), thousands(p.Waited), 100*p.Waited/p.Acquires, ms(p.AvgWait))
+}

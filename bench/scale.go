@@ -1,0 +1,310 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/interviewvm/controlplane/pkg/flymachines/flymachinestest"
+)
+
+// ScaleConfig sets case 5 up.
+type ScaleConfig struct {
+	Interviews, Tenants int
+	// HeartbeatInterval is the controller's HEARTBEAT_INTERVAL (what the
+	// VMs are told); SegmentEvery each VM's period between segments.
+	HeartbeatInterval, SegmentEvery time.Duration
+	// ReconcileInterval is the controller's RECONCILE_INTERVAL.
+	ReconcileInterval time.Duration
+	// Settle is waited after the last VM is ready; Window is measured.
+	Settle, Window time.Duration
+}
+
+// Scale is case 5's result.
+type Scale struct {
+	Interviews, Ready int
+	StartAll          time.Duration
+	RSS, PeakRSS      int64
+	// CPU is the controller's CPU time over Window, in cores.
+	CPU    float64
+	Window time.Duration
+	// Passes are the reconcile passes seen in the window (at least one).
+	Passes                []time.Duration
+	Beats, Segments       float64 // per second, over the window
+	Failed                int     // interviews failed by the end
+	VMErrors              int64
+	LastVMError           string
+	Goroutines, OpenConns float64
+	// ListCall is the average duration of the pass's Fly list call
+	// (flymachines_request_duration_seconds{op="list"}) in the window.
+	ListCall time.Duration
+	// TxPerStart is the database's committed transactions per start
+	// during the start phase; TxPerSecond its rate in the window.
+	TxPerStart, TxPerSecond float64
+	HeartbeatInterval       time.Duration
+	SegmentEvery, Reconcile time.Duration
+	Settings                map[string]string
+}
+
+// RunScale keeps cfg.Interviews interviews live on the fake Fly API with
+// synthetic VMs (no processes), each on its own keep-alive connection as
+// a real VM, heartbeating and posting segments, and measures the
+// controller process: resident memory (/proc/<pid>/status), CPU time
+// (/proc/<pid>/stat) over a window, and the duration of every reconcile
+// pass in it (the reconciler_pass_duration_seconds histogram, scraped
+// every 2 s: each pass is the growth of its sum between scrapes).
+func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
+	res := Scale{Interviews: cfg.Interviews, Window: cfg.Window, HeartbeatInterval: cfg.HeartbeatInterval,
+		SegmentEvery: cfg.SegmentEvery, Reconcile: cfg.ReconcileInterval}
+	vms := NewSyntheticVMs(0)
+	vms.PerVMConn = true
+	vms.Heartbeat = true
+	vms.SegmentEvery = cfg.SegmentEvery
+	hold := make(chan struct{})
+	vms.Hold = hold // quiet until all are started; then released together
+	released := false
+	defer func() {
+		if !released {
+			close(hold)
+		}
+	}()
+	f, err := e.StartFly(ctx, "scale", netip.MustParseAddr("127.1.0.2"), []flymachinestest.Option{
+		flymachinestest.WithRunner(vms), flymachinestest.WithBootDelay(0),
+	}, map[string]string{
+		"FLY_RATE_LIMIT":     "1000000", // creating 10,000 machines is not what is measured
+		"HEARTBEAT_INTERVAL": cfg.HeartbeatInterval.String(),
+		"RECONCILE_INTERVAL": cfg.ReconcileInterval.String(),
+		// The VMs stay silent until the last one is ready: the first ones
+		// must not time out meanwhile.
+		"HEARTBEAT_TIMEOUT": "5m",
+		"LOG_LEVEL":         "warn",
+	})
+	if err != nil {
+		_ = vms.Close()
+		return res, err
+	}
+	defer f.Close()
+	res.Settings = pick(f.Controller.Settings, "HEARTBEAT_INTERVAL", "HEARTBEAT_TIMEOUT", "RECONCILE_INTERVAL", "LOG_LEVEL")
+
+	e.logf("scale: seeding %d interviews of %d tenants", cfg.Interviews, cfg.Tenants)
+	ts, ids, err := f.API.SeedTenants(ctx, cfg.Tenants, cfg.Interviews/cfg.Tenants, 64)
+	if err != nil {
+		return res, fmt.Errorf("seed interviews: %w", err)
+	}
+	type job struct{ tok, id string }
+	var jobs []job
+	for i, t := range ts {
+		for _, id := range ids[i] {
+			jobs = append(jobs, job{t.Token, id})
+		}
+	}
+	e.logf("scale: starting %d interviews", len(jobs))
+	tx0, err := xactCommits(ctx, f.Controller.DBURL)
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	if err := parallel(ctx, len(jobs), 64, func(ctx context.Context, i int) error {
+		_, _, err := f.API.Start(ctx, jobs[i].tok, jobs[i].id, 0)
+		return err
+	}); err != nil {
+		return res, fmt.Errorf("start interviews: %w", err)
+	}
+	if err := waitFor(ctx, 5*time.Minute, "every synthetic VM to be ready", func() bool {
+		return vms.Ready.Load()+vms.Errors.Load() >= int64(len(jobs))
+	}); err != nil {
+		return res, fmt.Errorf("%w (%d ready, %d VM errors, last: %s)", err, vms.Ready.Load(), vms.Errors.Load(), vms.LastError())
+	}
+	res.StartAll = time.Since(start)
+	res.Ready = int(vms.Ready.Load())
+	if tx1, err := xactCommits(ctx, f.Controller.DBURL); err == nil {
+		res.TxPerStart = float64(tx1-tx0) / float64(len(jobs))
+	}
+	close(hold)
+	released = true
+	e.logf("scale: %d ready in %s (%.1f transactions per start); settling %s, then measuring %s", res.Ready, res.StartAll.Round(time.Second), res.TxPerStart, cfg.Settle, cfg.Window)
+	select {
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-time.After(cfg.Settle):
+	}
+
+	pid := f.Controller.PID
+	cpu0, err := CPUTime(pid)
+	if err != nil {
+		return res, err
+	}
+	beats0, segs0 := vms.Beats.Load(), vms.Segments.Load()
+	wtx0, err := xactCommits(ctx, f.Controller.DBURL)
+	if err != nil {
+		return res, err
+	}
+	t0 := time.Now()
+	lastCount, lastSum, err := scrapePasses(ctx, f.API.Base)
+	if err != nil {
+		return res, err
+	}
+	list0, err := scrapeMetrics(ctx, f.API.Base)
+	if err != nil {
+		return res, err
+	}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for time.Since(t0) < cfg.Window || len(res.Passes) == 0 {
+		if time.Since(t0) > cfg.Window+2*cfg.ReconcileInterval+30*time.Second {
+			return res, fmt.Errorf("scale: no reconcile pass finished in the window")
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-tick.C:
+		}
+		if rss, peak, err := RSS(pid); err == nil {
+			res.RSS, res.PeakRSS = max(res.RSS, rss), max(res.PeakRSS, peak)
+		}
+		count, sum, err := scrapePasses(ctx, f.API.Base)
+		if err != nil {
+			continue
+		}
+		if count > lastCount {
+			// Several passes between two scrapes share the growth evenly.
+			n := count - lastCount
+			for range int(n) {
+				res.Passes = append(res.Passes, time.Duration((sum-lastSum)/n*float64(time.Second)))
+			}
+			lastCount, lastSum = count, sum
+		}
+	}
+	elapsed := time.Since(t0)
+	cpu1, err := CPUTime(pid)
+	if err != nil {
+		return res, err
+	}
+	res.Window = elapsed
+	if wtx1, err := xactCommits(ctx, f.Controller.DBURL); err == nil {
+		res.TxPerSecond = float64(wtx1-wtx0) / elapsed.Seconds()
+	}
+	res.CPU = cpu1.Seconds() - cpu0.Seconds()
+	res.CPU /= elapsed.Seconds()
+	res.Beats = float64(vms.Beats.Load()-beats0) / elapsed.Seconds()
+	res.Segments = float64(vms.Segments.Load()-segs0) / elapsed.Seconds()
+	res.VMErrors, res.LastVMError = vms.Errors.Load(), vms.LastError()
+	if m, err := scrapeMetrics(ctx, f.API.Base); err == nil {
+		res.Goroutines = m["go_goroutines"]
+		res.OpenConns = m["process_open_fds"]
+		const sum, count = `flymachines_request_duration_seconds_sum{op="list"}`, `flymachines_request_duration_seconds_count{op="list"}`
+		if n := m[count] - list0[count]; n > 0 {
+			res.ListCall = time.Duration((m[sum] - list0[sum]) / n * float64(time.Second))
+		}
+	}
+	res.Failed, err = countStatus(ctx, f.Controller.DBURL, "failed")
+	if err != nil {
+		return res, err
+	}
+	e.logf("scale: RSS %.0f MiB (peak %.0f MiB), CPU %.2f cores, %d reconcile passes, max %s; %.0f heartbeats/s, %.0f segments/s, %.0f transactions/s; %d failed, %d VM errors",
+		mib(res.RSS), mib(res.PeakRSS), res.CPU, len(res.Passes), Summarize(res.Passes).Max.Round(time.Millisecond),
+		res.Beats, res.Segments, res.TxPerSecond, res.Failed, res.VMErrors)
+	return res, nil
+}
+
+// scrapePasses returns the reconciler pass histogram's count and sum.
+func scrapePasses(ctx context.Context, base string) (count, sum float64, err error) {
+	m, err := scrapeMetrics(ctx, base)
+	if err != nil {
+		return 0, 0, err
+	}
+	return m["reconciler_pass_duration_seconds_count"], m["reconciler_pass_duration_seconds_sum"], nil
+}
+
+// scrapeMetrics reads the samples of /metrics, keyed by name and labels
+// as written ("name" or "name{label=\"v\"}").
+func scrapeMetrics(ctx context.Context, base string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		k, v, ok := line[:i], line[i+1:], true
+		if !ok {
+			continue
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			out[k] = f
+		}
+	}
+	return out, sc.Err()
+}
+
+// xactCommits returns how many transactions the database has committed.
+func xactCommits(ctx context.Context, dbURL string) (int64, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var n int64
+	err = conn.QueryRow(ctx, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").Scan(&n)
+	return n, err
+}
+
+// countStatus counts the interviews of a status in a database.
+func countStatus(ctx context.Context, dbURL, status string) (int, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var n int
+	err = conn.QueryRow(ctx, "SELECT count(*) FROM interviews.interview_sessions WHERE status = $1", status).Scan(&n)
+	return n, err
+}
+
+// PoolStats is the controller's connection pool activity over a period,
+// from its pgxpool_* metrics.
+type PoolStats struct {
+	Max                float64 // pgxpool_max_conns
+	Acquires, Waited   float64 // acquires, and those that found the pool empty
+	WaitTotal, AvgWait time.Duration
+}
+
+type poolSample struct{ max, acquires, empty, emptyNS float64 }
+
+func scrapePool(ctx context.Context, base string) (poolSample, error) {
+	m, err := scrapeMetrics(ctx, base)
+	if err != nil {
+		return poolSample{}, err
+	}
+	return poolSample{m["pgxpool_max_conns"], m["pgxpool_acquire_count"], m["pgxpool_empty_acquire"], m["pgxpool_empty_acquire_wait_time_ns"]}, nil
+}
+
+func poolDelta(a, b poolSample) PoolStats {
+	p := PoolStats{Max: b.max, Acquires: b.acquires - a.acquires, Waited: b.empty - a.empty,
+		WaitTotal: time.Duration(b.emptyNS - a.emptyNS)}
+	if p.Waited > 0 {
+		p.AvgWait = time.Duration(float64(p.WaitTotal) / p.Waited)
+	}
+	return p
+}
