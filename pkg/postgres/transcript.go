@@ -148,7 +148,7 @@ func (db *DB) transcript(ctx context.Context, scope session.Scope, id string, af
 	b.Queue("COMMIT")
 	br := db.Pool.SendBatch(ctx, b)
 	defer func() { _ = br.Close() }() // a connection left in a transaction is discarded by the pool
-	for range 2 {    // BEGIN, scope
+	for range 2 {                     // BEGIN, scope
 		if _, err := br.Exec(); err != nil {
 			return nil, err
 		}
