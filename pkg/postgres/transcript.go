@@ -147,8 +147,9 @@ func (db *DB) transcript(ctx context.Context, scope session.Scope, id string, af
 		FROM interviews.transcript_segments WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, id, afterSeq, limit)
 	b.Queue("COMMIT")
 	br := db.Pool.SendBatch(ctx, b)
-	defer func() { _ = br.Close() }() // a connection left in a transaction is discarded by the pool
-	for range 2 {                     // BEGIN, scope
+	// A connection left in a transaction is discarded by the pool.
+	defer func() { _ = br.Close() }()
+	for range 2 { // BEGIN, scope
 		if _, err := br.Exec(); err != nil {
 			return nil, err
 		}
