@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -148,6 +149,9 @@ func updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
 	events, err := fn(&iv)
 	if err != nil {
 		return iv, err, err
+	}
+	if len(events) == 0 && reflect.DeepEqual(iv, before) {
+		return iv, nil, nil // nothing changed (a repeated start, a no-op): no write
 	}
 	if err := writeInterview(ctx, tx, &iv, events); err != nil {
 		return iv, nil, err

@@ -487,6 +487,26 @@ func (s *Service) authenticate(iv *session.Interview, token string) error {
 	return nil
 }
 
+// vmSession reads the VM's session and authenticates the VM, without a
+// lock or a write: for calls that change nothing.
+func (s *Service) vmSession(ctx context.Context, id, token string) (session.Interview, error) {
+	iv, err := s.store.Interview(ctx, session.SystemScope(), id)
+	if err == nil {
+		err = s.authenticate(&iv, token)
+	}
+	return iv, hideUnknown(err)
+}
+
+// hideUnknown answers an unknown or malformed session id like a wrong
+// token: never reveal whether a session exists to a caller without its
+// token.
+func hideUnknown(err error) error {
+	if code := session.ErrorCode(err); code == session.ENOTFOUND || code == session.EINVALID {
+		return session.Errorf(session.EUNAUTHENTICATED, "invalid session token")
+	}
+	return err
+}
+
 // vmUpdate authenticates the VM and applies fn to its session.
 func (s *Service) vmUpdate(ctx context.Context, id, token string, fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error) {
 	iv, err := s.store.UpdateInterview(ctx, session.SystemScope(), id, func(iv *session.Interview) ([]session.Event, error) {
@@ -495,16 +515,12 @@ func (s *Service) vmUpdate(ctx context.Context, id, token string, fn func(iv *se
 		}
 		return fn(iv)
 	})
-	if code := session.ErrorCode(err); code == session.ENOTFOUND || code == session.EINVALID {
-		// Never reveal whether a session id exists to a caller without its token.
-		return iv, session.Errorf(session.EUNAUTHENTICATED, "invalid session token")
-	}
-	return iv, err
+	return iv, hideUnknown(err)
 }
 
 // VMConfig answers a VM's request for its configuration.
 func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMConfig, error) {
-	iv, err := s.vmUpdate(ctx, id, token, func(*session.Interview) ([]session.Event, error) { return nil, nil })
+	iv, err := s.vmSession(ctx, id, token)
 	if err != nil {
 		return session.VMConfig{}, err
 	}
