@@ -146,6 +146,10 @@ func updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
 		return iv, nil, err
 	}
 	before := iv
+	if iv.Machine != nil { // fn may change the machine in place
+		m := *iv.Machine
+		before.Machine = &m
+	}
 	events, err := fn(&iv)
 	if err != nil {
 		return iv, err, err
