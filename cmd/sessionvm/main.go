@@ -1,42 +1,8 @@
-// Command sessionvm runs inside the VM of one interview (DESIGN §2). It
-// reads its session id, token and the controller's URL from the
-// environment, fetches the rest of its configuration from the controller's
-// internal API, serves its HTTP endpoints, reports ready, heartbeats,
-// brokers the browser's WebRTC call to the realtime interviewer, collects
-// every transcript event server-side, streams the transcript to the
-// controller, enforces its own deadline and, when the interview ends,
-// hangs up, delivers the rest of the transcript, reports ended with the
-// last seq, and exits.
-//
-// Environment:
-//
-//	SESSION_ID, SESSION_TOKEN, CONTROLLER_URL  required
-//	LISTEN_FD       an inherited listening socket (fd number; local provider)
-//	LISTEN_ADDR     else listen here
-//	SESSION_PORT    else listen on :SESSION_PORT (default 8080)
-//	FLY_MACHINE_ID  reported in the ready callback when set
-//	OPENAI_API_KEY  the realtime API's server key (realtime=openai only)
-//	OPENAI_BASE_URL the realtime API's origin (default https://api.openai.com)
-//
-// HTTP (the controller proxies /v1/interviews/{id}/session/<x> to
-// /session/<x> after authenticating the browser):
-//
-//	GET  /healthz
-//	POST /session/sdp    application/sdp offer → 201 application/sdp answer
-//	POST /session/token  → 200 {value, expires_at, model} (openai only)
-//	POST /session/call   {"call_id":"rtc_…"} → 204 (openai, token mode)
-//
-// The realtime mode comes from the config: "simulated" answers the offer
-// with the built-in interviewer (pkg/rtcpeer); "openai" creates the call at
-// OpenAI's /v1/realtime/calls with the server key and follows its sideband.
-//
-// It ends the interview when the controller answers a heartbeat with
-// "end", when its deadline passes (max_duration), when no call starts
-// within the idle timeout (idle_timeout), when the call ends (completed),
-// or on SIGTERM/SIGINT (ended_by_user); it exits without reporting when
-// the controller says the session is no longer live (409). Logs are JSON
-// lines on stderr, each with session_id; neither the session token nor
-// the API key is ever logged.
+// Command sessionvm runs inside the VM of one interview: it wires signals
+// to pkg/sessionvm's Run, which reads its settings from the environment
+// (SESSION_ID, SESSION_TOKEN, CONTROLLER_URL, …; see pkg/sessionvm) and
+// logs JSON lines on stderr. SIGTERM and SIGINT end the interview with
+// reason ended_by_user. It exits 1 when the VM cannot go on.
 package main
 
 import (
@@ -44,14 +10,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/interviewvm/controlplane/pkg/sessionvm"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Getenv, os.Stderr)
+	err := sessionvm.Run(ctx, os.Getenv, os.Stderr)
 	stop()
 	if err != nil {
-		// run has logged the error.
+		// Run has logged the error.
 		os.Exit(1)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package sessionvm
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "sessionvm")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", binary, "github.com/interviewvm/controlplane/cmd/sessionvm").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build sessionvm: %v\n%s", err, out)
 		return 1
@@ -384,7 +384,7 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	var logs syncBuffer
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, func(k string) string { return env[k] }, &logs) }()
+	go func() { errc <- Run(ctx, func(k string) string { return env[k] }, &logs) }()
 	waitCall(t, ctl, id, controlclienttest.RouteHeartbeat, 2)
 	cancel()
 	select {
@@ -425,7 +425,7 @@ func TestRunConfigRefused(t *testing.T) {
 				session.EnvListenAddr:    "127.0.0.1:0",
 			}
 			var logs syncBuffer
-			err := run(t.Context(), func(k string) string { return env[k] }, &logs)
+			err := Run(t.Context(), func(k string) string { return env[k] }, &logs)
 			if !errors.Is(err, tc.want) {
 				t.Errorf("run = %v, want %v", err, tc.want)
 			}
@@ -463,7 +463,7 @@ func TestRunBadEnvironment(t *testing.T) {
 			}
 			delete(env, tc.unset)
 			var logs syncBuffer
-			err := run(t.Context(), func(k string) string { return env[k] }, &logs)
+			err := Run(t.Context(), func(k string) string { return env[k] }, &logs)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("run = %v, want an error mentioning %s", err, tc.want)
 			}

@@ -1,4 +1,4 @@
-package main
+package sessionvm
 
 import (
 	"bytes"
@@ -613,7 +613,7 @@ func TestRunSimulated(t *testing.T) {
 	defer stop()
 	var logs syncBuffer
 	errc := make(chan error, 1)
-	go func() { errc <- run(runCtx, func(k string) string { return env[k] }, &logs) }()
+	go func() { errc <- Run(runCtx, func(k string) string { return env[k] }, &logs) }()
 	waitCall(t, ctl, id, controlclienttest.RouteReady, 1)
 	addr := listenAddr(t, &logs)
 	b := connect(t, ctx, newVMClient(t, addr))

@@ -1,4 +1,4 @@
-package main
+package sessionvm
 
 import (
 	"context"
@@ -42,11 +42,11 @@ const (
 	retryWaitMax = 5 * time.Second
 )
 
-// run is sessionvm: it reads its settings from getenv, logs JSON lines to
+// Run is sessionvm: it reads its settings from getenv, logs JSON lines to
 // stderr, and returns when the interview has ended (nil) or the VM cannot
 // go on (the error, which it has logged). Cancelling ctx (SIGTERM, SIGINT)
 // ends the interview with reason ended_by_user.
-func run(ctx context.Context, getenv func(string) string, stderr io.Writer) (err error) {
+func Run(ctx context.Context, getenv func(string) string, stderr io.Writer) (err error) {
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("session_id", getenv(session.EnvSessionID))
 	defer func() {
 		if err != nil {
