@@ -41,7 +41,7 @@ fmt-check: ## fail when a file is not gofmt-formatted
 
 .PHONY: chaos browser-test
 chaos: pg-start ## the chaos test alone (kills controllers and VMs; about a minute); prints its one-line summary
-	@mkdir -p .data; TEST_DATABASE_URL="$$($(PG) url)" $(GO) test -race -count=1 -timeout 5m -run '^TestChaos$$' -v ./cmd/controller >.data/chaos.log 2>&1 \
+	@mkdir -p .data; TEST_DATABASE_URL="$$($(PG) url)" $(GO) test -race -count=1 -timeout 5m -run '^TestChaos$$' -v ./pkg/controller >.data/chaos.log 2>&1 \
 		|| { tail -n 200 .data/chaos.log; echo "chaos test failed (whole log: .data/chaos.log)"; exit 1; }
 	@grep '^chaos:' .data/chaos.log
 

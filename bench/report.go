@@ -408,7 +408,7 @@ func (r *Results) profileSection(w func(string, ...any)) {
 		return
 	}
 	w("Biggest gap (the profilable figure furthest from its target): **%s** (case %s). ", p.Figure, p.Case)
-	w("The case was run again with the controller wired in-process (`bench.startInProcess`, the wiring of cmd/controller's serve) ")
+	w("The case was run again with the controller wired in-process (`bench.startInProcess`, which runs pkg/controller's Serve) ")
 	w("under `runtime/pprof` for %.0f s; every goroutine the controller starts carries the pprof label `side=controller`, so the ", p.Seconds)
 	focus := ""
 	if p.Focus != "" {

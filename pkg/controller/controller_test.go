@@ -1,4 +1,4 @@
-package main
+package controller
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	sessionVMBin = filepath.Join(dir, "sessionvm")
-	build := exec.Command("go", "build", "-o", sessionVMBin, "../sessionvm")
+	build := exec.Command("go", "build", "-o", sessionVMBin, "github.com/interviewvm/controlplane/cmd/sessionvm")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build sessionvm:", err)

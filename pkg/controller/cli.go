@@ -1,4 +1,4 @@
-package main
+package controller
 
 import (
 	"context"
@@ -113,7 +113,7 @@ func runCLI(ctx context.Context, group string, args []string, getenv func(string
 
 	// The configuration: defaults and environment as serve reads them,
 	// then every setting's flag, then the subcommand's own flags.
-	cfg, err := parseConfig("controller "+name, nil, getenv, stderr)
+	cfg, err := LoadConfig("controller "+name, nil, getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func runCLI(ctx context.Context, group string, args []string, getenv func(string
 		fs.Usage()
 		return fmt.Errorf("controller %s: want %d argument(s) %s, got %d", name, want, cmd.args, len(pos))
 	}
-	if c.logger, err = newLogger(c.cfg, stderr); err != nil {
+	if c.logger, err = NewLogger(c.cfg, stderr); err != nil {
 		return err
 	}
 	if c.cfg.DatabaseURL == "" {

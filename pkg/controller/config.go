@@ -1,4 +1,4 @@
-package main
+package controller
 
 import (
 	"errors"
@@ -151,8 +151,9 @@ func settings(c *Config) []setting {
 
 func flagName(env string) string { return strings.ToLower(strings.ReplaceAll(env, "_", "-")) }
 
-// parseConfig reads defaults, then the environment, then flags.
-func parseConfig(name string, args []string, getenv func(string) string, out io.Writer) (Config, error) {
+// LoadConfig reads defaults, then the environment (getenv), then the flags
+// in args; name is the flag set's, out receives usage and flag errors.
+func LoadConfig(name string, args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -201,8 +202,8 @@ func usage(out io.Writer, name string, list []setting) {
 	}
 }
 
-// validate checks the settings serve needs.
-func (c *Config) validate() error {
+// Validate checks the settings Serve needs.
+func (c *Config) Validate() error {
 	var errs []error
 	if c.DatabaseURL == "" {
 		errs = append(errs, errors.New("DATABASE_URL is required"))

@@ -1,4 +1,4 @@
-package main
+package controller
 
 import (
 	"context"
@@ -84,7 +84,7 @@ func TestChaos(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2026, 11)) // fixed: the same points every run
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "controller")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	build := exec.Command("go", "build", "-o", bin, "github.com/interviewvm/controlplane/cmd/controller")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		t.Fatalf("build controller: %v", err)
