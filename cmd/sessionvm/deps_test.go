@@ -8,7 +8,7 @@ import (
 )
 
 // TestDeps keeps the VM binary small and free of the controller's
-// dependencies (DESIGN §6): it must never link echo, pgx or the Fly
+// dependencies (docs/architecture.md, "Packages"): it must never link echo, pgx or the Fly
 // client, nor the controller's own packages.
 func TestDeps(t *testing.T) {
 	const module = "github.com/interviewvm/controlplane"

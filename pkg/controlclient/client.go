@@ -1,5 +1,5 @@
 // Package controlclient is what a session VM uses to call the controller's
-// internal API (DESIGN §4, "Internal"; routes and wire types in
+// internal API (docs/architecture.md, "Contract"; routes and wire types in
 // pkg/session/wire.go): fetch its config, report ready, heartbeat, post
 // transcript batches and report that it ended.
 //

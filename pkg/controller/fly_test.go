@@ -205,7 +205,7 @@ func TestFlyInterviewEndToEnd(t *testing.T) {
 		t.Fatalf("connect = %v", conn)
 	}
 
-	// Exactly one machine, configured per DESIGN §3, and nothing of the
+	// Exactly one machine, configured as docs/architecture.md says, and nothing of the
 	// interview in it but its id, token and the controller's URL.
 	ms := f.sessionMachines(id)
 	if len(ms) != 1 || ms[0].ID != m["id"] {

@@ -1,8 +1,9 @@
 // Package flyvm is the Fly.io machine provider: it runs each interview's
 // session VM as a Fly Machine in one app, through the flymachines client.
 //
-// Machines are created per DESIGN §3: the session's deterministic name,
-// its metadata (interview_session_id, tenant_id, arch, managed_by),
+// Machines are created as docs/architecture.md ("Lifecycle", "Start")
+// describes: the session's deterministic name, its metadata
+// (interview_session_id, tenant_id, arch, managed_by),
 // auto_destroy with restart policy "no" (a VM that exits is gone), the
 // session image, guest size and region preference, and an environment of
 // exactly what the control plane gives the VM plus SESSION_PORT. A create

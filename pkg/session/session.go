@@ -15,7 +15,7 @@ import (
 // State is the lifecycle state of an interview session.
 type State string
 
-// The states of DESIGN §3.
+// The states of docs/architecture.md, "Lifecycle".
 const (
 	StateScheduled    State = "scheduled"
 	StateProvisioning State = "provisioning"
@@ -95,7 +95,7 @@ func CheckTransition(from, to State) error {
 // EndReason says why an interview ended.
 type EndReason string
 
-// The end reasons of DESIGN §3.
+// The end reasons of docs/architecture.md, "Lifecycle".
 const (
 	ReasonCompleted        EndReason = "completed"
 	ReasonEndedByUser      EndReason = "ended_by_user"

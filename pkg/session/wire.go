@@ -3,7 +3,7 @@ package session
 import "time"
 
 // This file holds the wire types of the internal API between a session VM
-// and the controller (DESIGN §4, "Internal"). Routes, all under
+// and the controller (docs/architecture.md, "Contract"). Routes, all under
 // /internal/v1/sessions/{id} with "Authorization: Bearer <session token>":
 //
 //	GET  /config     → VMConfig
