@@ -49,7 +49,9 @@ func startInProcess(ctx context.Context, env map[string]string, logw io.Writer) 
 		return nil, fmt.Errorf("in-process controller: %w", err)
 	case <-ctx.Done():
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			logger.Warn("in-process controller stopped before it listened", "error", err)
+		}
 		return nil, ctx.Err()
 	}
 	// Its memory and CPU are the harness's: PID is this process.
