@@ -245,7 +245,7 @@ func (r *Results) Markdown() string {
 	w("| date | %s |\n", r.Date.UTC().Format("2006-01-02 15:04 MST"))
 	w("| command | `%s` |\n", r.Command)
 	w("| run time | %s |\n", r.Elapsed.Round(time.Second))
-	w("| software | %s, PostgreSQL %s (scripts/pg.sh: fsync off, synchronous_commit off), controller and sessionvm from bin/ |\n\n", r.Machine.Go, r.Postgres)
+	w("| software | %s, PostgreSQL %s (scripts/pg.sh --test: fsync, synchronous_commit and full_page_writes off), controller and sessionvm from bin/ |\n\n", r.Machine.Go, r.Postgres)
 	w("Everything shares this one machine: PostgreSQL, the controller, the VMs, the fake Fly API and the load drivers. ")
 	w("Each figure's limit is measured in the same run, on the same machine, next to it.\n\n")
 

@@ -8,8 +8,10 @@
 // stream is cut, to see the page resume it with Last-Event-ID), end the
 // interview, see it completed, and check that no sessionvm process is left.
 //
-// Run it with `make browser-test` (it builds the binaries and starts
-// PostgreSQL first). Settings: CHROMIUM (default /usr/bin/chromium),
+// Run it with `make browser-test` (it builds the binaries, starts the test
+// PostgreSQL and installs Chromium and the npm packages first; the database
+// comes from `scripts/pg.sh url`, the test cluster when PG_CLUSTER=test, as
+// the Makefile sets it). Settings: CHROMIUM (default /usr/bin/chromium),
 // DEMO_SCREENSHOT (default e2e/out/demo.png; docs/demo.png refreshes the
 // README's picture).
 import assert from "node:assert/strict";
@@ -135,7 +137,7 @@ async function main() {
   for (const bin of ["controller", "sessionvm"]) {
     assert.ok(fs.existsSync(path.join(root, "bin", bin)), `bin/${bin} is missing: run make build`);
   }
-  assert.ok(fs.existsSync(chromiumPath), `${chromiumPath} is missing: apt-get install chromium (.ci/run does)`);
+  assert.ok(fs.existsSync(chromiumPath), `${chromiumPath} is missing: scripts/deps.sh chromium installs it (make browser-test runs it)`);
 
   const cleanups = [];
   const pageErrors = [];

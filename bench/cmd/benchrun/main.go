@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
 	out := fs.String("out", "docs/benchmarks.md", "the report to write")
 	outDir := fs.String("outdir", "bench/out", "logs and profiles")
-	dbURL := fs.String("db", os.Getenv("BENCH_DATABASE_URL"), "admin URL of the PostgreSQL cluster (default: BENCH_DATABASE_URL, else `scripts/pg.sh url`)")
+	dbURL := fs.String("db", os.Getenv("BENCH_DATABASE_URL"), "admin URL of the PostgreSQL cluster (default: BENCH_DATABASE_URL, else `scripts/pg.sh --test url`: the test cluster, durability off)")
 	controller := fs.String("controller", "bin/controller", "controller binary")
 	sessionvm := fs.String("sessionvm", "bin/sessionvm", "sessionvm binary")
 	cases := fs.String("cases", strings.Join(allCases, ","), "cases to run")
@@ -62,9 +62,9 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	if *dbURL == "" {
-		b, err := exec.Command("scripts/pg.sh", "url").Output()
+		b, err := exec.Command("scripts/pg.sh", "--test", "url").Output()
 		if err != nil {
-			return fmt.Errorf("scripts/pg.sh url: %w (run from the repository root, or pass -db)", err)
+			return fmt.Errorf("scripts/pg.sh --test url: %w (run from the repository root, or pass -db)", err)
 		}
 		*dbURL = strings.TrimSpace(string(b))
 	}
@@ -276,10 +276,10 @@ func commandLine(args []string) string {
 		a := args[i]
 		switch {
 		case a == "-db" || a == "--db":
-			out = append(out, a, `"$(scripts/pg.sh url)"`)
+			out = append(out, a, `"$(scripts/pg.sh --test url)"`)
 			i++
 		case strings.HasPrefix(a, "-db=") || strings.HasPrefix(a, "--db="):
-			out = append(out, `-db="$(scripts/pg.sh url)"`)
+			out = append(out, `-db="$(scripts/pg.sh --test url)"`)
 		default:
 			out = append(out, a)
 		}
