@@ -3,11 +3,21 @@
 // client secrets, creates WebRTC calls through the unified interface
 // (multipart "sdp" + "session" with the server key), attaches the sideband
 // WebSocket to a call to receive every server event, and hangs calls up.
-// It also holds the GA event schema the control plane reads (Event) and an
-// SDP offer check (CheckOffer).
+// It also holds the GA event schema the control plane reads (Event), an
+// SDP offer check (CheckOffer), and the models and voice of a session
+// (Voice).
+//
+// The transport is the official SDK, github.com/openai/openai-go/v3: its
+// realtime package's ClientSecrets, Calls and Connect (with call_id for the
+// sideband). Only that package and option are imported, never the SDK's
+// root package, to keep the session VM's binary small. Server events are
+// read raw from the SDK's connection and decoded into Event, the subset
+// of the schema the transcript needs.
 //
 // The server API key is only ever sent in the Authorization header: it
-// never appears in an error, a log line or anything returned.
+// never appears in an error, a log line or anything returned. The SDK's
+// error values hold the request (and so the key); they are turned into
+// *APIError, which holds none, before they leave this package.
 package realtime
 
 import (
