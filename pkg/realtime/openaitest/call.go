@@ -165,6 +165,12 @@ func (c *call) serveSideband(conn *websocket.Conn) {
 		_ = conn.Close(websocket.StatusNormalClosure, "call ended")
 		return
 	}
+	if c.outage {
+		// The outage began during the handshake: the connection dies.
+		c.mu.Unlock()
+		_ = conn.CloseNow()
+		return
+	}
 	old := c.sb
 	c.sb = conn
 	c.sidebands++
