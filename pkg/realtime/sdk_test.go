@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,10 @@ func TestSDKRequestsAgainstTheFake(t *testing.T) {
 	if sb.CallID() != call.ID {
 		t.Errorf("sideband call id = %q, want %q", sb.CallID(), call.ID)
 	}
+	// The API greets a sideband with session.created: it is attached.
+	if ev, err := sb.Read(ctx); err != nil || ev.Type != realtime.EventSessionCreated {
+		t.Fatalf("first sideband event = %+v, %v; want session.created", ev, err)
+	}
 	if err := client.Hangup(ctx, call.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +64,29 @@ func TestSDKRequestsAgainstTheFake(t *testing.T) {
 		!strings.Contains(string(info.Session), `"voice":"marin"`) {
 		t.Errorf("the session the SDK sent lost fields: %s", info.Session)
 	}
+	// The fake records a request when its handler returns: for the
+	// sideband, once the hang-up has closed it.
+	for {
+		if _, err := sb.Read(ctx); err != nil {
+			if realtime.CloseStatus(err) != 1000 {
+				t.Errorf("sideband after the hang-up: %v, want a normal closure", err)
+			}
+			break
+		}
+	}
+	var reqs []openaitest.Request
+	for ctx.Err() == nil {
+		reqs = fake.Requests()
+		if slices.ContainsFunc(reqs, func(r openaitest.Request) bool { return r.Method == http.MethodGet }) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	seen := map[string]bool{}
-	for _, r := range fake.Requests() {
+	for _, r := range reqs {
 		if !strings.HasPrefix(r.Header.Get("User-Agent"), "OpenAI/Go") {
 			t.Errorf("%s %s was not sent by the SDK (User-Agent %q)", r.Method, r.Path, r.Header.Get("User-Agent"))
 		}
