@@ -3,11 +3,21 @@
 // client secrets, creates WebRTC calls through the unified interface
 // (multipart "sdp" + "session" with the server key), attaches the sideband
 // WebSocket to a call to receive every server event, and hangs calls up.
-// It also holds the GA event schema the control plane reads (Event) and an
-// SDP offer check (CheckOffer).
+// It also holds the GA event schema the control plane reads (Event), an
+// SDP offer check (CheckOffer), and the models and voice of a session
+// (Voice).
+//
+// The transport is the official SDK, github.com/openai/openai-go/v3: its
+// realtime package's ClientSecrets, Calls and Connect (with call_id for the
+// sideband). Only that package and option are imported, never the SDK's
+// root package, to keep the session VM's binary small. Server events are
+// read raw from the SDK's connection and decoded into Event, the subset
+// of the schema the transcript needs.
 //
 // The server API key is only ever sent in the Authorization header: it
-// never appears in an error, a log line or anything returned.
+// never appears in an error, a log line or anything returned. The SDK's
+// error values hold the request (and so the key); they are turned into
+// *APIError, which holds none, before they leave this package.
 package realtime
 
 import (
@@ -18,13 +28,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime/multipart"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"path"
 	"strings"
 	"time"
+
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/param"
+	oairt "github.com/openai/openai-go/v3/realtime"
 )
 
 // DefaultBaseURL is OpenAI's API.
@@ -58,6 +70,9 @@ type Client struct {
 	apiKey  string
 	http    *http.Client
 	log     *slog.Logger
+	// sdk is the official SDK's realtime service: client secrets and
+	// calls go through it.
+	sdk oairt.RealtimeService
 }
 
 // New returns a Client. An invalid BaseURL or an empty APIKey is reported
@@ -81,6 +96,17 @@ func New(cfg Config) *Client {
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.baseErr == nil {
+		// Retries stay with the caller (the broker decides what a failure
+		// means); the SDK's default of two would hide faults and delay
+		// answers to the browser.
+		c.sdk = oairt.NewRealtimeService(
+			option.WithBaseURL(c.base.JoinPath("v1").String()+"/"),
+			option.WithAPIKey(c.apiKey),
+			option.WithHTTPClient(c.http),
+			option.WithMaxRetries(0),
+		)
 	}
 	return c
 }
@@ -111,54 +137,49 @@ type Call struct {
 }
 
 // CreateCall posts the browser's SDP offer with the session config to
-// POST /v1/realtime/calls as multipart/form-data (parts "sdp" and
+// POST /v1/realtime/calls (the SDK's Calls.New: multipart parts "sdp" and
 // "session"), authenticated with the server key, and returns the answer
 // and the call id.
 func (c *Client) CreateCall(ctx context.Context, offer string, sess SessionConfig) (Call, error) {
 	if c.baseErr != nil {
 		return Call{}, fmt.Errorf("create call: %w", c.baseErr)
 	}
-	sessJSON, err := json.Marshal(sess)
-	if err != nil {
-		return Call{}, fmt.Errorf("create call: encode session: %w", err)
-	}
-	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
-	for _, part := range []struct{ name, ctype, data string }{
-		{"sdp", "application/sdp", offer},
-		{"session", "application/json", string(sessJSON)},
-	} {
-		h := make(textproto.MIMEHeader)
-		h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q`, part.name))
-		h.Set("Content-Type", part.ctype)
-		w, err := mw.CreatePart(h)
-		if err != nil {
-			return Call{}, fmt.Errorf("create call: build %s part: %w", part.name, err)
-		}
-		if _, err := io.WriteString(w, part.data); err != nil {
-			return Call{}, fmt.Errorf("create call: build %s part: %w", part.name, err)
-		}
-	}
-	if err := mw.Close(); err != nil {
-		return Call{}, fmt.Errorf("create call: finish multipart body: %w", err)
-	}
-	ans, err := c.do(ctx, http.MethodPost, "v1/realtime/calls", mw.FormDataContentType(), "application/sdp", body.Bytes())
+	p, err := sdkSession(sess)
 	if err != nil {
 		return Call{}, fmt.Errorf("create call: %w", err)
 	}
-	if ans.status != http.StatusCreated && ans.status != http.StatusOK {
-		return Call{}, fmt.Errorf("create call: %w", parseAPIError(ans.status, ans.data))
+	resp, err := c.sdk.Calls.New(ctx, oairt.CallNewParams{Sdp: offer, Session: p})
+	if err != nil {
+		return Call{}, fmt.Errorf("create call: %w", c.apiError(err))
 	}
-	data := ans.data
-	id := callIDFromLocation(ans.header.Get("Location"))
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return Call{}, fmt.Errorf("create call: read answer (%d): %w", resp.StatusCode, err)
+	}
+	id := callIDFromLocation(resp.Header.Get("Location"))
 	if id == "" {
-		return Call{}, fmt.Errorf("create call: answer has no call id in Location %q", ans.header.Get("Location"))
+		return Call{}, fmt.Errorf("create call: answer has no call id in Location %q", resp.Header.Get("Location"))
 	}
 	if err := checkAnswer(string(data)); err != nil {
 		return Call{}, fmt.Errorf("create call %s: %w", id, err)
 	}
 	c.log.Debug("realtime call created", "call_id", id)
 	return Call{ID: id, AnswerSDP: string(data)}, nil
+}
+
+// sdkSession converts a session config to the SDK's request type. The SDK
+// decodes the same GA JSON, so nothing is lost on the way.
+func sdkSession(sess SessionConfig) (oairt.RealtimeSessionCreateRequestParam, error) {
+	var p oairt.RealtimeSessionCreateRequestParam
+	raw, err := json.Marshal(sess)
+	if err != nil {
+		return p, fmt.Errorf("encode session: %w", err)
+	}
+	if err := p.UnmarshalJSON(raw); err != nil {
+		return p, fmt.Errorf("encode session for the SDK: %w", err)
+	}
+	return p, nil
 }
 
 // callIDFromLocation returns the last path segment of a Location such as
@@ -200,51 +221,30 @@ type ClientSecret struct {
 }
 
 // CreateClientSecret mints an ephemeral client secret bound to sess:
-// POST /v1/realtime/client_secrets. ttl is clamped to the API's 10 s–2 h;
-// zero means the API's default of 10 minutes.
+// POST /v1/realtime/client_secrets (the SDK's ClientSecrets.New). ttl is
+// clamped to the API's 10 s–2 h; zero means the API's default of 10
+// minutes.
 func (c *Client) CreateClientSecret(ctx context.Context, sess SessionConfig, ttl time.Duration) (ClientSecret, error) {
 	if c.baseErr != nil {
 		return ClientSecret{}, fmt.Errorf("create client secret: %w", c.baseErr)
 	}
-	type expiresAfter struct {
-		Anchor  string `json:"anchor"`
-		Seconds int    `json:"seconds"`
-	}
-	req := struct {
-		ExpiresAfter *expiresAfter `json:"expires_after,omitempty"`
-		Session      SessionConfig `json:"session"`
-	}{Session: sess}
-	if ttl > 0 {
-		secs := int(min(max(ttl, 10*time.Second), 2*time.Hour) / time.Second)
-		req.ExpiresAfter = &expiresAfter{Anchor: "created_at", Seconds: secs}
-	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return ClientSecret{}, fmt.Errorf("create client secret: encode request: %w", err)
-	}
-	resp, err := c.do(ctx, http.MethodPost, "v1/realtime/client_secrets", "application/json", "application/json", body)
+	p, err := sdkSession(sess)
 	if err != nil {
 		return ClientSecret{}, fmt.Errorf("create client secret: %w", err)
 	}
-	if resp.status != http.StatusOK && resp.status != http.StatusCreated {
-		return ClientSecret{}, fmt.Errorf("create client secret: %w", parseAPIError(resp.status, resp.data))
+	req := oairt.ClientSecretNewParams{Session: oairt.ClientSecretNewParamsSessionUnion{OfRealtime: &p}}
+	if ttl > 0 {
+		secs := int64(min(max(ttl, 10*time.Second), 2*time.Hour) / time.Second)
+		req.ExpiresAfter = oairt.ClientSecretNewParamsExpiresAfter{Anchor: "created_at", Seconds: param.NewOpt(secs)}
 	}
-	data := resp.data
-	var ans struct {
-		Value     string `json:"value"`
-		ExpiresAt int64  `json:"expires_at"`
-		Session   struct {
-			ID    string `json:"id"`
-			Model string `json:"model"`
-		} `json:"session"`
-	}
-	if err := json.Unmarshal(data, &ans); err != nil {
-		return ClientSecret{}, fmt.Errorf("create client secret: decode answer: %w", err)
+	ans, err := c.sdk.ClientSecrets.New(ctx, req)
+	if err != nil {
+		return ClientSecret{}, fmt.Errorf("create client secret: %w", c.apiError(err))
 	}
 	if ans.Value == "" {
 		return ClientSecret{}, errors.New("create client secret: answer has no value")
 	}
-	model := ans.Session.Model
+	model := string(ans.Session.Model)
 	if model == "" {
 		model = sess.Model
 	}
@@ -256,58 +256,46 @@ func (c *Client) CreateClientSecret(ctx context.Context, sess SessionConfig, ttl
 	}, nil
 }
 
-// Hangup ends a call: POST /v1/realtime/calls/{id}/hangup. A call the API
-// no longer knows yields an *APIError with status 404.
+// Hangup ends a call: POST /v1/realtime/calls/{id}/hangup (the SDK's
+// Calls.Hangup). A call the API no longer knows yields an *APIError with
+// status 404.
 func (c *Client) Hangup(ctx context.Context, callID string) error {
 	if c.baseErr != nil {
 		return fmt.Errorf("hang up call %s: %w", callID, c.baseErr)
 	}
-	resp, err := c.do(ctx, http.MethodPost, "v1/realtime/calls/"+url.PathEscape(callID)+"/hangup", "", "", nil)
-	if err != nil {
-		return fmt.Errorf("hang up call %s: %w", callID, err)
-	}
-	if resp.status < 200 || resp.status > 299 {
-		return fmt.Errorf("hang up call %s: %w", callID, parseAPIError(resp.status, resp.data))
+	if err := c.sdk.Calls.Hangup(ctx, callID); err != nil {
+		return fmt.Errorf("hang up call %s: %w", callID, c.apiError(err))
 	}
 	c.log.Debug("realtime call hung up", "call_id", callID)
 	return nil
 }
 
-// answer is an HTTP answer, read whole.
-type answer struct {
-	status int
-	header http.Header
-	data   []byte
+// apiError turns an SDK error into one that carries no request: the SDK's
+// *Error holds the request, whose Authorization header is the server key,
+// and its response; neither may escape this package. An API answer
+// becomes an *APIError; a transport failure keeps its cause without the
+// URL.
+func (c *Client) apiError(err error) error {
+	var e *oairt.Error
+	if errors.As(err, &e) {
+		out := &APIError{Status: e.StatusCode, Type: e.Type, Code: e.Code, Message: redactKey(e.Message, c.apiKey), Param: e.Param}
+		if out.Message == "" && out.Type == "" {
+			out.Message = http.StatusText(e.StatusCode)
+		}
+		return out
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return redactURLError(err)
+	}
+	return errors.New(redactKey(redactURLError(err).Error(), c.apiKey))
 }
 
-// do sends one request and reads its answer.
-func (c *Client) do(ctx context.Context, method, route, ctype, accept string, body []byte) (answer, error) {
-	u := c.base.JoinPath(route)
-	var r io.Reader
-	if body != nil {
-		r = bytes.NewReader(body)
+// redactKey replaces every occurrence of key in s.
+func redactKey(s, key string) string {
+	if key == "" {
+		return s
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
-	if err != nil {
-		return answer{}, fmt.Errorf("build request: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.apiKey)
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return answer{}, fmt.Errorf("%s %s: %w", method, u.Path, redactURLError(err))
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return answer{}, fmt.Errorf("%s %s: read answer (%d): %w", method, u.Path, resp.StatusCode, err)
-	}
-	return answer{status: resp.StatusCode, header: resp.Header, data: data}, nil
+	return strings.ReplaceAll(s, key, "[redacted]")
 }
 
 // redactURLError drops the URL an *url.Error carries (it repeats what the

@@ -59,3 +59,36 @@ type TurnDetection struct {
 type NoiseReduction struct {
 	Type string `json:"type"`
 }
+
+// Defaults of Voice: the session the control plane configures when no
+// setting says otherwise (settings REALTIME_MODEL, REALTIME_VOICE and
+// TRANSCRIBE_MODEL).
+const (
+	DefaultModel              = "gpt-realtime"
+	DefaultVoice              = "marin"
+	DefaultTranscriptionModel = "gpt-4o-transcribe"
+)
+
+// Voice selects the models and voice of a session: Model is the realtime
+// model (REALTIME_MODEL), Voice the interviewer's voice (REALTIME_VOICE),
+// TranscriptionModel the model that transcribes the caller's audio
+// (TRANSCRIBE_MODEL). An empty field takes its default.
+type Voice struct {
+	Model              string
+	Voice              string
+	TranscriptionModel string
+}
+
+// WithDefaults returns v with every empty field set to its default.
+func (v Voice) WithDefaults() Voice {
+	if v.Model == "" {
+		v.Model = DefaultModel
+	}
+	if v.Voice == "" {
+		v.Voice = DefaultVoice
+	}
+	if v.TranscriptionModel == "" {
+		v.TranscriptionModel = DefaultTranscriptionModel
+	}
+	return v
+}

@@ -1,6 +1,7 @@
 package realtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,20 +9,26 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 
 	"github.com/coder/websocket"
+	"github.com/openai/openai-go/v3/option"
+	oairt "github.com/openai/openai-go/v3/realtime"
 )
 
 // maxEvent bounds one sideband message (session.created carries the whole
 // session configuration, instructions included).
 const maxEvent = 4 << 20
 
-// Sideband is a WebSocket attached to an existing call: it receives every
-// server event of the call's session and may send client events. Read from
-// one goroutine; Send and Close are safe from any.
+// maxQueued bounds the server events the SDK's reader keeps for Read: a
+// VM that falls this far behind has a sideband that is broken for it.
+const maxQueued = 4096
+
+// Sideband is a WebSocket attached to an existing call (the SDK's
+// Realtime.Connect with call_id): it receives every server event of the
+// call's session and may send client events. Read from one goroutine;
+// Send and Close are safe from any.
 type Sideband struct {
-	conn   *websocket.Conn
+	conn   *oairt.RealtimeConnection
 	callID string
 	client *Client
 }
@@ -33,46 +40,74 @@ func (c *Client) DialSideband(ctx context.Context, callID string) (*Sideband, er
 	if c.baseErr != nil {
 		return nil, fmt.Errorf("attach sideband to call %s: %w", callID, c.baseErr)
 	}
-	u := c.base.JoinPath("v1/realtime")
-	u.RawQuery = "call_id=" + url.QueryEscape(callID)
-	h := http.Header{}
-	h.Set("Authorization", "Bearer "+c.apiKey)
-	conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
-		HTTPClient: &http.Client{Transport: c.http.Transport},
-		HTTPHeader: h,
-	})
-	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			var data []byte
-			if resp.Body != nil {
-				data, _ = io.ReadAll(io.LimitReader(resp.Body, 1024))
-				resp.Body.Close()
-			}
-			return nil, fmt.Errorf("attach sideband to call %s: %w", callID, parseAPIError(resp.StatusCode, data))
-		}
-		return nil, fmt.Errorf("attach sideband to call %s: %w", callID, redactURLError(err))
+	// The SDK reports a refused handshake without its status or body;
+	// refusal keeps them so the caller can tell a call that is over
+	// (404) from a fault.
+	refusal := &handshakeRefusal{next: c.http.Transport}
+	if refusal.next == nil {
+		refusal.next = http.DefaultTransport
 	}
-	conn.SetReadLimit(maxEvent)
+	conn, err := c.sdk.Connect(ctx, oairt.RealtimeConnectionOptions{
+		MaxMessageBytes: maxEvent, MaxBufferedEvents: maxQueued,
+	}, option.WithQuery("call_id", callID), option.WithHTTPClient(&http.Client{Transport: refusal}))
+	if err != nil {
+		if e := refusal.apiError(); e != nil {
+			e.Message = redactKey(e.Message, c.apiKey)
+			return nil, fmt.Errorf("attach sideband to call %s: %w", callID, e)
+		}
+		return nil, fmt.Errorf("attach sideband to call %s: %w", callID, c.apiError(err))
+	}
 	c.log.Debug("sideband attached", "call_id", callID)
 	return &Sideband{conn: conn, callID: callID, client: c}, nil
+}
+
+// handshakeRefusal is a round tripper that remembers a WebSocket
+// handshake's non-101 answer.
+type handshakeRefusal struct {
+	next   http.RoundTripper
+	status int
+	body   []byte
+}
+
+// RoundTrip implements http.RoundTripper.
+func (h *handshakeRefusal) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := h.next.RoundTrip(req)
+	if err != nil || resp.StatusCode == http.StatusSwitchingProtocols {
+		return resp, err
+	}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	h.status, h.body = resp.StatusCode, data
+	resp.Body = io.NopCloser(bytes.NewReader(data))
+	return resp, nil
+}
+
+// apiError is the refused handshake's *APIError, or nil.
+func (h *handshakeRefusal) apiError() *APIError {
+	if h.status == 0 {
+		return nil
+	}
+	return parseAPIError(h.status, h.body)
 }
 
 // CallID returns the id of the call the sideband is attached to.
 func (s *Sideband) CallID() string { return s.callID }
 
-// Read returns the next server event. A message that is not a JSON event
-// is logged and skipped. When the socket ends, the error tells how:
-// CloseStatus(err) is the close code the server sent, or -1 when the
-// connection broke without one.
+// Read returns the next server event, in the GA schema the control plane
+// reads (Event); the SDK's typed union is not needed for that. A message
+// that is not a JSON event is logged and skipped. When the socket ends,
+// the error tells how: CloseStatus(err) is the close code the server
+// sent, or -1 when the connection broke without one. Events that arrived
+// before the end are returned first.
 func (s *Sideband) Read(ctx context.Context) (Event, error) {
 	for {
-		typ, data, err := s.conn.Read(ctx)
+		data, err := s.conn.RecvRaw(ctx)
 		if err != nil {
+			if ctx.Err() == nil {
+				// The SDK's reader has stopped; release the socket.
+				s.conn.Abort()
+			}
 			return Event{}, fmt.Errorf("read sideband of call %s: %w", s.callID, err)
-		}
-		if typ != websocket.MessageText {
-			s.client.log.Warn("sideband sent a binary message; skipped", "call_id", s.callID, "bytes", len(data))
-			continue
 		}
 		ev, err := ParseEvent(data)
 		if err != nil || ev.Type == "" {
@@ -89,7 +124,7 @@ func (s *Sideband) Send(ctx context.Context, ev any) error {
 	if err != nil {
 		return fmt.Errorf("encode sideband event: %w", err)
 	}
-	if err := s.conn.Write(ctx, websocket.MessageText, data); err != nil {
+	if err := s.conn.SendRaw(ctx, data); err != nil {
 		return fmt.Errorf("write sideband of call %s: %w", s.callID, err)
 	}
 	return nil
@@ -98,8 +133,8 @@ func (s *Sideband) Send(ctx context.Context, ev any) error {
 // Close closes the socket with a normal closure. It does not end the call:
 // use Client.Hangup for that.
 func (s *Sideband) Close() error {
-	err := s.conn.Close(websocket.StatusNormalClosure, "")
-	if err == nil || errors.Is(err, net.ErrClosed) || websocket.CloseStatus(err) != -1 {
+	err := s.conn.Close()
+	if err == nil || websocket.CloseStatus(err) != -1 || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return fmt.Errorf("close sideband of call %s: %w", s.callID, err)

@@ -25,6 +25,13 @@ type VMConfig struct {
 	Realtime string `json:"realtime"`
 	// SyntheticTurnMS is the candidate's pace in synthetic mode.
 	SyntheticTurnMS int64 `json:"synthetic_turn_ms,omitempty"`
+	// RealtimeModel, RealtimeVoice and TranscribeModel choose the
+	// realtime model, the interviewer's voice and the transcription model
+	// in openai mode (settings REALTIME_MODEL, REALTIME_VOICE,
+	// TRANSCRIBE_MODEL); empty means the VM's defaults.
+	RealtimeModel   string `json:"realtime_model,omitempty"`
+	RealtimeVoice   string `json:"realtime_voice,omitempty"`
+	TranscribeModel string `json:"transcribe_model,omitempty"`
 	// Deadline is when the VM must end the interview on its own.
 	Deadline     time.Time `json:"deadline"`
 	MaxDurationS int       `json:"max_duration_s"`

@@ -312,7 +312,7 @@ func checkFake(t *testing.T, fake *openaitest.Server, wantTitle string) {
 	if err := json.Unmarshal(calls[0].Session, &sess); err != nil {
 		t.Fatal(err)
 	}
-	if sess.Type != "realtime" || sess.Model != realtimeModel || !strings.Contains(sess.Instructions, wantTitle) ||
+	if sess.Type != "realtime" || sess.Model != realtime.DefaultModel || !strings.Contains(sess.Instructions, wantTitle) ||
 		!strings.Contains(sess.Instructions, "Go (60%)") || sess.Audio.Input.Transcription.Model == "" ||
 		sess.Audio.Input.TurnDetection.Type != "server_vad" || sess.Audio.Output.Voice == "" {
 		t.Errorf("call session = %s", calls[0].Session)
@@ -403,7 +403,7 @@ func TestOpenAITokenMode(t *testing.T) {
 	status, body := vc.post("/session/token", "", "")
 	var tok tokenAnswer
 	if status != http.StatusOK || json.Unmarshal(body, &tok) != nil || !strings.HasPrefix(tok.Value, "ek_") ||
-		tok.Model != realtimeModel || time.Until(tok.ExpiresAt) < time.Minute {
+		tok.Model != realtime.DefaultModel || time.Until(tok.ExpiresAt) < time.Minute {
 		t.Fatalf("POST /session/token = %d %s", status, body)
 	}
 	if bytes.Contains(body, []byte(testAPIKey)) {

@@ -12,35 +12,31 @@ import (
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-// The realtime session the VM configures; the browser never chooses it.
-const (
-	realtimeModel      = "gpt-realtime"
-	realtimeVoice      = "marin"
-	transcriptionModel = "gpt-4o-transcribe"
-	// tokenTTL is how long an ephemeral client secret may start a call.
-	tokenTTL = 2 * time.Minute
-)
+// tokenTTL is how long an ephemeral client secret may start a call.
+const tokenTTL = 2 * time.Minute
 
 // sessionConfig is the GA session of an interview for pos: the
 // interviewer's instructions, its voice, input transcription (the
-// candidate's side of the transcript) and server VAD.
-func sessionConfig(pos session.Position, maxDuration time.Duration) realtime.SessionConfig {
+// candidate's side of the transcript) and server VAD. The models and voice
+// come from v (the VM's config); the browser never chooses them.
+func sessionConfig(pos session.Position, maxDuration time.Duration, v realtime.Voice) realtime.SessionConfig {
+	v = v.WithDefaults()
 	yes := true
 	return realtime.SessionConfig{
 		Type:             realtime.SessionTypeRealtime,
-		Model:            realtimeModel,
+		Model:            v.Model,
 		Instructions:     instructions(pos, maxDuration),
 		OutputModalities: []string{"audio"},
 		Audio: &realtime.AudioConfig{
 			Input: &realtime.AudioInput{
-				Transcription: &realtime.Transcription{Model: transcriptionModel},
+				Transcription: &realtime.Transcription{Model: v.TranscriptionModel},
 				TurnDetection: &realtime.TurnDetection{
 					Type: "server_vad", Threshold: 0.5, PrefixPaddingMS: 300, SilenceDurationMS: 500,
 					CreateResponse: &yes, InterruptResponse: &yes,
 				},
 				NoiseReduction: &realtime.NoiseReduction{Type: "near_field"},
 			},
-			Output: &realtime.AudioOutput{Voice: realtimeVoice},
+			Output: &realtime.AudioOutput{Voice: v.Voice},
 		},
 	}
 }

@@ -276,7 +276,8 @@ func (v *vm) newBroker(cfg session.VMConfig) (broker, error) {
 			Logger:  v.log.With("component", "realtime"),
 		})
 		maxDur := time.Duration(cfg.MaxDurationS) * time.Second
-		return newOpenAIBroker(hooks, client, sessionConfig(cfg.Position, maxDur)), nil
+		voice := realtime.Voice{Model: cfg.RealtimeModel, Voice: cfg.RealtimeVoice, TranscriptionModel: cfg.TranscribeModel}
+		return newOpenAIBroker(hooks, client, sessionConfig(cfg.Position, maxDur, voice)), nil
 	}
 	return nil, fmt.Errorf("unknown realtime mode %q: want %s, %s or %s", cfg.Realtime,
 		session.RealtimeSimulated, session.RealtimeOpenAI, session.RealtimeSynthetic)

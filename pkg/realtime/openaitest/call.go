@@ -34,6 +34,7 @@ type call struct {
 	session   json.RawMessage
 	sessID    string
 	sb        *websocket.Conn // the attached sideband, if any
+	outage    bool            // between DropSideband and AwaitSideband
 	sidebands int
 	dcOpen    bool
 	events    []ClientEvent
@@ -162,6 +163,12 @@ func (c *call) serveSideband(conn *websocket.Conn) {
 	if c.ended {
 		c.mu.Unlock()
 		_ = conn.Close(websocket.StatusNormalClosure, "call ended")
+		return
+	}
+	if c.outage {
+		// The outage began during the handshake: the connection dies.
+		c.mu.Unlock()
+		_ = conn.CloseNow()
 		return
 	}
 	old := c.sb
@@ -357,12 +364,17 @@ func (c *call) step(st Step) bool {
 		c.mu.Lock()
 		sb := c.sb
 		c.sb = nil
+		c.outage = true
 		c.changedLocked()
 		c.mu.Unlock()
 		if sb != nil {
 			_ = sb.CloseNow()
 		}
 	case st.AwaitSideband:
+		c.mu.Lock()
+		c.outage = false
+		c.changedLocked()
+		c.mu.Unlock()
 		return c.waitFor(func() bool { return c.sb != nil })
 	case st.HangUp:
 		c.end(false)
@@ -389,4 +401,11 @@ func (c *call) waitFor(cond func() bool) bool {
 		case <-c.done:
 		}
 	}
+}
+
+// unreachable reports whether the sideband is in a scripted outage.
+func (c *call) unreachable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.outage
 }

@@ -20,9 +20,14 @@ type Step struct {
 	// Pause waits this long.
 	Pause time.Duration
 	// DropSideband breaks the sideband's connection without a close
-	// frame, as a network fault would; the call goes on.
+	// frame, as a network fault would; the call goes on. The outage
+	// lasts until an AwaitSideband step: until then a client dialling
+	// the sideband has its connection cut before any answer, so every
+	// event in between reaches the events channel only, however fast
+	// the client re-dials.
 	DropSideband bool
-	// AwaitSideband waits until a sideband is attached again.
+	// AwaitSideband ends the outage a DropSideband began and waits until
+	// a sideband is attached again.
 	AwaitSideband bool
 	// HangUp ends the call from the API's side: the peer connection is
 	// closed and the sideband gets a normal closure.

@@ -614,12 +614,30 @@ func (s *Server) handleSideband(w http.ResponseWriter, r *http.Request, auth str
 			"No session found for the provided call_id")
 		return
 	}
+	if c.unreachable() {
+		cutConnection(w)
+		return
+	}
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return
 	}
 	conn.SetReadLimit(1 << 20)
 	c.serveSideband(conn)
+}
+
+// cutConnection closes the client's connection without an answer, as a
+// network outage would.
+func cutConnection(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	_ = conn.Close()
 }
 
 // apiError is an error answer in the making.
