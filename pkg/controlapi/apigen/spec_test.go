@@ -98,6 +98,14 @@ func TestSpecConventions(t *testing.T) {
 			if strings.HasPrefix(path, "/internal/") {
 				want = append(want, "409")
 			}
+			if _, creates := responses["201"]; creates && op.RequestBody != nil &&
+				op.RequestBody.Value.Content.Get("application/json") != nil {
+				// Creates keep their answers under an Idempotency-Key.
+				if !slices.ContainsFunc(params, func(r *openapi3.ParameterRef) bool { return r.Value.Name == "Idempotency-Key" }) {
+					t.Errorf("%s: a create without the Idempotency-Key parameter", name)
+				}
+				want = append(want, "409", "422")
+			}
 			for _, s := range want {
 				if !slices.Contains(statuses, s) {
 					t.Errorf("%s: documents no %s answer", name, s)
@@ -129,8 +137,8 @@ func TestSpecConventions(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != 26 {
-		t.Errorf("%d operations, want 26", len(seen))
+	if len(seen) != 29 {
+		t.Errorf("%d operations, want 29", len(seen))
 	}
 }
 
@@ -210,8 +218,9 @@ func TestGeneratedCodeIsCurrent(t *testing.T) {
 func TestSecurity(t *testing.T) {
 	got := Security()
 	want := map[string][]string{
-		"createPosition":     {SchemeTenantJWT},
-		"streamTranscript":   {SchemeTenantJWT},
+		"createPosition":     {SchemeTenantAPIKey, SchemeTenantJWT},
+		"streamTranscript":   {SchemeTenantAPIKey, SchemeTenantJWT},
+		"deleteAPIKey":       {SchemeTenantAPIKey, SchemeTenantJWT},
 		"postSessionSDP":     {SchemeInterviewAccessToken, SchemeTenantJWT},
 		"createSessionToken": {SchemeInterviewAccessToken, SchemeTenantJWT},
 		"reportSessionCall":  {SchemeInterviewAccessToken, SchemeTenantJWT},
@@ -226,11 +235,11 @@ func TestSecurity(t *testing.T) {
 			t.Errorf("Security()[%s] = %v, want %v", op, got[op], schemes)
 		}
 	}
-	if len(got) != 26 {
-		t.Errorf("Security() has %d operations, want 26", len(got))
+	if len(got) != 29 {
+		t.Errorf("Security() has %d operations, want 29", len(got))
 	}
 	got["createPosition"][0] = "changed"
-	if Security()["createPosition"][0] != SchemeTenantJWT {
+	if Security()["createPosition"][0] != SchemeTenantAPIKey {
 		t.Error("Security() shares its slices between calls")
 	}
 }
