@@ -122,8 +122,12 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		body, err := io.ReadAll(req.Body)
 		if err != nil {
 			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
+			var he *echo.HTTPError
+			switch {
+			case errors.As(err, &tooLarge):
 				return session.Errorf(session.ETOOLARGE, "request body too large")
+			case errors.As(err, &he):
+				return he // echo's body limit: 413
 			}
 			return session.Errorf(session.EINVALID, "unreadable request body")
 		}

@@ -265,6 +265,9 @@ func TestSessionJSONMatchesSchemas(t *testing.T) {
 		Status: session.StateScheduled, Architecture: session.ArchitectureHybrid, MaxDurationS: 60, CreatedAt: now}
 	position := session.PositionRecord{ID: id, TenantID: tenant, Title: "T", CreatedAt: now,
 		Competencies: []session.Competency{{Name: "Go", Weight: 0.5}, {Name: "SQL", Weight: 2, Description: "d"}}}
+	apiKey := session.APIKey{ID: id, TenantID: tenant, Name: "ATS", Role: "viewer", Prefix: "ik_abcdefgh", CreatedAt: now}
+	used := apiKey
+	used.LastUsedAt = &now
 	tests := map[string]struct {
 		schema string
 		value  any
@@ -281,18 +284,22 @@ func TestSessionJSONMatchesSchemas(t *testing.T) {
 		"vm config": {"VMConfig", session.VMConfig{SessionID: id, TenantID: tenant, Architecture: "hybrid", Realtime: "openai",
 			Deadline: now, MaxDurationS: 2700, HeartbeatIntervalMS: 5000, IdleTimeoutMS: 0,
 			Position: session.Position{Title: "T", Competencies: position.Competencies}}},
-		"ready":             {"ReadyRequest", session.ReadyRequest{MachineID: "m1"}},
-		"heartbeat":         {"Heartbeat", session.Heartbeat{LastSeq: 3, AckedSeq: 2, BufferedSegments: 1, Retries: 4, Sideband: "open"}},
-		"heartbeat answer":  {"HeartbeatAnswer", session.HeartbeatAnswer{Action: session.ActionEnd, Reason: session.ReasonMaxDuration}},
-		"continue":          {"HeartbeatAnswer", session.HeartbeatAnswer{Action: session.ActionContinue}},
-		"transcript batch":  {"TranscriptBatch", session.TranscriptBatch{Segments: []session.Segment{{Seq: 1, Speaker: "candidate", Text: "a"}}}},
-		"transcript ack":    {"TranscriptAck", session.TranscriptAck{AckedSeq: 7}},
-		"ended":             {"Ended", session.Ended{Reason: session.ReasonCompleted, LastSeq: 0}},
-		"error":             {"ErrorResponse", map[string]any{"error": map[string]string{"code": session.EQUOTA, "message": "m"}}},
-		"start answer":      {"StartReady", map[string]any{"interview": full, "connect": map[string]any{"sdp_url": "u", "token_url": "u", "access_token": "t", "expires_at": now}}},
-		"start answer, 202": {"StartPending", map[string]any{"interview": scheduled}},
-		"list":              {"InterviewList", map[string]any{"items": []session.Interview{full}, "next_cursor": nil}},
-		"list, next page":   {"PositionList", map[string]any{"items": []session.PositionRecord{position}, "next_cursor": "abc"}},
+		"ready":              {"ReadyRequest", session.ReadyRequest{MachineID: "m1"}},
+		"heartbeat":          {"Heartbeat", session.Heartbeat{LastSeq: 3, AckedSeq: 2, BufferedSegments: 1, Retries: 4, Sideband: "open"}},
+		"heartbeat answer":   {"HeartbeatAnswer", session.HeartbeatAnswer{Action: session.ActionEnd, Reason: session.ReasonMaxDuration}},
+		"continue":           {"HeartbeatAnswer", session.HeartbeatAnswer{Action: session.ActionContinue}},
+		"transcript batch":   {"TranscriptBatch", session.TranscriptBatch{Segments: []session.Segment{{Seq: 1, Speaker: "candidate", Text: "a"}}}},
+		"transcript ack":     {"TranscriptAck", session.TranscriptAck{AckedSeq: 7}},
+		"ended":              {"Ended", session.Ended{Reason: session.ReasonCompleted, LastSeq: 0}},
+		"error":              {"ErrorResponse", map[string]any{"error": map[string]string{"code": session.EQUOTA, "message": "m"}}},
+		"start answer":       {"StartReady", map[string]any{"interview": full, "connect": map[string]any{"sdp_url": "u", "token_url": "u", "access_token": "t", "expires_at": now}}},
+		"start answer, 202":  {"StartPending", map[string]any{"interview": scheduled}},
+		"list":               {"InterviewList", map[string]any{"items": []session.Interview{full}, "next_cursor": nil}},
+		"list, next page":    {"PositionList", map[string]any{"items": []session.PositionRecord{position}, "next_cursor": "abc"}},
+		"api key":            {"APIKey", apiKey},
+		"api key, used":      {"APIKey", used},
+		"api keys":           {"APIKeyList", map[string]any{"items": []session.APIKey{apiKey, used}, "next_cursor": nil}},
+		"error, idempotency": {"ErrorResponse", map[string]any{"error": map[string]string{"code": session.EIDEMPOTENCYREUSED, "message": "m"}}},
 	}
 	opts := []openapi3.SchemaValidationOption{
 		openapi3.MultiErrors(),
