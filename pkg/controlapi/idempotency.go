@@ -160,12 +160,14 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		defer cancel()
 		status := c.Response().Status
 		if status >= 500 || rw.overflow || !c.Response().Committed {
+			s.metrics.idempotency.WithLabelValues("released").Inc()
 			if err := s.catalog.ReleaseIdempotencyKey(bg, scope, keyHash, claim); err != nil {
 				s.logger.Error("release idempotency key", "error", err,
 					"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
 			}
 			return nil
 		}
+		s.metrics.idempotency.WithLabelValues("created").Inc()
 		sealed, err := sealAnswer(idemKey, reqHash, rw.body.Bytes())
 		if err == nil {
 			err = s.catalog.CompleteIdempotencyKey(bg, scope, keyHash, claim, status,
@@ -182,10 +184,12 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 // replay answers from the record of a key that another request holds.
 func (s *Server) replay(c echo.Context, idemKey string, reqHash []byte, rec session.IdempotencyRecord) error {
 	if !bytes.Equal(rec.RequestHash, reqHash) {
+		s.metrics.idempotency.WithLabelValues("reused").Inc()
 		return session.Errorf(session.EIDEMPOTENCYREUSED,
 			"this Idempotency-Key was used for another request in the last 24 hours")
 	}
 	if rec.Status == 0 {
+		s.metrics.idempotency.WithLabelValues("in_flight").Inc()
 		return session.Errorf(session.EIDEMPOTENCYINFLIGHT,
 			"a request with this Idempotency-Key is still running; retry later")
 	}
@@ -193,6 +197,7 @@ func (s *Server) replay(c echo.Context, idemKey string, reqHash []byte, rec sess
 	if err != nil {
 		return fmt.Errorf("open stored idempotent answer: %w", err)
 	}
+	s.metrics.idempotency.WithLabelValues("replayed").Inc()
 	c.Response().Header().Set(headerIdempotentReplay, "true")
 	if rec.ContentType == "" {
 		return c.NoContent(rec.Status)

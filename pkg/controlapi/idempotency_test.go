@@ -100,6 +100,13 @@ func TestIdempotentCreates(t *testing.T) {
 		t.Fatalf("position replay made another: %v / %v", p1, p2)
 	}
 
+	metrics := string(e.do("GET", "/metrics", "", nil).body)
+	for _, line := range []string{`http_idempotent_requests_total{outcome="replayed"} 5`, `http_idempotent_requests_total{outcome="reused"} 2`} {
+		if !strings.Contains(metrics, line) {
+			t.Errorf("/metrics lacks %s", line)
+		}
+	}
+
 	// A new controller instance on the same database replays too.
 	restarted := newEnvOn(t, e.db, e.dbURL)
 	r := restarted.do("POST", "/v1/candidates", tok, body, "Idempotency-Key", "cand-1")
