@@ -147,6 +147,21 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 			return s.replay(c, idemKey, reqHash, rec)
 		}
 
+		release := func(ctx context.Context) {
+			s.metrics.idempotency.WithLabelValues("released").Inc()
+			if err := s.catalog.ReleaseIdempotencyKey(ctx, scope, keyHash, claim); err != nil {
+				s.logger.Error("release idempotency key", "error", err,
+					"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+			}
+		}
+		defer func() {
+			// A handler that panics must not hold the key until its lease
+			// ends.
+			if p := recover(); p != nil {
+				release(context.WithoutCancel(ctx))
+				panic(p)
+			}
+		}()
 		rw := &teeWriter{ResponseWriter: c.Response().Writer}
 		c.Response().Writer = rw
 		err = next(c)
@@ -160,14 +175,10 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		defer cancel()
 		status := c.Response().Status
 		if status >= 500 || rw.overflow || !c.Response().Committed {
-			s.metrics.idempotency.WithLabelValues("released").Inc()
-			if err := s.catalog.ReleaseIdempotencyKey(bg, scope, keyHash, claim); err != nil {
-				s.logger.Error("release idempotency key", "error", err,
-					"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
-			}
+			release(bg)
 			return nil
 		}
-		s.metrics.idempotency.WithLabelValues("created").Inc()
+		s.metrics.idempotency.WithLabelValues("stored").Inc()
 		sealed, err := sealAnswer(idemKey, reqHash, rw.body.Bytes())
 		if err == nil {
 			err = s.catalog.CompleteIdempotencyKey(bg, scope, keyHash, claim, status,

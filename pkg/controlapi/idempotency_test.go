@@ -244,3 +244,38 @@ func TestIdempotencyRelease(t *testing.T) {
 		t.Fatalf("claim after release: %+v %v", rec, err)
 	}
 }
+
+// TestIdempotencyFailedCreateIsNotKept: a create that fails with a 5xx
+// keeps nothing, so its retry with the same key runs again.
+func TestIdempotencyFailedCreateIsNotKept(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	tenant := newTenant()
+	tok := tenantToken(t, tenant, "admin")
+	body := map[string]any{"full_name": "Ada", "email": "ada@example.com"}
+	// Break candidate inserts in this test's database only.
+	if _, err := e.db.Pool.Exec(ctx, `REVOKE INSERT ON interviews.candidates FROM interview_app`); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do("POST", "/v1/candidates", tok, body, "Idempotency-Key", "retry-me"); r.status != 500 {
+		t.Fatalf("create without the privilege: %d %s", r.status, r.body)
+	}
+	if n := e.count(`SELECT count(*) FROM interviews.idempotency_keys WHERE tenant_id = $1`, tenant); n != 0 {
+		t.Fatalf("a failed create kept %d idempotency rows", n)
+	}
+	if _, err := e.db.Pool.Exec(ctx, `GRANT INSERT ON interviews.candidates TO interview_app`); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do("POST", "/v1/candidates", tok, body, "Idempotency-Key", "retry-me")
+	if r.status != 201 || r.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("retry after the failure: %d %v %s", r.status, r.header, r.body)
+	}
+	if again := e.do("POST", "/v1/candidates", tok, body, "Idempotency-Key", "retry-me"); again.status != 201 ||
+		again.header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(again.body, r.body) {
+		t.Fatalf("replay of the retry: %d %v %s", again.status, again.header, again.body)
+	}
+	metrics := string(e.do("GET", "/metrics", "", nil).body)
+	if !strings.Contains(metrics, `http_idempotent_requests_total{outcome="released"} 1`) {
+		t.Error("/metrics does not count the released key")
+	}
+}

@@ -6,7 +6,8 @@ type metrics struct {
 	streams     prometheus.Gauge
 	rateLimited prometheus.Counter
 	// idempotency counts creates with an Idempotency-Key by outcome:
-	// created, replayed, reused (422), in_flight (409), released (5xx).
+	// stored (the answer is kept), replayed, reused (422), in_flight
+	// (409), released (5xx: nothing kept).
 	idempotency *prometheus.CounterVec
 }
 
@@ -20,7 +21,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		idempotency: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "http_idempotent_requests_total",
-			Help: "Creating requests with an Idempotency-Key, by outcome (created, replayed, reused, in_flight, released).",
+			Help: "Creating requests with an Idempotency-Key, by outcome (stored, replayed, reused, in_flight, released).",
 		}, []string{"outcome"}),
 	}
 	if reg != nil {
