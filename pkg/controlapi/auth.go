@@ -254,14 +254,29 @@ func bearer(c echo.Context) (string, error) {
 
 const principalKey = "principal"
 
-// requireTenant authenticates tenant users; read-only roles may only read.
-func (s *Server) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
+// requireTenant authenticates tenant users by their JWT and, when
+// apiKeys, tenant API keys (ik_…); read-only roles may only read.
+func (s *Server) requireTenant(apiKeys bool) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return s.tenantAuth(apiKeys, next)
+	}
+}
+
+func (s *Server) tenantAuth(apiKeys bool, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		raw, err := bearer(c)
 		if err != nil {
 			return err
 		}
-		p, err := s.auth.Tenant(raw)
+		var p Principal
+		switch {
+		case strings.HasPrefix(raw, apiKeyPrefix) && apiKeys:
+			p, err = s.apiKeyPrincipal(c, raw)
+		case strings.HasPrefix(raw, apiKeyPrefix):
+			err = session.Errorf(session.EUNAUTHENTICATED, "API keys are not accepted on this route")
+		default:
+			p, err = s.auth.Tenant(raw)
+		}
 		if err != nil {
 			return err
 		}

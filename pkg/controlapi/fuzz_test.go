@@ -21,6 +21,8 @@ func FuzzRoutes(f *testing.F) {
 		`{"title":"\u0000","competencies":[{"name":"x","weight":1e309}]}`,
 		`{"segments":[{"seq":9223372036854775807,"speaker":"candidate","text":"\u0000"}]}`,
 		`{"weight":-0}`, `[]`, `null`, `{"title":5}`, "\xff\xfe", `{"a":[`, "",
+		`{"name":"backend","role":"recruiter"}`, `{"name":"\u0000","role":"admin"}`,
+		`{"name":"\ud800","role":"viewer"}`, `{"name":"k","role":"owner"}`, "{\"name\":\"\xff\",\"role\":\"admin\"}",
 	}
 	for _, s := range seeds {
 		for r := range uint8(len(fuzzRoutes)) {
@@ -72,6 +74,7 @@ var fuzzRoutes = []struct {
 	{"/v1/interviews", "application/json", false},
 	{"/internal/v1/sessions/{id}/transcript", "application/json", true},
 	{"/v1/interviews/{id}/session/sdp", "application/sdp", false},
+	{"/v1/api-keys", "application/json", false},
 }
 
 // snapshot summarises every table the API writes.
@@ -82,6 +85,7 @@ func (e *env) snapshot() string {
 		(SELECT count(*) FROM interviews.positions), (SELECT count(*) FROM interviews.position_competencies),
 		(SELECT count(*) FROM interviews.candidates), (SELECT count(*) FROM interviews.interview_sessions),
 		(SELECT count(*) FROM interviews.session_events), (SELECT count(*) FROM interviews.transcript_segments),
+		(SELECT count(*) FROM interviews.api_keys), (SELECT count(*) FROM interviews.idempotency_keys),
 		(SELECT string_agg(status || transcript_acked_seq, ',' ORDER BY id) FROM interviews.interview_sessions))`).Scan(&out)
 	if err != nil {
 		e.t.Fatal(err)

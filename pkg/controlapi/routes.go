@@ -26,8 +26,11 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 		switch {
 		case has(schemes, apigen.SchemeInterviewAccessToken):
 			chain = append(chain, s.requireSession, limit)
-		case has(schemes, apigen.SchemeTenantJWT):
-			chain = append(chain, s.requireTenant, limit)
+		case has(schemes, apigen.SchemeTenantJWT), has(schemes, apigen.SchemeTenantAPIKey):
+			chain = append(chain, s.requireTenant(has(schemes, apigen.SchemeTenantAPIKey)), limit)
+		}
+		if adminOps[op] {
+			chain = append(chain, requireAdmin)
 		}
 		// sessionToken routes check the VM's token in the handler, against
 		// the session's stored hash.
@@ -43,9 +46,27 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 			continue
 		}
 		mw[op] = append(chain, validate)
+		if idempotentOps[op] {
+			// After validation: a request that breaks the contract stores
+			// nothing.
+			mw[op] = append(mw[op], s.idempotent)
+		}
 	}
 	apigen.RegisterHandlersWithOptions(e, s, apigen.RegisterHandlersOptions{OperationMiddlewares: mw})
 }
+
+// idempotentOps are the creating operations whose answers are kept under
+// the client's Idempotency-Key (see idempotency.go); a new creating route
+// opts in with one line here.
+var idempotentOps = map[string]bool{
+	"createPosition":  true,
+	"createCandidate": true,
+	"createInterview": true,
+	"createAPIKey":    true,
+}
+
+// adminOps are the operations only the admin role may call.
+var adminOps = map[string]bool{"createAPIKey": true, "listAPIKeys": true, "deleteAPIKey": true}
 
 func has(list []string, v string) bool {
 	for _, x := range list {
@@ -73,7 +94,9 @@ func (s *Server) ListPositions(c echo.Context, _ apigen.ListPositionsParams) err
 }
 
 // CreatePosition handles "POST /v1/positions".
-func (s *Server) CreatePosition(c echo.Context) error { return s.handlePositionCreate(c) }
+func (s *Server) CreatePosition(c echo.Context, _ apigen.CreatePositionParams) error {
+	return s.handlePositionCreate(c)
+}
 
 // GetPosition handles "GET /v1/positions/{id}".
 func (s *Server) GetPosition(c echo.Context, _ apigen.ID) error { return s.handlePositionGet(c) }
@@ -84,7 +107,9 @@ func (s *Server) ListCandidates(c echo.Context, _ apigen.ListCandidatesParams) e
 }
 
 // CreateCandidate handles "POST /v1/candidates".
-func (s *Server) CreateCandidate(c echo.Context) error { return s.handleCandidateCreate(c) }
+func (s *Server) CreateCandidate(c echo.Context, _ apigen.CreateCandidateParams) error {
+	return s.handleCandidateCreate(c)
+}
 
 // GetCandidate handles "GET /v1/candidates/{id}".
 func (s *Server) GetCandidate(c echo.Context, _ apigen.ID) error { return s.handleCandidateGet(c) }
@@ -95,7 +120,9 @@ func (s *Server) ListInterviews(c echo.Context, _ apigen.ListInterviewsParams) e
 }
 
 // CreateInterview handles "POST /v1/interviews".
-func (s *Server) CreateInterview(c echo.Context) error { return s.handleInterviewCreate(c) }
+func (s *Server) CreateInterview(c echo.Context, _ apigen.CreateInterviewParams) error {
+	return s.handleInterviewCreate(c)
+}
 
 // GetInterview handles "GET /v1/interviews/{id}".
 func (s *Server) GetInterview(c echo.Context, _ apigen.ID) error { return s.handleInterviewGet(c) }
@@ -140,6 +167,19 @@ func (s *Server) CreateSessionToken(c echo.Context, _ apigen.ID) error {
 func (s *Server) ReportSessionCall(c echo.Context, _ apigen.ID) error {
 	return s.handleSessionProxy(c)
 }
+
+// ListAPIKeys handles "GET /v1/api-keys".
+func (s *Server) ListAPIKeys(c echo.Context, _ apigen.ListAPIKeysParams) error {
+	return s.handleAPIKeyList(c)
+}
+
+// CreateAPIKey handles "POST /v1/api-keys".
+func (s *Server) CreateAPIKey(c echo.Context, _ apigen.CreateAPIKeyParams) error {
+	return s.handleAPIKeyCreate(c)
+}
+
+// DeleteAPIKey handles "DELETE /v1/api-keys/{id}".
+func (s *Server) DeleteAPIKey(c echo.Context, _ apigen.ID) error { return s.handleAPIKeyDelete(c) }
 
 // GetVMConfig handles "GET /internal/v1/sessions/{id}/config".
 func (s *Server) GetVMConfig(c echo.Context, _ apigen.SessionID) error { return s.handleVMConfig(c) }

@@ -41,6 +41,26 @@ type Catalog interface {
 	ListCandidates(ctx context.Context, scope session.Scope, p session.Page) ([]session.Candidate, string, error)
 	ListInterviews(ctx context.Context, scope session.Scope, status session.State, p session.Page) ([]session.Interview, string, error)
 	Transcript(ctx context.Context, scope session.Scope, id string, afterSeq int64, limit int) ([]session.Segment, session.Interview, error)
+	APIKeyStore
+	IdempotencyStore
+}
+
+// APIKeyStore keeps tenant API keys by the hash of their secret.
+type APIKeyStore interface {
+	CreateAPIKey(ctx context.Context, scope session.Scope, k session.APIKey, keyHash []byte) (session.APIKey, error)
+	ListAPIKeys(ctx context.Context, scope session.Scope, p session.Page) ([]session.APIKey, string, error)
+	DeleteAPIKey(ctx context.Context, scope session.Scope, id string) error
+	// APIKeyByHash finds a key of any tenant by the hash of its secret
+	// (session.ENOTFOUND: none) and records its use.
+	APIKeyByHash(ctx context.Context, keyHash []byte) (session.APIKey, error)
+}
+
+// IdempotencyStore keeps the answers of creating requests by their
+// Idempotency-Key, per tenant, across replicas and restarts.
+type IdempotencyStore interface {
+	ClaimIdempotencyKey(ctx context.Context, scope session.Scope, r session.IdempotencyRequest) (session.IdempotencyRecord, error)
+	CompleteIdempotencyKey(ctx context.Context, scope session.Scope, keyHash []byte, claim string, status int, contentType string, response []byte) error
+	ReleaseIdempotencyKey(ctx context.Context, scope session.Scope, keyHash []byte, claim string) error
 }
 
 // Lifecycle runs interviews (provision.Service).
@@ -246,18 +266,20 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 var statusOf = map[string]int{
-	session.EINVALID:         http.StatusBadRequest,
-	session.EUNAUTHENTICATED: http.StatusUnauthorized,
-	session.EFORBIDDEN:       http.StatusForbidden,
-	session.ENOTFOUND:        http.StatusNotFound,
-	session.ECONFLICT:        http.StatusConflict,
-	session.ETOOLARGE:        http.StatusRequestEntityTooLarge,
-	session.ERATELIMITED:     http.StatusTooManyRequests,
-	session.EUNAVAILABLE:     http.StatusServiceUnavailable,
-	session.EQUOTA:           http.StatusTooManyRequests,
-	session.EBADGATEWAY:      http.StatusBadGateway,
-	session.EGATEWAYTIMEOUT:  http.StatusGatewayTimeout,
-	session.EINTERNAL:        http.StatusInternalServerError,
+	session.EINVALID:             http.StatusBadRequest,
+	session.EUNAUTHENTICATED:     http.StatusUnauthorized,
+	session.EFORBIDDEN:           http.StatusForbidden,
+	session.ENOTFOUND:            http.StatusNotFound,
+	session.ECONFLICT:            http.StatusConflict,
+	session.ETOOLARGE:            http.StatusRequestEntityTooLarge,
+	session.ERATELIMITED:         http.StatusTooManyRequests,
+	session.EUNAVAILABLE:         http.StatusServiceUnavailable,
+	session.EQUOTA:               http.StatusTooManyRequests,
+	session.EBADGATEWAY:          http.StatusBadGateway,
+	session.EGATEWAYTIMEOUT:      http.StatusGatewayTimeout,
+	session.EINTERNAL:            http.StatusInternalServerError,
+	session.EIDEMPOTENCYREUSED:   http.StatusUnprocessableEntity,
+	session.EIDEMPOTENCYINFLIGHT: http.StatusConflict,
 }
 
 var codeOfStatus = map[int]string{

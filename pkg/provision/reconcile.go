@@ -18,6 +18,18 @@ type LiveLister interface {
 	LiveInterviews(ctx context.Context) ([]session.Interview, error)
 }
 
+// ReconcileStore is what the reconciler reads and tidies in the database.
+type ReconcileStore interface {
+	LiveLister
+	// DeleteExpiredIdempotencyKeys deletes the idempotency keys of every
+	// tenant past their retention and returns how many it deleted.
+	DeleteExpiredIdempotencyKeys(ctx context.Context) (int64, error)
+}
+
+// sweepEvery is the least time between two deletions of expired
+// idempotency keys: they are kept 24 h, so a minute late is nothing.
+const sweepEvery = time.Minute
+
 // ReconcileConfig holds the reconciler's settings.
 type ReconcileConfig struct {
 	// Interval is the period of passes (RECONCILE_INTERVAL).
@@ -46,7 +58,7 @@ type ReconcileConfig struct {
 type Reconciler struct {
 	cfg      ReconcileConfig
 	svc      *Service
-	live     LiveLister
+	live     ReconcileStore
 	machines Machines
 	logger   *slog.Logger
 	metrics  *reconcileMetrics
@@ -59,10 +71,12 @@ type Reconciler struct {
 	// reached a controller that was down or not leading, so silence counts
 	// from here at the earliest.
 	leadingSince time.Time
+	// swept is when expired idempotency keys were last deleted.
+	swept time.Time
 }
 
 // NewReconciler returns a Reconciler working through svc.
-func NewReconciler(cfg ReconcileConfig, svc *Service, live LiveLister, machines Machines, logger *slog.Logger, reg prometheus.Registerer) *Reconciler {
+func NewReconciler(cfg ReconcileConfig, svc *Service, live ReconcileStore, machines Machines, logger *slog.Logger, reg prometheus.Registerer) *Reconciler {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 10 * time.Second
 	}
@@ -95,6 +109,9 @@ type Report struct {
 	Failed             map[string]int // by rule
 	Adopted            int
 	Ended              int
+	// IdempotencyKeysExpired is how many expired idempotency keys the pass
+	// deleted.
+	IdempotencyKeysExpired int
 }
 
 // Run passes every Interval until ctx ends. Call it while leading.
@@ -192,7 +209,28 @@ func (r *Reconciler) pass(ctx context.Context) (Report, error) {
 		r.session(ctx, iv, running, now, &rep)
 	}
 	r.metrics.machines.Set(float64(len(machines)))
+	r.sweep(ctx, now, &rep)
 	return rep, nil
+}
+
+// sweep deletes expired idempotency keys, at most once every sweepEvery. A
+// failure is logged and retried on the next pass: it costs only space.
+func (r *Reconciler) sweep(ctx context.Context, now time.Time, rep *Report) {
+	r.mu.Lock()
+	due := r.swept.IsZero() || now.Sub(r.swept) >= sweepEvery
+	if due {
+		r.swept = now
+	}
+	r.mu.Unlock()
+	if !due {
+		return
+	}
+	n, err := r.live.DeleteExpiredIdempotencyKeys(ctx)
+	if err != nil {
+		r.logger.Warn("delete expired idempotency keys", "error", err)
+		return
+	}
+	rep.IdempotencyKeysExpired = int(n)
 }
 
 // session applies the rules to one live session.

@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -416,5 +417,53 @@ func TestReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T) {
 	got := r.get(iv.ID)
 	if got.Status != session.StateReady || got.Machine == nil || got.Machine.ID != m.ID {
 		t.Fatalf("after a pass: status %s machine %+v", got.Status, got.Machine)
+	}
+}
+
+// TestReconcilerDeletesExpiredIdempotencyKeys: a pass deletes expired keys
+// of every tenant, keeps live ones, and sweeps at most once a minute.
+func TestReconcilerDeletesExpiredIdempotencyKeys(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	other := session.TenantScope(uuid.NewString())
+	for i, scope := range []session.Scope{r.scope, other, r.scope} {
+		_, err := r.db.ClaimIdempotencyKey(ctx, scope, session.IdempotencyRequest{
+			KeyHash: bytes.Repeat([]byte{byte(i)}, 32), RequestHash: bytes.Repeat([]byte{9}, 32),
+			Claim: uuid.NewString(), TTL: time.Hour, Lease: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	expire := func(keep []byte) {
+		t.Helper()
+		if _, err := r.db.Pool.Exec(ctx, `UPDATE interviews.idempotency_keys SET expires_at = now() - interval '1 second'
+			WHERE key_hash IS DISTINCT FROM $1::bytea`, keep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := r.db.Pool.QueryRow(ctx, `SELECT count(*) FROM interviews.idempotency_keys`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	expire(bytes.Repeat([]byte{2}, 32)) // one key of each tenant expires
+	rep, err := r.rec.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.IdempotencyKeysExpired != 2 || count() != 1 {
+		t.Fatalf("pass deleted %d keys, %d left; want 2 deleted, 1 left", rep.IdempotencyKeysExpired, count())
+	}
+	// The next pass within the minute does not sweep; one a minute later does.
+	expire(nil)
+	if rep, _ := r.rec.RunOnce(ctx); rep.IdempotencyKeysExpired != 0 || count() != 1 {
+		t.Fatalf("a pass within the minute swept %d", rep.IdempotencyKeysExpired)
+	}
+	r.clock.Advance(time.Minute)
+	if rep, _ := r.rec.RunOnce(ctx); rep.IdempotencyKeysExpired != 1 || count() != 0 {
+		t.Fatalf("a pass a minute later deleted %d, %d left", rep.IdempotencyKeysExpired, count())
 	}
 }

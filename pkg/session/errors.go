@@ -20,6 +20,10 @@ const (
 	EBADGATEWAY      = "bad_gateway"
 	EGATEWAYTIMEOUT  = "gateway_timeout"
 	EINTERNAL        = "internal"
+	// EIDEMPOTENCYREUSED: an Idempotency-Key sent again with another request.
+	EIDEMPOTENCYREUSED = "idempotency_key_reused"
+	// EIDEMPOTENCYINFLIGHT: an Idempotency-Key whose first request still runs.
+	EIDEMPOTENCYINFLIGHT = "idempotency_key_in_flight"
 )
 
 // Error is a domain error with a code from the contract and a message

@@ -20,6 +20,27 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for APIKeyRole.
+const (
+	APIKeyRoleAdmin     APIKeyRole = "admin"
+	APIKeyRoleRecruiter APIKeyRole = "recruiter"
+	APIKeyRoleViewer    APIKeyRole = "viewer"
+)
+
+// Valid indicates whether the value is a known member of the APIKeyRole enum.
+func (e APIKeyRole) Valid() bool {
+	switch e {
+	case APIKeyRoleAdmin:
+		return true
+	case APIKeyRoleRecruiter:
+		return true
+	case APIKeyRoleViewer:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Actor.
 const (
 	ActorController Actor = "controller"
@@ -206,6 +227,59 @@ func (e VMConfigRealtime) Valid() bool {
 	}
 }
 
+// APIKey defines model for APIKey.
+type APIKey struct {
+	CreatedAt time.Time          `json:"created_at"`
+	ID        openapi_types.UUID `json:"id"`
+
+	// LastUsedAt When the key last authenticated a request (updated at most once a minute).
+	LastUsedAt *time.Time `json:"last_used_at"`
+	Name       string     `json:"name"`
+
+	// Prefix The key's first 11 characters (`ik_` and 8 more), to tell keys apart.
+	//
+	// Example: ik_3fA9xQ2b
+	Prefix string `json:"prefix"`
+
+	// Role What an API key may do; `viewer` is read-only.
+	Role APIKeyRole `json:"role"`
+}
+
+// APIKeyCreate defines model for APIKeyCreate.
+type APIKeyCreate struct {
+	// Name Example: ATS sync
+	Name string `json:"name"`
+
+	// Role What an API key may do; `viewer` is read-only.
+	Role APIKeyRole `json:"role"`
+}
+
+// APIKeyCreated defines model for APIKeyCreated.
+type APIKeyCreated struct {
+	CreatedAt time.Time          `json:"created_at"`
+	ID        openapi_types.UUID `json:"id"`
+
+	// Key The secret. Shown only in this answer; store it safely.
+	Key        string     `json:"key"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	Name       string     `json:"name"`
+	Prefix     string     `json:"prefix"`
+
+	// Role What an API key may do; `viewer` is read-only.
+	Role APIKeyRole `json:"role"`
+}
+
+// APIKeyList defines model for APIKeyList.
+type APIKeyList struct {
+	Items []APIKey `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *NextCursor `json:"next_cursor"`
+}
+
+// APIKeyRole What an API key may do; `viewer` is read-only.
+type APIKeyRole string
+
 // Actor Who caused a state change: `user` (an API call), `controller` (the lifecycle service), `vm`
 // (the session VM's reports), `reconciler` (the periodic repair loop).
 type Actor string
@@ -312,8 +386,9 @@ type Ended struct {
 // ErrorDetail defines model for ErrorDetail.
 type ErrorDetail struct {
 	// Code Machine-readable, snake_case. Known codes: `invalid_request` (400), `unauthenticated` (401),
-	// `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `conflict` (409),
-	// `too_large` (413), `unsupported_media_type` (415), `rate_limited` and `quota_exceeded`
+	// `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `conflict` and
+	// `idempotency_key_in_flight` (409), `too_large` (413), `unsupported_media_type` (415),
+	// `idempotency_key_reused` (422), `rate_limited` and `quota_exceeded`
 	// (429), `internal` (500), `bad_gateway` (502), `unavailable` (503), `gateway_timeout` (504).
 	// New codes may appear: treat an unknown code by its HTTP status.
 	//
@@ -677,6 +752,9 @@ type Cursor = string
 // ID defines model for ID.
 type ID = openapi_types.UUID
 
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
+
 // Limit defines model for Limit.
 type Limit = int
 
@@ -697,6 +775,12 @@ type Forbidden = ErrorResponse
 
 // GatewayTimeout The body of every error answer.
 type GatewayTimeout = ErrorResponse
+
+// IdempotencyInFlight The body of every error answer.
+type IdempotencyInFlight = ErrorResponse
+
+// IdempotencyKeyReused The body of every error answer.
+type IdempotencyKeyReused = ErrorResponse
 
 // NotFound The body of every error answer.
 type NotFound = ErrorResponse
@@ -725,6 +809,22 @@ type Unavailable = ErrorResponse
 // UnexpectedError The body of every error answer.
 type UnexpectedError = ErrorResponse
 
+// ListAPIKeysParams defines parameters for ListAPIKeys.
+type ListAPIKeysParams struct {
+	// Limit Page size, 1 to 100.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page. Absent for the first page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateAPIKeyParams defines parameters for CreateAPIKey.
+type CreateAPIKeyParams struct {
+	// IdempotencyKey A key the client chooses for this create (1 to 255 printable ASCII characters, e.g. a
+	// UUID) so that retrying it cannot create twice: see "Retrying creates safely" above.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListCandidatesParams defines parameters for ListCandidates.
 type ListCandidatesParams struct {
 	// Limit Page size, 1 to 100.
@@ -732,6 +832,13 @@ type ListCandidatesParams struct {
 
 	// Cursor The `next_cursor` of the previous page. Absent for the first page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateCandidateParams defines parameters for CreateCandidate.
+type CreateCandidateParams struct {
+	// IdempotencyKey A key the client chooses for this create (1 to 255 printable ASCII characters, e.g. a
+	// UUID) so that retrying it cannot create twice: see "Retrying creates safely" above.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ListInterviewsParams defines parameters for ListInterviews.
@@ -744,6 +851,13 @@ type ListInterviewsParams struct {
 
 	// Cursor The `next_cursor` of the previous page. Absent for the first page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateInterviewParams defines parameters for CreateInterview.
+type CreateInterviewParams struct {
+	// IdempotencyKey A key the client chooses for this create (1 to 255 printable ASCII characters, e.g. a
+	// UUID) so that retrying it cannot create twice: see "Retrying creates safely" above.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // StartInterviewParams defines parameters for StartInterview.
@@ -778,6 +892,13 @@ type ListPositionsParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// CreatePositionParams defines parameters for CreatePosition.
+type CreatePositionParams struct {
+	// IdempotencyKey A key the client chooses for this create (1 to 255 printable ASCII characters, e.g. a
+	// UUID) so that retrying it cannot create twice: see "Retrying creates safely" above.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ReportVMEndedJSONRequestBody defines body for ReportVMEnded for application/json ContentType.
 type ReportVMEndedJSONRequestBody = Ended
 
@@ -789,6 +910,9 @@ type ReportVMReadyJSONRequestBody = ReadyRequest
 
 // IngestTranscriptJSONRequestBody defines body for IngestTranscript for application/json ContentType.
 type IngestTranscriptJSONRequestBody = TranscriptBatch
+
+// CreateAPIKeyJSONRequestBody defines body for CreateAPIKey for application/json ContentType.
+type CreateAPIKeyJSONRequestBody = APIKeyCreate
 
 // CreateCandidateJSONRequestBody defines body for CreateCandidate for application/json ContentType.
 type CreateCandidateJSONRequestBody = CandidateCreate
@@ -828,12 +952,21 @@ type ServerInterface interface {
 	// GetReadyz Readiness
 	// (GET /readyz)
 	GetReadyz(ctx echo.Context) error
+	// ListAPIKeys List API keys
+	// (GET /v1/api-keys)
+	ListAPIKeys(ctx echo.Context, params ListAPIKeysParams) error
+	// CreateAPIKey Create an API key
+	// (POST /v1/api-keys)
+	CreateAPIKey(ctx echo.Context, params CreateAPIKeyParams) error
+	// DeleteAPIKey Revoke an API key
+	// (DELETE /v1/api-keys/{id})
+	DeleteAPIKey(ctx echo.Context, id ID) error
 	// ListCandidates List candidates
 	// (GET /v1/candidates)
 	ListCandidates(ctx echo.Context, params ListCandidatesParams) error
 	// CreateCandidate Create a candidate
 	// (POST /v1/candidates)
-	CreateCandidate(ctx echo.Context) error
+	CreateCandidate(ctx echo.Context, params CreateCandidateParams) error
 	// GetCandidate Get a candidate
 	// (GET /v1/candidates/{id})
 	GetCandidate(ctx echo.Context, id ID) error
@@ -842,7 +975,7 @@ type ServerInterface interface {
 	ListInterviews(ctx echo.Context, params ListInterviewsParams) error
 	// CreateInterview Schedule an interview
 	// (POST /v1/interviews)
-	CreateInterview(ctx echo.Context) error
+	CreateInterview(ctx echo.Context, params CreateInterviewParams) error
 	// GetInterview Get an interview
 	// (GET /v1/interviews/{id})
 	GetInterview(ctx echo.Context, id ID) error
@@ -878,7 +1011,7 @@ type ServerInterface interface {
 	ListPositions(ctx echo.Context, params ListPositionsParams) error
 	// CreatePosition Create a position
 	// (POST /v1/positions)
-	CreatePosition(ctx echo.Context) error
+	CreatePosition(ctx echo.Context, params CreatePositionParams) error
 	// GetPosition Get a position
 	// (GET /v1/positions/{id})
 	GetPosition(ctx echo.Context, id ID) error
@@ -996,6 +1129,76 @@ func (w *ServerInterfaceWrapper) GetReadyz(ctx echo.Context) error {
 	return err
 }
 
+// ListAPIKeys converts echo context to params.
+func (w *ServerInterfaceWrapper) ListAPIKeys(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListAPIKeysParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListAPIKeys(ctx, params)
+	return err
+}
+
+// CreateAPIKey converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateAPIKey(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateAPIKeyParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateAPIKey(ctx, params)
+	return err
+}
+
+// DeleteAPIKey converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteAPIKey(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteAPIKey(ctx, id)
+	return err
+}
+
 // ListCandidates converts echo context to params.
 func (w *ServerInterfaceWrapper) ListCandidates(ctx echo.Context) error {
 	var err error
@@ -1025,8 +1228,28 @@ func (w *ServerInterfaceWrapper) ListCandidates(ctx echo.Context) error {
 func (w *ServerInterfaceWrapper) CreateCandidate(ctx echo.Context) error {
 	var err error
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateCandidateParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.CreateCandidate(ctx)
+	err = w.Handler.CreateCandidate(ctx, params)
 	return err
 }
 
@@ -1082,8 +1305,28 @@ func (w *ServerInterfaceWrapper) ListInterviews(ctx echo.Context) error {
 func (w *ServerInterfaceWrapper) CreateInterview(ctx echo.Context) error {
 	var err error
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateInterviewParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.CreateInterview(ctx)
+	err = w.Handler.CreateInterview(ctx, params)
 	return err
 }
 
@@ -1331,8 +1574,28 @@ func (w *ServerInterfaceWrapper) ListPositions(ctx echo.Context) error {
 func (w *ServerInterfaceWrapper) CreatePosition(ctx echo.Context) error {
 	var err error
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreatePositionParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.CreatePosition(ctx)
+	err = w.Handler.CreatePosition(ctx, params)
 	return err
 }
 
@@ -1417,6 +1680,9 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/v1/interviews/:id/session/sdp", wrapper.PostSessionSDP, options.OperationMiddlewares["postSessionSDP"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/session/token", wrapper.CreateSessionToken, options.OperationMiddlewares["createSessionToken"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/session/call", wrapper.ReportSessionCall, options.OperationMiddlewares["reportSessionCall"]...)
+	router.GET(options.BaseURL+"/v1/api-keys", wrapper.ListAPIKeys, options.OperationMiddlewares["listAPIKeys"]...)
+	router.POST(options.BaseURL+"/v1/api-keys", wrapper.CreateAPIKey, options.OperationMiddlewares["createAPIKey"]...)
+	router.DELETE(options.BaseURL+"/v1/api-keys/:id", wrapper.DeleteAPIKey, options.OperationMiddlewares["deleteAPIKey"]...)
 	router.GET(options.BaseURL+"/internal/v1/sessions/:id/config", wrapper.GetVMConfig, options.OperationMiddlewares["getVMConfig"]...)
 	router.POST(options.BaseURL+"/internal/v1/sessions/:id/ready", wrapper.ReportVMReady, options.OperationMiddlewares["reportVMReady"]...)
 	router.POST(options.BaseURL+"/internal/v1/sessions/:id/heartbeat", wrapper.ReportVMHeartbeat, options.OperationMiddlewares["reportVMHeartbeat"]...)
@@ -1433,194 +1699,221 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rcty2muCroDinyt1eqtW6+Ry3amtGUZwTJb6VpDi7m/aIaBLdjZgN0AQouY9XVefXPMDUPMN5sDzJ",
-	"Fr4PIMFLXyTLzsms/yQWm8Tlw4fvfvkYxHKRScGEVsHoYzBnNGE5/POc6Xx5MtUsN38lTMU5zzSXIhgF",
-	"FyyWIlFES3JDuSYTNpU5IzpfcjEjdEa5GARhwD7QRZayYHQUBiqeswU1Qy244ItiEYyGYaCXGQtGARea",
-	"zVge3N7ehkFGc7pg2i7jtMiV7FjC5ZyRSLAP+iqGNyIip0TPGclyds1loUhGZ2xATiaKCU2mModfpzxX",
-	"Gn8KwoCbkd4XLF8GYSDowqwFhwtqK6YfnjMx0/NgdLS3H5oduL/3yj0onXMxC8wOzr7tXq+c/Mpi/UgR",
-	"ntTAE/x5cpgM2dF05ynd2985jA8mO39JnrCd/ekeHU6exn9J/szccjOq59VqeRKEQc7eFzxnSTDSecH8",
-	"lU9lvqA6GAVFAW+21/qcL7huL/c1nTGi+N9YSPbMMe8Nh6sAlsII/qwJm9Ii1cHoaBga4OFx7w2HYXX4",
-	"ex2HHwYXTCkuxSoAKvyZ9Mw3+TVnN30Ly4cHza35WGVSKAaI+A1N/ko1u6FL81cshWYCAEezLOUxNcvc",
-	"/VWZtX70pvlTzqbBKPiX3eqi7eKvavdZnsv83E6CU7b3XG71kSJvXpBYFmlChDSXjuSMxnOWEJkTKtQN",
-	"y1lCJjRJlwNyKhNGoglNrma46mgQ3IZmF+fsfcGU3mIXJYJ+DJhZKn6S4KFd05QnV7kdLAwWTCk6M7/Z",
-	"Z2Qik+WImH0zzUTMmfpl+HZww/hsrkdEFIsJy8miULCVBRCQORVkCJjwgBB060kkUwC5BdXxnOg5V8RA",
-	"IKexJj1KFlwpQ79kThY0NfjBEjLlLE1CQsk1TQtGZKGJnI5FTsWMhYQKUoh3Qt6I6sXqWw4ngwSl746k",
-	"AbnoGOiShR5RdKnG4mbO4zmOSKhIyM18ORgLc36nUkxTHn/i6cVuFP/YSkQjABfzrWY4f0yFxTilaa5Z",
-	"8tBH5CO50lSz6rBomsobPKweG8wGhGuzQM3yBRc0LeHq9oR4/p3MJzxJmPg0QE3LYWoILlNGzGpZbpaS",
-	"M5rsSJEuHxoqWr5jwswAGEMmhSZcKwLTL+gSwJNIC5sIFxSRm5xrLmb90CBf+T5XDlMHY4EQKzcXWeSy",
-	"9O2SL5gs9O9K5hKORA7JGuGCaL5g7qwtSbvSuFI88pdSfycLkXzaiQupr6YwjH/iZin49AGP+KUkqojn",
-	"ViyAPc4ZiWmasvyRwXBBhXZbLtdVbvac0eT34kUGnQxMIoP7y8hgWsTFVZbLWc6UikjP/GqJBVkyHRKl",
-	"eZqSLJfX3PBwLmaAoPKa5f0SJatLjBhp5YGXUj/n1+zLbtYJG7BVkkoxYzlJ+TUjPSYSloRkSnmK3Dem",
-	"ImZpypL+CA7xzQtkbErLDCgo+8DtUY7Fql3+JGih5zLnf2PJl9vqic/3bnIpZuXOgf7AKVFLi+SUUCH1",
-	"nOXuJYefBSyeCW2WyRKztUsPEAYdcqNRkBuu5wAjRReWxFkwXEr5nOazL3zMvrRizjo1S8hRFAHewxLS",
-	"2yMv+DegRPxw8eplSJ4ckh/tg4tvX5c8SEt5Bd9H1ZZeULG0Ipf6NNKUU82uQNpmdeqkpSQLKpZuL+oh",
-	"qRTuzJ87GiHLKRSggdCktQAHkPeF1PSKfYgZS1gSkR6QBGKYJd6UsUAyR2gKpITkhVDAtazeYFAuliIu",
-	"8tzMBPevJENqQH42+mcEyuoOaKsRUaidmiMIWxrtTqnSdkHFvr3rKb8AkjtezTWH2LgnDQkMGT1cihFh",
-	"HzJQXR6W5bQvtZ5TEKlKwTV0U4dwb5dMowQSAsI7AkCLhDMRMzPWWIDaQRSfCZasoQkBAvOa8pROUvYl",
-	"yVzCMkO3RbwkPUN/EqrphCoWOooNvClhed8AIzGSUrUPt+Bo8IA4xT5kLNYseVbhyP31Mc1yQdO2RC9o",
-	"SvDtB8SjE7EkiAUwdEhAMo+OhkPiJo1IL5WzGUsqim+pwyNFov+1Y2nizlkS9Qfe2gCsJ7HuMvr8PJck",
-	"poUyaonVE+K50cRGJDLUKCI9KsjJ6zOQovohCBQ6l0aiivDUUz5l8TJODX/Pr3nMzFvXi2gs4GfH+t68",
-	"eGQE+0zmWpk3ckNTYl6Nk7Gcy4TH5iXKc5JKmfWR5DBRLILRL4FZURAG1RKCMLhegFHCDRa8bRkewuAk",
-	"j+dcs1gXOWvD4HvQhhqy2CSX74z2PyDRfDnJOdJowGr8SRk+hbqcWUqsFfyucypw8LEw8GD5juIJIzdz",
-	"bnQMlnBKpqm8UWTC9A1jKKJOcnljaL8ZrrYUlpOE5yzW6bIOClxU525PqUh4QjVsNctlxnLN0eQS58zQ",
-	"jSuqawYb8/KOEf2DjuHYgvK09jo+6Xh1WqTpFRqLPrZ/5ckWVqIwQPZ1tdXbt7496hc0UFXf+wsKy1V7",
-	"MKighxpDDXqn8B5QjiThBldo+tqD5pSmioUNAJfAqkyRNKH/Zv8axNJgawuQnjn0YH9YM4cebAJzNdFJ",
-	"Qslzec1SGrP6oPvDYdPGmlFtqEowCsbji42AbcNxLeiec7SG1WHDNVvU/7GOYlZYfFtORfOcLs3fnpl6",
-	"0zgv2QdtTd4tdIF11Efr3JczuC3bxOOVYAQNcCwh6p3RyIxITzKpAGcMd6uDofZ9czhrXL+ZM0HYItPL",
-	"QdcVaZ/9xVJptiAJM/JC1ye4xq4J5TUjw2OSs5RqIwtqCSQImZFvayz9Ad7WyhUMB088xE5kYWSRch1o",
-	"mmwdgMUou7b1oD8TGVpQ7nAbG6CuwPUtwEk5jqVQYlOaLkmRkUIkRjGVFAzh9Xs0vNdxfNJdXHN4Yums",
-	"vhTPMdziHB9ZhFXtA2Qf4rRQ/Jq9cF4FNPK3D7bD5/QJhywEi/Vqzhw7WvBIlazyV8mFqjPL9l2jccyU",
-	"ugKpvD38N4zmRjEFmR39WVzV7GbRrhVfdh9HJJeFNrdApEvSA/ICxmf79glMdWnGiozY8lfQq7Q7Bn8L",
-	"GZ2xkAh2bc6N5CzOC67dQpDNt7kw6A/Kcu6mEMcEify9RmAnMTIGuA/jmGWaATZvx/NVkl0VedpJn2Ra",
-	"aEZ+On9u6EH0+tXFJdm93tutVMjdjzy5LQGnkiyq++bmWmdqtLtLMz7wGGNjkG08eP4knaKEgcVDbQQB",
-	"O9jIKx3s/OnDOibWjrPrRjwTyTmjqotD/DxfEio8YRVMZwMjmFsHg5VUYymuWa5A4SFTLriaw3vw/tVk",
-	"eQXy/YgouWBSsLEAO2lixiM9mZN5IWakyPoDEi3oh6ukyGGoaATGBIM5JKeCyEIPSMSTlJXG4xER0t3T",
-	"sYjxdrOksjlHpXUvGlWWvgGJSmPmFVoC7WRNL50V4cZC5s4kCquM51ywq1QqXX2YcEWzzNx0kOUZzfWE",
-	"Ue0t1r5obkxmBkUlhYtZXeIu4QvPPBgifS8BFBhJt4KGkTjdDpE+1XYIH1frRl24vsROIf+ZWcEd2aGd",
-	"0fcn2/faRjwD8pwalCE9SjIqeGwtsU6hM6MpVEWjHJA1IlQTKWJDkpVmNEFTE4DNgLO6OhMpU0bBdpFS",
-	"pa8Ue9/tnza/EsXeexaFpIhZckyGKCQJKViNrnGhnxx2M6jSL24urLtda7X28ho2L7n93lt+5zU2qvy3",
-	"TFudoKGLgZ2huekXiAw7OaMJnaQsJErQd+wqpooNyI/gGDVfqlHb8Ul6h8Oh0a2bZiLzw14/HAvPQ2We",
-	"HZiXKz+IeXRoHi2YnsvkyvxiDbbw25HV/9HUbp48hUErIy3pHe4d4ApUkZlrxJIrUHqvDHDgdxilZv0E",
-	"tbdp2RyL3uH+U/OuZ/84wv35TnjzcN9uurQpmYewjqZfy/xwaNjzS3aDcAS/H1KIEdGGsPg+aPMKmSyB",
-	"Rnx/efkabCSFtYRWLM33cVXS3L//Qnf+9tb8Z7jz9Ort4z918ajSuNQSfooFFT4e0CkIdWpupCIJxmJ1",
-	"jO53RsFmbGhjRnPFGtEwlbNtE/MCpKwW1ULqMPiwAwaqHQCeWbV3GMHoaLgfVs7w0eHwaei5fEeHw4Mw",
-	"aJyJ+egwrOxtoyMjITfDIUaHIDe3ENP8cBR6BzA6NKPVkSkYHe4/DevmfnxUom4wOtw7CFvG5NHhcA+e",
-	"VvbVoyG814XfZpCjW3fxS3NfJ2UD74icEiMFLtHoZ32zbTG2tE1uNDFaYtM8Vhygk0RdW/NoW631zYFd",
-	"orXevCa0Ot6GwV0MTtNcLjYNfObEnwu4j3WS3lSSQKTBn9FKr+Yy14R9yFIqgGcfE+op3o6ndMiTd15X",
-	"4yCouUKwQRgttGBceTIbLCmNQ0sTpjRG5EEI1zZ2FkSADhtLNqeqQ40GpSyVYtawmRrlGWU8RuO5RR6u",
-	"yQ24s+a5LGbz0Pws84TlITFAALIKwhycgXYMXwoIr5BiJo3+grZT3eUud0ErW2/3tdlVe7srLEMWBl3H",
-	"8z2jqZ7bY26dkCqfO/FRvgM7NU2WHfJcU4XAr1dMi9LhHWU/Gr9jyWo5a85nc+aJWpWJndDYsMKUJbOG",
-	"BrmdpDUpplOWw9yzhYuKbQa/4i8Q+moOHDmZuZCDjeOvlx+b+/JEyHtJjTrvMi0F32HcQmX8J5lUWhEl",
-	"yZTm95hJ8YRNqEg6gAUXy5riwKliFSyML2i6Dx4pw2GEJsrINotBhzGqjYurse4EOFQb32lcGtlKdUlo",
-	"LgqG2lKnDvOpQridtOualHS4Y6kNZ9Ba/uW/ewuaHFpxrrZ0ZpgxqViueF0UqRUq0MzW/vw+/hphpCYH",
-	"WZqmr6bB6JetYfw2bN1OyxZbBJiJxEa5ODJ8TMyWbPT6oLXDW6c5r7RicV2G4NJyVGQmK61XG6G45VlZ",
-	"PXx7qFldrQNmlzXHp4VKITRPgbfdUOVsGJ1A8s0JV6pLScRIjhSusWGqLkIj6CImzmC/LdICl1p9RpaO",
-	"opmEgWSVLO9/OtaAs3o+jHCZsBkVtWi3T5rScuc7ypgP6Zus0ZL6IdXoRrnc2tUO63SshTMVOteoSA3c",
-	"3kl7F3MtOb2XU7RJcbe7XXXaC1fMGq2c8/vTCXJDfs5wQ8S+5LisDahq0b+prLP21YTlTtfZzupNVd1v",
-	"8i0CAUwmRZaxnEyM2utMc/k1sHwb6jUWvcMjsuACHBeFSJkCcWHKZ0XOEvQN3XDF+sfWgcRdgLAih8Nh",
-	"w8yx95dNCSd3pTVN68PqK7EWKx/C31xJDL+7v7lJeDolW99N5YXgAKckkVlNUlgDO15/DD2rzOU+Ka2s",
-	"4FyNBXqNHINyIcll/AtXpMiOa3ErC7p0YuigHrc8KkOwYejSGYCOCJz6hqMgkcgbEfpCNC5kmhbouri0",
-	"8sDId3aEJLK+gnAsPMdC3XhfwsM3wRsUdDpZGHirRnKIP/tm/9JkX1n0u+TaF5UgsSExoxQRCMUYTRcx",
-	"5yKlCNdt00sX7bqERD38GAgALMHmcq30WNfHqJyZO+NiODyIDeGGfzH7ACnhX2rP7Cb29vFpw9lXDYlE",
-	"e+dguk+fxntsxzn4ntK9/a41ut1079WLLnSxctPUxs2nMqZpNOgWbWYb4y60B0oypxCsjt+pzjHhzm08",
-	"ETSI9CJ7rQzewl00V8D92z2WWVY+BqeU+WfClM7lEv747e//6Nfh7NKIthJDrEseF95FgTwi1pHIqJRB",
-	"18iliWpJZgzZo6Fs4N62Iq8UlVHHpYhulM7QRNMi59YatOFWGeqEiRGQ/cEt4I8dB4XfS6287Y6yr61I",
-	"q3UhDt6hf4o1EAepJu06iteWCXY5kKqYjjZUzhD0YG0z/1qSG5YzMuPXTGxtLfMinzq44n2007XRT88W",
-	"mV5WNljQk8oFf4l4wjDQXKdd4YubpHn8rr6/sH5EG0MP3VHfS8huYsMdzxfDq1BYPcNPj1DYs3/ttc+/",
-	"cZaeXWlv2B0pVULXC5VigsucTGj8jomEMDHjgjmn+oMFMLrjqUFp3Rk8hEhZXt3fXaKEzDYvTfkOeOWi",
-	"E7YQOnhS2SXDipe+eUHeCXnjZJl7mB+tgfg+IYB1GtUgkTMhc5YcNy3eStNFZsO5+QKUIqVlzpRVsmAx",
-	"2wdTVWEXbXZjDtCCdgNcDJd4XyNhLUtyp0KmMkbfsY1IdmFfA4L5QbcX1H1UNW7G3gfVfHact53HCRLj",
-	"KU3Tu54mTdOVmIhKRtJhAT95fUZypotcsMTlPAuQt6PnElNCIoJZJQ2xKtfx1XBv/+Dw6Mmf//KUTuKE",
-	"TTeSpk1KLu5hDWQuu+MVTwRh2ZwtWE5TEqcczPoszhlW43B+AHSgrEwjaHuXa6GF2+H0QiYs3SCKGb3Q",
-	"vGZvDayTK7RXEC3rgJ5leidnNF01IRQLWFXDwgx9TAqF9gu8phM/uLNpUnFYsTmaD+etBey53XceYHXb",
-	"SkdIGcgeBt4COjXHCyPFv7a6Z5v7+E6NLW0ZTYZR/tK5ejN9mQXdlC/KIN31EgW+dhs+7HLDcgFdC78s",
-	"bQbdYrJR4DuQJy/YCtdG6XqgIjH6nyX6kNSHyb0QeTMH9zQHlwehScKSVVrFKt/nmSCRYu8jFNS3Fsyr",
-	"DVveuNGlXS6hMmlsAOVJ/K7L0bfSj/wMIlkUe0+KDCkQ+PAZqmSG097ZEdpy+LnJ16/8G6rj+R1Zi39E",
-	"Wx1BTShpCM7rJedVJ7N+U+6gO2N1Ui5Kp3BlQGvT+nXiUOncqYlC5tys5HZXcWflbSsXyKWlzebKFblw",
-	"BQB6GkLajQQRgXFxwjAdpl+P1IGT7L5ynmS1nkedvD5DJ3oVLW2+JTypz+WKfQSrRbOGocSK/2UdCm+K",
-	"kOyFZD8kB2DLgShaWWgyo5nCCFp3R9dfmQeW+O4h321Uat+8OAWHwwp6gSSU+qbQlNFcKEIn0pZnWZfg",
-	"8QnO/ITRJO200/puTii2wJp5mUSi/ChvBOnZ0LJ6mHx/+xtTRXzj+DS9WqwIvJJTzSDMQ5klUVJ+CqFV",
-	"C56m3HMF3xFx/LD1zhU8E0m121rIf99ZbUqXgGXXykX9H5MhxOJPUqaa9GS7mJi2G221+2kTLrx54Svn",
-	"peC5iViMSKT4okhtVDUYmkOCH7CkH5JIZkxQblOaz+24hsZg9aBILYWeM81jqOjioDUyN8COUqUKla44",
-	"EKDdvP56sH5AKqmtKjWnUkHBB1RjnPPDfRqEAa7P3GO3kE5B1F7Hba1m5WBXhop34g5I6q0tQjYUJAyQ",
-	"cgzQGu6BH5/gnPe2WzfrNZzsnoZSUo8O13v3hW5fMA9fu0mnb/ztML04BkNVS91TjHU7jz7RTthly3qA",
-	"jNYtza5bmvHQjl/kXC8vIE+vrj55qXoQwA6a4ncOYX74+TLojOeZy1zvpPyaJZVWCeKtG9cGtUbOE1rP",
-	"yLPSGUaz2EjvsXgD9Ukgp1C6wiG1BMQ1GWllTmJoY4u4VmMRVapqNCCvMvq+gLwBNBjY1AVMXzQSE2y+",
-	"OpK51plHAFZYIi6xXsOO49pWu6+x8ZzFjF8z5UwtTFzzXApQo3rRxbOLi7NXL68uX/347GXUHxAExFTm",
-	"Y4HJuDgSwMDlBhhg2OcWFPW0zBCoIACzihn2qk6Zw9ty/0gEDC5shyEn5KLIoPrJDkSPaD5JGRb0+eHn",
-	"yxH5/mL/6AnpqTk18jTCq284wjPzw+45/vzDzz9e9AfkdM6MpjOC6i/U0J4QzzUKSSQmU/M/WhgOZGNi",
-	"zJ9+wk9/QC4xaAUxsiRpUUhYqthYRDTLrhZM04RqOqh+P8bidviZWf6V+TsivYgmCy4irNyBCavmD1sj",
-	"77j8F7j5ywJ+/a3AfQvWgqlcYddDdYRkKUUl5+SMXEse18sWnbtVudA68vixI5Dq8WPSg0w1l6o/Fj4J",
-	"6QPePH5csiX1+LFh6xgzQB4/riYyP5iX8RrrOVsclwHveY07jwVWXqoERZ+CVBclJFic0pUVoeRnNjm/",
-	"PEV7pl8lxOOaY9EsGXJyVqP/uMac0UWzLgm4Wsic5eYqjMXlHGrzxIWzb8CdkUUeo0KZF1VIUlXbM6IZ",
-	"3wVZIuODJV2kUf/YC0HC/ykwx+mxiP767JLUX4cFQoqPAbfNgnGVw6DesTLCPyzxX/6FnBrdScBZjsUO",
-	"efz4h4tXLx8/xu9uzGZceBMVxLA7VOQUXaoqygmWXRUBUgncJ6PG7EKM9A4CDNK3CTmvyphxpgjNDe3O",
-	"eaxH9Qql+FPOfsUkV0yIPIS6PfX0vAGu/Oxbg47mm59+OvtWkV6EssqIGFElCn0wLrjQihit0ezmsH9M",
-	"Hj828oMb4fy7U3JwcPDUrDcqdYyIIPsE5Pvp8tRODAlC8GV6Y+Ayp9dIISEVKfo4xjShcTD6OIZEsHEw",
-	"Ggc2yKNMQsQoj3EQjl2WGLz229//MQ5ubyPSU4zBcmo5UAY9JjkV8dywuciMHoWYyhbZYSLSw0KkLtEt",
-	"4SpLKZAQs/znXGlYPRawNOsF2WUcjH757e//eBuOfTdYtaj/K4o0vY1CIthNlR5DIIyhXu8aLgZVsPr1",
-	"wQ2RGTOCvDu4MDmzRQ3LdwYkgkwzQw/Lgs9m5JJkHw0NpYdpEIUksOoRSSTmORc8hVKIkNEHpMZCAkh7",
-	"vHz8eGTvja13OWGpNKdurf82bNFZharKZFZjN9eLnNjaY/jyI9i8Hc5pH9Hh8JBUWaIhYR9orNOlETu9",
-	"Gr+Cuct6UvEiLoVZc1Sy04j89vf/srWrLMF+pDp55w8/X5JedGKrxMFQI2JLNiBS/nqjbcyR4XdzQDu7",
-	"6VgumEIuZubyGCCJU8oXpGfYIFnFBft4C0tWCChRccMRsdwQM1crhgi2qpuca1axRngGMonhiqQXHQ4P",
-	"iJeHKwV+oRDRuytKlFBrS6HWumSvxfpSBoZHRYCF3UJqf0DO4A66khHrJNMOMVRJQs3wXQU7BGOJjaVy",
-	"BS/inCUGUWiqcO++1FntuUPShBo7Pg915eg9YbEuGzrkfF7GSkLpTZ9fe1GT5Lf/+E/Sw6isqA9/1QMm",
-	"8ZEt1tp784IUWdgVDmm/9UMix6IHrL2MhbTv2HhI/KMKcByQ7wwaU7EkQoqdelJEvRQEWkoN7o+Fi4oE",
-	"ggyD29DxCMROP1KyO5wScbt6DWhUmW+HVUpQa6sCVhuy2snrsyAMLPsKRsHeYDgYQg7xNIfCfMmOkNpo",
-	"Z8HlMuMxTT3jxzSVN6NNyPyvN5Tr/7k/jEoNqCRb+8Mh6VGyP9xHOj0W46BdMnccjKzj2IodoS2HzRO2",
-	"yKRmQvePyRxhgQcWrarpcmxUFwb/tDQWxJHo/PL0NWP5aZmnFaGUYJRHWiRcGunMsB4w6RlSBFm3gqWh",
-	"zSMDCXI6ZUY5kpWCaUuN2OHW0squ626Jp5l3LKJTLJW4c7nM2Ii0BSVYnXlq4yCw/B2oseQ7aWuK1wRN",
-	"syon/HUcYPXmrhW8bDlLKygGo+BgMBwcYE79HHT43TmkXf7N/HvGOpwY5tQr3S/LpdmuE0e/v7x8PUAj",
-	"GAqIZ0kwMuN8b0dtdCjYHw7vVkTSJZYE8l2wdW3IWiZpR2nIn7JBzaQRjH55GwaqWCxovgxGwXN+zQRG",
-	"LWs6U5Bs6jaogrfm0zUadFxa5zvheQ8jPTnFQjLgx6BGgJa6E+qla+BeYN8OuOUcK4oVu2wIihXNbsPg",
-	"EGfvGrRc5a7X9QE+2dv8SVdNavj26dbfuqrdt14yzKZPm0VRG5j0sWHp+eXtbQ25LpslPGsA81CurN/w",
-	"ttFxZkWaT/XKbtWj5PbtemRlrurN/ScAm6vuSkIWmtCpxmhZg+K2ABIQPpuDgKWPSroVkl+x2QY06+Ea",
-	"ipKrEbmZL+Evs1qkrtqvZcN1mYRMel4dG5RiPX7u2LL1CbK6g30sIpf8HHk+duDM9buGyQRvXmDRoND1",
-	"E/lGPmS5exj7tm6xtfmMjdt92Ib+OYtlDuETf5gbeLh3sPmzsgL7F76ycFUB4fDsuy/q+ss290sNfKYL",
-	"hygddTpMIrwOVrHRLE2Vu5pGK5cEy3lo2XbPYu1h4RdKBqellhYeRmvCSmhRf92NqcotfJ5bU41/226Q",
-	"9JB8sJnB38EOf54zNAVY4H69iw94F/3q1ve8j3kZmPd57qKE0vN+2DZaAbDSNagf6rgRBoHapnKa8GDl",
-	"RTq3WXaf4xLVots779FXjvMFsLwy+kNpiExyDDe8M6LrejTnw2M7BvODVfZoOHTBnb7Oj0YvjMzsUZC5",
-	"XD8NGxL3jrEM94odEDX7oPtjAVpyVTEHOZZfhQZjI9Hl4yJIq6hSZHlvXtjhncQH6xsLzNGOyjBItNEo",
-	"Bnlt1n5BUqrBs9y6ilzMmNJeqOznuY3NMMytRMLhZ5j+JH63SuvzTghzOb7SgE+lAXCpCCUTaAUInsPS",
-	"EOTFHq8gBr5vcKUtwpzcq4yJk9dnlcfShY+evD4LCVXkf5+8eN5pbbBfXmQsvpvBwa2pwr+OzpabV7re",
-	"iHNp90DqCYQrDTpAizaZwSwnd31ZStOooRqGcuGOoDshdgPC6AByNDzoBOE5TvpgVjKUaB7MUHaOhWhu",
-	"w+BoeLANwldVHdcdjRmWbzKwXe/tVtEDazHYedoq87Gq+yZDMAyDFZlqQrFmcus4Uq70aTXjXW0u2KX2",
-	"Ntz4oss8fPsZaXa9cUTHyb5yAJFTD2yflWy36fUWKFU1yTRf7D/dilTX+pl9MsX2zMJKe8DykNd7+PZ2",
-	"lZB06hwY1RgDEpWNQMDipHO+WLDkmETQFCSyPj4qSPRv1imh5IKhkCMFmUg9HwvFE6ZcYs3NnGumIAbU",
-	"uv+F1OSa5XzKWdIfQBgGN+IaOGOd31Xmvtu1S9pBB8ypl3z1OYSdZreYrYSdvYeffqV527r6qzP8J78z",
-	"dxVvfudLhsfuX5JV96zFJEDX8ThFi9vWcfdzk96VGPRHwRxU8td/UXa0/f0x568QL7sRbe7K10snSs3h",
-	"up1AUr3fEkhsZbTURrLouVQQtC9dnehuAeWsWkFrI00Ony69BdSrt6xqlF8WxtsO1zvKsfyx5KR6wbMN",
-	"cpIXHPtVTtokJ3EfUWs6Kj7cQk7yA3EgPMkLZYGq4y4aGVK1MHrHizgakJfWGgRhwxDOMhY2ItIVbfs0",
-	"YejMy6b+HMJQs0rkFxaG/DTy7v7TDth+RuEfgal9ud7NJc6GtVZvxEbXucKYiWQoqLMP5vb0ZO4Hn9p+",
-	"tq4Tcb+j4/r4DyntXbiMAP+yryIYLSbcFPjWVTED3QlMNBoOw+tgYBQnW5Sn00hTv+WfmxNtbGz/VWx8",
-	"eLFxC+x7GLnRhohBDOjdfTFrnTCnMGgjcREjtleGuibEFkFUtlxpSPjUvG7Dvzv8kl78as+7RN7z/oAc",
-	"Dp+itRTZrfP0eMGu92a8MM0/x5Ust/zf+HJu41Q5de2J/gnMB3Akn8BOdplIHvhinqh3itQ7dxumPqcQ",
-	"DRdiKFwz1BfTzWS2Mj7ABrejgxRclH7Uef1u1jsU9gfkpAzp3q9CeqpJbNe5wVic+EI4pCxgl02XnBdT",
-	"YVsIYmxe73D41HUghMuPfev6x663QT1BwPX1dwTCvmSeECF3ZHZ/CZ2JZA2V2P8yVOIZ7Kd5hlCaGC2z",
-	"XwnG70wwnomkrmnOchqzaZGmy7sSjmtX7Wh13HetBViriFpIpN9wyuivJKMzLlxfizX2oGfX1h/82dhh",
-	"1T5rBTvUfMFSEKK/CqgPiKGra9M7gH8JkdXlpsW2xuRD8keIEfeKLQJHoq6NNCTON5oGh7Vi+a60u67X",
-	"rPTE17Jo5YxCTwZIrLMxeTEVhGpN43mVhpRinbpYpimLdbMImGGLjn8eNkPMFxjAXqayGU7lJ6sBi/Qa",
-	"RawOlvWren4e+5I/w30DzW14FUIQcihLGP5/ydteSlvw8UuaY45QoNkI5L/atqLwyRa7t+9f2saiDxr9",
-	"5BUE+eXtbbiqnEwzLOocw839u95DSrGQCet7tNCSjNUc2292/rAk7XJFj/0q+dCWpCgDgUlvc76gJgup",
-	"9Fg8OSQ/8m/6rTLLNjm36pHvs42qLobMmPCIZSn/n5zVKCbmJ1pCV75UJSmS3v5wLyStChD9FRRxLLYm",
-	"ieRouL97NDysxU6XJtKy1E+LbhrwWpp28e3rrYmmPf+KZnrViJ8cHR082VSPuFMcKo+2PDmCBzcImoQ2",
-	"DD7sLOiHnYlMljuTJQQ8wcR3s+639rH1Ol2f3K/0+iu9fmB6/eyD1XY8ie2RlwFRFhqoC2uIkV3UvDPb",
-	"PZoyHc97jTzukHzEBtcjMg5ev7q4HAchFGcZ4dzmvdDWKVcj8nEc+DR4HIzGYty8YWaIcVDLDB8HZnyX",
-	"HR6Q/0G6ksNvb/sot4qxiLJ4oJg+Zwup2bfVlex91ED8xwHu30ymkmxE6A2FTo5qoNkH3evf9tHls4Gz",
-	"aVdt7AF523cyd+eobPkT3O26IullrysswEPbhdfHwlaicOXMWxysnlkMTKZVG9O6eVwRJ+F0g7GAzshW",
-	"YMDs/tWFEDxdJ9os34/F5+Fm6GOuVbD/jOp9bZ4VrGJFsfyvfOMrG9jEBqybbVW7hXuL8Jrm+oEJ3GtX",
-	"zUS1SJDfX04k0F5b2QSkyPwRlV2xDFdDQXzCbEPXscBqU/vD4ePHfvM/tH33mnzQN4zXKEx/5Bcoimme",
-	"c2aLbNmCKkbUp7pVU6VeOUhL8qvkYuBWtW9W1S7oYnP4cX9dM2MEW1VmKcKCFegjMMvCNKpeqwwM1OKS",
-	"aUpWVTRxFd4Oh08dxLqbCvS6+xfWvJJo0UF/BSzNDb4Pg0fvC6npFfsQM5awJKqota2A5Y4CixDqsico",
-	"hNBLYRM+oCSm2bQf+xflVLMrKF/mjcwVlrPEdDMtJVlQUdbsUwPyjdRzAPISDvec6Xy5A9ayCJDpnGUY",
-	"jIy2qnIJsDvVqqZKoFYmPHvzYrVjBfS0dZ4VGN73rayNQ/xe3pBUYgsVEGKcvIdeMPRn4RUIvcaspDfN",
-	"sR25uQSpvIFq0EPzyZPhYCyiYVRl31h3FcHSuI3Wra48XG9/SNb3bG10Z90fdgdJml3UQiSrouSymKS2",
-	"gDHWVX4yDNe1vTP0c1XLXKCPO/FcKibIO7YkPadG7h8dkXhODXxYrvrmSgnNp0toVDN34W2Eas0WmXZF",
-	"xLDXflLWhATCE8uZ4MqgkHVR0gUbEGhbUr+sJGO5h0qMQ2b7DV0i0ABOKEhXgDpzX8fLnR/ZsgYzv+HP",
-	"0dEmBftzxoB6PVpWiD0elT72ilZBLcy5vCkJqWG0D+larDWv6VjbRYtWH6OIa88fyK6jsfq/dQzRl/I6",
-	"3j0P7uFi5Wyda+8W9jxmusIJ1KktP5cyI1JU7v+orPpmpJCFzFmf5BSLV8ypAAwy1OV9weN3TpuzJVXn",
-	"Mk2UrQkCgBoLmUF7D83TppQzIM9oPIdSclYTJNOcqTmJamUTjwmjecpZbrgV0LMl1rZ1Ybx6znhOapW5",
-	"16jD9fz31XH77QRbl5yOHU6BQXndhVbF8YPENBYR/B/yyr2SgDbRq2BYg2h9p6RavnrZBoiNBZSiMazc",
-	"Ahj1XJZUdYtGZTa8OU9sqgSxG2VnpQ7ePmP1fPbNKQYlpKzXDsEzA93VYg/wpLJM6zDEXcHa+qsyEUrQ",
-	"dXParXodvf0iWfEr3eFe16CvDvEHJISGVzdcsh7x8x4+rAe8VV1xJS056aqB3W4mNbKFLuwdt4TGXvWe",
-	"1bqeU6V3IPRi5+zbKBwLPjUKg8aCugJLpQvon8OqwCJbuYycM1UsDB8a2ZrqdnRY2SNFIp6MgB5howNz",
-	"dVFcdOo52PeMmOjb1+qLGtmCmGU1NsWqSpgLrhQaurDioUjGAjppuCf6hsdY5xgjWEZQthbWN3LLNYoc",
-	"T9w8ir23o4dQopu6H1qdvcgPF69eupX89vf/wjRw0Liw4yjMNYLSIDvUKG74GiWxXCxQmROuStzekVNN",
-	"jgmHPqdYTb1aLRNJtaSPt1W53dXkvRH051jEMdJ44lgsnHScSuU6pgJKDci3WNi6PB+nqjPMCBgLrFDu",
-	"6ulVnzoVsXc43AvJ4fAQO6Bj1ew84YLmS4AegQrmTtPq1gbNgNszDUMaLQudEq+KH55YqWRjrwvbStYu",
-	"OjfYzJTdJfZi6VQ8avhZYyBVk+N//2W48/Ttx71w7+ntn4L7qBytO17vw2wwdm8s6qg8FhY9xoHBY6Ps",
-	"jF0HMKiw7hnPoSS8mQR++J6lqQyNDp+m5IaRCZtx8a/wju3Mht+bf+/BY7SCjF17vrHXWAxe3R/uP9nZ",
-	"29vZf3K5NxwNh6Phwf8ZB7cGb/w7Yf6uMLzcwG3Vh2J7XyOM49D3K1d8SK7YXTHYHCDpXQAZ2YGiZEhm",
-	"+ys4Zncp6ZrnLoIRLqChRVQa1BjGUdZLJrsewCOs1O5dZVvJGL12/chWao4Mazfs6sLyzBw+B6WECuJN",
-	"TLi5ZeZGYV8K4FOuupp16NniUbC0Bh8lS1nkiqVTtMWVBBQKRj3nSjNR2qkMTUkQc5WhXMiScGygtKRn",
-	"IFB2XejbXKz7Sx5ll5XtsozL1+9b9eR1Od8fuuhJrdP8hlzeEmZfU3k3pvJmHno4mlE926bgSZn1COKj",
-	"LRNXtg4ifuegAfkZHrsmMCnVhoRpiQIsGGtHYxENB0+i3Wg4OLRl9Q+i3WgfG4h4hsznUGlohrJWTjkY",
-	"MbwKKXJKIqi5b2u2lytZwrVXXk2WT80VLjvPfZ5QTjf875MpXPV+XF81xSHC16Ipn6doSlYhWddNbfKX",
-	"jRVTakj7mcn2Ktz5o+DMH7JcygaEuZ8Usz5k4G05VauCrEyZUVYhBazUg6CHYUhq3ebqLKNS/Kq1tz1r",
-	"r5nMUtYe3vvcKxTT/r4qveJUd557yRg9UKkhsTy0CXBhmaHR9ybxrPPtSZrJHn5pfJChra/TsJ2pRL8o",
-	"dmGsJvDk+fYEp1WaBS3jAbQklOSFEDXQDMi5LDTrjMWqAiEG5ATFbqzJ7zeh+uHnS9IMajDfeh2X0OqP",
-	"qR7IO10lGhv50d7BRRWD8dt//KcX/4wJU0ZsdxqMGpFaG8cqjNnvgOQaeTHy5sVYlF02XaMNf1Vlkc32",
-	"srCWYtU9sF55knBt1A2zRH9JQNbK0b0aiLdvb/9fAAAA//8=",
+	"7L3rctu4lij8KijOroqUoRRZlrM7cn0143aS3e5O0vlsd/qcaWVMiIQktCmAISDb2jk+tX/NA0zNM+wH",
+	"6yc5hbUAEqSoix0n3XsmvxJTJC4LWPfbxyCW80wKJrQKhh+DGaMJy+G/JwmbZ1IzoU9ZltIlS8zThKk4",
+	"55nmUgTDINL5gkXkesYE0TOuCBXqmuWEK6JnjCgtc5a4h3JCqCCM5ilnOcnZhwVTmlxzPcOX6ZyNRFRM",
+	"Gy87P7BldEjoWDGhidQzll9zxbojEYSBimdsTs2SmFjMg+EvgVlL8D4M9DJjwTBQOudiGtzehsEp0/ny",
+	"aKJZvrqFMxZLkSiiJbmmXJMxm8icEZ0vuZgSOqVcdIMwYDd0nqUsGB74U8+54HMze6+YlgvNpiwPbs3E",
+	"Gc3pnGkL0eNFrmTDEs5njESC3eiLGN6IDKgMSLKcXXG5UCSjU9YlRwiIiczh1wnPlcafgjDgZqQPC5Yv",
+	"gzAQdG7WgsNVgDWnN6+YmOpZMDzY64dmB+7vvSbQnTxvXq8c/8pi/UgRnlTAE/x5PEh67GDSeUb3+p1B",
+	"vD/ufJM8ZZ3+ZI/2xs/ib5I/M7fcjOpZuVqeBGFgrgXPzV0zx+mvfCLzOdXBMFgs4M2GtZZX5we2XF33",
+	"EblkSwBdnHIDyXgmpWLKQpQrEueMakZae+Y69A8OSJZzoek4ZeTo7PjkhMQzmtPYHGhIWHfaJXQkfvrp",
+	"5HmbKEn0jGqSM3t1uCYxFUJqN6q+5jEbEsUYGeGVNK/hj4ooOmHpchQQOpZX9o6XUD2Y9OKnbI929sd/",
+	"TjqDpM86zybf0M5e3B/vJwN2MHnac1BFHC7hWsOoddehf3BQvw4Z1ZrlZsx//4V0/u/7f/5TI9xf8TnX",
+	"q+B+S6eMKP5XFhKA516vt+6ipjCCv7CETegi1cHwoBeaVSKa7fV6YYl0ew1IFwZnTCkuxbqLq/Bn0jLf",
+	"5FecXbftHX74K3lrPlaZFIoBAfiWJn+hml1TuJyxFIa6mv/SLEt5TM0yn/yqzFo/etP8KWeTYBj805OS",
+	"Vj/BX9WTF3ku81M7CU65uudiq48UefeaxHKRJsTczDEjOaPxjCVE5pZOs4SMaZIuu+RYJoxEY5pcTHHV",
+	"UTe4Dc0uTpF477CL4gp/DJhZKn6S4KFd0ZQnF5YTBGEwZ0rRqfnNcYexTJZDYvbNzAXmTP3Se9+9Znw6",
+	"00MiFvMxy8l8oWArcyDcMypID27CA0LQrSeRTAHk5lTHM0s0pNCGKJAWJXOulMFqmZM5Tc39YAmZcJYm",
+	"IaHkiqYLRuRCEzkZiZyKKQsNT1yISyGvRfli+S2Hk0FC3nZHUoNcdAhEzUKPKLpUI3E94/EMRyRUJOR6",
+	"tjRE5TYMjqWYpDz+xNOL3Sj+sRUXjQBczLea4fyWFo6NVEBzzZKHPiL/kittCG5xWDRN5TUeVguoNtcg",
+	"orB8zgVNC7i6PeE9fynzMU8SJj4NUJNimMoFlykjZrUoLeWMJh0p0uVDQ0XLSybMDHBjyHihCdeKwPRz",
+	"ugTwJNLCJsIFReQ655qLaTs0l694nyt3U7sjgRArNhfZy2Xp2zmfM7nQvyuZSzgSOSeTCqL5nLmztiTt",
+	"QuNK8cg9VnkiXqaGynwijSsHvLhkywsuLiY4rH8ZaF0a5orUuLYBvtI8TUm+EMJx3gcC3lGzNE5WhPGV",
+	"VRQUad0+zb0AWYdQknKtU0ZSqlk+NDiojd4wZVp58qxdySOnS9h7VZXtTtlCoT7ycEeT45j+uTQexDVV",
+	"xLwJUiMVoJa4VT8s9nLVcALF9OY+zww0lSb9AZnJRa6a1kRa7sGc6ZlMwpEwQo7BbMNd2+uOEOHh8PqN",
+	"1C/lQnwizIXUFxMYxgezQVJ8+oDgeyOJWsQzq6g4aMU0TVn+yNB+QYV2ey/WhWTgjdSnjCa/l5RmsMzA",
+	"JDJcYRmZk4q4uMhyOc2ZUhFpmV8tGyVLpkOLlFkur7iRbrmYAumWVyxvF8S6ZG94plZSfiP1K37Fvuxm",
+	"nRgOWyWpFFOWk5RfMdJiImFJSCaUpyiXxlTELE1Z0h7CIb57jSKf0jID2YLdcHuUI7Fulz8JutAzmfO/",
+	"7kQ4HoyyehLhdS7FtNg5cGY4JWq5NBhIEFXtS+5+LmDxTGizTETKcw8Q5jqA3lmj3zCsBcO5lK9oPv3C",
+	"x+zL8easU7OEHIV0kMpYYrTt1/xbIF3fn/34JiRPB+QH++Ds+duCQGkpL+D7qNzSayqWVhlRn0aacqrZ",
+	"BeihdSYgJZlTsXR7UQ9JpXBn/tzREPn/QsE1EJqsLMAB5MNCanrBbmLGEpZEpAUkgRgxEjFlJJDMEZoC",
+	"KTFcW4E8ZzVqc+ViKeJFnpuZAP8KMqS65GfKNYmAf3fAfhYRhfYyNFB45kLvpXVQsW8/8cxxAJI7ouaG",
+	"Q6zhSU03QREYkGJI2E0GSv3DspxVpAajEFelShe6qUPA2yXTKJuHFeZNFwlnImZmrJEAhZwoPhUs2UAT",
+	"AgTmFeUpHafsS5K5hGWGbot4SVqG/iRU0zFVLHQUG3hTwvK2AUZidIhyH27BUfcB7xS7yVisWfKivCP3",
+	"t1Rolguaruq6gqYE335IcVws0dqNQ1tLY3TQ6xE3aURaqZxOWVJS/FJwjv5Xx9LEzkkStbve2gCsR29P",
+	"rH00y2XGcs3RPIWmyOSC6opxK6GadYyatGrhCgOe7GAICwMjpV4YedIOXt3wz+g/YGCfBYG2crVJqR+1",
+	"FlmCjzSZS2WIXcwIJXMuFpq1zf1pXLdYpBYl0Ia3skA0+H1c/SHL2YTfNNsSL9nykbJ6y96eZxwmrYhf",
+	"XkQgnHwDdql2SLQkmqWp+UoRmtFcVy3n/PJif3L07Ob/74+bQGhU8G1XC0/21LyJxkdnufwFTZmwSztU",
+	"sbXQP/jaUZXuFJSjzUJwkmP4BpApSbgBCk3fetdpQlPFwtoNc1AuN310fkbUUsRB6NuinZ230RY9Gp19",
+	"Bvj4oNm26+SL4s5lky8DZeg4Z7pLzmbyWgDbRzWn8MMdogfOqNroXjAXzjPq88uLX446/0Y7f+11nl10",
+	"3n8c7N/+aRf0/Ww49se49Qjz9bfgFUfbd/UKcM3m1f9sX7QZ005C85zC354ncNsgb9iNtl7FlZ3DIqqj",
+	"rd/RqQVznS5TTaggR29PgDTP6ZIk8pAUdkLfcgnEzLpiaTLnAlwncb7gGrxR+E2DgzYMjmLd5Bf9eSZJ",
+	"TMHYQa1JN55RMWVDEhnxOCItuzij1rdD0HB1Lo2KH6EYkvIJi5dxapAlv+KxocPR1TwaCfjZ6WLvXj8y",
+	"O8lkrpV5IzdCbszLcTKWc5nw2LxEeU5SKbO2ddLZPZsVmVtVLMHseY5AsIM1bz6PZ1yzWC/yhiP4DgzX",
+	"NePAOJeXLDeiYDRbjnOOSgOIWfiTMooTmt3NUmJrYdM5FTj4SBh4sLyjeMLI9YynjMxZwimZpPJakTHT",
+	"18wy5XEur40yYoarLIXlJOE5i3W6rIICF9W422MqEp5YzvHpJJTNKU8rr+OThlcnizS9WEuCdqTFqE9d",
+	"7PR2Eykqv/cXFBar9mDQhKwF9O7FfQtgleyXJvRf7V/dWM598cktyWPL+/0qW97fBmaPzyeUvJJXLKUx",
+	"qw7avzOvrwF2FY4bQfcQxLu8xb87/T52vtEGIeFHwQj6SllC1CVPU7AxkUwquDMgDlTAUPl+JX4C408g",
+	"2ofNMw0kfy2XL8/+bKk0m5OEGQW26RNcY9OE8oqR3iHJWUo1v2IgQ8+Y1Y58t3ARMuNtrVhBr/vU1wvk",
+	"Ypx61AS9yOsEQru2zaA/ERk6u+6AjTVQl+B6DnBSjmMpNCEoTZdkkZGFSJjhPxRiFqp41LvXcXwSLm44",
+	"PLF0DnqK5xjucI6P7IVVqwfIbuJ0ofgVe+0CQFDOXD3YhrCsTzhkIVis13Pm2NGCR6pglb9KLlSVWa7i",
+	"Go1jptQFmIlWh/+W0Zzl1ohUBCj5Ls7oiRVfnjyOSC4X2mCBUQJaQF4gTsC+fQRTnZuxIiO2/AUMfdod",
+	"g7+FjE5ZSAS7MudGCgGutCU3cWEwaKn1un3k7zUCw72RMSDCLo5ZplmyVnVfmU0l2cUiTxvpk0wXmpGf",
+	"Tl8ZehC9/fHsnDy52ntS2jSffOTJbQE4lWRRVQmfaZ2p4ZMnNONdjzHWBtklyM2fpFGUMLB4qI0gYLtb",
+	"eaWDnT99WL2JleNswogXIjllVDVxiJ9nS6MvlMIq+HK6RjC3sSBWUo2luGK5AgscmXDB1Qzeg/cvxssL",
+	"kO+HRMk5k4KNBDjuEjMeacmczBZiShZZu0uiOb25SBY5DBUNwbptbg7JqSByobsk4knKCj//kAjp8HQk",
+	"YsRu606F8ICocDdFw9L11CVR4V27QNeUnaweUGVFuJGQufPRwSrjGRfsIpVKlx8mXNEsM5gOsjyjuR4z",
+	"qr3F2hcNxmRmUFRSuJhWJe4CvvDMgyHS9wJAgZF0S2gYidPtEOlTZYfwcbluNM5Wl9go5L8wK7gjO7Qz",
+	"+qF/9r1Vw4cBeU7NlSEtSjIqeGxdg06hM6MptI1GOVzWiFBrLeRCaUYT9H0A2Aw4S9QZS5kyKgq7h2If",
+	"mu0vYKlU7INn4k4WMUsOSQ+FJCEFq9A1LvTTQTODKkIYDcI67NpoRi7QsI7k9ntv+Y1onOcyf8601Qlq",
+	"uhgYvuubfo2XoWN0fjpOWUiUoJfsIqaKdckPEMNmvlTD1Rg10hr0eka3rvstzA977XAkvGAi82zfvFw6",
+	"5s2jgXmEUQwX5hfrQYTfDqz+j75fo6yOxIawFPPJM/NJ6VUkrcHePq5QLTKDZiy5AKX4wgAPfj+Aha4J",
+	"lSCtQb8P5gPfnwd6c91XNxKtQR/m9yz6BwggP+DSPOxbqBVeEvMQFlqPYTI/DAx/f8Ou8SDAZIMkZki0",
+	"oUx+vKF5hYyXQGS+Oz9/C0aWhaoHH/tRG35IMO389f0v1nj4/nGj4bBwl6xIT4s5Ff5FohOQCtXMiFUS",
+	"3J/qEEMtGQUvqCGuGc0Vq0Wcl+Ej27gf3OpyUStYEQY3HXC5dAB4ZtXeYQTDg14/LAMfh4Pes9AL7xsO",
+	"evthUDsT89Eg3BAHhqOsCUYaDvr9sHQ/DQ+MfF6Pmx0OQGpfQQvzw0Hond5wYJZSvYlmimdh1fuNjwrE",
+	"CIaDvf1wxbc6HPT24GnpbjzowXtN2GMGObh1ZKfwfjXSVQgWkBNiZNAl+sBcMNiKEF246rZ63Cypq98J",
+	"HKCRQF5Zb+GqUu0bI5sEe719TWjzvA2Du5i7Jrmcbxv4xAlfZ4DMVYZSV9FAoMKf0WmtZjLXhN1kKRUg",
+	"MRT5NxWO1iDN3nldtYMAuztsEEYLLRjXnswWO07t0NKEKY2uOoj138XKgxegwcKTzahqUOJBJUylmNYs",
+	"tkZ1RwmT0XhmLw/X5BqiO2a5XExnoflZ5gnLQ2KAADQZREk4gyLSTwqIw5ViKo32hJZb3RQ95qKbd97u",
+	"W7Or1e2usUtZGDQdz3eMpnpmj3nlhFTx3Amv8hKs5DRZNqdvVRQY/HrNtCib3lHypPElS9ZLeTM+nTFP",
+	"0CsN/ITGho+mLJnW9Nfd5LzxYjJhOcw9nbsMvHp2Gv4CuWnmwJENGoTsbh1/s/Ra35cnwN5LZtV5k2Er",
+	"eIlhfKXrgWRSaUWUJBOa32MmxRM2pqIhG/EMEMsaAsGlY9U7DLerOy8eKcNhhCbKCEbzboMpbPUurr91",
+	"R8ChVu87jQsTX6GsCc3FgqGu1qhBfaoKYCdtQpOCDjcsteaK2si//HdvQY9EG9LFjq4UMyYVyzWvb3Um",
+	"38tbJIzU5CBL0/THSTD8ZWcYvw9XsFO73NcaAWYisUGfjgwfErMlm17aXdnhrdPb19rQuC5ytWgxKjKT",
+	"+4e97HhW1gqwO9SsptgAs/OK29VCZSE0T4G3XVOXhZk0Ask3ZlyoJhUVAxtTQGPDVF3AYtBETJy7YNdL",
+	"C1xqcwzTu9fWk8xAskqW9z8daz5aPx8GfI7ZlIpK8PcnTWm58x1lzIf0jFZoSfWQKnSjWG4FtcMqHVu5",
+	"M+V1rsWAeOD2TtpDzI3k9F4u2TrF3Q27qrQXUMyazJzr/dMJck1+znBDxL7kuKyNL16hfxNZZe3rCcud",
+	"0NnO6k1V4jd5jkAAe8siy1hOxkbtdYbB/ApYvo18HonW4MCGDSqyEClTIC5M+HSRs6SsNtA+tO4r7jLJ",
+	"FBn0ejUbyd432zKT70pr6qaL9Six8VY+hLe7lBh+d293nfA0Sra+k8wLAAJOSSKzmmRhzfuI/hiJXRrr",
+	"fVJa2uC5Ggn0WTkG5TJ0iugbrsgiO6xEzczp0omh3Woaz7DISIKhC1cEukFw6muOgkQir0XoC9G4kEm6",
+	"QMfJuZUHhr6rJSSR9VSEI+G5NaqugwIevgPAXEGnk4WBt2okh/iz73QoHAalP6FJrn1dChJbMngLEYFQ",
+	"TFlwAeQuTotwvWp6aaJd51BJAz8GAgBLsEn/a/3ltUInxdo6o0Wvtx8bwg3/Y/YBUsJvKs/sJvb6+LTm",
+	"aiyHRKLd2Z/06bN4j3Wce/EZ3es3rdHtpnmvXrC9Cx2fpDaNLJUxTaNus2gz3Rr1oT1QkhmF3C38TjWO",
+	"CTi39UTQINKKLFqZewu4aFDA/d89lllWPAaXmPlvwpTO5RL++O1vf29X4ezyzXcSQ2xAAC68iQJ5RKyh",
+	"4oVS5rpGro6LlmTKkD0aygbOdSvySi9909Vw2SqdoYlmhZxba9AWrCqTd12UMOzy0HFQ+L3QyledYfa1",
+	"NXVvXICFd+ifYg3EQcpJm47irWWCTe6rMqJkFSonCHqwtpn/Lck1yxmZ8ismdraWeXFXDVzxPtrpxtir",
+	"F/NML0sbLOhJxYK/RDRjGGiu06bgyW3SPH5X3V9YPaKtgY/uqO8lZNdvwx3PF4O7UFg9wU8PUNizf+2t",
+	"nn/tLKupDY1xWgV0vUAtJrjMyZjGl0wkhIkpF8y59B8sfNIdTwVKm87gIUTKAnV/d4kSEr29ejZ3uFcu",
+	"NmIHoYMnpV0yLHnpu9fkUshrJ8vcw/xoDcT3CUCs0qgaiZwKmbPksG7xVprOMxtMzueYWaJlzmy9N1zM",
+	"7qFcZdDHKrsxB2hBuwUuhkt8qJCwFUtyo0KmMkYv2dZLdmZfA4J5o1cX1HxUFW7GPgTlfHac943HCRLj",
+	"MU3Tu54mTdO1NxGVjKTBAn709oTkTC9ywRJXHEeAvB29kpghGRFMsqyJVbmOL3p7/f3BwdM/f/OMjuOE",
+	"TbaSpm1KLu5hA2TOm6MljwRh2YzNWU5TV90N06MgdtL5AdCBsjaJYdW7XAls3O1Oz2XC0i2imNELzWsW",
+	"a2CdXKG9gmhZBfQ0052c0XTdhFBValOG2CFZKLRfIJqO/dDSuknF3YrtsYQ4byVc0O2+8QBLbCscIUUY",
+	"fRh4C2jUHM+MFP/W6p6r3Md3auxoy6gzjOKXxtWb6YuiIHX5oggR3ixR4Gu34cMuNywW0LTw88Jm0Cwm",
+	"GwW+4fLkC7bGtVG4HqhIjP5niT7kuGOtCwjbmYF7moPLg9AkYck6rWKd7/NEkEixDxEK6jsL5uWGLW/c",
+	"6tIullCaNLaA8ii+bHL0rfUjv4BIFsU+kEWGFAh8+AxVMsNp7+wIXXH4uck3r/xbquPZHVmLf0Q7HUFF",
+	"KKkJzpsl53Uns3lT7qAbY3VSLgqncGlAW6X1m8ShwrlTEYWguC2/l7izFtuKBXJpabNBuUUuXD2cFhTN",
+	"iowEEYFxccwwGaddjdSBk2xGOU+y2syjjt6eoBO9jNU23xKeVOdyVeGC9aJZzVBixf+iLJM3RUj2QtIP",
+	"yT7YciCGVy40mdJMYfyuw9HNKPPAEt895LutSu2718fgcFhDL5CEUt8UmjKaC0XoWNo6fpvSSz7BmZ8w",
+	"mqSNdlrfzQm1h1g9K5RIlB/ltSAtG1pWDdJv744xZbw5jk/Ti/mawCs50QzCPJRZEiXFpxBaNedpyj1X",
+	"8B0vjh8037iCFyIpd1tJOGg7q03hErDsWrmcg0PSg0yAccpUnZ7sFhOz6kZb737adhfevfaV80Lw3EYs",
+	"hiRSfL5IbUw3GJpDgh+wpB2SSGZMUG4Tqk/tuIbGYJnJSC2FnjHNYyhw5qA1NBhgRykTlQpXHAjQbl5/",
+	"PVhOJ5XUlh+dUamg/lHbT1QvPg3CANdn8NgtpFEQtei4q9WsGOzCUPHGuwOS+soWIRcL0hVIMQZoDfe4",
+	"H5/gnPe2WzXr1ZzsnoZSUI8G13szQq8imHdfm0mnb/xtML04BkPVirqnGGt2Hn2inbDJlvUA+bQ7ml13",
+	"NOOhHX+Rc708gyzBqvrkJQpC9Dtoii/dhfn+5/OgMZ5nJnPdSfkVS0qtEsRbN64Nao2cJ7SaD2ilM4xm",
+	"Kcp+voNyXZDRKF0drUr644Z8uCIjMrSxRVyrkYhKVTXqkh8z+mEBSQdoMFBeYwGQmGDz5ZHMtM48ArDG",
+	"EnGO1SI6jmtb7b7CxnMWM37FlDO1MHHFcylAjWpFZy/Ozk5+fHNx/uMPL95E7S5BQExkPhKYCowjAQxc",
+	"boABhn1uQVFNCg2BCgIwy5hhrwijObwd949EoCwiVbsk/PIiWK0PZgNFXCURqI/029/+HrXtxSgyHGnG",
+	"O5dsqaIuOdGEGjY5sUWI7RiQ1eWKEo9EK4JqIxGW7cBsVfOHrVGyplpJOzSkgZLvfz53JbSoxjLH13KR",
+	"JneChcGL3bDliJwtMiiM1oFIGs3HKcNaf9//fD4k3531D56SlppRo1vg3Wkb7vjC/PDkFH/+/ucfztpd",
+	"cjxjRusbQmE4auhwiHfcbF+MJ+YfujDc2MYHmT/91Kt2l5wjTPEQCvIehYSlio1ERLPsYs40Taim3fL3",
+	"QwQVfmaWf2H+jshdDmMkytPYCdy3YDmZyDU2TlTNSJZSVPiOTsiV5HG1ouGpW1XR7OHxY8cs1OPHpAWX",
+	"wRVNGAmfnLYBhx4/Lli0evzYiDgYP0EePy4nMj+Yl5Gk6RmbHxbB/3lFUhkJLMpYCs0+NS2JRkiworsr",
+	"8ELJz2x8en6Mtl2/XosnQYxEvXjL0UmFF+Iac0bn9Qox4HYiM5YbsjASUI04kfHC2XqAfshFHqNynS/K",
+	"8KyyIH5EM/4E5KqMd5d0nkbtQy8cC/9RYJrUIxH95cU5qb4OC4R0J2iSgRlBrhgcNGdRRhGCJf7TP5Fj",
+	"o0cKOMuR6JDHj78/+/HN48f43bXZjAv1ooIY1o9KraJLVUZ8wbLL+oAqAXwyKt0TiBfvIMAgkZ6Q07LC",
+	"KWeK0NzwsZzHelgt648/5exXTDfG1NQBlPSrJkp2ceUnz811NN/89NPJc0VaEcptQ2LEtij0wTjnQiti",
+	"NGizm0H7kDx+bGQpN8Lpy2Oyv7//zKw3KvStiKAoAZfvp/NjOzEkS8GX6bWBy4xeIbeAtKzo4whTpkbB",
+	"8OMIMupGwXAU2ICXIh0UI15GQThy6Xbw2m9/+/souL2NSEsxBsup5IOZ6zHOqYhnhuVHZvQoxJzAyA4T",
+	"kRZW73cZgwlXWUqBhJjlv+JKw+qx6rtZL8hxo2D4y29/+/v7cOS7BMtF/R+xSNPbKCSCXZepQgRCOqrN",
+	"eQAxqILVbw70iMyYESQwAsLkzNY7Lt7pkgiy7oA5uS4pZuSCZB/0DKWHafAKSRBbhiSRmHG+4ClUSYbU",
+	"SCA1FhJA2uPl48dDize2FPaYpdKcuvWEWK7qLGRl0VJrvTDoRY5sWVJ8+RFs3g7nNLFo0BuQMl83JOyG",
+	"xjpdIp8tyiAL5pD1qORFXAqz5qhgpxH57W//ZctaWoL9SDXyTsPAW9GRLSALQw2JLZ6Bl/LXa23jrwy/",
+	"m8G1s5uO5Zwp5GJmLo8BkjilfE5ahg2SdVywjVhYsEK4EiU3HBLLDTEFuGSIYLe7zrlmJWuEZyCfGa5I",
+	"WtGgt0+8jGgp8AuFFz3ypTCEFq0LWZMyeECthZGTw8LivMdLQoXZCizeUqr7ymfNEgEUtSXF3tu1y7Iq",
+	"lB0SShKG3UQusRtCziZQGs5Aai9qu/R+hE5j5ZPiTq3qK9YOWXYq21Byw3DwCHC0WZ1pA2S4KkqbbNJh",
+	"GhQWJQk1wzcVlhGMJTbqzhVmiXOWGDSiqcK9+/pJuecGnQRqQfkShuss5qkVVS3Coe6rIqoWm7p50owX",
+	"X0t++4//JC2M34va8Fc1tBYf2Sr3rXevySILmwJn7bd+8OxItEDwKaJm7Ts2chb/KENhu+SlQXIqlkRI",
+	"0ammz1RLlqBN3VCGkXDxs8CuYHCbZBCBUO7H1DYH3iLml68BBS8yMy001/UCE+g2wixQMcU7GZFWIa+G",
+	"5R1RoSfmho4EqDbR9JJZcQfdPQ099qyDf6e+ZwYTjUQCF5xMpUxIPDNidrtLXsqc9AcjAb0oQnPlLE0Y",
+	"motZlKU3CFwtVF+U97UtKgh0qDCwgxYVJIcOhH6bEMTU0FYsAGpl3w7Lse22yv3qjutlOCTQurB0VRbd",
+	"3xKUKw+bl1xvrlFyv36frKkL0TBUoYJXmp6stFfxmeszsr6axdAAIG9oswJX7MgOghsgg5sbCzYrrdom",
+	"jYkFM0tIyi8ZUQugakx1SdkgBkiYV12FjsQBjAdBQBaYw7ILXvWczd5tDXrbWtHJzyU9dw0YZ/juSLRo",
+	"RVAISW5wFsQm6HNBbcGA3J03rHGcM3qpqh262rYerl3mSDBuDrNLfoCSzLlZYKZdaK4VroF4UyMHq5lB",
+	"M1SZvMaW+CUTcb7MCtGemr2ORMJy4DKliFHHPVtSC418ZX5DTZ09ensShIGV8INhsNftdXtQr2KSQ1nz",
+	"pCOkZsrowsuMxzT1bOWTVF4Pt3G0f7mmXP9//V5UGMyK7fV7PdKipN/royg7EqNgteHIKBjaOCN7tqFt",
+	"s1VcW90+JDMkiEi1o3UFyA5HAngWnbKCKFJBotPz47eM5cdFWm+E0JaCQcV8aRRYI52DB8hIa1CkQbA0",
+	"tGnHoGRPJiwfCS1Le6Sti2WH2yhONvF8K1/aqjPHWGi+c77M2JCs6pKwOvPUhs1hrVawepKX0vYqq+ji",
+	"ZlVOP244wPLNJ1Y3tc0ArC4dDIP9bq+7j/VbZmDyfTKDLP2/mv9PWYPP25x6SaeyXJrtOo39u/Pzt130",
+	"maAOfZIEQzPOd3bUWufDfq93txL8Lg8xkJfBzpX1K4UHGgrr/5R1KxbwYPjL+zBQi/mc5stgGLziV0xg",
+	"koumUwW1CdwGVfDefLrB4BoXztxGeN7Dp0uOseoZFrnXZCylboR64Um+F9h3A24xx5pWLy55jmL5zdsw",
+	"GODsTYMWq3zidZOET/a2f9LU0Qe+fbbzt67n0a2XO7nt03pLidpN+lhzDPzy/rZyuc7r9aYrAPOuXFHu",
+	"532tg/CarNDylSdl79Pb95svK3Ml2u4/AbjodFPNCqEJnWhMrjBX3FbrA8JnU9ZQYSzoVkh+xSaeE1uv",
+	"nt1wrYbkeraEv8xqkbpqv/Aa10XNCtLyiq6hou8J9U42tyEkrBqPNRKRq5UReSFZwJmruIa5Z+9eY4W7",
+	"0PUp/VY+ZLMwGPu26uCz6e817B6sQv+UxTKHaLt/GAwc7O1v/6zoX/WFURZQFS4cnn0zom5GtplfmeYz",
+	"IRxe6ajRvx4hOljrhmZpqhxqakmmkmD1Jy1Xo3mwUL7w28xAjIuWFh6EC1u2M2pvwpiyOs/nwZpy/NvV",
+	"xssPyQfrBV8a2OHPM4bWUgvcr7j4gLjot2K4Jz7mRRz358FFCY27/CwfNAViWwZQP9RhLWoOTU7KmcO6",
+	"axHp1CZlfw4kqiRDNeLRV47zBW556ReFSkKZ5BidfueLrqvB/w9/29HsA2bDg17P5QL4Oj9avjGQv0VB",
+	"5nLdCK0V5ZKxDPeKxjDNbnR7JEBLLgusIcfyi5ZhKD16xT0rnvU0Ict799oO7yQ+WN9IYEmPqIiaR0Ot",
+	"Ak+Js18UFrQVVORiypT2Mis+DzbWo/Z3Egl7n2H6o/hyndbnnRCm/n2lAZ9KAwCpCCVjc+gYXFEYgrxU",
+	"lTXEwA+fWGuLMCf3Y8bE0duTMqjDZRscvT2B4Kj/ffT6VaO1wX55lrH4bgYHt6by/tVjGhvvWH2lm404",
+	"53YPpJpvvtagA7RomxnMcnLX1bK0/ArUZHFH4ETAXqoYQEUOevuNIDzFSR/MSoYSzYMZyk6xbtltGBz0",
+	"9ne58GUR4E1HY4bl2wxsno954/11oQiFr6sauhEWmSN6xnhufZ4KHQ7ccC1wT1vvdBOVT7my/nUIR74T",
+	"83zF59wQtq0vuuz195+RkHtN6xrO+kdhDe1yUoDys5LxVfq9wxV7WZTZNl/0n+1EuivdoT+ZgntmYlUE",
+	"WfhXubi272/XCUzHzpnRFKtBXbSGr64/UiS6ZMvIbyk62CeGCj0dLPJ0JErf7JD0D56SnIpEzsmYawXN",
+	"dlXZHnLGcubXQ7PCEbaONOrJd0ed/sHTLjljQNhGgiqyOXDkEOQlFwaC6WpeHEgEkTBdEgk6Z5H1MEOM",
+	"U7nskAhZ+LvKx21bSI5kTGYpuwPmosvIRijfFXU9Bx00aHz/eYS7ShfVnSS7vc8yd7LWnm+94ZfMudSB",
+	"0WHP0Wqf5gb/+rZ+zeUnxRewjj8w0dlFzPQuz4l4iRX+7yNrDvr9O032A1ueYsuA35884r3y+oY2k8ga",
+	"rweFFQlmc0r6c4YGfNsnukte2GBgwAIbPgDaW+FshzBLF7kghQsVq1GSkdhASnA1BSnZbg3BZSZ/dA6K",
+	"S9/8xRupX0LjiN//Tp2yK3m5/U7dmdY7R9nV3pMylGo3sdMPvaoKntJJVFQbRs/nrNsoXB6XM/5Dy5fV",
+	"1ppbRMwSbF+FzK1CZuzfEHffvYe7CJrF610SFa1Swc2pcz6fs+SQRNA2NbLRpVSQ6F9tJIySc4aWNSnI",
+	"WOrZSCieMOWKf1zPuGYK8lRtWL6QmlyxnE84S9prZDaInSyjgdeLcMdegZg/pBRXb8j7hQU5rw/tZiGu",
+	"vARfJbevkts2yY34hZkayc4KzyzEN8s4VyxePip/fk60Fh9KPPgqnz3gzfkLpDhvvTafIp+VQY+7yWd+",
+	"OHxNPrOR8KlNuNEzqaDOgnStvZrltZNyBSsbqQs86dJbQLXgLlSyMm99WLB86WoOD8teBrvd9YYKuv9Y",
+	"YmO1Rv0WsdHL4f0qNm4TG7l/USt+Iny4g9joZ8RAnpAXTg6mSpeEAtV1MI3GS/3pkjfWIwvh/hBSPhI2",
+	"cdPV2f802fDEK4D3h5QN651BvrBs6JcObOSFxWlVq0j9z5MOBw8XullpbrlNBsHs0aJUjU2+cx1WEokJ",
+	"NYTdGJxuydzP3LV5SCOB/K7dJccyYX7DXJsC8FX43ZFynrk6Dj7tW0c/V2SSuvy7qQ5/aUzXcAu8HpxG",
+	"rbZlpRv9xj7R+/yMed0N9ujFVyn6oaXoHW7fw4jRNmsFclPvHh62MS7sGAatld5Cu/zaFNyE2DYeyjbc",
+	"CQmfmNdt0n5DqKSXV9vykMh73u6SQe8ZBnCg9OGCz7wk3HvLITDNHwMliy3/N0bOXTjZsevO/QewpsCR",
+	"fAI7ecJE8sCIeaQuVaX0F6YAzCgk6ISYnVPPPrQZr9nakGWbdI8xmxA16WfDV3ETm+mNlxcLxXKDn0dF",
+	"lmm/zDIoJynLOhz5Ognk+Ap2hT0JcmvjhIIozKYLtQa9Z0OLGID8QmlGk/ah685ZLVyAxRlKAmFfgjR3",
+	"ITsyu7/CwkSygUr0vwyVeAH7qZ8hNNdCu/1XgvE7E4wXIqkq3tOcxmyySNPlXQnHlavXvT4VtdLEfqUN",
+	"QEik3zLdqPMko1MuXGfWDeaxF1c2RPWzscOyAfwadqj5nKUgRH8VUB/whq7vrugA/iVEVlczJ7ZdUh6S",
+	"P0LaqtcuxBZzwCpBWO6wmB/L/YSVdo+uOaGudl3xxNei7cqUQldRKPhj04RiKgjVmsazsjJCip0WYpmm",
+	"LNb1MvZldY9+b1DPep1jTm1RYsdwKr+IDrBIr9Xp+vw9vy/N57GW+TPcN/fVZnwgBKG2UwHD/5G87Y20",
+	"LUvuZ8u5H6k56PV3AvJfqGbXWCX5YJfd2/fPsUb0wyZkeGVcf3l/G64riFzP1DjFDFgf11tIKeYyYW2P",
+	"FlqSsZ5jO5qikuyBSdp5rb6Ko1RlPRRbSLTITSSt7SVMNJlLpUfi6YD8wL9trzQKs0XDuF5puPRIedVM",
+	"ZcaERywL+f/opEIxsWSKX8aoWjeFtPq9vZCs1O1sr6GII7EzSSQHvf6Tg96gks5Z2GaLYtUrdNOA19K0",
+	"s+dvdyaa9vxLmun103p6cLD/dFtHrUZxqDja4uQIHlw3qBPaMLjpzOlNZyyTZWe8hHA4mPhuvoqVfey8",
+	"TgvSr/T6K71+aHr94sZqO57E9shLyi4KIFaFNbyRTdS8sQBXNGE6nrVqpaVC8hGL2w3JKHj749n5KAih",
+	"cNkQ5zbvhbaCmRqSj6PAp8GjYDgSozqGmSFGQSU9YxSY8V3BqoD8M2mqV3V720a5VYxElMVdxfQpm0vN",
+	"npco2fqogfiPAty/mUwl2ZDQa8o1yZnqanajW+3bNvqatnA27erlPyBveylzd47KFq3F3W5q81d0a8ey",
+	"yXS1deBI2AqZriHfCgerFjsCJrPS3cW6eVzpbeF0g5EwTNcJDLXyqpt0nWi7fD8Sn4ebocu90oPxM6r3",
+	"lXnWsIo17R6/8o2vbGAbG7ButnUNQ+8twmua6wcmcG9dgUW1QoI8C76hMIYoK1sTITJ/REVfd6zPbH4Y",
+	"Q/2eBOv4dsjjx/1e7/HjgiDaBhlLCDZYafzoDOMVCtMe+oWTY5rnnNnS6LbGoxH1qV4p81itaKwl+VVy",
+	"0XWr6ptVrdaYtGXFcH9NM2NAX1n+OcIaeugjgCqxUNmhtVKZEiqoyzQl64osurr8g94zB7HmtpitxkLA",
+	"YcUriRYd9FfA0tzgfRg8+rCQml6wm5ixhCVRSa1taqU7CltLVZE5veHzxRwSLKSwOejQ1MVs2g+FjHKq",
+	"2QVUT/VG5gqbkGAFDC0lmVNRdFpQXfKt1DMA8hIOF0oWd8BaFsFlOmWZLZ4LtqpiCbA7tdIPiECHE3j2",
+	"7vV6xwroaZs8KzD8hkiw1TZxqcQmwCDEOHkPvWDoz0IUwLA2i0CtSU6h3KhBglReQz+znvnkaa87ElEv",
+	"KgsCWHcVweZOfrLtI0VcUf9Wv0eUa0XhZAmWrJjiilT/fq85ZtTsohIxWrbVk4txaltwYWewp73GNmFi",
+	"MR9jQ9GVKFYbJ2vpYyeeScUE9u9xamT/4KCasgu1yCdQ+9eFvOaaUK3ZPNOuuHnOdM5Z4tc9zlksp4Ir",
+	"c4VUUTG4S6DxbhVZobB0eZWwiC+5pksEGsAJBekSULWyuxWY+S2rDw62KdifMyTW6zK8RuzxqPShV0cX",
+	"OpjM5HVBSA2jfUjXYqX9csPazlZo9SGKuPb8gew6Gqv/W8cQfSmv491LczxcrJzt1OZhYctjpmucQI3a",
+	"8ispMyJF6f6PikLURgqZy5y1SU6xnt6MCrhBhrp8WPD40mlztpzBTKaJsmUKAVAjITNoUKt5WpdyuuQF",
+	"jWdQ3dpqgmSSMzUjUaWdwyFhNE85VAJnQM+W2JHIRTVjfZFKb7kN6nC1JNf6NIbVmj+uXpaSZEJzYFBe",
+	"f+x1aQ0gMY1EBP9CqSuvVYFNA1wwLIu6udd3pYRW0ciajQRUxzSs3AIY9VyWlKVUh0WBLnOe2BYcYjeK",
+	"3uANvH3KqiW2tmdcFJCyXjsEzxR0V3t7gCcVzXV6Ie4K1tZel5hRgK6Z0+7Urfv9FynUtdYd7vW9/uoQ",
+	"f9C8dJrUXLIe8fMePqwHfKXg+1pactTUuWy1HfrQ1t6zOG4JjUX1ltW6XlGlOxB60Tl5HoUjwSdGYdDY",
+	"BklggzsBHaBZGVhkiymTU6YWc8OHhrYTnh0dVvZIkYgnQ6BH2KrToC6Ki049x2ZArGpfqy5qaGv0FwWi",
+	"FSuL88+5UmWPCqwmDb1g3RN9zWPsToURLNC1JIL1Dd1yjSLHEzePYh/s6CE0VqPuh5Xe9OT7sx/fuJX8",
+	"9rf/wiIBoHHB79i6ZwgFeTrUKG6uqVMs53NU5oQrXL134FSTQ8KnAktmd/3VMujAZZf08bZsA7SevNeC",
+	"/hyLOEQaTxyLhZOOU6lsKQ68Ul3yHNuRFefjVHWGqQgjgX3lvPYe9lOnIrYGvb2QDHoD6Pvexl5necIF",
+	"zZcAPQJ955ym1awNmgF3ZxqGNFoWighh7w2eWKFkY7fW5NBfdG5uM1N2l9hNuFHxqNzPCgPJjFKUm2/+",
+	"/Zde59n7j3vh3rPbPwX3UTlWcLxSKC4wN3ZvJKpXeSTs9RgF5h4bZWfkethDXzzPeA6N/Mwk8MN3LE1l",
+	"aHT4NCXXjIzZlIt/gXe4ZvMLnuD35v978BitIKNgOKGpYuHIa40Pr/Z7/aedvb1O/+n5Xm/Y6w17+/82",
+	"Cm7NvfFxwvxd3vBiA7dl99DdfY0wjru+X7niQ3LF5iYm5gBJ6wzISAfqJCOZba/hmM3dbSqeuwhGOIM2",
+	"pFFhUGMYR1mtW+aaXA2xv56Hyra5Cnrt2pFtHhMZ1m7Y1ZnlmbntkQUkiHgTE26wzGAUdhMFPuUKPluH",
+	"nq1nC0ur8VGylItcsXSCtriCgEIN21dcaSYKO5WhKQneXGUoF7IkHBsoLWkZCBS9Mts2Cez+kkfRa2y3",
+	"pGuvNdn9auK8Leb7hy6J47axS2pzAbOvmc1bM5sz73o4mlE+26UcTpFuCeKjrVxdNHwmfr/nLvkZHrvW",
+	"vSnVhoRpiQIsGGuHIxH1uk+jJ1GvO7Dt/vajJ1Ef2756hsxXUPx0irJWTjkYMbz6OXJCImgDZttIFStZ",
+	"Atorr2LPp6ZOu9v5R82cduv7fRKnC+hsqanjbtLXkjpfs4q3l9TJSpxrIlx1dru1no6Hw5+di63DhBID",
+	"vorPD15MZ8uFuZ9QtzWCwm8r7SIn7PQrfT9kyow+D1lyhaqYGGHVFoxt5qqlblzuZ9X5+BaK/q4O733u",
+	"lRZa/b4s1uOsGzz38lVaYHWA3PvQ5giGRRJL25vEc2CsTlLPh/EbmoGaYd3BhjNPJLqOQQ/yJvBUntUJ",
+	"jstMFFqETGhJaNEh1usWeCoXmjWGq5WxIl1yhJoJdlLzu6t///M5qcd9PFKVZtnoGMFsGBQvXO0iGxzT",
+	"sIOyPXVhdnTaQtmcHAQYjN7wgV+U9lwd96wMf/ntP/7TCz3HXDWjMTnlUQ2J10LWdWitN8V2ne8Zefd6",
+	"JKzRRxVtF/3dFi0XVpeFlfULg1qtDwHh2mh6Zomk2tXW27RXEf/2/e3/CwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -27,6 +27,8 @@ import (
 const (
 	// SchemeTenantJWT is a recruiter's Supabase-compatible JWT.
 	SchemeTenantJWT = "tenantJWT"
+	// SchemeTenantAPIKey is a tenant API key (ik_…) of a backend.
+	SchemeTenantAPIKey = "tenantAPIKey"
 	// SchemeInterviewAccessToken is the short-lived token of one interview
 	// from the start answer, for its /session/* routes.
 	SchemeInterviewAccessToken = "interviewAccessToken"
@@ -52,7 +54,7 @@ func Spec() []byte {
 
 // Security maps every operationId of the contract to the security schemes
 // that authenticate it, any one of them sufficing (SchemeTenantJWT,
-// SchemeInterviewAccessToken, SchemeSessionToken); an empty list means the
+// SchemeTenantAPIKey, SchemeInterviewAccessToken, SchemeSessionToken); an empty list means the
 // operation takes no credentials. It is meant for
 // RegisterHandlersOptions.OperationMiddlewares, which is keyed by the same
 // operationIds. Each call returns a fresh map.

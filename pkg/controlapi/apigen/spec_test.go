@@ -98,6 +98,14 @@ func TestSpecConventions(t *testing.T) {
 			if strings.HasPrefix(path, "/internal/") {
 				want = append(want, "409")
 			}
+			if _, creates := responses["201"]; creates && op.RequestBody != nil &&
+				op.RequestBody.Value.Content.Get("application/json") != nil {
+				// Creates keep their answers under an Idempotency-Key.
+				if !slices.ContainsFunc(params, func(r *openapi3.ParameterRef) bool { return r.Value.Name == "Idempotency-Key" }) {
+					t.Errorf("%s: a create without the Idempotency-Key parameter", name)
+				}
+				want = append(want, "409", "422")
+			}
 			for _, s := range want {
 				if !slices.Contains(statuses, s) {
 					t.Errorf("%s: documents no %s answer", name, s)
@@ -129,8 +137,8 @@ func TestSpecConventions(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != 26 {
-		t.Errorf("%d operations, want 26", len(seen))
+	if len(seen) != 29 {
+		t.Errorf("%d operations, want 29", len(seen))
 	}
 }
 
@@ -210,8 +218,9 @@ func TestGeneratedCodeIsCurrent(t *testing.T) {
 func TestSecurity(t *testing.T) {
 	got := Security()
 	want := map[string][]string{
-		"createPosition":     {SchemeTenantJWT},
-		"streamTranscript":   {SchemeTenantJWT},
+		"createPosition":     {SchemeTenantAPIKey, SchemeTenantJWT},
+		"streamTranscript":   {SchemeTenantAPIKey, SchemeTenantJWT},
+		"deleteAPIKey":       {SchemeTenantAPIKey, SchemeTenantJWT},
 		"postSessionSDP":     {SchemeInterviewAccessToken, SchemeTenantJWT},
 		"createSessionToken": {SchemeInterviewAccessToken, SchemeTenantJWT},
 		"reportSessionCall":  {SchemeInterviewAccessToken, SchemeTenantJWT},
@@ -226,11 +235,11 @@ func TestSecurity(t *testing.T) {
 			t.Errorf("Security()[%s] = %v, want %v", op, got[op], schemes)
 		}
 	}
-	if len(got) != 26 {
-		t.Errorf("Security() has %d operations, want 26", len(got))
+	if len(got) != 29 {
+		t.Errorf("Security() has %d operations, want 29", len(got))
 	}
 	got["createPosition"][0] = "changed"
-	if Security()["createPosition"][0] != SchemeTenantJWT {
+	if Security()["createPosition"][0] != SchemeTenantAPIKey {
 		t.Error("Security() shares its slices between calls")
 	}
 }
@@ -256,6 +265,9 @@ func TestSessionJSONMatchesSchemas(t *testing.T) {
 		Status: session.StateScheduled, Architecture: session.ArchitectureHybrid, MaxDurationS: 60, CreatedAt: now}
 	position := session.PositionRecord{ID: id, TenantID: tenant, Title: "T", CreatedAt: now,
 		Competencies: []session.Competency{{Name: "Go", Weight: 0.5}, {Name: "SQL", Weight: 2, Description: "d"}}}
+	apiKey := session.APIKey{ID: id, TenantID: tenant, Name: "ATS", Role: "viewer", Prefix: "ik_abcdefgh", CreatedAt: now}
+	used := apiKey
+	used.LastUsedAt = &now
 	tests := map[string]struct {
 		schema string
 		value  any
@@ -272,18 +284,22 @@ func TestSessionJSONMatchesSchemas(t *testing.T) {
 		"vm config": {"VMConfig", session.VMConfig{SessionID: id, TenantID: tenant, Architecture: "hybrid", Realtime: "openai",
 			Deadline: now, MaxDurationS: 2700, HeartbeatIntervalMS: 5000, IdleTimeoutMS: 0,
 			Position: session.Position{Title: "T", Competencies: position.Competencies}}},
-		"ready":             {"ReadyRequest", session.ReadyRequest{MachineID: "m1"}},
-		"heartbeat":         {"Heartbeat", session.Heartbeat{LastSeq: 3, AckedSeq: 2, BufferedSegments: 1, Retries: 4, Sideband: "open"}},
-		"heartbeat answer":  {"HeartbeatAnswer", session.HeartbeatAnswer{Action: session.ActionEnd, Reason: session.ReasonMaxDuration}},
-		"continue":          {"HeartbeatAnswer", session.HeartbeatAnswer{Action: session.ActionContinue}},
-		"transcript batch":  {"TranscriptBatch", session.TranscriptBatch{Segments: []session.Segment{{Seq: 1, Speaker: "candidate", Text: "a"}}}},
-		"transcript ack":    {"TranscriptAck", session.TranscriptAck{AckedSeq: 7}},
-		"ended":             {"Ended", session.Ended{Reason: session.ReasonCompleted, LastSeq: 0}},
-		"error":             {"ErrorResponse", map[string]any{"error": map[string]string{"code": session.EQUOTA, "message": "m"}}},
-		"start answer":      {"StartReady", map[string]any{"interview": full, "connect": map[string]any{"sdp_url": "u", "token_url": "u", "access_token": "t", "expires_at": now}}},
-		"start answer, 202": {"StartPending", map[string]any{"interview": scheduled}},
-		"list":              {"InterviewList", map[string]any{"items": []session.Interview{full}, "next_cursor": nil}},
-		"list, next page":   {"PositionList", map[string]any{"items": []session.PositionRecord{position}, "next_cursor": "abc"}},
+		"ready":              {"ReadyRequest", session.ReadyRequest{MachineID: "m1"}},
+		"heartbeat":          {"Heartbeat", session.Heartbeat{LastSeq: 3, AckedSeq: 2, BufferedSegments: 1, Retries: 4, Sideband: "open"}},
+		"heartbeat answer":   {"HeartbeatAnswer", session.HeartbeatAnswer{Action: session.ActionEnd, Reason: session.ReasonMaxDuration}},
+		"continue":           {"HeartbeatAnswer", session.HeartbeatAnswer{Action: session.ActionContinue}},
+		"transcript batch":   {"TranscriptBatch", session.TranscriptBatch{Segments: []session.Segment{{Seq: 1, Speaker: "candidate", Text: "a"}}}},
+		"transcript ack":     {"TranscriptAck", session.TranscriptAck{AckedSeq: 7}},
+		"ended":              {"Ended", session.Ended{Reason: session.ReasonCompleted, LastSeq: 0}},
+		"error":              {"ErrorResponse", map[string]any{"error": map[string]string{"code": session.EQUOTA, "message": "m"}}},
+		"start answer":       {"StartReady", map[string]any{"interview": full, "connect": map[string]any{"sdp_url": "u", "token_url": "u", "access_token": "t", "expires_at": now}}},
+		"start answer, 202":  {"StartPending", map[string]any{"interview": scheduled}},
+		"list":               {"InterviewList", map[string]any{"items": []session.Interview{full}, "next_cursor": nil}},
+		"list, next page":    {"PositionList", map[string]any{"items": []session.PositionRecord{position}, "next_cursor": "abc"}},
+		"api key":            {"APIKey", apiKey},
+		"api key, used":      {"APIKey", used},
+		"api keys":           {"APIKeyList", map[string]any{"items": []session.APIKey{apiKey, used}, "next_cursor": nil}},
+		"error, idempotency": {"ErrorResponse", map[string]any{"error": map[string]string{"code": session.EIDEMPOTENCYREUSED, "message": "m"}}},
 	}
 	opts := []openapi3.SchemaValidationOption{
 		openapi3.MultiErrors(),

@@ -38,11 +38,15 @@ func (s stub) ReportVMReady(c echo.Context, _ SessionID) error { return s.answer
 func (s stub) IngestTranscript(c echo.Context, _ SessionID) error {
 	return s.answer(c, "ingestTranscript")
 }
-func (s stub) GetOpenAPISpec(c echo.Context) error        { return s.answer(c, "getOpenAPISpec") }
-func (s stub) GetReadyz(c echo.Context) error             { return s.answer(c, "getReadyz") }
-func (s stub) CreateCandidate(c echo.Context) error       { return s.answer(c, "createCandidate") }
-func (s stub) GetCandidate(c echo.Context, _ ID) error    { return s.answer(c, "getCandidate") }
-func (s stub) CreateInterview(c echo.Context) error       { return s.answer(c, "createInterview") }
+func (s stub) GetOpenAPISpec(c echo.Context) error { return s.answer(c, "getOpenAPISpec") }
+func (s stub) GetReadyz(c echo.Context) error      { return s.answer(c, "getReadyz") }
+func (s stub) CreateCandidate(c echo.Context, _ CreateCandidateParams) error {
+	return s.answer(c, "createCandidate")
+}
+func (s stub) GetCandidate(c echo.Context, _ ID) error { return s.answer(c, "getCandidate") }
+func (s stub) CreateInterview(c echo.Context, _ CreateInterviewParams) error {
+	return s.answer(c, "createInterview")
+}
 func (s stub) GetInterview(c echo.Context, _ ID) error    { return s.answer(c, "getInterview") }
 func (s stub) CancelInterview(c echo.Context, _ ID) error { return s.answer(c, "cancelInterview") }
 func (s stub) EndInterview(c echo.Context, _ ID) error    { return s.answer(c, "endInterview") }
@@ -54,8 +58,17 @@ func (s stub) PostSessionSDP(c echo.Context, _ ID) error    { return s.answer(c,
 func (s stub) CreateSessionToken(c echo.Context, _ ID) error {
 	return s.answer(c, "createSessionToken")
 }
-func (s stub) CreatePosition(c echo.Context) error    { return s.answer(c, "createPosition") }
+func (s stub) CreatePosition(c echo.Context, _ CreatePositionParams) error {
+	return s.answer(c, "createPosition")
+}
 func (s stub) GetPosition(c echo.Context, _ ID) error { return s.answer(c, "getPosition") }
+func (s stub) CreateAPIKey(c echo.Context, _ CreateAPIKeyParams) error {
+	return s.answer(c, "createAPIKey")
+}
+func (s stub) ListAPIKeys(c echo.Context, _ ListAPIKeysParams) error {
+	return s.answer(c, "listAPIKeys")
+}
+func (s stub) DeleteAPIKey(c echo.Context, _ ID) error { return s.answer(c, "deleteAPIKey") }
 func (s stub) ListPositions(c echo.Context, _ ListPositionsParams) error {
 	return s.answer(c, "listPositions")
 }
