@@ -216,11 +216,17 @@ type Architecture string
 
 // Candidate defines model for Candidate.
 type Candidate struct {
-	CreatedAt time.Time          `json:"created_at"`
-	Email     string             `json:"email"`
-	FullName  string             `json:"full_name"`
-	ID        openapi_types.UUID `json:"id"`
-	TenantID  openapi_types.UUID `json:"tenant_id"`
+	CreatedAt time.Time `json:"created_at"`
+	Email     string    `json:"email"`
+
+	// ExternalID The customer's own id, null when none was set.
+	ExternalID *string            `json:"external_id"`
+	FullName   string             `json:"full_name"`
+	ID         openapi_types.UUID `json:"id"`
+
+	// Metadata The customer's string pairs; empty when none were set.
+	Metadata map[string]string  `json:"metadata"`
+	TenantID openapi_types.UUID `json:"tenant_id"`
 }
 
 // CandidateCreate defines model for CandidateCreate.
@@ -228,8 +234,20 @@ type CandidateCreate struct {
 	// Email Example: ada@example.com
 	Email string `json:"email"`
 
+	// ExternalID The customer's own id for the object (e.g. its ATS's), unique among the tenant's objects of
+	// that kind; a duplicate answers `409 conflict`.
+	//
+	//
+	// Example: ats-req-4711
+	ExternalID *ExternalID `json:"external_id,omitempty"`
+
 	// FullName Example: Ada Lovelace
 	FullName string `json:"full_name"`
+
+	// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+	//
+	// Example: {"ats":"greenhouse"}
+	Metadata *Metadata `json:"metadata,omitempty"`
 }
 
 // CandidateList defines model for CandidateList.
@@ -238,6 +256,18 @@ type CandidateList struct {
 
 	// NextCursor Pass as `cursor` to get the next page; null on the last page.
 	NextCursor *NextCursor `json:"next_cursor"`
+}
+
+// CandidateUpdate defines model for CandidateUpdate.
+type CandidateUpdate struct {
+	Email      *string     `json:"email,omitempty"`
+	ExternalID *ExternalID `json:"external_id,omitempty"`
+	FullName   *string     `json:"full_name,omitempty"`
+
+	// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+	//
+	// Example: {"ats":"greenhouse"}
+	Metadata *Metadata `json:"metadata,omitempty"`
 }
 
 // Competency One weighted skill of a position.
@@ -364,6 +394,12 @@ type EventList struct {
 	Phases []Phase `json:"phases"`
 }
 
+// ExternalID The customer's own id for the object (e.g. its ATS's), unique among the tenant's objects of
+// that kind; a duplicate answers `409 conflict`.
+//
+// Example: ats-req-4711
+type ExternalID = string
+
 // HealthStatus defines model for HealthStatus.
 type HealthStatus struct {
 	Status HealthStatusStatus `json:"status"`
@@ -418,15 +454,21 @@ type Interview struct {
 	EndReason *EndReason `json:"end_reason"`
 
 	// EndedAt When it reached a terminal state.
-	EndedAt *time.Time         `json:"ended_at"`
-	ID      openapi_types.UUID `json:"id"`
+	EndedAt *time.Time `json:"ended_at"`
+
+	// ExternalID The customer's own id, null when none was set.
+	ExternalID *string            `json:"external_id"`
+	ID         openapi_types.UUID `json:"id"`
 
 	// Machine The session VM; null until one was created.
 	Machine *Machine `json:"machine"`
 
 	// MaxDurationS Maximum length in seconds.
-	MaxDurationS int                `json:"max_duration_s"`
-	PositionID   openapi_types.UUID `json:"position_id"`
+	MaxDurationS int `json:"max_duration_s"`
+
+	// Metadata The customer's string pairs; empty when none were set.
+	Metadata   map[string]string  `json:"metadata"`
+	PositionID openapi_types.UUID `json:"position_id"`
 
 	// ReadyAt When the VM reported ready.
 	ReadyAt *time.Time `json:"ready_at"`
@@ -450,13 +492,25 @@ type InterviewCreate struct {
 	// CompanyID Optional company of the tenant the interview is for.
 	CompanyID *openapi_types.UUID `json:"company_id,omitempty"`
 
+	// ExternalID The customer's own id for the object (e.g. its ATS's), unique among the tenant's objects of
+	// that kind; a duplicate answers `409 conflict`.
+	//
+	//
+	// Example: ats-req-4711
+	ExternalID *ExternalID `json:"external_id,omitempty"`
+
 	// MaxDurationS Maximum length of the interview in seconds. Default and upper bound: the server's maximum
 	// (45 minutes unless configured otherwise); above it answers 400.
 	//
 	//
 	// Example: 1800
-	MaxDurationS *int               `json:"max_duration_s,omitempty"`
-	PositionID   openapi_types.UUID `json:"position_id"`
+	MaxDurationS *int `json:"max_duration_s,omitempty"`
+
+	// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+	//
+	// Example: {"ats":"greenhouse"}
+	Metadata   *Metadata          `json:"metadata,omitempty"`
+	PositionID openapi_types.UUID `json:"position_id"`
 }
 
 // InterviewList defines model for InterviewList.
@@ -472,6 +526,19 @@ type InterviewList struct {
 // connected. `ending`: winding down, transcript being flushed. Terminal: `completed`, `failed`,
 // `cancelled`.
 type InterviewStatus string
+
+// InterviewUpdate defines model for InterviewUpdate.
+type InterviewUpdate struct {
+	ExternalID *ExternalID `json:"external_id,omitempty"`
+
+	// MaxDurationS As in `InterviewCreate`.
+	MaxDurationS *int `json:"max_duration_s,omitempty"`
+
+	// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+	//
+	// Example: {"ats":"greenhouse"}
+	Metadata *Metadata `json:"metadata,omitempty"`
+}
 
 // Machine The interview's session VM as its provider reports it.
 type Machine struct {
@@ -494,6 +561,11 @@ type Machine struct {
 	// Example: started
 	State string `json:"state"`
 }
+
+// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+//
+// Example: {"ats":"greenhouse"}
+type Metadata map[string]string
 
 // NextCursor Pass as `cursor` to get the next page; null on the last page.
 type NextCursor = string
@@ -539,6 +611,13 @@ type PositionList struct {
 
 	// NextCursor Pass as `cursor` to get the next page; null on the last page.
 	NextCursor *NextCursor `json:"next_cursor"`
+}
+
+// PositionUpdate defines model for PositionUpdate.
+type PositionUpdate struct {
+	Competencies *[]CompetencyInput `json:"competencies,omitempty"`
+	Description  *string            `json:"description,omitempty"`
+	Title        *string            `json:"title,omitempty"`
 }
 
 // ReadyRequest defines model for ReadyRequest.
@@ -739,6 +818,9 @@ type ListInterviewsParams struct {
 	// Status Only interviews in this state.
 	Status *InterviewStatus `form:"status,omitempty" json:"status,omitempty"`
 
+	// ExternalID Only the interview with this `external_id`.
+	ExternalID *string `form:"external_id,omitempty" json:"external_id,omitempty"`
+
 	// Limit Page size, 1 to 100.
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 
@@ -765,6 +847,9 @@ type GetTranscriptParams struct {
 
 // StreamTranscriptParams defines parameters for StreamTranscript.
 type StreamTranscriptParams struct {
+	// AccessToken The interview's access token (`connect.access_token`); never a tenant JWT.
+	AccessToken *string `form:"access_token,omitempty" json:"access_token,omitempty"`
+
 	// LastEventID The `seq` of the last segment already received; the stream resumes after it.
 	LastEventID *string `json:"Last-Event-ID,omitempty"`
 }
@@ -793,14 +878,23 @@ type IngestTranscriptJSONRequestBody = TranscriptBatch
 // CreateCandidateJSONRequestBody defines body for CreateCandidate for application/json ContentType.
 type CreateCandidateJSONRequestBody = CandidateCreate
 
+// UpdateCandidateJSONRequestBody defines body for UpdateCandidate for application/json ContentType.
+type UpdateCandidateJSONRequestBody = CandidateUpdate
+
 // CreateInterviewJSONRequestBody defines body for CreateInterview for application/json ContentType.
 type CreateInterviewJSONRequestBody = InterviewCreate
+
+// UpdateInterviewJSONRequestBody defines body for UpdateInterview for application/json ContentType.
+type UpdateInterviewJSONRequestBody = InterviewUpdate
 
 // ReportSessionCallJSONRequestBody defines body for ReportSessionCall for application/json ContentType.
 type ReportSessionCallJSONRequestBody = SessionCall
 
 // CreatePositionJSONRequestBody defines body for CreatePosition for application/json ContentType.
 type CreatePositionJSONRequestBody = PositionCreate
+
+// UpdatePositionJSONRequestBody defines body for UpdatePosition for application/json ContentType.
+type UpdatePositionJSONRequestBody = PositionUpdate
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -834,18 +928,30 @@ type ServerInterface interface {
 	// CreateCandidate Create a candidate
 	// (POST /v1/candidates)
 	CreateCandidate(ctx echo.Context) error
+	// DeleteCandidate Erase a candidate
+	// (DELETE /v1/candidates/{id})
+	DeleteCandidate(ctx echo.Context, id ID) error
 	// GetCandidate Get a candidate
 	// (GET /v1/candidates/{id})
 	GetCandidate(ctx echo.Context, id ID) error
+	// UpdateCandidate Update a candidate
+	// (PATCH /v1/candidates/{id})
+	UpdateCandidate(ctx echo.Context, id ID) error
 	// ListInterviews List interviews
 	// (GET /v1/interviews)
 	ListInterviews(ctx echo.Context, params ListInterviewsParams) error
 	// CreateInterview Schedule an interview
 	// (POST /v1/interviews)
 	CreateInterview(ctx echo.Context) error
+	// DeleteInterview Erase an interview
+	// (DELETE /v1/interviews/{id})
+	DeleteInterview(ctx echo.Context, id ID) error
 	// GetInterview Get an interview
 	// (GET /v1/interviews/{id})
 	GetInterview(ctx echo.Context, id ID) error
+	// UpdateInterview Update a scheduled interview
+	// (PATCH /v1/interviews/{id})
+	UpdateInterview(ctx echo.Context, id ID) error
 	// CancelInterview Cancel an interview
 	// (POST /v1/interviews/{id}/cancel)
 	CancelInterview(ctx echo.Context, id ID) error
@@ -879,9 +985,15 @@ type ServerInterface interface {
 	// CreatePosition Create a position
 	// (POST /v1/positions)
 	CreatePosition(ctx echo.Context) error
+	// DeletePosition Delete a position
+	// (DELETE /v1/positions/{id})
+	DeletePosition(ctx echo.Context, id ID) error
 	// GetPosition Get a position
 	// (GET /v1/positions/{id})
 	GetPosition(ctx echo.Context, id ID) error
+	// UpdatePosition Update a position
+	// (PATCH /v1/positions/{id})
+	UpdatePosition(ctx echo.Context, id ID) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -1030,6 +1142,22 @@ func (w *ServerInterfaceWrapper) CreateCandidate(ctx echo.Context) error {
 	return err
 }
 
+// DeleteCandidate converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteCandidate(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteCandidate(ctx, id)
+	return err
+}
+
 // GetCandidate converts echo context to params.
 func (w *ServerInterfaceWrapper) GetCandidate(ctx echo.Context) error {
 	var err error
@@ -1046,6 +1174,22 @@ func (w *ServerInterfaceWrapper) GetCandidate(ctx echo.Context) error {
 	return err
 }
 
+// UpdateCandidate converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateCandidate(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateCandidate(ctx, id)
+	return err
+}
+
 // ListInterviews converts echo context to params.
 func (w *ServerInterfaceWrapper) ListInterviews(ctx echo.Context) error {
 	var err error
@@ -1057,6 +1201,13 @@ func (w *ServerInterfaceWrapper) ListInterviews(ctx echo.Context) error {
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", ctx.QueryParams(), &params.Status, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter status: %s", err))
+	}
+
+	// ------------- Optional query parameter "external_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "external_id", ctx.QueryParams(), &params.ExternalID, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter external_id: %s", err))
 	}
 
 	// ------------- Optional query parameter "limit" -------------
@@ -1087,6 +1238,22 @@ func (w *ServerInterfaceWrapper) CreateInterview(ctx echo.Context) error {
 	return err
 }
 
+// DeleteInterview converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteInterview(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteInterview(ctx, id)
+	return err
+}
+
 // GetInterview converts echo context to params.
 func (w *ServerInterfaceWrapper) GetInterview(ctx echo.Context) error {
 	var err error
@@ -1100,6 +1267,22 @@ func (w *ServerInterfaceWrapper) GetInterview(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetInterview(ctx, id)
+	return err
+}
+
+// UpdateInterview converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateInterview(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateInterview(ctx, id)
 	return err
 }
 
@@ -1279,6 +1462,12 @@ func (w *ServerInterfaceWrapper) StreamTranscript(ctx echo.Context) error {
 
 	// Parameter object where we will unmarshal all parameters from the context
 	var params StreamTranscriptParams
+	// ------------- Optional query parameter "access_token" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "access_token", ctx.QueryParams(), &params.AccessToken, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter access_token: %s", err))
+	}
 
 	headers := ctx.Request().Header
 	// ------------- Optional header parameter "Last-Event-ID" -------------
@@ -1336,6 +1525,22 @@ func (w *ServerInterfaceWrapper) CreatePosition(ctx echo.Context) error {
 	return err
 }
 
+// DeletePosition converts echo context to params.
+func (w *ServerInterfaceWrapper) DeletePosition(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeletePosition(ctx, id)
+	return err
+}
+
 // GetPosition converts echo context to params.
 func (w *ServerInterfaceWrapper) GetPosition(ctx echo.Context) error {
 	var err error
@@ -1349,6 +1554,22 @@ func (w *ServerInterfaceWrapper) GetPosition(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetPosition(ctx, id)
+	return err
+}
+
+// UpdatePosition converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdatePosition(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdatePosition(ctx, id)
 	return err
 }
 
@@ -1401,13 +1622,19 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 
 	router.GET(options.BaseURL+"/v1/positions", wrapper.ListPositions, options.OperationMiddlewares["listPositions"]...)
 	router.POST(options.BaseURL+"/v1/positions", wrapper.CreatePosition, options.OperationMiddlewares["createPosition"]...)
+	router.DELETE(options.BaseURL+"/v1/positions/:id", wrapper.DeletePosition, options.OperationMiddlewares["deletePosition"]...)
 	router.GET(options.BaseURL+"/v1/positions/:id", wrapper.GetPosition, options.OperationMiddlewares["getPosition"]...)
+	router.PATCH(options.BaseURL+"/v1/positions/:id", wrapper.UpdatePosition, options.OperationMiddlewares["updatePosition"]...)
 	router.GET(options.BaseURL+"/v1/candidates", wrapper.ListCandidates, options.OperationMiddlewares["listCandidates"]...)
 	router.POST(options.BaseURL+"/v1/candidates", wrapper.CreateCandidate, options.OperationMiddlewares["createCandidate"]...)
+	router.DELETE(options.BaseURL+"/v1/candidates/:id", wrapper.DeleteCandidate, options.OperationMiddlewares["deleteCandidate"]...)
 	router.GET(options.BaseURL+"/v1/candidates/:id", wrapper.GetCandidate, options.OperationMiddlewares["getCandidate"]...)
+	router.PATCH(options.BaseURL+"/v1/candidates/:id", wrapper.UpdateCandidate, options.OperationMiddlewares["updateCandidate"]...)
 	router.GET(options.BaseURL+"/v1/interviews", wrapper.ListInterviews, options.OperationMiddlewares["listInterviews"]...)
 	router.POST(options.BaseURL+"/v1/interviews", wrapper.CreateInterview, options.OperationMiddlewares["createInterview"]...)
+	router.DELETE(options.BaseURL+"/v1/interviews/:id", wrapper.DeleteInterview, options.OperationMiddlewares["deleteInterview"]...)
 	router.GET(options.BaseURL+"/v1/interviews/:id", wrapper.GetInterview, options.OperationMiddlewares["getInterview"]...)
+	router.PATCH(options.BaseURL+"/v1/interviews/:id", wrapper.UpdateInterview, options.OperationMiddlewares["updateInterview"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/start", wrapper.StartInterview, options.OperationMiddlewares["startInterview"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/end", wrapper.EndInterview, options.OperationMiddlewares["endInterview"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/cancel", wrapper.CancelInterview, options.OperationMiddlewares["cancelInterview"]...)
@@ -1433,194 +1660,223 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rcty2muCroDinyt1eqtW6+Ry3amtGUZwTJb6VpDi7m/aIaBLdjZgN0AQouY9XVefXPMDUPMN5sDzJ",
-	"Fr4PIMFLXyTLzsms/yQWm8Tlw4fvfvkYxHKRScGEVsHoYzBnNGE5/POc6Xx5MtUsN38lTMU5zzSXIhgF",
-	"FyyWIlFES3JDuSYTNpU5IzpfcjEjdEa5GARhwD7QRZayYHQUBiqeswU1Qy244ItiEYyGYaCXGQtGARea",
-	"zVge3N7ehkFGc7pg2i7jtMiV7FjC5ZyRSLAP+iqGNyIip0TPGclyds1loUhGZ2xATiaKCU2mModfpzxX",
-	"Gn8KwoCbkd4XLF8GYSDowqwFhwtqK6YfnjMx0/NgdLS3H5oduL/3yj0onXMxC8wOzr7tXq+c/Mpi/UgR",
-	"ntTAE/x5cpgM2dF05ynd2985jA8mO39JnrCd/ekeHU6exn9J/szccjOq59VqeRKEQc7eFzxnSTDSecH8",
-	"lU9lvqA6GAVFAW+21/qcL7huL/c1nTGi+N9YSPbMMe8Nh6sAlsII/qwJm9Ii1cHoaBga4OFx7w2HYXX4",
-	"ex2HHwYXTCkuxSoAKvyZ9Mw3+TVnN30Ly4cHza35WGVSKAaI+A1N/ko1u6FL81cshWYCAEezLOUxNcvc",
-	"/VWZtX70pvlTzqbBKPiX3eqi7eKvavdZnsv83E6CU7b3XG71kSJvXpBYFmlChDSXjuSMxnOWEJkTKtQN",
-	"y1lCJjRJlwNyKhNGoglNrma46mgQ3IZmF+fsfcGU3mIXJYJ+DJhZKn6S4KFd05QnV7kdLAwWTCk6M7/Z",
-	"Z2Qik+WImH0zzUTMmfpl+HZww/hsrkdEFIsJy8miULCVBRCQORVkCJjwgBB060kkUwC5BdXxnOg5V8RA",
-	"IKexJj1KFlwpQ79kThY0NfjBEjLlLE1CQsk1TQtGZKGJnI5FTsWMhYQKUoh3Qt6I6sXqWw4ngwSl746k",
-	"AbnoGOiShR5RdKnG4mbO4zmOSKhIyM18ORgLc36nUkxTHn/i6cVuFP/YSkQjABfzrWY4f0yFxTilaa5Z",
-	"8tBH5CO50lSz6rBomsobPKweG8wGhGuzQM3yBRc0LeHq9oR4/p3MJzxJmPg0QE3LYWoILlNGzGpZbpaS",
-	"M5rsSJEuHxoqWr5jwswAGEMmhSZcKwLTL+gSwJNIC5sIFxSRm5xrLmb90CBf+T5XDlMHY4EQKzcXWeSy",
-	"9O2SL5gs9O9K5hKORA7JGuGCaL5g7qwtSbvSuFI88pdSfycLkXzaiQupr6YwjH/iZin49AGP+KUkqojn",
-	"ViyAPc4ZiWmasvyRwXBBhXZbLtdVbvac0eT34kUGnQxMIoP7y8hgWsTFVZbLWc6UikjP/GqJBVkyHRKl",
-	"eZqSLJfX3PBwLmaAoPKa5f0SJatLjBhp5YGXUj/n1+zLbtYJG7BVkkoxYzlJ+TUjPSYSloRkSnmK3Dem",
-	"ImZpypL+CA7xzQtkbErLDCgo+8DtUY7Fql3+JGih5zLnf2PJl9vqic/3bnIpZuXOgf7AKVFLi+SUUCH1",
-	"nOXuJYefBSyeCW2WyRKztUsPEAYdcqNRkBuu5wAjRReWxFkwXEr5nOazL3zMvrRizjo1S8hRFAHewxLS",
-	"2yMv+DegRPxw8eplSJ4ckh/tg4tvX5c8SEt5Bd9H1ZZeULG0Ipf6NNKUU82uQNpmdeqkpSQLKpZuL+oh",
-	"qRTuzJ87GiHLKRSggdCktQAHkPeF1PSKfYgZS1gSkR6QBGKYJd6UsUAyR2gKpITkhVDAtazeYFAuliIu",
-	"8tzMBPevJENqQH42+mcEyuoOaKsRUaidmiMIWxrtTqnSdkHFvr3rKb8AkjtezTWH2LgnDQkMGT1cihFh",
-	"HzJQXR6W5bQvtZ5TEKlKwTV0U4dwb5dMowQSAsI7AkCLhDMRMzPWWIDaQRSfCZasoQkBAvOa8pROUvYl",
-	"yVzCMkO3RbwkPUN/EqrphCoWOooNvClhed8AIzGSUrUPt+Bo8IA4xT5kLNYseVbhyP31Mc1yQdO2RC9o",
-	"SvDtB8SjE7EkiAUwdEhAMo+OhkPiJo1IL5WzGUsqim+pwyNFov+1Y2nizlkS9Qfe2gCsJ7HuMvr8PJck",
-	"poUyaonVE+K50cRGJDLUKCI9KsjJ6zOQovohCBQ6l0aiivDUUz5l8TJODX/Pr3nMzFvXi2gs4GfH+t68",
-	"eGQE+0zmWpk3ckNTYl6Nk7Gcy4TH5iXKc5JKmfWR5DBRLILRL4FZURAG1RKCMLhegFHCDRa8bRkewuAk",
-	"j+dcs1gXOWvD4HvQhhqy2CSX74z2PyDRfDnJOdJowGr8SRk+hbqcWUqsFfyucypw8LEw8GD5juIJIzdz",
-	"bnQMlnBKpqm8UWTC9A1jKKJOcnljaL8ZrrYUlpOE5yzW6bIOClxU525PqUh4QjVsNctlxnLN0eQS58zQ",
-	"jSuqawYb8/KOEf2DjuHYgvK09jo+6Xh1WqTpFRqLPrZ/5ckWVqIwQPZ1tdXbt7496hc0UFXf+wsKy1V7",
-	"MKighxpDDXqn8B5QjiThBldo+tqD5pSmioUNAJfAqkyRNKH/Zv8axNJgawuQnjn0YH9YM4cebAJzNdFJ",
-	"Qslzec1SGrP6oPvDYdPGmlFtqEowCsbji42AbcNxLeiec7SG1WHDNVvU/7GOYlZYfFtORfOcLs3fnpl6",
-	"0zgv2QdtTd4tdIF11Efr3JczuC3bxOOVYAQNcCwh6p3RyIxITzKpAGcMd6uDofZ9czhrXL+ZM0HYItPL",
-	"QdcVaZ/9xVJptiAJM/JC1ye4xq4J5TUjw2OSs5RqIwtqCSQImZFvayz9Ad7WyhUMB088xE5kYWSRch1o",
-	"mmwdgMUou7b1oD8TGVpQ7nAbG6CuwPUtwEk5jqVQYlOaLkmRkUIkRjGVFAzh9Xs0vNdxfNJdXHN4Yums",
-	"vhTPMdziHB9ZhFXtA2Qf4rRQ/Jq9cF4FNPK3D7bD5/QJhywEi/Vqzhw7WvBIlazyV8mFqjPL9l2jccyU",
-	"ugKpvD38N4zmRjEFmR39WVzV7GbRrhVfdh9HJJeFNrdApEvSA/ICxmf79glMdWnGiozY8lfQq7Q7Bn8L",
-	"GZ2xkAh2bc6N5CzOC67dQpDNt7kw6A/Kcu6mEMcEify9RmAnMTIGuA/jmGWaATZvx/NVkl0VedpJn2Ra",
-	"aEZ+On9u6EH0+tXFJdm93tutVMjdjzy5LQGnkiyq++bmWmdqtLtLMz7wGGNjkG08eP4knaKEgcVDbQQB",
-	"O9jIKx3s/OnDOibWjrPrRjwTyTmjqotD/DxfEio8YRVMZwMjmFsHg5VUYymuWa5A4SFTLriaw3vw/tVk",
-	"eQXy/YgouWBSsLEAO2lixiM9mZN5IWakyPoDEi3oh6ukyGGoaATGBIM5JKeCyEIPSMSTlJXG4xER0t3T",
-	"sYjxdrOksjlHpXUvGlWWvgGJSmPmFVoC7WRNL50V4cZC5s4kCquM51ywq1QqXX2YcEWzzNx0kOUZzfWE",
-	"Ue0t1r5obkxmBkUlhYtZXeIu4QvPPBgifS8BFBhJt4KGkTjdDpE+1XYIH1frRl24vsROIf+ZWcEd2aGd",
-	"0fcn2/faRjwD8pwalCE9SjIqeGwtsU6hM6MpVEWjHJA1IlQTKWJDkpVmNEFTE4DNgLO6OhMpU0bBdpFS",
-	"pa8Ue9/tnza/EsXeexaFpIhZckyGKCQJKViNrnGhnxx2M6jSL24urLtda7X28ho2L7n93lt+5zU2qvy3",
-	"TFudoKGLgZ2huekXiAw7OaMJnaQsJErQd+wqpooNyI/gGDVfqlHb8Ul6h8Oh0a2bZiLzw14/HAvPQ2We",
-	"HZiXKz+IeXRoHi2YnsvkyvxiDbbw25HV/9HUbp48hUErIy3pHe4d4ApUkZlrxJIrUHqvDHDgdxilZv0E",
-	"tbdp2RyL3uH+U/OuZ/84wv35TnjzcN9uurQpmYewjqZfy/xwaNjzS3aDcAS/H1KIEdGGsPg+aPMKmSyB",
-	"Rnx/efkabCSFtYRWLM33cVXS3L//Qnf+9tb8Z7jz9Ort4z918ajSuNQSfooFFT4e0CkIdWpupCIJxmJ1",
-	"jO53RsFmbGhjRnPFGtEwlbNtE/MCpKwW1ULqMPiwAwaqHQCeWbV3GMHoaLgfVs7w0eHwaei5fEeHw4Mw",
-	"aJyJ+egwrOxtoyMjITfDIUaHIDe3ENP8cBR6BzA6NKPVkSkYHe4/DevmfnxUom4wOtw7CFvG5NHhcA+e",
-	"VvbVoyG814XfZpCjW3fxS3NfJ2UD74icEiMFLtHoZ32zbTG2tE1uNDFaYtM8Vhygk0RdW/NoW631zYFd",
-	"orXevCa0Ot6GwV0MTtNcLjYNfObEnwu4j3WS3lSSQKTBn9FKr+Yy14R9yFIqgGcfE+op3o6ndMiTd15X",
-	"4yCouUKwQRgttGBceTIbLCmNQ0sTpjRG5EEI1zZ2FkSADhtLNqeqQ40GpSyVYtawmRrlGWU8RuO5RR6u",
-	"yQ24s+a5LGbz0Pws84TlITFAALIKwhycgXYMXwoIr5BiJo3+grZT3eUud0ErW2/3tdlVe7srLEMWBl3H",
-	"8z2jqZ7bY26dkCqfO/FRvgM7NU2WHfJcU4XAr1dMi9LhHWU/Gr9jyWo5a85nc+aJWpWJndDYsMKUJbOG",
-	"BrmdpDUpplOWw9yzhYuKbQa/4i8Q+moOHDmZuZCDjeOvlx+b+/JEyHtJjTrvMi0F32HcQmX8J5lUWhEl",
-	"yZTm95hJ8YRNqEg6gAUXy5riwKliFSyML2i6Dx4pw2GEJsrINotBhzGqjYurse4EOFQb32lcGtlKdUlo",
-	"LgqG2lKnDvOpQridtOualHS4Y6kNZ9Ba/uW/ewuaHFpxrrZ0ZpgxqViueF0UqRUq0MzW/vw+/hphpCYH",
-	"WZqmr6bB6JetYfw2bN1OyxZbBJiJxEa5ODJ8TMyWbPT6oLXDW6c5r7RicV2G4NJyVGQmK61XG6G45VlZ",
-	"PXx7qFldrQNmlzXHp4VKITRPgbfdUOVsGJ1A8s0JV6pLScRIjhSusWGqLkIj6CImzmC/LdICl1p9RpaO",
-	"opmEgWSVLO9/OtaAs3o+jHCZsBkVtWi3T5rScuc7ypgP6Zus0ZL6IdXoRrnc2tUO63SshTMVOteoSA3c",
-	"3kl7F3MtOb2XU7RJcbe7XXXaC1fMGq2c8/vTCXJDfs5wQ8S+5LisDahq0b+prLP21YTlTtfZzupNVd1v",
-	"8i0CAUwmRZaxnEyM2utMc/k1sHwb6jUWvcMjsuACHBeFSJkCcWHKZ0XOEvQN3XDF+sfWgcRdgLAih8Nh",
-	"w8yx95dNCSd3pTVN68PqK7EWKx/C31xJDL+7v7lJeDolW99N5YXgAKckkVlNUlgDO15/DD2rzOU+Ka2s",
-	"4FyNBXqNHINyIcll/AtXpMiOa3ErC7p0YuigHrc8KkOwYejSGYCOCJz6hqMgkcgbEfpCNC5kmhbouri0",
-	"8sDId3aEJLK+gnAsPMdC3XhfwsM3wRsUdDpZGHirRnKIP/tm/9JkX1n0u+TaF5UgsSExoxQRCMUYTRcx",
-	"5yKlCNdt00sX7bqERD38GAgALMHmcq30WNfHqJyZO+NiODyIDeGGfzH7ACnhX2rP7Cb29vFpw9lXDYlE",
-	"e+dguk+fxntsxzn4ntK9/a41ut1079WLLnSxctPUxs2nMqZpNOgWbWYb4y60B0oypxCsjt+pzjHhzm08",
-	"ETSI9CJ7rQzewl00V8D92z2WWVY+BqeU+WfClM7lEv747e//6Nfh7NKIthJDrEseF95FgTwi1pHIqJRB",
-	"18iliWpJZgzZo6Fs4N62Iq8UlVHHpYhulM7QRNMi59YatOFWGeqEiRGQ/cEt4I8dB4XfS6287Y6yr61I",
-	"q3UhDt6hf4o1EAepJu06iteWCXY5kKqYjjZUzhD0YG0z/1qSG5YzMuPXTGxtLfMinzq44n2007XRT88W",
-	"mV5WNljQk8oFf4l4wjDQXKdd4YubpHn8rr6/sH5EG0MP3VHfS8huYsMdzxfDq1BYPcNPj1DYs3/ttc+/",
-	"cZaeXWlv2B0pVULXC5VigsucTGj8jomEMDHjgjmn+oMFMLrjqUFp3Rk8hEhZXt3fXaKEzDYvTfkOeOWi",
-	"E7YQOnhS2SXDipe+eUHeCXnjZJl7mB+tgfg+IYB1GtUgkTMhc5YcNy3eStNFZsO5+QKUIqVlzpRVsmAx",
-	"2wdTVWEXbXZjDtCCdgNcDJd4XyNhLUtyp0KmMkbfsY1IdmFfA4L5QbcX1H1UNW7G3gfVfHact53HCRLj",
-	"KU3Tu54mTdOVmIhKRtJhAT95fUZypotcsMTlPAuQt6PnElNCIoJZJQ2xKtfx1XBv/+Dw6Mmf//KUTuKE",
-	"TTeSpk1KLu5hDWQuu+MVTwRh2ZwtWE5TEqcczPoszhlW43B+AHSgrEwjaHuXa6GF2+H0QiYs3SCKGb3Q",
-	"vGZvDayTK7RXEC3rgJ5leidnNF01IRQLWFXDwgx9TAqF9gu8phM/uLNpUnFYsTmaD+etBey53XceYHXb",
-	"SkdIGcgeBt4COjXHCyPFv7a6Z5v7+E6NLW0ZTYZR/tK5ejN9mQXdlC/KIN31EgW+dhs+7HLDcgFdC78s",
-	"bQbdYrJR4DuQJy/YCtdG6XqgIjH6nyX6kNSHyb0QeTMH9zQHlwehScKSVVrFKt/nmSCRYu8jFNS3Fsyr",
-	"DVveuNGlXS6hMmlsAOVJ/K7L0bfSj/wMIlkUe0+KDCkQ+PAZqmSG097ZEdpy+LnJ16/8G6rj+R1Zi39E",
-	"Wx1BTShpCM7rJedVJ7N+U+6gO2N1Ui5Kp3BlQGvT+nXiUOncqYlC5tys5HZXcWflbSsXyKWlzebKFblw",
-	"BQB6GkLajQQRgXFxwjAdpl+P1IGT7L5ynmS1nkedvD5DJ3oVLW2+JTypz+WKfQSrRbOGocSK/2UdCm+K",
-	"kOyFZD8kB2DLgShaWWgyo5nCCFp3R9dfmQeW+O4h321Uat+8OAWHwwp6gSSU+qbQlNFcKEIn0pZnWZfg",
-	"8QnO/ITRJO200/puTii2wJp5mUSi/ChvBOnZ0LJ6mHx/+xtTRXzj+DS9WqwIvJJTzSDMQ5klUVJ+CqFV",
-	"C56m3HMF3xFx/LD1zhU8E0m121rIf99ZbUqXgGXXykX9H5MhxOJPUqaa9GS7mJi2G221+2kTLrx54Svn",
-	"peC5iViMSKT4okhtVDUYmkOCH7CkH5JIZkxQblOaz+24hsZg9aBILYWeM81jqOjioDUyN8COUqUKla44",
-	"EKDdvP56sH5AKqmtKjWnUkHBB1RjnPPDfRqEAa7P3GO3kE5B1F7Hba1m5WBXhop34g5I6q0tQjYUJAyQ",
-	"cgzQGu6BH5/gnPe2WzfrNZzsnoZSUo8O13v3hW5fMA9fu0mnb/ztML04BkNVS91TjHU7jz7RTthly3qA",
-	"jNYtza5bmvHQjl/kXC8vIE+vrj55qXoQwA6a4ncOYX74+TLojOeZy1zvpPyaJZVWCeKtG9cGtUbOE1rP",
-	"yLPSGUaz2EjvsXgD9Ukgp1C6wiG1BMQ1GWllTmJoY4u4VmMRVapqNCCvMvq+gLwBNBjY1AVMXzQSE2y+",
-	"OpK51plHAFZYIi6xXsOO49pWu6+x8ZzFjF8z5UwtTFzzXApQo3rRxbOLi7NXL68uX/347GXUHxAExFTm",
-	"Y4HJuDgSwMDlBhhg2OcWFPW0zBCoIACzihn2qk6Zw9ty/0gEDC5shyEn5KLIoPrJDkSPaD5JGRb0+eHn",
-	"yxH5/mL/6AnpqTk18jTCq284wjPzw+45/vzDzz9e9AfkdM6MpjOC6i/U0J4QzzUKSSQmU/M/WhgOZGNi",
-	"zJ9+wk9/QC4xaAUxsiRpUUhYqthYRDTLrhZM04RqOqh+P8bidviZWf6V+TsivYgmCy4irNyBCavmD1sj",
-	"77j8F7j5ywJ+/a3AfQvWgqlcYddDdYRkKUUl5+SMXEse18sWnbtVudA68vixI5Dq8WPSg0w1l6o/Fj4J",
-	"6QPePH5csiX1+LFh6xgzQB4/riYyP5iX8RrrOVsclwHveY07jwVWXqoERZ+CVBclJFic0pUVoeRnNjm/",
-	"PEV7pl8lxOOaY9EsGXJyVqP/uMac0UWzLgm4Wsic5eYqjMXlHGrzxIWzb8CdkUUeo0KZF1VIUlXbM6IZ",
-	"3wVZIuODJV2kUf/YC0HC/ykwx+mxiP767JLUX4cFQoqPAbfNgnGVw6DesTLCPyzxX/6FnBrdScBZjsUO",
-	"efz4h4tXLx8/xu9uzGZceBMVxLA7VOQUXaoqygmWXRUBUgncJ6PG7EKM9A4CDNK3CTmvyphxpgjNDe3O",
-	"eaxH9Qql+FPOfsUkV0yIPIS6PfX0vAGu/Oxbg47mm59+OvtWkV6EssqIGFElCn0wLrjQihit0ezmsH9M",
-	"Hj828oMb4fy7U3JwcPDUrDcqdYyIIPsE5Pvp8tRODAlC8GV6Y+Ayp9dIISEVKfo4xjShcTD6OIZEsHEw",
-	"Ggc2yKNMQsQoj3EQjl2WGLz229//MQ5ubyPSU4zBcmo5UAY9JjkV8dywuciMHoWYyhbZYSLSw0KkLtEt",
-	"4SpLKZAQs/znXGlYPRawNOsF2WUcjH757e//eBuOfTdYtaj/K4o0vY1CIthNlR5DIIyhXu8aLgZVsPr1",
-	"wQ2RGTOCvDu4MDmzRQ3LdwYkgkwzQw/Lgs9m5JJkHw0NpYdpEIUksOoRSSTmORc8hVKIkNEHpMZCAkh7",
-	"vHz8eGTvja13OWGpNKdurf82bNFZharKZFZjN9eLnNjaY/jyI9i8Hc5pH9Hh8JBUWaIhYR9orNOlETu9",
-	"Gr+Cuct6UvEiLoVZc1Sy04j89vf/srWrLMF+pDp55w8/X5JedGKrxMFQI2JLNiBS/nqjbcyR4XdzQDu7",
-	"6VgumEIuZubyGCCJU8oXpGfYIFnFBft4C0tWCChRccMRsdwQM1crhgi2qpuca1axRngGMonhiqQXHQ4P",
-	"iJeHKwV+oRDRuytKlFBrS6HWumSvxfpSBoZHRYCF3UJqf0DO4A66khHrJNMOMVRJQs3wXQU7BGOJjaVy",
-	"BS/inCUGUWiqcO++1FntuUPShBo7Pg915eg9YbEuGzrkfF7GSkLpTZ9fe1GT5Lf/+E/Sw6isqA9/1QMm",
-	"8ZEt1tp784IUWdgVDmm/9UMix6IHrL2MhbTv2HhI/KMKcByQ7wwaU7EkQoqdelJEvRQEWkoN7o+Fi4oE",
-	"ggyD29DxCMROP1KyO5wScbt6DWhUmW+HVUpQa6sCVhuy2snrsyAMLPsKRsHeYDgYQg7xNIfCfMmOkNpo",
-	"Z8HlMuMxTT3jxzSVN6NNyPyvN5Tr/7k/jEoNqCRb+8Mh6VGyP9xHOj0W46BdMnccjKzj2IodoS2HzRO2",
-	"yKRmQvePyRxhgQcWrarpcmxUFwb/tDQWxJHo/PL0NWP5aZmnFaGUYJRHWiRcGunMsB4w6RlSBFm3gqWh",
-	"zSMDCXI6ZUY5kpWCaUuN2OHW0squ626Jp5l3LKJTLJW4c7nM2Ii0BSVYnXlq4yCw/B2oseQ7aWuK1wRN",
-	"syon/HUcYPXmrhW8bDlLKygGo+BgMBwcYE79HHT43TmkXf7N/HvGOpwY5tQr3S/LpdmuE0e/v7x8PUAj",
-	"GAqIZ0kwMuN8b0dtdCjYHw7vVkTSJZYE8l2wdW3IWiZpR2nIn7JBzaQRjH55GwaqWCxovgxGwXN+zQRG",
-	"LWs6U5Bs6jaogrfm0zUadFxa5zvheQ8jPTnFQjLgx6BGgJa6E+qla+BeYN8OuOUcK4oVu2wIihXNbsPg",
-	"EGfvGrRc5a7X9QE+2dv8SVdNavj26dbfuqrdt14yzKZPm0VRG5j0sWHp+eXtbQ25LpslPGsA81CurN/w",
-	"ttFxZkWaT/XKbtWj5PbtemRlrurN/ScAm6vuSkIWmtCpxmhZg+K2ABIQPpuDgKWPSroVkl+x2QY06+Ea",
-	"ipKrEbmZL+Evs1qkrtqvZcN1mYRMel4dG5RiPX7u2LL1CbK6g30sIpf8HHk+duDM9buGyQRvXmDRoND1",
-	"E/lGPmS5exj7tm6xtfmMjdt92Ib+OYtlDuETf5gbeLh3sPmzsgL7F76ycFUB4fDsuy/q+ss290sNfKYL",
-	"hygddTpMIrwOVrHRLE2Vu5pGK5cEy3lo2XbPYu1h4RdKBqellhYeRmvCSmhRf92NqcotfJ5bU41/226Q",
-	"9JB8sJnB38EOf54zNAVY4H69iw94F/3q1ve8j3kZmPd57qKE0vN+2DZaAbDSNagf6rgRBoHapnKa8GDl",
-	"RTq3WXaf4xLVots779FXjvMFsLwy+kNpiExyDDe8M6LrejTnw2M7BvODVfZoOHTBnb7Oj0YvjMzsUZC5",
-	"XD8NGxL3jrEM94odEDX7oPtjAVpyVTEHOZZfhQZjI9Hl4yJIq6hSZHlvXtjhncQH6xsLzNGOyjBItNEo",
-	"Bnlt1n5BUqrBs9y6ilzMmNJeqOznuY3NMMytRMLhZ5j+JH63SuvzTghzOb7SgE+lAXCpCCUTaAUInsPS",
-	"EOTFHq8gBr5vcKUtwpzcq4yJk9dnlcfShY+evD4LCVXkf5+8eN5pbbBfXmQsvpvBwa2pwr+OzpabV7re",
-	"iHNp90DqCYQrDTpAizaZwSwnd31ZStOooRqGcuGOoDshdgPC6AByNDzoBOE5TvpgVjKUaB7MUHaOhWhu",
-	"w+BoeLANwldVHdcdjRmWbzKwXe/tVtEDazHYedoq87Gq+yZDMAyDFZlqQrFmcus4Uq70aTXjXW0u2KX2",
-	"Ntz4oss8fPsZaXa9cUTHyb5yAJFTD2yflWy36fUWKFU1yTRf7D/dilTX+pl9MsX2zMJKe8DykNd7+PZ2",
-	"lZB06hwY1RgDEpWNQMDipHO+WLDkmETQFCSyPj4qSPRv1imh5IKhkCMFmUg9HwvFE6ZcYs3NnGumIAbU",
-	"uv+F1OSa5XzKWdIfQBgGN+IaOGOd31Xmvtu1S9pBB8ypl3z1OYSdZreYrYSdvYeffqV527r6qzP8J78z",
-	"dxVvfudLhsfuX5JV96zFJEDX8ThFi9vWcfdzk96VGPRHwRxU8td/UXa0/f0x568QL7sRbe7K10snSs3h",
-	"up1AUr3fEkhsZbTURrLouVQQtC9dnehuAeWsWkFrI00Ony69BdSrt6xqlF8WxtsO1zvKsfyx5KR6wbMN",
-	"cpIXHPtVTtokJ3EfUWs6Kj7cQk7yA3EgPMkLZYGq4y4aGVK1MHrHizgakJfWGgRhwxDOMhY2ItIVbfs0",
-	"YejMy6b+HMJQs0rkFxaG/DTy7v7TDth+RuEfgal9ud7NJc6GtVZvxEbXucKYiWQoqLMP5vb0ZO4Hn9p+",
-	"tq4Tcb+j4/r4DyntXbiMAP+yryIYLSbcFPjWVTED3QlMNBoOw+tgYBQnW5Sn00hTv+WfmxNtbGz/VWx8",
-	"eLFxC+x7GLnRhohBDOjdfTFrnTCnMGgjcREjtleGuibEFkFUtlxpSPjUvG7Dvzv8kl78as+7RN7z/oAc",
-	"Dp+itRTZrfP0eMGu92a8MM0/x5Ust/zf+HJu41Q5de2J/gnMB3Akn8BOdplIHvhinqh3itQ7dxumPqcQ",
-	"DRdiKFwz1BfTzWS2Mj7ABrejgxRclH7Uef1u1jsU9gfkpAzp3q9CeqpJbNe5wVic+EI4pCxgl02XnBdT",
-	"YVsIYmxe73D41HUghMuPfev6x663QT1BwPX1dwTCvmSeECF3ZHZ/CZ2JZA2V2P8yVOIZ7Kd5hlCaGC2z",
-	"XwnG70wwnomkrmnOchqzaZGmy7sSjmtX7Wh13HetBViriFpIpN9wyuivJKMzLlxfizX2oGfX1h/82dhh",
-	"1T5rBTvUfMFSEKK/CqgPiKGra9M7gH8JkdXlpsW2xuRD8keIEfeKLQJHoq6NNCTON5oGh7Vi+a60u67X",
-	"rPTE17Jo5YxCTwZIrLMxeTEVhGpN43mVhpRinbpYpimLdbMImGGLjn8eNkPMFxjAXqayGU7lJ6sBi/Qa",
-	"RawOlvWren4e+5I/w30DzW14FUIQcihLGP5/ydteSlvw8UuaY45QoNkI5L/atqLwyRa7t+9f2saiDxr9",
-	"5BUE+eXtbbiqnEwzLOocw839u95DSrGQCet7tNCSjNUc2292/rAk7XJFj/0q+dCWpCgDgUlvc76gJgup",
-	"9Fg8OSQ/8m/6rTLLNjm36pHvs42qLobMmPCIZSn/n5zVKCbmJ1pCV75UJSmS3v5wLyStChD9FRRxLLYm",
-	"ieRouL97NDysxU6XJtKy1E+LbhrwWpp28e3rrYmmPf+KZnrViJ8cHR082VSPuFMcKo+2PDmCBzcImoQ2",
-	"DD7sLOiHnYlMljuTJQQ8wcR3s+639rH1Ol2f3K/0+iu9fmB6/eyD1XY8ie2RlwFRFhqoC2uIkV3UvDPb",
-	"PZoyHc97jTzukHzEBtcjMg5ev7q4HAchFGcZ4dzmvdDWKVcj8nEc+DR4HIzGYty8YWaIcVDLDB8HZnyX",
-	"HR6Q/0G6ksNvb/sot4qxiLJ4oJg+Zwup2bfVlex91ED8xwHu30ymkmxE6A2FTo5qoNkH3evf9tHls4Gz",
-	"aVdt7AF523cyd+eobPkT3O26IullrysswEPbhdfHwlaicOXMWxysnlkMTKZVG9O6eVwRJ+F0g7GAzshW",
-	"YMDs/tWFEDxdJ9os34/F5+Fm6GOuVbD/jOp9bZ4VrGJFsfyvfOMrG9jEBqybbVW7hXuL8Jrm+oEJ3GtX",
-	"zUS1SJDfX04k0F5b2QSkyPwRlV2xDFdDQXzCbEPXscBqU/vD4ePHfvM/tH33mnzQN4zXKEx/5Bcoimme",
-	"c2aLbNmCKkbUp7pVU6VeOUhL8qvkYuBWtW9W1S7oYnP4cX9dM2MEW1VmKcKCFegjMMvCNKpeqwwM1OKS",
-	"aUpWVTRxFd4Oh08dxLqbCvS6+xfWvJJo0UF/BSzNDb4Pg0fvC6npFfsQM5awJKqota2A5Y4CixDqsico",
-	"hNBLYRM+oCSm2bQf+xflVLMrKF/mjcwVlrPEdDMtJVlQUdbsUwPyjdRzAPISDvec6Xy5A9ayCJDpnGUY",
-	"jIy2qnIJsDvVqqZKoFYmPHvzYrVjBfS0dZ4VGN73rayNQ/xe3pBUYgsVEGKcvIdeMPRn4RUIvcaspDfN",
-	"sR25uQSpvIFq0EPzyZPhYCyiYVRl31h3FcHSuI3Wra48XG9/SNb3bG10Z90fdgdJml3UQiSrouSymKS2",
-	"gDHWVX4yDNe1vTP0c1XLXKCPO/FcKibIO7YkPadG7h8dkXhODXxYrvrmSgnNp0toVDN34W2Eas0WmXZF",
-	"xLDXflLWhATCE8uZ4MqgkHVR0gUbEGhbUr+sJGO5h0qMQ2b7DV0i0ABOKEhXgDpzX8fLnR/ZsgYzv+HP",
-	"0dEmBftzxoB6PVpWiD0elT72ilZBLcy5vCkJqWG0D+larDWv6VjbRYtWH6OIa88fyK6jsfq/dQzRl/I6",
-	"3j0P7uFi5Wyda+8W9jxmusIJ1KktP5cyI1JU7v+orPpmpJCFzFmf5BSLV8ypAAwy1OV9weN3TpuzJVXn",
-	"Mk2UrQkCgBoLmUF7D83TppQzIM9oPIdSclYTJNOcqTmJamUTjwmjecpZbrgV0LMl1rZ1Ybx6znhOapW5",
-	"16jD9fz31XH77QRbl5yOHU6BQXndhVbF8YPENBYR/B/yyr2SgDbRq2BYg2h9p6RavnrZBoiNBZSiMazc",
-	"Ahj1XJZUdYtGZTa8OU9sqgSxG2VnpQ7ePmP1fPbNKQYlpKzXDsEzA93VYg/wpLJM6zDEXcHa+qsyEUrQ",
-	"dXParXodvf0iWfEr3eFe16CvDvEHJISGVzdcsh7x8x4+rAe8VV1xJS056aqB3W4mNbKFLuwdt4TGXvWe",
-	"1bqeU6V3IPRi5+zbKBwLPjUKg8aCugJLpQvon8OqwCJbuYycM1UsDB8a2ZrqdnRY2SNFIp6MgB5howNz",
-	"dVFcdOo52PeMmOjb1+qLGtmCmGU1NsWqSpgLrhQaurDioUjGAjppuCf6hsdY5xgjWEZQthbWN3LLNYoc",
-	"T9w8ir23o4dQopu6H1qdvcgPF69eupX89vf/wjRw0Liw4yjMNYLSIDvUKG74GiWxXCxQmROuStzekVNN",
-	"jgmHPqdYTb1aLRNJtaSPt1W53dXkvRH051jEMdJ44lgsnHScSuU6pgJKDci3WNi6PB+nqjPMCBgLrFDu",
-	"6ulVnzoVsXc43AvJ4fAQO6Bj1ew84YLmS4AegQrmTtPq1gbNgNszDUMaLQudEq+KH55YqWRjrwvbStYu",
-	"OjfYzJTdJfZi6VQ8avhZYyBVk+N//2W48/Ttx71w7+ntn4L7qBytO17vw2wwdm8s6qg8FhY9xoHBY6Ps",
-	"jF0HMKiw7hnPoSS8mQR++J6lqQyNDp+m5IaRCZtx8a/wju3Mht+bf+/BY7SCjF17vrHXWAxe3R/uP9nZ",
-	"29vZf3K5NxwNh6Phwf8ZB7cGb/w7Yf6uMLzcwG3Vh2J7XyOM49D3K1d8SK7YXTHYHCDpXQAZ2YGiZEhm",
-	"+ys4Zncp6ZrnLoIRLqChRVQa1BjGUdZLJrsewCOs1O5dZVvJGL12/chWao4Mazfs6sLyzBw+B6WECuJN",
-	"TLi5ZeZGYV8K4FOuupp16NniUbC0Bh8lS1nkiqVTtMWVBBQKRj3nSjNR2qkMTUkQc5WhXMiScGygtKRn",
-	"IFB2XejbXKz7Sx5ll5XtsozL1+9b9eR1Od8fuuhJrdP8hlzeEmZfU3k3pvJmHno4mlE926bgSZn1COKj",
-	"LRNXtg4ifuegAfkZHrsmMCnVhoRpiQIsGGtHYxENB0+i3Wg4OLRl9Q+i3WgfG4h4hsznUGlohrJWTjkY",
-	"MbwKKXJKIqi5b2u2lytZwrVXXk2WT80VLjvPfZ5QTjf875MpXPV+XF81xSHC16Ipn6doSlYhWddNbfKX",
-	"jRVTakj7mcn2Ktz5o+DMH7JcygaEuZ8Usz5k4G05VauCrEyZUVYhBazUg6CHYUhq3ebqLKNS/Kq1tz1r",
-	"r5nMUtYe3vvcKxTT/r4qveJUd557yRg9UKkhsTy0CXBhmaHR9ybxrPPtSZrJHn5pfJChra/TsJ2pRL8o",
-	"dmGsJvDk+fYEp1WaBS3jAbQklOSFEDXQDMi5LDTrjMWqAiEG5ATFbqzJ7zeh+uHnS9IMajDfeh2X0OqP",
-	"qR7IO10lGhv50d7BRRWD8dt//KcX/4wJU0ZsdxqMGpFaG8cqjNnvgOQaeTHy5sVYlF02XaMNf1Vlkc32",
-	"srCWYtU9sF55knBt1A2zRH9JQNbK0b0aiLdvb/9fAAAA//8=",
+	"7L3rctu4ljD6KijOVEXy0LLs2Nkdub6acTvp3e7O7dhOMnNaGRMiIQkdCmAIyLZ2jqv2r3mAqXmG/WD9",
+	"JKewFkCCF13sOElnvvzpjikS13W/fgxiOcukYEKrYPAxmDKasBz+ecp0vjgaa5abvxKm4pxnmksRDIIz",
+	"FkuRKKIluaJckxEby5wRnS+4mBA6oVz0gjBg13SWpSwYHISBiqdsRs1QMy74bD4LBv0w0IuMBYOAC80m",
+	"LA9ubsLg30/ZhzlT+iRpzns+ZSTHnx8owpOQUEW4IHrKiGL5JcsfKJLKiSId8yimaQqP5JUgV1MmCNdE",
+	"MaGJFKxbWWHw8PrNh7/1R/v/cf34/a97s192xan+y9WrJPCXbperdM7FJLgxy81oTmdM20M7nudK5u0L",
+	"jwS71hcxvBEROYZVZzm75HKuSEYnrEeORrC8sczh1zHPlcafgjDgZqQPc5YvgjAQdGaWgsNVFjmj18+Y",
+	"mOhpMDjY3QvNebu/d8PGFsLg5En7euXodxbjOVeP6i+j/aTPDsbbj+nu3vZ+/HC0/UPyiG3vjXdpf/Q4",
+	"/iH5C3PLzaielqvl5jjNBfKcJcFA53Pmr3ws8xnVwSCYz+HN5lqf8RnXzeW+ohNGFP8bC8muAcrdfn/Z",
+	"gaUwgj9rwsZ0nupgcNAPzeEhcO72+2EJqrutoHrGlOJSLDtAhT+Tjvkmv+TsqmvP8v6P5sZ8rDIpFANA",
+	"/JEmf6WaXdGF+SuWQjMBB0ezLOUxNcvc+V2ZtX70pvnnnI2DQfBPOyVZ2MFf1c7TPJf5qZ0Ep2zuudjq",
+	"A0XePCexnKcJEdKQCJIzGk9ZQmROqFBXLGcJGdEkXfTIsUwYiUY0uZjgqqNecBOaXVhqsMEuCgD9GDCz",
+	"VPwkwUu7pClPLiztCMJgxpSiE/ObfUZGMlkMiNk300zEnKnf+u96V4xPpnpAxHw2YjmZzRVsZQbkbkoF",
+	"6QMk3OMJuvUkkik4uRnV8ZToKVfEnEBOY006lMy4UobaypzMaGrggyVkzFlqqCK5pOmcETnXRI6HIqdi",
+	"wkJCBZmL98JQw+LF8lsON4MEpeuupHZy0SHQJXt6RNGFGoqrKY+nOCKhIiFX00VvKMz9HUsxTnn8ibcX",
+	"u1H8aysAjcC5mG81w/ljKizEKU1zzZL7viIfyJWmmpWXRdNUXuFldVhv0jMchyuiWT7jgqbFubo9IZz/",
+	"JPMRTxImPu2gxsUwFQCXKSNmtSw3S8kZTbalSBf3fSpavjccVhGAGDKaa8K1IjD9jC7geBJpzybCBUXk",
+	"Kueai0k3NMBXvM+Vg9TeUOCJFZuLLHBZ+nbOZ0zO9VclcwlHIodkDSQSPmPuri1Ju9C4UrzyF1L/JOci",
+	"+bQbF1JfjGEY/8bNUvDpPV7xC0nUPJ5ascBJXYWIpZmgQrstF+sqNnvKaPK1eJEBJ3MmkYH9RWQgLeLi",
+	"IsvlJGdKRaRjfrXEgiyYDonSPE1JlstLbng4FxMAUHnJ8m4BkiUSI0RaeeCF1M/4Jfuym3XCBmyVpFJM",
+	"WE5SfslIh4mEJSEZU54i942piFmasqQ7gEt88xwZm9IyAwrKrrm9yqFYtsvXgs71VOb8byz5cls98vne",
+	"VS7FpNg50B+4JWppkRwTKqSesty95OBzDotnQptlssRs7dw7CAMOudF/yBXXU1Qv6MySOHsM51I+o/nk",
+	"C1+zL62Yu07NEnIURYD3sIR0dslz/iMoEb+cvXwRkkf75Ff74OzJq4IHaSkv4Puo3NJzKhZW5FKfRppy",
+	"qtkFSNusSp20lGRGxcLtRd0nlcKd+XNHA2Q5cwVgIDRpLMAdyIe51PSCXceMJSyJSAdIAjHMEjFlKJDM",
+	"EZoCKSH5XCjgWlZvMCAXSxHP89zMBPhXkCHVI2+NthyBar0NunVEFOrS5grChv69XSjgbadi397xVHU4",
+	"klui5opLrOFJTQJDRg9IMSDsOgPV5X5ZThOp9ZSCSFUIrqGbOgS8XTCNEkgIAO8IAJ0nnImYmbGGAtQO",
+	"ovhEsGQFTQjwMC8pT+koZV+SzCUsM3RbxAu0ZSRU0xFVLHQUG3hTwvKuOYzESErlPtyCo949whS7zlis",
+	"WfK0hJG762Oa5YKmTYle0JTg2/cIR0diQRAKYOiQgGQeHfT7xE0akU4qJxOWlBS/NDRF/75taeL2SRJ1",
+	"e97a4FiPYt1m9Hk7lSSmc2XUEqsnxFOjiQ1IZKhRRDpUkKNXJyBFdUMQKHQujUQV4a2nfMziRZyieYvH",
+	"zLx1OYuGoqM9pv/m+QMj2Gcy18q8kRuaEvNynIzlXCY8Ni9RnpNUyqyLJIeJ+SwY/BaYFQVhUC4hCIPL",
+	"GRgl3GDBu4bhIQyO8njKNYv1PGfNM/gZtKGaLDbK5Xuj/fdINF2Mco40GqAaf1KGT6EuZ5YSawW/65wK",
+	"HHwo0Ny3rXjCyNWUGx2DJZyScSqvFBkxfcUYiqijXF4Z2m+GqyyF5SThOYt1uqgeBS6qdbfHVCQ8oRq2",
+	"muUyY7nmaHKJc2boxgXVFYONeXnbiP5By3BsRnlaeR2ftL16jZB6wZcYRuO50nJW2DsNARTzNEXDp5CC",
+	"kSuqiGLaEAXzC5I0tDQ1phvP0/QCbVMfm7/iGtYYpQxya2oIF5CIJOFmtTR9VTm2xkcrd4avEQPE6pCw",
+	"WaYX/gZZztwO7biorphxkXVfbLT0G98W9xsa58rv/dMJixvzL8jbeugDxruWdRUgdQzvLT+rMU0VC2tQ",
+	"V0BQaZ+lCf03+1cvlgaFG9Dl2Ygf7vUrNuKH62FvJTG2r548aUBRucKjhJJn8pKlNGbV1ez1+3WLdUa1",
+	"GTIYBMPh2TooW7W05+69+vU2b3PlPT3jaI+sXgTXbFb9x6q1lHTkppiK5jldmL89R8G6cV6wa22dDg2g",
+	"hXVUR1u5r9dZsgn8zbjwn+4uhch7hjqapi/HweC3zeHvXZ3O1SHyawBe8/ydyXnRpOsvgajxyVSzhKj3",
+	"PE1BqSWZVHBBhtBVT7/yfX04614Cggm0s9e2rSa+ni2UZjOSMCMxt32Ca2ybUF4y0j8kOUupNtqQlsCE",
+	"URzzre2FR8zbWrGCfu+RR8USOTdXWqwDjfMNBLAYbdf2buXRn4gMbYi3IL21oy6P6wmck3Iym0KdRWm6",
+	"IPOMzEXCjARGwRVUBcH+na7jE8F46eWJhfN7ULzHcIN7fGABVjUvkF3H6VzxS/bc+dVQ+GhebIuP+BMu",
+	"WQgW6+WyaewI4ANVCIu/Sy5UVVxs4hqNY6bUBeilzeF/ZDRnudVa0aPLVcVyHO1YAX5nKyK5nGuDBSJd",
+	"kA5QDnC/2LePYKpzM1ZkBPe/gmVBu2vwt5DRCQuJYJfm3kjO4nzOtVsICrotpNZo0MrKrnU1hgkS+XuN",
+	"wFJopGxw98cxyzQDaN5M6lVJdjHP01b6JNO5ZuT16TNDD6JXL8/Oyc7l7k5pRNn5yJOb4uBUkkVV7/RU",
+	"60wNdnZoxnueFFQbZBMftj9J2zbgLO5rI3iwvbWiqDs7f/qwComV62zDiKciOWVUtXGIt9MFocJT18B4",
+	"3DOqqXWxWV0tluKS5QpUfjLmgqspvAfvX4wWF6DhDoiSMyYFGwrwFCRmPNKROZnOxYTMs26PRDN6fZHM",
+	"cxgqGoA5zUAOyakgcq57JOJJygr3yYAI6fB0KGLEbpaUXpeosG9Hg9LW3SNRYc6/QFu4nazup7by+lDI",
+	"3DkFYJXxlAt2kUqlyw8TrmiWGUwHbZbRXI8Y1d5i7YsGYzIzKKrpXEyqOmdxvvDMO0Ok78UBBUb5Kk/D",
+	"qBduh0ifKjuEj8t1ozWousRWNfepWcEt2aGd0Y+osO81NTpz5Dk1IEM6lGRU8Nj6IpxJw4ym0BgT5QCs",
+	"EaGaSBEbkqw0owkaW+HYzHGWqDOSMmUUrHcpVfpCsQ/tKrP5lSj2wbOpJfOYJYekX2qVFbrGhX60386g",
+	"isgQg7AOu1aKqgUa1pHcfu8tvxWN81zmT5i24nbNGgGWtvqmnyMwbOeMJkYsDokS9D27iKliPfIrhAaY",
+	"L9Wg6fonnf1+vxs2DaXmh91uOBSej9Y8e2heLj2B5tG+eTRjeiqTC/OLdVnAbwfWAobOJvPkMQxauilI",
+	"Z3/3Ia5AzTODRiy5ALPPhTkc+B1Gqdj/wfBTt+0PRWd/77F517MAHuD+/DAU83DPbrqwqpqHsI66Z9f8",
+	"sG/Y8wt2hecInm+kEAOiDWHxozDMK2S0ABrx8/n5K7ASzq0voGRpvpe3lOb+8ze6/bd35j/97ccX77b+",
+	"uV1FsebVhvAzn1HhwwEdg1CnpkYqkuAuUYcYgMIoeE0MbcxorlgtHqx0N69jXgCU5aIaQB0G19tgot2G",
+	"wzOr9i4jGBz098IyHGSw338cekEPg/3+wzCo3Yn5aD8sLc6DAyMh1wOCBvsgNzcA0/xwEHoXMNg3o1WB",
+	"KRjs7z0Oqw4vfFSAbjDY330YNtwpg/3+LjwtPQwHfXivDb7NIAc3DvELg3crZQP/oBwTIwUu0OxtoxOa",
+	"YmxhnV9rZLfEpn6tOEAribq0DoKmWusbxNtEa71+TWh3vwmD25hcx7mcrRv4xIk/Z4CPVZJeV5JApMGf",
+	"0U+lpjLXhF1nKRXAsw8J9RRvx1Na5Mlbr6t2EdSgEGwQRgvtMS69mTWWrNqlpQlTGmNSIYhxEzsXAkCL",
+	"jSubUtWiRoNSlkoxqXkNjPKMMh6j8dQCD9fkChy601zOJ9PQ/CzzhOUhMYcAZBWEObgD7Ri+FBBgJMVE",
+	"Gv0FvQe6LWDEhW1tvN1XZlfN7S6xzNkzaL2e0oy1mbG/iBm28Tku+kyRo/OzB6obkrngH+aM0Jk7XTRo",
+	"mxHgEwWhgmCqeM9FckgoSebo1mOWdigS7fcfk0pEiM8JqFbbOfuwvf+X3d21dokG/P/MaKqnFrQbUKmK",
+	"505klu/BO0WTRYsMW1eb8Ou2o/7ZScS3lHdp/J4ly2XLKZ9MmSdelo41QmPD/lOWTGpa82bS5Wg+HrMc",
+	"5p7MXOR+PUAff4HwfAPkyL0NEeqtHX+1zFzflyc230lS1nmbOS34CaOVSpcfyaTSiihJxjS/w0yKJ2xE",
+	"RYvz7AyIiTU/givVKpUYVVR3Gj5QhqsKTZSR52a9FkBvwuJyqDsCzGrCO40Lw2KhIgrNxZyhhtiqt32q",
+	"4mEnbUOTgve0LLXmAl7Js/13b0B7RcvVxYY+RTMmFYslr6/1a97JSyuMpOhOdkM/RHnG78IGdlpRoMF0",
+	"mEhsbJtjPYfoxMUMm6bn9sZZC5Za7rguAu9pMSoy0KUWu7Wn+IWd0Zu6m1G73fySrDrcckXnlegKewlz",
+	"oXlK3OItJLXeiW+xuVBtejiGi6VANYzc4sLAgjba9afyozsHzaYICxx6OXxaHoJmMQaSdLK4O2Rag93y",
+	"+TCmb8QmVFTiez9pSiuZ3FKnuM+IhAodrV5ShWYWy62QtbBKwxsAvCK6wSFdhbRW7sEDAY9areQxdwqF",
+	"qLOhzWhAlSEBIbDWSxcH9OlcqqZIZbghYl9yooeNLW0whbGsyjvL5rxzlMYtqZVdrrfGknyRJ3h6YHSb",
+	"ZxnLyUjORTKo5mjacNmh6OwfkBkX4Pqai5QpEL7GfDLPWYLexSuuWPfQuiC5LlSR/X6/pn/s/rAuae8u",
+	"PvvbUry6zWs5Yq5EgfuIMilltq8eZVInf61Sg+8c9UIfQVYhkVlNMrduHaQ1GPJbOml8gl76XrgaCvRV",
+	"Op7tUkGKuEOuyDw7rMQLzujCKQK9ar7IoEh9gaELFxS6v3DqK46iXCKvROirMbiQcTpHh9m5lcgGvost",
+	"JJH1UIVD4bmzqi6j4jx8x48BQacVh4G3aqS9+LPvbCocRaUfqU2zKO7vvqKEPkdwzzpCdgTZ4lGNzUQV",
+	"lfieqEabzve8lE/XJBUWkickuGtVRHu7KF/CddNoukwYdx8D4YUl2DzkpbEm1THKMITt4bzffxgbTgv/",
+	"YvYBsq4fKs/sJnb38GnNTV8OiVx2++F4jz6Od9m2c80/prt7bWt0u2nfqxcZ7+K8x6nN+UplTNOo1y6k",
+	"TtZGTGnvKMmUQqIVfqdaxwS6tfZG0JTZiSxpMrgP9MyQEfdv91hmWfEY3MnmnwlTOpcL+OOPv/+jVtfA",
+	"pcBuJFDaYBpceBsVf76BIuLXH2gNaKoex+sMMvYfVVQSJ2NU1chD8p4tFKb47/dDTHI2hNs8OOj3STyl",
+	"OY01y6vBRx8DqlUwCCY5Y2Iq52iindHrCoV61LJfj/G1FB1QyqBn5Eo6aEkmDOU3ww0hEMdqjlKU5mdX",
+	"zmGtXoHG5IYIYO3Wa6iI4WiYxAiZmtwC2qGT1OD3wpbWdJzb15YU7HDBWB6Qf4rfAgcpJ20DvVdWcGpz",
+	"dZfRZ81TOcGjB7+A+dcCtdsJv2RiY7u+F6PZIkndxaa0Mk7zaV0fp6pc8F2tI7fRNsNAc522xf6v00Px",
+	"u+r+wuoVrY2Id1d9Jy2wDg23vF8MBEXycIKfHqBSYf/abd5/7S49Arjbb4/pLE7XC+pkgsucjGj8nomE",
+	"MDHhgrnwn7uHd9buy11P5ZRW3cF9qCEF6n51LcSt5J6E2G8L1j4VjhqnCTn9XoGWW2Cpi0rbQGTlSemb",
+	"CUtJ7M1z8l7IKycJ38EFY51kdwn9rlL8GsOZCJmz5LDu9VOazjKbyMZnYMpQWuZMWdMILGbzINoy3K7J",
+	"vA0c2qNdcy6G536oMISGN61VIVIZo+/ZWpQ9s68B+7nWzQW1X1VFNmAfgnI+O8671usEfeOYpultb5Om",
+	"KzwZoOYnLV7Ao1cnJGd6nguWOH+7AG0teiYxGTYimE9bE8pzHV/0d/ce7h88+ssPj+koTtj4tv7yhpkJ",
+	"97DiZM7b49SPBGHZlM1YTlMSpxxcmyzOGdYhc75QdCIvTaBsRhVVQso3g+mZTFi6RrBlOYHXLNbAOrlC",
+	"KyPRsnrQk0xv54ymyyYEDWJZ9S4z9CGZK7Q6IpqO/KD+uiHUQcX6KG6ctxKo7XbfeoElthXO4CKBLAy8",
+	"BbTabs6MDvjKWn+avNx37G5oTayz3+KX1tWb6Yv6L3UOWiRnrOaZ+NpNeL/LDYsFtC38vLDatSsdKWvV",
+	"7/M5W+LeLdyvVCRESEf0oZwBljWBiMsphCVxcPsSmiQsWaajLYv/OBEkUuxDhGrPxmpOuWHLG9eGMhVL",
+	"KI2Ka47yKH7fFuywNJbmKUQwKvbB6vmgy9oQLuCftw87aQQ9uMlXr/xHquPpLVmLf0UbXUFFKKmJhqtl",
+	"w2U3s3pT7qJbYzRTLorAmNKE3aT1q8ShwslbEYXMvVnJ7bbizlJsKxbIpaXNBuXmuXCljzoaUpmMBBGB",
+	"eX/E0PXdrUZowk22o5wnWa3mUUevTjCQqMySMd8SnlTncmXOguWiWc3sZFWYogKXN0VIdkOyF5KHYAmE",
+	"7Ak512RCM4WZEw5HV6PMPUt8d5Dv1poI3jw/BjfhEnqBJJT6hvSU0VwoQkfSFqZbldj3CQFNCaNJ2mrl",
+	"98MdoMwUq1ekIBLlR3klSMeGFFfTo7qbY0yZ6YPj0/RitiTgVo41g1A3ZZZESfEphNTOeJpyLz7lloDj",
+	"pyu1ruCpSMrdVlK9us4GVjjlLLtWLtvrkPQhB2uUMlWnJ5vFBTZ9Rs13Ms/2uAoW3jz3TR2F4LmOWAxI",
+	"pPhsntpsGnBThAQ/YEk3JJHMmKDcFnM5teMaGoN1EyO1EHrKNI+hlp07rYHBADtKmSJaONBBgHbz+uvB",
+	"ykmppLae5pRKBaWuUI1x7kf3aRAGuD6Dx24hrYKoRcdNbZDFYBeGirfCDkjqjS1CFiwkipFiDNAa7gAf",
+	"nxCk4223aiStBdt4GkpBPVpCcNoRuolgHry2k07flN5ienEMhqqGuqcYa3c9fqIlrM0yeA+VDDY0Ym9o",
+	"FEWvyDznenEG+dlV9QlTtP8fKDe9xjeD6bpWi+xQtSzR2/H416fPwiLPGlPER4uhiP76tD2puBSFdjBI",
+	"2dYbp7pcBCJ5BAkaZ3Kex8yGF7RVza7lF7uryvivbFFRyrzlQ/YWqMs/Oaz55e150BppOZW53k75JUtK",
+	"1RpkfG+1uZxBfiAEZFTT0a2IiqF9Ns1pKN5AeTo4LSlqu4fs+xXp2EVCfmijPrlWQxGV+nrUIy8z+mEO",
+	"SXNoNbF5e5i7b8RG2Hx5XFOtM48KLjHHnGO5rm0nulgTR0WWyVnM+CVTzt7ExCXPpQBdshOdPT07O3n5",
+	"4uL85a9PX0TdHsGDGMvcpnfYkeAMXGKcOQz73B5FtSZBCKwADrNMmPGKjprL23D/SAkNLGwGIUfkbJ5B",
+	"8bttiJjTfJQyrOf4y9vzAfn5bO/gEemoKTVKBZ5X17DFp+aHnVP8+Ze3v551e+R4yoy6N4Dif9QQ4BDv",
+	"NQpJJEZj8z86N2zYxgGaP/1s126PnGOgHkJkQdejkLBUsaGIaJZduIiRXvn7IdY2xs/M8i/M3xHpRDSZ",
+	"cRFh4Tas1mD+sCWSD4t/QbRRUb+5u9Fx3wB2juUS4ybqZCRLKWp6RyfkUvK4WrXy1K3KBT2TrS3HJdTW",
+	"FulAmrarUzMUPh3tAtxsbRW8WW1tGdkGQ5fI1lY5kfnBvIxorKdsdlhke+UVEWUosPBmKS37FKRElJBg",
+	"bXJXVY6St2x0en6MRl2/SJwnOgxFvWLc0UmFCeIaDVmtl6UD7x2ZstygwlCcT6E0Yzx3Rh7AGaC1QLLy",
+	"eRlNWZZ2j2jGd0CgynhvQWdp1D30oifxfwpsktrxgMrrsEDIbzXHbVNAXeFYaM6hjAYES/ynfyLHRoEU",
+	"cJdDsU22tn45e/liawu/uzKbcZGZVBDD81GbVXShygBNWHZZA1IlgE9Gl9uBZJlty4cM0BJyWlax5UwR",
+	"mjOI/oj1oFqgHn/K2e9Y4QGrAexD2cZqbnoPV37yxICj+eb165MninQiFNgGxMhrUegf44wLrYhRnc1u",
+	"9ruHZGvLCFFuhNOfjsnDhw8fm/VGhaIV2TAVAL7X58d2YsiOhS/TK3MuU3qJFBLycKOPQ8yRHQaDj0PI",
+	"gh4Gg2Fg46SKDHwMlBoG4dClSMNrf/z9H8Pg5iYiHcUYLKeSAGzAY5RTEU8Nm4vM6FGIedyRHSYiHaxD",
+	"77K8E66ylAIJMct/xpWG1WP9crNeEOCGweC3P/7+j3fh0Peslov6/8Q8TW+ikAh2VeaGEoiMqbY7AcSg",
+	"Cla/Ol4mMmNGkHQOCJMzW9O6eKdHIkizNvSw6PdhRi5I9kHfUHqYBkFIAqsekERikY85T6ESNqSzA6mx",
+	"JwGkPV5sbQ0s3th0yhFLpbl16wKxodrONFYWprVmC4Ne5MiWnnV5lmaJdjgvnXKflCUSQsKuaazThZG9",
+	"vRYPghXLu9ZbWw45XDcKrMP7+vyn7R8Km8+L18+8cCjSiYYGuvr9CDjjXGSUA7ec57mcUA1wxVRMM2Zf",
+	"Tn4wLx8SKqw1xTA3c+KtCGgt2vhmaZnFVTt054kqD9bCWkzzHGiAqJVZtZ6zZiefkPCxa+QDRypYhUBi",
+	"CyCwXSqbFUt1Qf/MfIuyojd3a3wJVyVzPuECVmmZgHKxW/Yn/DdQQaMjG8SBmNLjl6dnFy9PT/568uIM",
+	"jYvAY/SUw70fvTohnSxn49QwSSzVrUh0ZOs0W+vdMVbU3T5fZCwkJwmbZRL0o+1f2SIkz6jS2yCwb588",
+	"iQ4dFMHVXWdSsdLxGBKv1m9I/JP1Btbbp8zQARRrKkcAqCkkMfsyE9i6wPa0MH5CYbH4nKp5zsyZRa+O",
+	"zo9/jmxWvy1mhY2MAGC5JkahUD0SPXn67On50whrtPucnWASfWmuMOMjvzOXOZEyCW2R3oLv4kIMfcZb",
+	"7+Rwylq6xTlCd+JqDKNka2QXT6z+47/+27NSd4FyGHKRQRVwa1B2/Nyxz6NSOuRSmGmiQsCNyB9//x9b",
+	"TNiKUA9UqzT7y9tz0qmCw4DYCmLIJn6/0jaQ1kigU0BYS4ZiOTOgbuRKM5cnkpI4pXxGOoC7y+TSLvLF",
+	"QjgFIl3KpwNi5VMspFKKqADlVznXrBRW4Rlcu5FTSSfa7z8kXlkYKfALhTfSrvcWp9bUC61CbInH6spa",
+	"RmqMgC+0q43dHjkBrljVrNt1xRbFUElCzfBt9eMEY4kNEHb11+KcJQZQaKpa9w6WA7d3o6UZ+lSxFFBF",
+	"on/1t/B/oqZZAOvUk+rymwYBWx3dLdi85JsCSAclZ9tLB+zClgSgCGd1oF/eniOHtfXm3GK4IJS8Pn3m",
+	"sORZkc3RQHgvrwMwsIMxz1EX/qqmdOAj28aj8+Y5mWdhW8KG/dZP2hiKDlDkIlvDvmMzNvCPMgWjR34y",
+	"+ETFgggptquJs9USaehJMkg4FC5vA2Q1GNym2CHf9XM52hM+EMnK1+BwizoUWL0PrVplSkZNjTt6dRKE",
+	"gZVsg0Gw2+v3+lBbZ5wDg0m2hdRMGR1wkfGYph61HafyarAOq/71inL9f/b6UWEcKSSavX6fdCjZ6++h",
+	"CDcUw6DZTGUYDGxgjdVIQtsoiResqXtIpngWeGHRslqHh0MBkfl04kq3oTRxen78irH8uMjlj5BtSMGg",
+	"G4A0DMRIpeDyMDQR+JZgaWhrDYByOR6zfCi0LG1PtgSfHW4l0W6jO5aKm3mHIvJZ/oA0dShYnXlq48Sw",
+	"MDpYuMhP0nabquigZlW3sg3aRgdWhwwGwcNev/cQa01Nwca5M4XSHH8z/56wFievufXSLJTlEqiW1VR/",
+	"Pj9/1UMnAeqOJ0kwMOP8bEet9a7b6/dv117AJeAG8n2wcdeASrWRlqYBr7NexeQbDH57FwZqPpvRfBEM",
+	"gmf8kgnMq9J0oqAgidugCt6ZT1cY1+LCe9l6nndwYpJjLLAIfl5qdGupW0+9cJ3e6dg3O9xijiVtbFyO",
+	"J8VKvzdhsI+ztw1arHLH6wcIn+yu/6StWxF8+3jjb10/pxsvN3jdp/V2GTVI+lgzAv/27qYCXOf15g6V",
+	"A/NArqhr9q7Wi3RJJl35yk7ZvfLm3WpgZa4a5N0nAJ+UbitUIzShY425GQbEbWFQIHw2SxJLghZ0KyS/",
+	"o+ILTWe5hnZVakCupgv4y6wWqav2azxyXRSqIR2vviOK0x4/d2zZxkywagDSUESuQE5U0XQbuIapem+e",
+	"YzHN0HWa/FHeZyM0GPum6tGy2ZA17N5vnv4pi2UO4WXfDAbu7z5c/1nRm+sLoyygKgAc3n07oq5Gtqlf",
+	"juozIRyCdNTqUI4QHayGpVmaKoeaWpKJJFjmzujW9fAV7Eoj/BY6ENShpT0PsJQAfkbdVRhTluT6PFhT",
+	"jn/TbJ17n3ywXuWphR2+nTK0EtrD/Y6L94iLft+jO+JjXgQufx5clNCUzE9rQSUaeyCB+qEOa2FiqG0q",
+	"pwn3liLSqa0D8DmQqJL904pH3znOF4Dy0h8I5cMyyTEc+9aArqvR7vcP7ZjstOuStV2Asqfzo/UNI9c7",
+	"FGQu12nRhgy/ZyzDvWJvfM2udXcoQEsuqyoix/IrFWLsONq0PDeF9bAgy3vz3A7vJD5Y31Bg5ZmoCBNH",
+	"G41iAi3aYL8gKdUQdNJARS4mTGkvleDzYGM9TH0jkbD/GaY/it8v0/q8G8Jct+804FNpACAVoWQETeIh",
+	"qKAwBHm5GUuIgR82sNQWYW7uZcbE0auTMpjBeUOOXp2EhCryH0fPn7VaG+yXZxmLb2dwcGsq4a8exNcK",
+	"Y/WVrjbinNs9kGq6+lKDDtCidWYwy8ldx87CNGqohqFcuCPoW499YjFwiBz0H7Ye4SlOem9WMpRo7s1Q",
+	"dooF+27C4KD/cBOAL6udr7oaMyxfZ2C73N0pA4tWQnBR7Lh8vxq2EIJhGKzIVBOKvUQa15FypY/LGW9r",
+	"c3nGZ9zQsLUvujz3d5+RZlcb2rXc7Et3IHLsHdtnJdtNer0BSP1UtAAwX+w93ohUVzpdfzLF9szCEGTg",
+	"QYgDXu/hu5tlQtKxc2CUY/RIVDStA4uTzvlsxpJDEkFjvcg6G6kg0b9Zp4SSM4ZCjhRkJPV0KBRPrMNe",
+	"gCCkmYIYeRsZJKQmlyznY86Sbg8itLgR18Ar7BzAMvf9v23SDjpgjr3k1M8h7NRbZm4k7Oze//RLzds2",
+	"Cqi8wz85ztxWvPnKSIbX7iPJMjxrMAnQdRDv2tN3T2uhIwOCb6qq8xFDX0BR8NK3IB6M57ZxUdVsbU3S",
+	"NkgFmxUI67nDuttl8m85EFckZWPdI0e1bvLVdwqH8VB0nJzx5jkpaoN1XWzeXREbD6GK2OuU/SfwTVJr",
+	"Qu7HIq3rQv7v9tUTa+P+E6MQHsDqL15I/RO0kSk1kS/UT160As6IxXTGELDQfcs1FJvCIpUQeZUMiM4X",
+	"qOW6FvOVBhBfnxw8zUHMXk8NQicfNmTsFYDd/4J841vhF7cG9q8LIH+FBJoNwON20rwzd7m6ADVRzgZB",
+	"evGPRUQ4REEOfMEudNKc+UdZGzUiHRsQHaeMGlqvoSmaC+OLSCdnWUpjO9HV1JD1Gc0+QYabQ3DnF5Ph",
+	"bC2uL2ywWouLeAoVGe47G/vqbMz2Gy6ksGrp9CmkrHJVRaGlXOsbk3oRUW4h9ZahX5uZRsr3G6YRW7I+",
+	"XbiYbqmYk2AxJFLmRXgdJNR5599CY1Ku9Em5vAblrRsiUk/MVtWSpr0lOatFn4PNgK+lRmnrMqqeOOvq",
+	"boDckjVVuyiUC7tl5a9vy85ULWm/xs7k5R1+tzOtszNxH4MqNn58uIGdqaYY+IkXGCDuEj1BYUVU9yK2",
+	"e+SFVVkhIxPCgYfCJpu5svyfZkw68ap1fQ5BpN505Asbk/wyZa2CSHHYfsWab0GI+DIyQUVvwkyWooKF",
+	"bYno+qwkkqGhk10b7OnI3M/royhcDAXyw64TG8r0vG9UbjhzydY+si8jGA3RYa3B7IlnHqsxxqYBrEjS",
+	"ajFo+WYsUhqxhqKwYt2PEatKUL4bsb4V6f+8HgNV2K4wBOPbt2BtgJ/hcjm+BfmAX4d+h2KDV7b4cquz",
+	"eQVy9L8cz/vGON23ZQjbCMru0xL2tr3DsidGhkXK8CprWbUiVhTW9Mw2Uxn5JEvZUGxkKvtiEurXMZWt",
+	"xVZnKqtUVPzOLP9EzBIraBhRl+VVvDM6nrWq1T1Edata3azzv82s1qJo3U5K3kHx9fbhsyvjZo9h0Lp8",
+	"PV6ZnZw4z6+yQjQUzaBiYUsHtISSeynHHU9e8J53e2S//xgD3FDDd8G5Xn7ynXV9mObPIX2UWsj/Xjlk",
+	"kzjYY4vZf4aID7iST9Bgd5hI7hkxj9R7VSmDhylSRpCBugSQvVjPzsbiYTJbmtJh6xFgTDtElfuFAqq4",
+	"ic10R4uLuWK5wc+jIgt/r8zC8upOYrpJbygqAQFQbgILOLhSa7buw4jZdMrOfv/xwCIGIL9QmtGke+ha",
+	"lldrOmABjZJA2JfMEyLktszursMzkaygEntfhko8hf3U7xB6NSKv/U4wvrZGLZKqcXuS05iN52m6uC3h",
+	"uHQF/Jen6lvGi0pMoy9ISGSaePXRXkBNoQkXrn/8Ct/Y00sbwv/Z2CHMsMw1c267FYHJ7rsufp8Qurzh",
+	"sTvwe9XOl0C3q2sU27ZJ98kfIa3f6x8EHInaYkZYBrWYH0syhZUOzK7Xra62YfLE16IP04RCc3AoymTT",
+	"KGMqCNWaxtOyckyKrVdimaYs1vW+FoYtOv65X68K4IrtuepDhlP59YWARXody5fnN/uNqj6PwcCf4a61",
+	"AWxGHJ4g1N8qzvD/St72QtoeRl9SxT1AgWbtIf+VanaFZdMPNtm9ff8ci8bfb8KaV975t3c34cclxcHr",
+	"mWynWCHAx/UOUoqZTFjXo4WWZCzn2I6mqCS7Z5J2Xqs/5ShVWS/KFhgucrdJZ32JJ01mUumheLRPfuU/",
+	"dhudA20Zbq4bHdgeKK/KscyY8IhlIf8fnVQoJpaUsoSueKmsK0U6e/3dkDTq+XaXUEQwkm5GEslBf2/n",
+	"oL9fSXcvvLJF4fYG3TTHa2na2ZNXGxNNe/+tYTaPDg4ePloXaNMqDhVXW9wcwYvrBXVCGwbX2zN6vT2S",
+	"yWJ7tIAcNZj4dgEFjX1svE57pN/p9Xd6fd/0+um11XY8ie2BV7TClt6tt0dEiGyj5q0FCqMx0/G0Uyu9",
+	"F5KPM6anMhmQYfDq5dn5MAjBVTTAuc17oatXOSAfh4FPg4fBYCiGdQwzQwyDSjG/YWDGdwX9AvIvpK2e",
+	"381NF+VWMRRRFvcU06dsJjV7UqJk56MG4j8McP9mMpVkA0KvKNckZ6qn2bXudG+6aEZfw9m06x1xj7zt",
+	"J5mXRY+xmDXudlXfz0HR0ArKqdNmL9GhsB0sXIfOBgerFoMDJtNo92Q92q4kv3C6wVAYpusEBizIuLx2",
+	"pafrROvl+6H4PNwMw9oqTVk/o3pfmWcJq1jS//U73/jOBtaxARtRsKyD8J1FeE1zfc8E7pUrQKsaJMiz",
+	"4BsKY4iysjVjIvNHRGz/O+BqKIiPoL5ZsoASx9tka2uv39/aKggiV/gzhBk2Yh+cYbxCYboDv7i1rYyP",
+	"LRNsDVwj6lPdKINbrTqtJfldctFzq9ozq2rW4LVlF3F/bTNjqH9ZpjrCGqPoIzDLwrCrTqNyL3RWkGlK",
+	"lhWhdf069vuP3Ym198nttNZIDiteSbTo2DrVZmlu8D0YPPowl5pesOuYsYQlUUmtrXvbXQW2lNGKzOg1",
+	"n81nUPVAClujAwLNKnW1VUiinGp2Ac0ovJG5wuZEWCFIS0lmVBQdWFSP/Cj1FBsRwOV6lfojAKZTlmH+",
+	"ONqqiiXA7lSjNxaBzkfw7M3zTwhmgeF938rKnIyf5RUEFEBdJWqr85eFAtGfhSiAoeMWgTrjHLOdFXZB",
+	"gAaHffPJo35vKKJ+VBZMse4qgt3eBtUmD67ZR2evT5RrUeNkCZY0THFFKZS9fntyhtlFJSuj7LMp56PU",
+	"9uTDVoGP+q19A8V8NsIOw43cEZtBY+njdjyVignyni1Ix6mRewcHXs+OrkEpofl4Ab3Xpy6inlCt2SzT",
+	"rgB9znTOWVJ0uADCE8uJ4MqAkCqaXfQIdOKuIivJKpEfjEMoyBVdeM3gUJAuD6rWmGJpJsvBwToF+3Om",
+	"nXhtx5eIPR6VPvTqjENno6m8KgipYbT36Vqs9GNvWdtZg1Yfoohr7x/IrqOx+n91uOSX8jrevnTR/YXn",
+	"266FHhZ2PGa6xAnUqi0/kzIjUpTu/6go1G+kkJnMWZfkFOuNTqkACDLU5cOcx++dNmcbZE2lC8K0lGUo",
+	"ZAYdqzVP61JOjzyl8RSq/1tNkIxzpqYkqrTcOCSM5ilnueFWQM8WtnuRzRyCwgSk0mdxhTpcLVm4PMGx",
+	"WRPN1RNUkoxpDgzKa5i/LOERJKahiOD/UArQ6+Jga/PMGZaNXt38v1JisOhsz4YCqgdDXRA8YNRzWVKW",
+	"mh4UVULMfZIrQysgdmPECE2S9lrUE1YtQbg+3bI4Keu1w+OZgO5qoQd4UtF0qx/irmBt3WUZkMXRtXPa",
+	"jdr3v/sihQyXusO9RvjfHeL3SAgNr665ZD3i5z28Xw94oyHGUlpy1NbRsAiWLYYZ2NqkFsctobGo3rFa",
+	"V7WXVzgUfAwdzbAZk8DGlwJawrMysMgWmyenTM1nhg8NbIdMOzqs7IEiEU8GQI+wba1BXRQXnXpue6JV",
+	"7WvVRQ1sD5OigL5iZfOSGVcKDV3YpEIkQwHNod0TfcVj7IKJESwDaHkE6xu45RpFjiduHsU+2NFDaLhI",
+	"3Q8lSp7Zbf5y9vKFW8kff/8frNwHGtfEtubaJtEAqrluU6O44WuUxHI2Q2VOuML+uwdONTkkfCKwpUDP",
+	"Xy2Dznx2SR9vyvZUy8l7LejPsYhD15zJsli46TiVyuYkIEj1yBNsU1jcj1PVGSYhDgX2m3QtEMpPnYrY",
+	"2e/vhmS/vx+SP/7+D+xkJvOEC5ov4PQI9KN0mhaMWW1kNvBV5F/engOHrFjHMXi8bkmptrbGdmKwKAOV",
+	"7W24XFOvqqhAgHGQAomxYZUzUD8Yikq/KucDbelX1SM2b59qv6FYWC57W8UyK1uMqaHw+1jZBtykQ/3j",
+	"KDpTRvv93agb2oRFFIgSCv1Ki45sfmNC1a56m9vbnEOfrzz1Jed86Jp0efvobdbwu1W/2+8/frRBqYLm",
+	"yq2khXTTkhdE7MIWgw2uk0MftnND9JiyyIBd6Fv10woZq6w+M7pzbr75z9/624/ffdwNdx/f/HNwF820",
+	"wQoq9VYDQ9h2h6JK8YbCUpFhYMidObJhoDJG3zNsq+r5WKAPrJkEfviZpakMiZqCa5+REZtw8a/wDtds",
+	"dsET/N78exceo7FsGAzGNFUsHFq/Q3JBccS9/t6j7d3d7b1H57v9Qb8/6D/8f4fBjSEFPuk0f5eEsNjA",
+	"zbAKFxu5pGEcR+W+C0/qy1rwocFg04Lf3kUM8mo7Z0C4tqFRAfLx7hKRrFUfPRFlh8EBiYw44xHtzjxP",
+	"yb+QB9WWhg/IvxAmYpmw16cnx+4gOm0krdt1YfJcaSYKC6QhAwkCmzLEBoUN7KxnWCjpGB5RNEfuHtZ6",
+	"H+YMTLdDUZPSjDTF0nGRAVPKTz1ynEJFHE1sXL7Lhrq7nFp0WN+seE/x+l3LGr8q5vumqxq7bWxSbKY4",
+	"s++1ZtbWmsk88HAEoHy2SUXjoiwHKBu2DwS5YnwyhZQTOcuYZiLmTPXIW3jsGsCnVBt6pCWqO2DaHwxF",
+	"1O89inaifm/fYvfDaCfaw+bhntn7GZQSn6BknlMOJi+vBLIckwiaatqmjMVKbOqxV3T5U4vZOOj8TIG/",
+	"bvivU8qm2NyassgOEL5XRf48VZGzEsjaMLXOXzau8OKhMKaMSU8FztmY5UzEBnk/rT5LBUe+l2f5VjLO",
+	"y3J+JSxUyjG5Strm4czlQv0py7EgUK3HpOX1hJfDcP+Lkdtvhcx+k8WE10LGly4ljAJMSCLvU9s/OvJF",
+	"q6K1u18NZSiwHIrRAw6t0OMCIueCf5gzENqsNcxt9JNrDH8haejrlE1Zh56uakqJpt9ZWAuyf6vVRNYJ",
+	"YautN+/Mr/nlcuuvlx6Elm3sAggu2aJLV8fpQETmfMIFeGXneRoMgp2gaZs9qiQdzQVJZQwucPQOzeh7",
+	"Zh5H5ShTrbPBzg68N5VKD37o/9AHSmb33OiuIVPmirOVts6EjGUe4jTt+mBp3C0PsbmBV0xmKWsO733u",
+	"1Ulufu+JMNaLw3MvL7cDjgwopxbaWghhkazb9SbxAjXaLeC+7d5vbJ0zmriwN0NFxxJD5MAc503gWd6a",
+	"ExyXGbeF9Q0KXJrLE5Wj6ZFTOdesNSy/jIntkSNsSYodtQvK/kCBK6TFC+T5WSq+CWQFrkCzDQJu7uCs",
+	"DMf947/+24NKzJ0fm5OxtkY1ILR0XLGkzGjLWL7t9oCOEQypGArrXVBFm3x/VUWLvOaysBNa4eCr9Y2z",
+	"1kGzRH9JlrLb0b0OZjfvbv7/AAAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
