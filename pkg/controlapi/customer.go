@@ -3,7 +3,6 @@ package controlapi
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -194,8 +193,8 @@ func (s *Server) handleCandidatePatch(c echo.Context) error {
 }
 
 // handleCandidateDelete handles "DELETE /v1/candidates/{id}": the right to
-// erasure. Live interviews of the candidate are cancelled (their machines
-// destroyed) first; then the candidate and every interview of theirs,
+// erasure. Live interviews of the candidate are cancelled and their
+// machines destroyed first; then the candidate and every interview of theirs,
 // with transcripts and timelines, go in one transaction.
 func (s *Server) handleCandidateDelete(c echo.Context) error {
 	id, err := pathID(c, "id")
@@ -208,10 +207,8 @@ func (s *Server) handleCandidateDelete(c echo.Context) error {
 		return err
 	}
 	for _, iv := range ivs {
-		if iv.Status.Live() {
-			if _, err := s.lifecycle.Cancel(ctx, scope, iv.ID); err != nil && !isConflict(err) {
-				return err
-			}
+		if err := s.lifecycle.Retire(ctx, scope, iv.ID); err != nil {
+			return err
 		}
 	}
 	if err := s.catalog.DeleteCandidate(ctx, scope, id); err != nil {
@@ -263,7 +260,7 @@ func (s *Server) handleInterviewPatch(c echo.Context) error {
 }
 
 // handleInterviewDelete handles "DELETE /v1/interviews/{id}": a live
-// interview is cancelled (its machine destroyed) first; then it is erased
+// interview is cancelled and its machine destroyed first; then it is erased
 // with its transcript and timeline.
 func (s *Server) handleInterviewDelete(c echo.Context) error {
 	id, err := pathID(c, "id")
@@ -271,27 +268,14 @@ func (s *Server) handleInterviewDelete(c echo.Context) error {
 		return err
 	}
 	ctx, scope := c.Request().Context(), principal(c).Scope()
-	iv, err := s.catalog.Interview(ctx, scope, id)
-	if err != nil {
+	if err := s.lifecycle.Retire(ctx, scope, id); err != nil {
 		return err
-	}
-	if iv.Status.Live() {
-		if _, err := s.lifecycle.Cancel(ctx, scope, id); err != nil && !isConflict(err) {
-			return err
-		}
 	}
 	if err := s.catalog.DeleteInterview(ctx, scope, id); err != nil {
 		return err
 	}
 	s.logger.Info("interview erased", "request_id", c.Response().Header().Get(echo.HeaderXRequestID), "session_id", id)
 	return c.NoContent(http.StatusNoContent)
-}
-
-// isConflict reports a domain conflict (e.g. cancelling an interview that
-// just became terminal on its own).
-func isConflict(err error) bool {
-	var de *session.Error
-	return errors.As(err, &de) && de.Code == session.ECONFLICT
 }
 
 func (s *Server) checkMaxDuration(v int) error {

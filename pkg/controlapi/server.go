@@ -57,6 +57,9 @@ type Lifecycle interface {
 	Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error)
 	End(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
 	Cancel(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
+	// Retire cancels a live interview and destroys its machine before it
+	// is erased.
+	Retire(ctx context.Context, scope session.Scope, id string) error
 	Connected(ctx context.Context, scope session.Scope, id string) error
 	Transcript(ctx context.Context, id, token string, batch session.TranscriptBatch) (int64, error)
 	VMConfig(ctx context.Context, id, token string) (session.VMConfig, error)
