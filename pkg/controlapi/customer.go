@@ -295,7 +295,7 @@ const accessTokenKey = "url_access_token"
 func takeAccessToken(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		if !strings.Contains(req.URL.RawQuery, "access_token") {
+		if req.URL.RawQuery == "" {
 			return next(c)
 		}
 		q := req.URL.Query()

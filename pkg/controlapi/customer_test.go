@@ -373,6 +373,10 @@ func TestStreamWithAccessTokenInURL(t *testing.T) {
 	if r := e.do("GET", "/v1/interviews/"+id+"?access_token="+url.QueryEscape(access), "", nil); r.status != 401 {
 		t.Errorf("GET interview with ?access_token= = %d, want 401", r.status)
 	}
+	// An escaped parameter name is the same parameter.
+	if r := e.do("GET", "/v1/interviews/"+id+"/transcript/stream?access%5Ftoken="+url.QueryEscape(tok), "", nil); r.status != 401 {
+		t.Errorf("?access%%5Ftoken=<JWT> = %d, want 401", r.status)
+	}
 	// The tenant JWT in the header still works.
 	e.stream(tok, id, "2")
 
