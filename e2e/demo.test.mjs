@@ -7,6 +7,11 @@
 // and the interviewer's next question in the live transcript (whose first
 // stream is cut, to see the page resume it with Last-Event-ID), end the
 // interview, see it completed, and check that no sessionvm process is left.
+// Meanwhile a page on another origin (a tiny static server on another port,
+// allowed by CORS_ORIGINS) follows the same live transcript with a plain
+// EventSource authenticated by the interview's access token in the URL, and
+// a preflighted fetch from it works, while a page on an origin not listed
+// gets nothing.
 //
 // Run it with `make browser-test` (it builds the binaries, starts the test
 // PostgreSQL and installs Chromium and the npm packages first; the database
@@ -18,6 +23,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -101,6 +107,18 @@ function vmPIDs(sessionID) {
   return pids;
 }
 
+// staticOrigin serves one empty HTML page on its own port: a page of
+// another origin than the controller's.
+async function staticOrigin() {
+  const port = await freePort();
+  const srv = http.createServer((req, res) => {
+    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+    res.end("<!doctype html><title>customer app</title><p>customer app</p>");
+  });
+  await new Promise((resolve) => srv.listen(port, "127.0.0.1", resolve));
+  return { origin: `http://127.0.0.1:${port}`, close: () => new Promise((resolve) => srv.close(resolve)) };
+}
+
 // startController runs bin/controller serve and waits for /readyz.
 async function startController(env) {
   const logPath = path.join(outDir, "controller.log");
@@ -146,8 +164,13 @@ async function main() {
   try {
     const db = database();
     cleanups.push(() => db.drop());
+    const app = await staticOrigin(); // allowed by CORS_ORIGINS
+    cleanups.push(() => app.close());
+    const stranger = await staticOrigin(); // not listed
+    cleanups.push(() => stranger.close());
     const jwtSecret = crypto.randomBytes(32).toString("base64url");
     const env = {
+      CORS_ORIGINS: app.origin,
       DATABASE_URL: db.url,
       LISTEN_ADDR: `127.0.0.1:${await freePort()}`,
       PROVIDER: "local",
@@ -266,6 +289,51 @@ async function main() {
     await shows("#stream-state", /^live$/);
     log(`the answer and the interviewer's next question are in the live transcript (stream resumed with Last-Event-ID: ${streams[1]})`);
 
+    // Another origin: the customer's own app follows the live transcript
+    // with a plain EventSource and the interview's access token in the URL.
+    const startAnswer = await fetch(`${controller.base}/v1/interviews/${id}/start?wait=0`, {
+      method: "POST", headers: { Authorization: `Bearer ${token}` },
+    });
+    assert.equal(startAnswer.status, 200, "start of a running interview answers its connect info again");
+    const accessToken = (await startAnswer.json()).connect.access_token;
+    const follow = async (origin) => {
+      const p = await context.newPage();
+      await p.goto(`${origin}/`);
+      await p.evaluate(({ base, id, accessToken }) => {
+        window.got = { segments: [], ended: false, errors: 0, opened: false };
+        const es = new EventSource(`${base}/v1/interviews/${id}/transcript/stream?access_token=${encodeURIComponent(accessToken)}`);
+        es.onopen = () => { window.got.opened = true; };
+        es.onerror = () => { window.got.errors++; if (window.got.ended) es.close(); };
+        es.addEventListener("segment", (ev) => window.got.segments.push({ id: ev.lastEventId, seg: JSON.parse(ev.data) }));
+        es.addEventListener("end", () => { window.got.ended = true; es.close(); });
+      }, { base: controller.base, id, accessToken });
+      return p;
+    };
+    const appPage = await follow(app.origin);
+    const got = await eventually("the other origin's EventSource to receive the first three segments", 30 * SECOND,
+      async () => { const g = await appPage.evaluate(() => window.got); return g.segments.length >= 3 && g; });
+    assert.deepEqual(got.segments.slice(0, 3).map((s) => s.id), ["1", "2", "3"], "segments in order, id = seq");
+    assert.equal(got.segments[1].seg.speaker, "candidate", "the candidate's answer arrives on the other origin");
+    // A preflighted request (Authorization header) from the allowed origin.
+    const viaCORS = await appPage.evaluate(async ({ base, id, token }) => {
+      const r = await fetch(`${base}/v1/interviews/${id}`, { headers: { Authorization: `Bearer ${token}` } });
+      return { status: r.status, requestID: r.headers.get("X-Request-Id"), body: await r.json() };
+    }, { base: controller.base, id, token });
+    assert.equal(viaCORS.status, 200);
+    assert.equal(viaCORS.body.id, id);
+    assert.ok(viaCORS.requestID, "X-Request-Id is exposed to the other origin");
+    // An origin that is not listed gets nothing.
+    const strangerPage = await follow(stranger.origin);
+    await eventually("the unlisted origin's EventSource to fail", 30 * SECOND,
+      async () => (await strangerPage.evaluate(() => window.got)).errors > 0);
+    const strangerGot = await strangerPage.evaluate(() => window.got);
+    assert.equal(strangerGot.segments.length, 0, "an unlisted origin reads no segment");
+    assert.equal(strangerGot.opened, false, "an unlisted origin's stream never opens");
+    await strangerPage.close();
+    const controllerLog = fs.readFileSync(controller.logPath, "utf8");
+    assert.ok(!controllerLog.includes(accessToken), "the access token is not in the controller's log");
+    log(`a page on ${app.origin} follows the live transcript with EventSource (?access_token=), ${stranger.origin} is refused`);
+
     // The end: completed, and no VM left.
     await page.click("#end");
     await shows("#status", /^completed$/);
@@ -275,6 +343,9 @@ async function main() {
     await shows("#notice", /Interview ended: completed/);
     assert.ok(await page.isDisabled("#answer"), "the answer box is off once the interview ended");
     log("ended: completed (ended_by_user), transcript complete");
+    await eventually("the other origin's EventSource to receive the end event", 30 * SECOND,
+      async () => (await appPage.evaluate(() => window.got)).ended);
+    await appPage.close();
     await eventually("no sessionvm process of the interview", 30 * SECOND, () =>
       vmPIDs(id).length === 0 && pids.every((p) => !fs.existsSync(`/proc/${p}`)));
     log("no sessionvm process left");

@@ -29,10 +29,15 @@ CREATE TABLE interviews.idempotency_keys (
 	status       int CHECK (status BETWEEN 100 AND 599),
 	content_type text,
 	response     bytea,
+	-- subject_ids: the ids the answer names (its "id" and "candidate_id"),
+	-- so erasing a candidate or an interview also erases stored answers
+	-- that hold their data.
+	subject_ids  uuid[] NOT NULL DEFAULT '{}',
 	expires_at   timestamptz NOT NULL,
 	PRIMARY KEY (tenant_id, key_hash)
 );
 CREATE INDEX idempotency_keys_expires ON interviews.idempotency_keys (expires_at);
+CREATE INDEX idempotency_keys_subjects ON interviews.idempotency_keys USING gin (subject_ids);
 
 -- +goose StatementBegin
 DO $$

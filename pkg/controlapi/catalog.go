@@ -1,8 +1,6 @@
 package controlapi
 
 import (
-	"fmt"
-	"math"
 	"net/http"
 	"strings"
 
@@ -52,6 +50,9 @@ type positionInput struct {
 const maxNameLen = 200
 
 func checkText(field, v string, min, max int) error {
+	if !storable(v) {
+		return session.Errorf(session.EINVALID, "%s must be valid UTF-8 without NUL characters", field)
+	}
 	n := len([]rune(strings.TrimSpace(v)))
 	if n < min || len([]rune(v)) > max {
 		if min > 0 && n == 0 {
@@ -74,21 +75,10 @@ func (s *Server) handlePositionCreate(c echo.Context) error {
 	if err := checkText("description", in.Description, 0, 10000); err != nil {
 		return err
 	}
-	if len(in.Competencies) == 0 || len(in.Competencies) > 50 {
-		return session.Errorf(session.EINVALID, "competencies must list 1 to 50 items")
-	}
 	p := session.PositionRecord{Title: strings.TrimSpace(in.Title), Description: in.Description}
-	for i, ci := range in.Competencies {
-		if err := checkText(fmt.Sprintf("competencies[%d].name", i), ci.Name, 1, maxNameLen); err != nil {
-			return err
-		}
-		if ci.Weight == nil || !(*ci.Weight > 0) || math.IsInf(*ci.Weight, 0) {
-			return session.Errorf(session.EINVALID, "competencies[%d].weight must be a number greater than 0", i)
-		}
-		if err := checkText(fmt.Sprintf("competencies[%d].description", i), ci.Description, 0, 2000); err != nil {
-			return err
-		}
-		p.Competencies = append(p.Competencies, session.Competency{Name: strings.TrimSpace(ci.Name), Weight: *ci.Weight, Description: ci.Description})
+	var err error
+	if p.Competencies, err = competencies(in.Competencies); err != nil {
+		return err
 	}
 	out, err := s.catalog.CreatePosition(c.Request().Context(), principal(c).Scope(), p)
 	if err != nil {
@@ -111,8 +101,20 @@ func (s *Server) handlePositionGet(c echo.Context) error {
 }
 
 type candidateInput struct {
-	FullName string `json:"full_name"`
-	Email    string `json:"email"`
+	FullName   string            `json:"full_name"`
+	Email      string            `json:"email"`
+	ExternalID *string           `json:"external_id"`
+	Metadata   map[string]string `json:"metadata"`
+}
+
+// checkEmail returns the trimmed address, or why it is not one.
+func checkEmail(v string) (string, error) {
+	email := strings.TrimSpace(v)
+	at := strings.LastIndex(email, "@")
+	if at < 1 || at == len(email)-1 || len(email) > 320 || strings.ContainsAny(email, " \t\r\n") || !storable(email) {
+		return "", session.Errorf(session.EINVALID, "email must be an email address")
+	}
+	return email, nil
 }
 
 // handleCandidateCreate handles "POST /v1/candidates".
@@ -124,13 +126,20 @@ func (s *Server) handleCandidateCreate(c echo.Context) error {
 	if err := checkText("full_name", in.FullName, 1, maxNameLen); err != nil {
 		return err
 	}
-	email := strings.TrimSpace(in.Email)
-	at := strings.LastIndex(email, "@")
-	if at < 1 || at == len(email)-1 || len(email) > 320 || strings.ContainsAny(email, " \t\r\n") {
-		return session.Errorf(session.EINVALID, "email must be an email address")
+	email, err := checkEmail(in.Email)
+	if err != nil {
+		return err
+	}
+	if in.ExternalID != nil {
+		if err := checkExternalID(*in.ExternalID); err != nil {
+			return err
+		}
+	}
+	if err := checkMetadata(in.Metadata); err != nil {
+		return err
 	}
 	out, err := s.catalog.CreateCandidate(c.Request().Context(), principal(c).Scope(),
-		session.Candidate{FullName: strings.TrimSpace(in.FullName), Email: email})
+		session.Candidate{FullName: strings.TrimSpace(in.FullName), Email: email, ExternalID: in.ExternalID, Metadata: in.Metadata})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -182,7 +183,7 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		sealed, err := sealAnswer(idemKey, reqHash, rw.body.Bytes())
 		if err == nil {
 			err = s.catalog.CompleteIdempotencyKey(bg, scope, keyHash, claim, status,
-				c.Response().Header().Get(echo.HeaderContentType), sealed)
+				c.Response().Header().Get(echo.HeaderContentType), sealed, answerSubjects(rw.body.Bytes()))
 		}
 		if err != nil {
 			s.logger.Error("store idempotent answer", "error", err,
@@ -237,3 +238,23 @@ func (w *teeWriter) Write(p []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection's writer.
 func (w *teeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// answerSubjects returns the ids a stored answer names (its "id" and
+// "candidate_id"), so that erasing a candidate or an interview can erase
+// the stored answers that hold their data.
+func answerSubjects(body []byte) []string {
+	var v struct {
+		ID          string `json:"id"`
+		CandidateID string `json:"candidate_id"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return nil
+	}
+	var ids []string
+	for _, id := range []string{v.ID, v.CandidateID} {
+		if _, err := uuid.Parse(id); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}

@@ -17,7 +17,7 @@ func (s *Server) handleVMTranscript(c echo.Context) error {
 		return err
 	}
 	var batch session.TranscriptBatch
-	if err := decode(c, &batch); err != nil {
+	if err := decodeInternal(c, &batch); err != nil {
 		return err
 	}
 	acked, err := s.lifecycle.Transcript(c.Request().Context(), id, token, batch)
@@ -63,7 +63,7 @@ func (s *Server) handleVMReady(c echo.Context) error {
 	}
 	var req session.ReadyRequest
 	if c.Request().ContentLength != 0 {
-		if err := decode(c, &req); err != nil {
+		if err := decodeInternal(c, &req); err != nil {
 			return err
 		}
 	}
@@ -81,7 +81,7 @@ func (s *Server) handleVMHeartbeat(c echo.Context) error {
 	}
 	var hb session.Heartbeat
 	if c.Request().ContentLength != 0 {
-		if err := decode(c, &hb); err != nil {
+		if err := decodeInternal(c, &hb); err != nil {
 			return err
 		}
 	}
@@ -99,7 +99,7 @@ func (s *Server) handleVMEnded(c echo.Context) error {
 		return err
 	}
 	var req session.Ended
-	if err := decode(c, &req); err != nil {
+	if err := decodeInternal(c, &req); err != nil {
 		return err
 	}
 	if err := s.lifecycle.Ended(c.Request().Context(), id, token, req); err != nil {

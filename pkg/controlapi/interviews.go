@@ -50,11 +50,16 @@ func (s *Server) handleInterviewList(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	status := session.State(c.QueryParam("status"))
-	if status != "" && !status.Valid() {
+	f := session.InterviewFilter{Status: session.State(c.QueryParam("status")), ExternalID: c.QueryParam("external_id")}
+	if f.Status != "" && !f.Status.Valid() {
 		return session.Errorf(session.EINVALID, "status must be one of %v", session.States)
 	}
-	items, next, err := s.catalog.ListInterviews(c.Request().Context(), principal(c).Scope(), status, p)
+	if _, ok := c.QueryParams()["external_id"]; ok {
+		if err := checkExternalID(f.ExternalID); err != nil {
+			return err
+		}
+	}
+	items, next, err := s.catalog.ListInterviews(c.Request().Context(), principal(c).Scope(), f, p)
 	if err != nil {
 		return err
 	}
@@ -62,11 +67,13 @@ func (s *Server) handleInterviewList(c echo.Context) error {
 }
 
 type interviewInput struct {
-	CandidateID  string  `json:"candidate_id"`
-	PositionID   string  `json:"position_id"`
-	CompanyID    *string `json:"company_id"`
-	Architecture string  `json:"architecture"`
-	MaxDurationS *int    `json:"max_duration_s"`
+	CandidateID  string            `json:"candidate_id"`
+	PositionID   string            `json:"position_id"`
+	CompanyID    *string           `json:"company_id"`
+	Architecture string            `json:"architecture"`
+	MaxDurationS *int              `json:"max_duration_s"`
+	ExternalID   *string           `json:"external_id"`
+	Metadata     map[string]string `json:"metadata"`
 }
 
 func bodyUUID(field, v string) (string, error) {
@@ -105,12 +112,21 @@ func (s *Server) handleInterviewCreate(c echo.Context) error {
 		return session.Errorf(session.EINVALID, "architecture must be one of %v", session.Architectures)
 	}
 	if in.MaxDurationS != nil {
-		maxS := int(s.cfg.MaxDuration / time.Second)
-		if *in.MaxDurationS < 1 || *in.MaxDurationS > maxS {
-			return session.Errorf(session.EINVALID, "max_duration_s must be between 1 and %d", maxS)
+		if err := s.checkMaxDuration(*in.MaxDurationS); err != nil {
+			return err
 		}
 		iv.MaxDurationS = *in.MaxDurationS
 	}
+	if in.ExternalID != nil {
+		if err := checkExternalID(*in.ExternalID); err != nil {
+			return err
+		}
+		iv.ExternalID = in.ExternalID
+	}
+	if err := checkMetadata(in.Metadata); err != nil {
+		return err
+	}
+	iv.Metadata = in.Metadata
 	out, err := s.catalog.CreateInterview(c.Request().Context(), principal(c).Scope(), iv)
 	if err != nil {
 		return err

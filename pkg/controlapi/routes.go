@@ -24,6 +24,8 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	for op, schemes := range apigen.Security() {
 		var chain []echo.MiddlewareFunc
 		switch {
+		case has(schemes, apigen.SchemeInterviewAccessQuery):
+			chain = append(chain, s.requireStream, limit)
 		case has(schemes, apigen.SchemeInterviewAccessToken):
 			chain = append(chain, s.requireSession, limit)
 		case has(schemes, apigen.SchemeTenantJWT), has(schemes, apigen.SchemeTenantAPIKey):
@@ -109,6 +111,28 @@ func (s *Server) ListCandidates(c echo.Context, _ apigen.ListCandidatesParams) e
 // CreateCandidate handles "POST /v1/candidates".
 func (s *Server) CreateCandidate(c echo.Context, _ apigen.CreateCandidateParams) error {
 	return s.handleCandidateCreate(c)
+}
+
+// UpdatePosition handles "PATCH /v1/positions/{id}".
+func (s *Server) UpdatePosition(c echo.Context, _ apigen.ID) error { return s.handlePositionPatch(c) }
+
+// DeletePosition handles "DELETE /v1/positions/{id}".
+func (s *Server) DeletePosition(c echo.Context, _ apigen.ID) error { return s.handlePositionDelete(c) }
+
+// UpdateCandidate handles "PATCH /v1/candidates/{id}".
+func (s *Server) UpdateCandidate(c echo.Context, _ apigen.ID) error { return s.handleCandidatePatch(c) }
+
+// DeleteCandidate handles "DELETE /v1/candidates/{id}".
+func (s *Server) DeleteCandidate(c echo.Context, _ apigen.ID) error {
+	return s.handleCandidateDelete(c)
+}
+
+// UpdateInterview handles "PATCH /v1/interviews/{id}".
+func (s *Server) UpdateInterview(c echo.Context, _ apigen.ID) error { return s.handleInterviewPatch(c) }
+
+// DeleteInterview handles "DELETE /v1/interviews/{id}".
+func (s *Server) DeleteInterview(c echo.Context, _ apigen.ID) error {
+	return s.handleInterviewDelete(c)
 }
 
 // GetCandidate handles "GET /v1/candidates/{id}".

@@ -6,6 +6,7 @@
 package controlapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,10 +40,18 @@ type Catalog interface {
 	Events(ctx context.Context, scope session.Scope, id string) ([]session.Event, error)
 	ListPositions(ctx context.Context, scope session.Scope, p session.Page) ([]session.PositionRecord, string, error)
 	ListCandidates(ctx context.Context, scope session.Scope, p session.Page) ([]session.Candidate, string, error)
-	ListInterviews(ctx context.Context, scope session.Scope, status session.State, p session.Page) ([]session.Interview, string, error)
+	ListInterviews(ctx context.Context, scope session.Scope, f session.InterviewFilter, p session.Page) ([]session.Interview, string, error)
 	Transcript(ctx context.Context, scope session.Scope, id string, afterSeq int64, limit int) ([]session.Segment, session.Interview, error)
 	APIKeyStore
 	IdempotencyStore
+
+	PatchPosition(ctx context.Context, scope session.Scope, id string, patch session.PositionPatch) (session.PositionRecord, error)
+	DeletePosition(ctx context.Context, scope session.Scope, id string) error
+	PatchCandidate(ctx context.Context, scope session.Scope, id string, patch session.CandidatePatch) (session.Candidate, error)
+	DeleteCandidate(ctx context.Context, scope session.Scope, id string) error
+	CandidateInterviews(ctx context.Context, scope session.Scope, candidateID string) ([]session.Interview, error)
+	PatchInterview(ctx context.Context, scope session.Scope, id string, patch session.InterviewPatch) (session.Interview, error)
+	DeleteInterview(ctx context.Context, scope session.Scope, id string) error
 }
 
 // APIKeyStore keeps tenant API keys by the hash of their secret.
@@ -59,7 +68,8 @@ type APIKeyStore interface {
 // Idempotency-Key, per tenant, across replicas and restarts.
 type IdempotencyStore interface {
 	ClaimIdempotencyKey(ctx context.Context, scope session.Scope, r session.IdempotencyRequest) (session.IdempotencyRecord, error)
-	CompleteIdempotencyKey(ctx context.Context, scope session.Scope, keyHash []byte, claim string, status int, contentType string, response []byte) error
+	// subjects are the ids the answer names ("id", "candidate_id").
+	CompleteIdempotencyKey(ctx context.Context, scope session.Scope, keyHash []byte, claim string, status int, contentType string, response []byte, subjects []string) error
 	ReleaseIdempotencyKey(ctx context.Context, scope session.Scope, keyHash []byte, claim string) error
 }
 
@@ -68,6 +78,9 @@ type Lifecycle interface {
 	Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error)
 	End(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
 	Cancel(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
+	// Retire cancels a live interview and destroys its machine before it
+	// is erased.
+	Retire(ctx context.Context, scope session.Scope, id string) error
 	Connected(ctx context.Context, scope session.Scope, id string) error
 	Transcript(ctx context.Context, id, token string, batch session.TranscriptBatch) (int64, error)
 	VMConfig(ctx context.Context, id, token string) (session.VMConfig, error)
@@ -110,6 +123,9 @@ type Config struct {
 	VMTimeout time.Duration
 	// Demo, when set, is served at /demo and /demo/* (the demo page).
 	Demo http.Handler
+	// CORSOrigins are the browser origins (scheme://host[:port], or "*"
+	// for any) allowed to call the API from other sites; empty: CORS off.
+	CORSOrigins []string
 }
 
 // maxBody bounds every request body.
@@ -183,6 +199,11 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 			IdleConnTimeout:     30 * time.Second,
 		}
 	}
+	cors, err := newCORSPolicy(cfg.CORSOrigins)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	s := &Server{cfg: cfg, auth: auth, catalog: catalog, lifecycle: lifecycle, health: health, feed: feed,
 		logger: logger, metrics: newMetrics(reg), vmTransport: vmTransport, closing: make(chan struct{}), stop: cancel}
 	e := echo.New()
@@ -199,8 +220,12 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 		}
 	}
 	e.HTTPErrorHandler = s.handleError
+	e.Pre(takeAccessToken)
 	e.Use(middleware.RequestID())
 	e.Use(s.accessLog)
+	if cors != nil {
+		e.Use(cors.middleware)
+	}
 	e.Use(middleware.BodyLimit(maxBody))
 	e.Use(echoprometheus.NewMiddlewareWithConfig(echoprometheus.MiddlewareConfig{
 		Registerer: reg, Subsystem: "http",
@@ -339,13 +364,35 @@ func (s *Server) handleError(err error, c echo.Context) {
 }
 
 // decode reads a JSON body strictly: unknown fields, wrong types, trailing
-// data and an empty body are all invalid.
-func decode(c echo.Context, v any) error {
+// data, an empty body, and text PostgreSQL cannot store (NUL, invalid
+// UTF-8, unpaired surrogates) are all invalid.
+func decode(c echo.Context, v any) error { return decodeBody(c, v, true) }
+
+// decodeInternal is decode for the internal API, whose text comes from the
+// session VMs and is checked where it is stored.
+func decodeInternal(c echo.Context, v any) error { return decodeBody(c, v, false) }
+
+func decodeBody(c echo.Context, v any, checkText bool) error {
 	ct := c.Request().Header.Get(echo.HeaderContentType)
 	if ct != "" && !strings.HasPrefix(strings.ToLower(ct), echo.MIMEApplicationJSON) {
 		return &echo.HTTPError{Code: http.StatusUnsupportedMediaType, Message: "content type must be application/json"}
 	}
-	dec := json.NewDecoder(c.Request().Body)
+	var body io.Reader = c.Request().Body
+	if checkText {
+		raw, err := io.ReadAll(c.Request().Body)
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return session.Errorf(session.ETOOLARGE, "request body too large")
+		}
+		if err != nil {
+			return session.Errorf(session.EINVALID, "read request body: %v", err)
+		}
+		if err := checkStorableJSON(raw); err != nil {
+			return err
+		}
+		body = bytes.NewReader(raw)
+	}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooLarge *http.MaxBytesError

@@ -55,6 +55,7 @@ type Config struct {
 	LogFormat           string
 	ShutdownTimeout     time.Duration
 	Demo                bool
+	CORSOrigins         string
 }
 
 // setting binds one Config field to its environment variable and flag.
@@ -145,6 +146,7 @@ func settings(c *Config) []setting {
 		{env: "LOG_LEVEL", def: "info", help: "debug, info, warn or error", set: str(&c.LogLevel)},
 		{env: "LOG_FORMAT", def: "auto", help: "text, json, or auto (text on a terminal, JSON otherwise)", set: str(&c.LogFormat)},
 		{env: "SHUTDOWN_TIMEOUT", def: "15s", help: "grace period for in-flight requests on SIGINT/SIGTERM", set: dur(&c.ShutdownTimeout)},
+		{env: "CORS_ORIGINS", help: "browser origins (scheme://host[:port], comma-separated, or *) allowed to call the API from other sites; empty: CORS off", set: str(&c.CORSOrigins)},
 		{env: "DEMO", def: "false", help: "serve the demo page (recruiter view and interview room) at /demo/; for development, not production", set: boolean(&c.Demo)},
 	}
 }

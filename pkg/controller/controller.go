@@ -110,7 +110,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		MaxDuration:     cfg.MaxDuration,
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
-		Demo: demoPage(cfg.Demo),
+		Demo: demoPage(cfg.Demo), CORSOrigins: controlapi.ParseOrigins(cfg.CORSOrigins),
 	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, reg)
 	if err != nil {
 		return err

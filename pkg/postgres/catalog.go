@@ -75,8 +75,10 @@ func (db *DB) CreateCandidate(ctx context.Context, scope session.Scope, c sessio
 	c.ID = uuid.NewString()
 	c.TenantID = scope.TenantID
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `INSERT INTO interviews.candidates (id, tenant_id, full_name, email)
-			VALUES ($1, $2, $3, $4) RETURNING created_at`, c.ID, c.TenantID, c.FullName, c.Email).Scan(&c.CreatedAt)
+		c.Metadata = metadataOf(c.Metadata)
+		return tx.QueryRow(ctx, `INSERT INTO interviews.candidates (id, tenant_id, full_name, email, external_id, metadata)
+			VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at`, c.ID, c.TenantID, c.FullName, c.Email,
+			c.ExternalID, c.Metadata).Scan(&c.CreatedAt)
 	})
 	if err != nil {
 		return session.Candidate{}, fmt.Errorf("create candidate: %w", mapError(err))
@@ -88,8 +90,9 @@ func (db *DB) CreateCandidate(ctx context.Context, scope session.Scope, c sessio
 func (db *DB) Candidate(ctx context.Context, scope session.Scope, id string) (session.Candidate, error) {
 	var c session.Candidate
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `SELECT id, tenant_id, full_name, email, created_at
-			FROM interviews.candidates WHERE id = $1`, id).Scan(&c.ID, &c.TenantID, &c.FullName, &c.Email, &c.CreatedAt)
+		var err error
+		c, err = candidateTx(ctx, tx, id, false)
+		return err
 	})
 	if err != nil {
 		return session.Candidate{}, fmt.Errorf("get candidate %s: %w", id, mapError(err))

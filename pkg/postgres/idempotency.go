@@ -62,13 +62,19 @@ func (db *DB) ClaimIdempotencyKey(ctx context.Context, scope session.Scope, r se
 // CompleteIdempotencyKey stores the answer of the attempt claim under the
 // tenant's key. It does nothing when another attempt has taken the key
 // over.
+//
+// subjects are the ids the answer names: erasing one of them erases the
+// stored answer too.
 func (db *DB) CompleteIdempotencyKey(ctx context.Context, scope session.Scope, keyHash []byte, claim string,
-	status int, contentType string, response []byte) error {
+	status int, contentType string, response []byte, subjects []string) error {
+	if subjects == nil {
+		subjects = []string{}
+	}
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `UPDATE interviews.idempotency_keys
-			SET status = $4, content_type = $5, response = $6
+			SET status = $4, content_type = $5, response = $6, subject_ids = $7::uuid[]
 			WHERE tenant_id = $1 AND key_hash = $2 AND claim = $3 AND status IS NULL`,
-			scope.TenantID, keyHash, claim, status, contentType, response)
+			scope.TenantID, keyHash, claim, status, contentType, response, subjects)
 		return err
 	})
 	if err != nil {

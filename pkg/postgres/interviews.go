@@ -15,14 +15,14 @@ import (
 
 const interviewColumns = `id, tenant_id, candidate_id, position_id, company_id, status, end_reason,
 	architecture, max_duration_s, token_hash, machine_provider, machine_id, machine_name, machine_region,
-	machine_state, machine_addr, last_seq_reported, transcript_acked_seq, state_changed_at, vm_last_seq, vm_buffered_segments, vm_retries, created_at, started_at, ready_at, ended_at, last_heartbeat_at`
+	machine_state, machine_addr, last_seq_reported, transcript_acked_seq, state_changed_at, vm_last_seq, vm_buffered_segments, vm_retries, created_at, started_at, ready_at, ended_at, last_heartbeat_at, external_id, metadata`
 
 func scanInterview(row pgx.Row) (session.Interview, error) {
 	var iv session.Interview
 	var provider, mid, mname, mregion, mstate, maddr *string
 	err := row.Scan(&iv.ID, &iv.TenantID, &iv.CandidateID, &iv.PositionID, &iv.CompanyID, &iv.Status, &iv.EndReason,
 		&iv.Architecture, &iv.MaxDurationS, &iv.TokenHash, &provider, &mid, &mname, &mregion,
-		&mstate, &maddr, &iv.LastSeqReported, &iv.AckedSeq, &iv.StateChangedAt, &iv.VM.LastSeq, &iv.VM.BufferedSegments, &iv.VM.Retries, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt)
+		&mstate, &maddr, &iv.LastSeqReported, &iv.AckedSeq, &iv.StateChangedAt, &iv.VM.LastSeq, &iv.VM.BufferedSegments, &iv.VM.Retries, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt, &iv.ExternalID, &iv.Metadata)
 	if err != nil {
 		return iv, err
 	}
@@ -51,9 +51,10 @@ func (db *DB) CreateInterview(ctx context.Context, scope session.Scope, iv sessi
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
 		var err error
 		out, err = scanInterview(tx.QueryRow(ctx, `INSERT INTO interviews.interview_sessions
-			(id, tenant_id, candidate_id, position_id, company_id, status, architecture, max_duration_s)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+interviewColumns,
-			iv.ID, iv.TenantID, iv.CandidateID, iv.PositionID, iv.CompanyID, iv.Status, iv.Architecture, iv.MaxDurationS))
+			(id, tenant_id, candidate_id, position_id, company_id, status, architecture, max_duration_s, external_id, metadata)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING `+interviewColumns,
+			iv.ID, iv.TenantID, iv.CandidateID, iv.PositionID, iv.CompanyID, iv.Status, iv.Architecture, iv.MaxDurationS,
+			iv.ExternalID, metadataOf(iv.Metadata)))
 		return err
 	})
 	var pgErr *pgconn.PgError

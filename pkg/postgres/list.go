@@ -113,13 +113,9 @@ func (db *DB) ListCandidates(ctx context.Context, scope session.Scope, p session
 	var next string
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
 		var err error
-		items, next, err = pageQuery(ctx, tx, `SELECT t.id, t.tenant_id, t.full_name, t.email, t.created_at
+		items, next, err = pageQuery(ctx, tx, `SELECT `+prefixed("t.", candidateColumns)+`
 			FROM interviews.candidates t`, false, nil, p,
-			func(r pgx.CollectableRow) (session.Candidate, error) {
-				var x session.Candidate
-				err := r.Scan(&x.ID, &x.TenantID, &x.FullName, &x.Email, &x.CreatedAt)
-				return x, err
-			}, func(x session.Candidate) (time.Time, string) { return x.CreatedAt, x.ID })
+			func(r pgx.CollectableRow) (session.Candidate, error) { return scanCandidate(r) }, func(x session.Candidate) (time.Time, string) { return x.CreatedAt, x.ID })
 		return err
 	})
 	if err != nil {
@@ -129,19 +125,27 @@ func (db *DB) ListCandidates(ctx context.Context, scope session.Scope, p session
 }
 
 // ListInterviews returns a page of the tenant's interviews, optionally only
-// those in one state.
-func (db *DB) ListInterviews(ctx context.Context, scope session.Scope, status session.State, p session.Page) ([]session.Interview, string, error) {
+// those in one state or with one external id.
+func (db *DB) ListInterviews(ctx context.Context, scope session.Scope, f session.InterviewFilter, p session.Page) ([]session.Interview, string, error) {
 	var items []session.Interview
 	var next string
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
 		q := `SELECT ` + prefixed("t.", interviewColumns) + ` FROM interviews.interview_sessions t`
 		var args []any
-		if status != "" {
-			q += ` WHERE t.status = $1`
-			args = append(args, status)
+		var where []string
+		if f.Status != "" {
+			args = append(args, f.Status)
+			where = append(where, fmt.Sprintf("t.status = $%d", len(args)))
+		}
+		if f.ExternalID != "" {
+			args = append(args, f.ExternalID)
+			where = append(where, fmt.Sprintf("t.external_id = $%d", len(args)))
+		}
+		if len(where) > 0 {
+			q += " WHERE " + strings.Join(where, " AND ")
 		}
 		var err error
-		items, next, err = pageQuery(ctx, tx, q, status != "", args, p,
+		items, next, err = pageQuery(ctx, tx, q, len(where) > 0, args, p,
 			func(r pgx.CollectableRow) (session.Interview, error) { return scanInterview(r) },
 			func(x session.Interview) (time.Time, string) { return x.CreatedAt, x.ID })
 		return err

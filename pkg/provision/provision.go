@@ -753,3 +753,41 @@ func (s *Service) Connected(ctx context.Context, scope session.Scope, id string)
 
 // IsNotLive reports whether err says the session is over.
 func IsNotLive(err error) bool { return errors.Is(err, errNotLive) }
+
+// Retire makes an interview safe to erase: a live one is cancelled, and
+// its machine, if it may still exist, is destroyed now rather than in the
+// background, so nothing of the interview outlives its erasure. A machine
+// already gone counts as destroyed.
+func (s *Service) Retire(ctx context.Context, scope session.Scope, id string) error {
+	iv, err := s.store.Interview(ctx, scope, id)
+	if err != nil {
+		return err
+	}
+	if iv.Status.Live() {
+		cancelled := false
+		iv, err = s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) {
+			if !iv.Status.Live() {
+				return nil, nil
+			}
+			cancelled = true
+			ev, err := iv.Transition(session.StateCancelled, session.ReasonCancelled, session.ActorUser, s.now())
+			return []session.Event{ev}, err
+		})
+		s.changed(id)
+		if err != nil {
+			return err
+		}
+		if cancelled {
+			s.metrics.ended.WithLabelValues(string(session.ReasonCancelled)).Inc()
+		}
+	}
+	if iv.Machine == nil || iv.Machine.ID == "" || iv.Machine.State == session.MachineDestroyed {
+		return nil
+	}
+	if err := s.machines.Destroy(ctx, iv.Machine.ID); err != nil && !errors.Is(err, session.ErrMachineNotFound) {
+		s.log(iv).Error("destroy machine before erasure failed", "error", err)
+		return session.Errorf(session.EUNAVAILABLE, "could not destroy the interview's machine: try again")
+	}
+	s.log(iv).Info("machine destroyed before erasure", "machine_id", iv.Machine.ID)
+	return nil
+}

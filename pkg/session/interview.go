@@ -1,6 +1,7 @@
 package session
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -32,11 +33,15 @@ type PositionRecord struct {
 
 // Candidate is a person being interviewed.
 type Candidate struct {
-	ID        string    `json:"id"`
-	TenantID  string    `json:"tenant_id"`
-	FullName  string    `json:"full_name"`
-	Email     string    `json:"email"`
-	CreatedAt time.Time `json:"created_at"`
+	ID       string `json:"id"`
+	TenantID string `json:"tenant_id"`
+	FullName string `json:"full_name"`
+	Email    string `json:"email"`
+	// ExternalID is the customer's own id (e.g. its ATS's), unique per
+	// tenant when set.
+	ExternalID *string   `json:"external_id"`
+	Metadata   Metadata  `json:"metadata"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // Interview is one interview session and the state of its VM.
@@ -50,11 +55,15 @@ type Interview struct {
 	EndReason    *EndReason `json:"end_reason"`
 	Architecture string     `json:"architecture"`
 	MaxDurationS int        `json:"max_duration_s"`
-	Machine      *Machine   `json:"machine"`
-	CreatedAt    time.Time  `json:"created_at"`
-	StartedAt    *time.Time `json:"started_at"`
-	ReadyAt      *time.Time `json:"ready_at"`
-	EndedAt      *time.Time `json:"ended_at"`
+	// ExternalID is the customer's own id (e.g. its ATS's), unique per
+	// tenant when set.
+	ExternalID *string    `json:"external_id"`
+	Metadata   Metadata   `json:"metadata"`
+	Machine    *Machine   `json:"machine"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at"`
+	ReadyAt    *time.Time `json:"ready_at"`
+	EndedAt    *time.Time `json:"ended_at"`
 
 	// TokenHash is the SHA-256 of the VM's session token.
 	TokenHash       []byte     `json:"-"`
@@ -160,4 +169,59 @@ type VMStats struct {
 	LastSeq          int64
 	BufferedSegments int
 	Retries          int64
+}
+
+// Limits of the customer's references on interviews and candidates.
+const (
+	MaxExternalIDLen    = 200
+	MaxMetadataPairs    = 16
+	MaxMetadataKeyLen   = 40
+	MaxMetadataValueLen = 500
+)
+
+// Metadata is a customer's string pairs on an object; nil is written as {}.
+type Metadata map[string]string
+
+// MarshalJSON writes nil as an empty object.
+func (m Metadata) MarshalJSON() ([]byte, error) {
+	if m == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(map[string]string(m))
+}
+
+// InterviewFilter narrows a list of interviews; empty fields match all.
+type InterviewFilter struct {
+	Status     State
+	ExternalID string
+}
+
+// OptionalString is a field of a partial update: Set when the request
+// names it; nil Value then clears it.
+type OptionalString struct {
+	Set   bool
+	Value *string
+}
+
+// PositionPatch changes a position; nil fields stay as they are, and a
+// non-nil Competencies replaces the whole list.
+type PositionPatch struct {
+	Title        *string
+	Description  *string
+	Competencies []Competency
+}
+
+// CandidatePatch changes a candidate; nil fields stay as they are.
+type CandidatePatch struct {
+	FullName   *string
+	Email      *string
+	ExternalID OptionalString
+	Metadata   map[string]string
+}
+
+// InterviewPatch changes a scheduled interview; nil fields stay as they are.
+type InterviewPatch struct {
+	MaxDurationS *int
+	ExternalID   OptionalString
+	Metadata     map[string]string
 }

@@ -290,11 +290,17 @@ type Architecture string
 
 // Candidate defines model for Candidate.
 type Candidate struct {
-	CreatedAt time.Time          `json:"created_at"`
-	Email     string             `json:"email"`
-	FullName  string             `json:"full_name"`
-	ID        openapi_types.UUID `json:"id"`
-	TenantID  openapi_types.UUID `json:"tenant_id"`
+	CreatedAt time.Time `json:"created_at"`
+	Email     string    `json:"email"`
+
+	// ExternalID The customer's own id, null when none was set.
+	ExternalID *string            `json:"external_id"`
+	FullName   string             `json:"full_name"`
+	ID         openapi_types.UUID `json:"id"`
+
+	// Metadata The customer's string pairs; empty when none were set.
+	Metadata map[string]string  `json:"metadata"`
+	TenantID openapi_types.UUID `json:"tenant_id"`
 }
 
 // CandidateCreate defines model for CandidateCreate.
@@ -302,8 +308,20 @@ type CandidateCreate struct {
 	// Email Example: ada@example.com
 	Email string `json:"email"`
 
+	// ExternalID The customer's own id for the object (e.g. its ATS's), unique among the tenant's objects of
+	// that kind; a duplicate answers `409 conflict`.
+	//
+	//
+	// Example: ats-req-4711
+	ExternalID *ExternalID `json:"external_id,omitempty"`
+
 	// FullName Example: Ada Lovelace
 	FullName string `json:"full_name"`
+
+	// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+	//
+	// Example: {"ats":"greenhouse"}
+	Metadata *Metadata `json:"metadata,omitempty"`
 }
 
 // CandidateList defines model for CandidateList.
@@ -312,6 +330,18 @@ type CandidateList struct {
 
 	// NextCursor Pass as `cursor` to get the next page; null on the last page.
 	NextCursor *NextCursor `json:"next_cursor"`
+}
+
+// CandidateUpdate defines model for CandidateUpdate.
+type CandidateUpdate struct {
+	Email      *string     `json:"email,omitempty"`
+	ExternalID *ExternalID `json:"external_id,omitempty"`
+	FullName   *string     `json:"full_name,omitempty"`
+
+	// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+	//
+	// Example: {"ats":"greenhouse"}
+	Metadata *Metadata `json:"metadata,omitempty"`
 }
 
 // Competency One weighted skill of a position.
@@ -439,6 +469,12 @@ type EventList struct {
 	Phases []Phase `json:"phases"`
 }
 
+// ExternalID The customer's own id for the object (e.g. its ATS's), unique among the tenant's objects of
+// that kind; a duplicate answers `409 conflict`.
+//
+// Example: ats-req-4711
+type ExternalID = string
+
 // HealthStatus defines model for HealthStatus.
 type HealthStatus struct {
 	Status HealthStatusStatus `json:"status"`
@@ -493,15 +529,21 @@ type Interview struct {
 	EndReason *EndReason `json:"end_reason"`
 
 	// EndedAt When it reached a terminal state.
-	EndedAt *time.Time         `json:"ended_at"`
-	ID      openapi_types.UUID `json:"id"`
+	EndedAt *time.Time `json:"ended_at"`
+
+	// ExternalID The customer's own id, null when none was set.
+	ExternalID *string            `json:"external_id"`
+	ID         openapi_types.UUID `json:"id"`
 
 	// Machine The session VM; null until one was created.
 	Machine *Machine `json:"machine"`
 
 	// MaxDurationS Maximum length in seconds.
-	MaxDurationS int                `json:"max_duration_s"`
-	PositionID   openapi_types.UUID `json:"position_id"`
+	MaxDurationS int `json:"max_duration_s"`
+
+	// Metadata The customer's string pairs; empty when none were set.
+	Metadata   map[string]string  `json:"metadata"`
+	PositionID openapi_types.UUID `json:"position_id"`
 
 	// ReadyAt When the VM reported ready.
 	ReadyAt *time.Time `json:"ready_at"`
@@ -525,13 +567,25 @@ type InterviewCreate struct {
 	// CompanyID Optional company of the tenant the interview is for.
 	CompanyID *openapi_types.UUID `json:"company_id,omitempty"`
 
+	// ExternalID The customer's own id for the object (e.g. its ATS's), unique among the tenant's objects of
+	// that kind; a duplicate answers `409 conflict`.
+	//
+	//
+	// Example: ats-req-4711
+	ExternalID *ExternalID `json:"external_id,omitempty"`
+
 	// MaxDurationS Maximum length of the interview in seconds. Default and upper bound: the server's maximum
 	// (45 minutes unless configured otherwise); above it answers 400.
 	//
 	//
 	// Example: 1800
-	MaxDurationS *int               `json:"max_duration_s,omitempty"`
-	PositionID   openapi_types.UUID `json:"position_id"`
+	MaxDurationS *int `json:"max_duration_s,omitempty"`
+
+	// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+	//
+	// Example: {"ats":"greenhouse"}
+	Metadata   *Metadata          `json:"metadata,omitempty"`
+	PositionID openapi_types.UUID `json:"position_id"`
 }
 
 // InterviewList defines model for InterviewList.
@@ -547,6 +601,19 @@ type InterviewList struct {
 // connected. `ending`: winding down, transcript being flushed. Terminal: `completed`, `failed`,
 // `cancelled`.
 type InterviewStatus string
+
+// InterviewUpdate defines model for InterviewUpdate.
+type InterviewUpdate struct {
+	ExternalID *ExternalID `json:"external_id,omitempty"`
+
+	// MaxDurationS As in `InterviewCreate`.
+	MaxDurationS *int `json:"max_duration_s,omitempty"`
+
+	// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+	//
+	// Example: {"ats":"greenhouse"}
+	Metadata *Metadata `json:"metadata,omitempty"`
+}
 
 // Machine The interview's session VM as its provider reports it.
 type Machine struct {
@@ -569,6 +636,11 @@ type Machine struct {
 	// Example: started
 	State string `json:"state"`
 }
+
+// Metadata Up to 16 string pairs of the customer's own; keys 1 to 40, values up to 500 characters.
+//
+// Example: {"ats":"greenhouse"}
+type Metadata map[string]string
 
 // NextCursor Pass as `cursor` to get the next page; null on the last page.
 type NextCursor = string
@@ -614,6 +686,13 @@ type PositionList struct {
 
 	// NextCursor Pass as `cursor` to get the next page; null on the last page.
 	NextCursor *NextCursor `json:"next_cursor"`
+}
+
+// PositionUpdate defines model for PositionUpdate.
+type PositionUpdate struct {
+	Competencies *[]CompetencyInput `json:"competencies,omitempty"`
+	Description  *string            `json:"description,omitempty"`
+	Title        *string            `json:"title,omitempty"`
 }
 
 // ReadyRequest defines model for ReadyRequest.
@@ -846,6 +925,9 @@ type ListInterviewsParams struct {
 	// Status Only interviews in this state.
 	Status *InterviewStatus `form:"status,omitempty" json:"status,omitempty"`
 
+	// ExternalID Only the interview with this `external_id`.
+	ExternalID *string `form:"external_id,omitempty" json:"external_id,omitempty"`
+
 	// Limit Page size, 1 to 100.
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 
@@ -879,6 +961,9 @@ type GetTranscriptParams struct {
 
 // StreamTranscriptParams defines parameters for StreamTranscript.
 type StreamTranscriptParams struct {
+	// AccessToken The interview's access token (`connect.access_token`); never a tenant JWT.
+	AccessToken *string `form:"access_token,omitempty" json:"access_token,omitempty"`
+
 	// LastEventID The `seq` of the last segment already received; the stream resumes after it.
 	LastEventID *string `json:"Last-Event-ID,omitempty"`
 }
@@ -917,14 +1002,23 @@ type CreateAPIKeyJSONRequestBody = APIKeyCreate
 // CreateCandidateJSONRequestBody defines body for CreateCandidate for application/json ContentType.
 type CreateCandidateJSONRequestBody = CandidateCreate
 
+// UpdateCandidateJSONRequestBody defines body for UpdateCandidate for application/json ContentType.
+type UpdateCandidateJSONRequestBody = CandidateUpdate
+
 // CreateInterviewJSONRequestBody defines body for CreateInterview for application/json ContentType.
 type CreateInterviewJSONRequestBody = InterviewCreate
+
+// UpdateInterviewJSONRequestBody defines body for UpdateInterview for application/json ContentType.
+type UpdateInterviewJSONRequestBody = InterviewUpdate
 
 // ReportSessionCallJSONRequestBody defines body for ReportSessionCall for application/json ContentType.
 type ReportSessionCallJSONRequestBody = SessionCall
 
 // CreatePositionJSONRequestBody defines body for CreatePosition for application/json ContentType.
 type CreatePositionJSONRequestBody = PositionCreate
+
+// UpdatePositionJSONRequestBody defines body for UpdatePosition for application/json ContentType.
+type UpdatePositionJSONRequestBody = PositionUpdate
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -967,18 +1061,30 @@ type ServerInterface interface {
 	// CreateCandidate Create a candidate
 	// (POST /v1/candidates)
 	CreateCandidate(ctx echo.Context, params CreateCandidateParams) error
+	// DeleteCandidate Erase a candidate
+	// (DELETE /v1/candidates/{id})
+	DeleteCandidate(ctx echo.Context, id ID) error
 	// GetCandidate Get a candidate
 	// (GET /v1/candidates/{id})
 	GetCandidate(ctx echo.Context, id ID) error
+	// UpdateCandidate Update a candidate
+	// (PATCH /v1/candidates/{id})
+	UpdateCandidate(ctx echo.Context, id ID) error
 	// ListInterviews List interviews
 	// (GET /v1/interviews)
 	ListInterviews(ctx echo.Context, params ListInterviewsParams) error
 	// CreateInterview Schedule an interview
 	// (POST /v1/interviews)
 	CreateInterview(ctx echo.Context, params CreateInterviewParams) error
+	// DeleteInterview Erase an interview
+	// (DELETE /v1/interviews/{id})
+	DeleteInterview(ctx echo.Context, id ID) error
 	// GetInterview Get an interview
 	// (GET /v1/interviews/{id})
 	GetInterview(ctx echo.Context, id ID) error
+	// UpdateInterview Update a scheduled interview
+	// (PATCH /v1/interviews/{id})
+	UpdateInterview(ctx echo.Context, id ID) error
 	// CancelInterview Cancel an interview
 	// (POST /v1/interviews/{id}/cancel)
 	CancelInterview(ctx echo.Context, id ID) error
@@ -1012,9 +1118,15 @@ type ServerInterface interface {
 	// CreatePosition Create a position
 	// (POST /v1/positions)
 	CreatePosition(ctx echo.Context, params CreatePositionParams) error
+	// DeletePosition Delete a position
+	// (DELETE /v1/positions/{id})
+	DeletePosition(ctx echo.Context, id ID) error
 	// GetPosition Get a position
 	// (GET /v1/positions/{id})
 	GetPosition(ctx echo.Context, id ID) error
+	// UpdatePosition Update a position
+	// (PATCH /v1/positions/{id})
+	UpdatePosition(ctx echo.Context, id ID) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -1253,6 +1365,22 @@ func (w *ServerInterfaceWrapper) CreateCandidate(ctx echo.Context) error {
 	return err
 }
 
+// DeleteCandidate converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteCandidate(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteCandidate(ctx, id)
+	return err
+}
+
 // GetCandidate converts echo context to params.
 func (w *ServerInterfaceWrapper) GetCandidate(ctx echo.Context) error {
 	var err error
@@ -1269,6 +1397,22 @@ func (w *ServerInterfaceWrapper) GetCandidate(ctx echo.Context) error {
 	return err
 }
 
+// UpdateCandidate converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateCandidate(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateCandidate(ctx, id)
+	return err
+}
+
 // ListInterviews converts echo context to params.
 func (w *ServerInterfaceWrapper) ListInterviews(ctx echo.Context) error {
 	var err error
@@ -1280,6 +1424,13 @@ func (w *ServerInterfaceWrapper) ListInterviews(ctx echo.Context) error {
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", ctx.QueryParams(), &params.Status, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter status: %s", err))
+	}
+
+	// ------------- Optional query parameter "external_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "external_id", ctx.QueryParams(), &params.ExternalID, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter external_id: %s", err))
 	}
 
 	// ------------- Optional query parameter "limit" -------------
@@ -1330,6 +1481,22 @@ func (w *ServerInterfaceWrapper) CreateInterview(ctx echo.Context) error {
 	return err
 }
 
+// DeleteInterview converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteInterview(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteInterview(ctx, id)
+	return err
+}
+
 // GetInterview converts echo context to params.
 func (w *ServerInterfaceWrapper) GetInterview(ctx echo.Context) error {
 	var err error
@@ -1343,6 +1510,22 @@ func (w *ServerInterfaceWrapper) GetInterview(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetInterview(ctx, id)
+	return err
+}
+
+// UpdateInterview converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateInterview(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateInterview(ctx, id)
 	return err
 }
 
@@ -1522,6 +1705,12 @@ func (w *ServerInterfaceWrapper) StreamTranscript(ctx echo.Context) error {
 
 	// Parameter object where we will unmarshal all parameters from the context
 	var params StreamTranscriptParams
+	// ------------- Optional query parameter "access_token" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "access_token", ctx.QueryParams(), &params.AccessToken, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter access_token: %s", err))
+	}
 
 	headers := ctx.Request().Header
 	// ------------- Optional header parameter "Last-Event-ID" -------------
@@ -1599,6 +1788,22 @@ func (w *ServerInterfaceWrapper) CreatePosition(ctx echo.Context) error {
 	return err
 }
 
+// DeletePosition converts echo context to params.
+func (w *ServerInterfaceWrapper) DeletePosition(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeletePosition(ctx, id)
+	return err
+}
+
 // GetPosition converts echo context to params.
 func (w *ServerInterfaceWrapper) GetPosition(ctx echo.Context) error {
 	var err error
@@ -1612,6 +1817,22 @@ func (w *ServerInterfaceWrapper) GetPosition(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetPosition(ctx, id)
+	return err
+}
+
+// UpdatePosition converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdatePosition(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdatePosition(ctx, id)
 	return err
 }
 
@@ -1664,13 +1885,19 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 
 	router.GET(options.BaseURL+"/v1/positions", wrapper.ListPositions, options.OperationMiddlewares["listPositions"]...)
 	router.POST(options.BaseURL+"/v1/positions", wrapper.CreatePosition, options.OperationMiddlewares["createPosition"]...)
+	router.DELETE(options.BaseURL+"/v1/positions/:id", wrapper.DeletePosition, options.OperationMiddlewares["deletePosition"]...)
 	router.GET(options.BaseURL+"/v1/positions/:id", wrapper.GetPosition, options.OperationMiddlewares["getPosition"]...)
+	router.PATCH(options.BaseURL+"/v1/positions/:id", wrapper.UpdatePosition, options.OperationMiddlewares["updatePosition"]...)
 	router.GET(options.BaseURL+"/v1/candidates", wrapper.ListCandidates, options.OperationMiddlewares["listCandidates"]...)
 	router.POST(options.BaseURL+"/v1/candidates", wrapper.CreateCandidate, options.OperationMiddlewares["createCandidate"]...)
+	router.DELETE(options.BaseURL+"/v1/candidates/:id", wrapper.DeleteCandidate, options.OperationMiddlewares["deleteCandidate"]...)
 	router.GET(options.BaseURL+"/v1/candidates/:id", wrapper.GetCandidate, options.OperationMiddlewares["getCandidate"]...)
+	router.PATCH(options.BaseURL+"/v1/candidates/:id", wrapper.UpdateCandidate, options.OperationMiddlewares["updateCandidate"]...)
 	router.GET(options.BaseURL+"/v1/interviews", wrapper.ListInterviews, options.OperationMiddlewares["listInterviews"]...)
 	router.POST(options.BaseURL+"/v1/interviews", wrapper.CreateInterview, options.OperationMiddlewares["createInterview"]...)
+	router.DELETE(options.BaseURL+"/v1/interviews/:id", wrapper.DeleteInterview, options.OperationMiddlewares["deleteInterview"]...)
 	router.GET(options.BaseURL+"/v1/interviews/:id", wrapper.GetInterview, options.OperationMiddlewares["getInterview"]...)
+	router.PATCH(options.BaseURL+"/v1/interviews/:id", wrapper.UpdateInterview, options.OperationMiddlewares["updateInterview"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/start", wrapper.StartInterview, options.OperationMiddlewares["startInterview"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/end", wrapper.EndInterview, options.OperationMiddlewares["endInterview"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/cancel", wrapper.CancelInterview, options.OperationMiddlewares["cancelInterview"]...)
@@ -1699,221 +1926,252 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L3rctu4lij8KijOroqUoRRZlrM7cn0143aS3e5O0vlsd/qcaWVMiIQktCmAISDb2jk+tX/NA0zNM+wH",
-	"6yc5hbUAEqSoix0n3XsmvxJTJC4LWPfbxyCW80wKJrQKhh+DGaMJy+G/JwmbZ1IzoU9ZltIlS8zThKk4",
-	"55nmUgTDINL5gkXkesYE0TOuCBXqmuWEK6JnjCgtc5a4h3JCqCCM5ilnOcnZhwVTmlxzPcOX6ZyNRFRM",
-	"Gy87P7BldEjoWDGhidQzll9zxbojEYSBimdsTs2SmFjMg+EvgVlL8D4M9DJjwTBQOudiGtzehsEp0/ny",
-	"aKJZvrqFMxZLkSiiJbmmXJMxm8icEZ0vuZgSOqVcdIMwYDd0nqUsGB74U8+54HMze6+YlgvNpiwPbs3E",
-	"Gc3pnGkL0eNFrmTDEs5njESC3eiLGN6IDKgMSLKcXXG5UCSjU9YlRwiIiczh1wnPlcafgjDgZqQPC5Yv",
-	"gzAQdG7WgsNVgDWnN6+YmOpZMDzY64dmB+7vvSbQnTxvXq8c/8pi/UgRnlTAE/x5PEh67GDSeUb3+p1B",
-	"vD/ufJM8ZZ3+ZI/2xs/ib5I/M7fcjOpZuVqeBGFgrgXPzV0zx+mvfCLzOdXBMFgs4M2GtZZX5we2XF33",
-	"EblkSwBdnHIDyXgmpWLKQpQrEueMakZae+Y69A8OSJZzoek4ZeTo7PjkhMQzmtPYHGhIWHfaJXQkfvrp",
-	"5HmbKEn0jGqSM3t1uCYxFUJqN6q+5jEbEsUYGeGVNK/hj4ooOmHpchQQOpZX9o6XUD2Y9OKnbI929sd/",
-	"TjqDpM86zybf0M5e3B/vJwN2MHnac1BFHC7hWsOoddehf3BQvw4Z1ZrlZsx//4V0/u/7f/5TI9xf8TnX",
-	"q+B+S6eMKP5XFhKA516vt+6ipjCCv7CETegi1cHwoBeaVSKa7fV6YYl0ew1IFwZnTCkuxbqLq/Bn0jLf",
-	"5FecXbftHX74K3lrPlaZFIoBAfiWJn+hml1TuJyxFIa6mv/SLEt5TM0yn/yqzFo/etP8KWeTYBj805OS",
-	"Vj/BX9WTF3ku81M7CU65uudiq48UefeaxHKRJsTczDEjOaPxjCVE5pZOs4SMaZIuu+RYJoxEY5pcTHHV",
-	"UTe4Dc0uTpF477CL4gp/DJhZKn6S4KFd0ZQnF5YTBGEwZ0rRqfnNcYexTJZDYvbNzAXmTP3Se9+9Znw6",
-	"00MiFvMxy8l8oWArcyDcMypID27CA0LQrSeRTAHk5lTHM0s0pNCGKJAWJXOulMFqmZM5Tc39YAmZcJYm",
-	"IaHkiqYLRuRCEzkZiZyKKQsNT1yISyGvRfli+S2Hk0FC3nZHUoNcdAhEzUKPKLpUI3E94/EMRyRUJOR6",
-	"tjRE5TYMjqWYpDz+xNOL3Sj+sRUXjQBczLea4fyWFo6NVEBzzZKHPiL/kittCG5xWDRN5TUeVguoNtcg",
-	"orB8zgVNC7i6PeE9fynzMU8SJj4NUJNimMoFlykjZrUoLeWMJh0p0uVDQ0XLSybMDHBjyHihCdeKwPRz",
-	"ugTwJNLCJsIFReQ655qLaTs0l694nyt3U7sjgRArNhfZy2Xp2zmfM7nQvyuZSzgSOSeTCqL5nLmztiTt",
-	"QuNK8cg9VnkiXqaGynwijSsHvLhkywsuLiY4rH8ZaF0a5orUuLYBvtI8TUm+EMJx3gcC3lGzNE5WhPGV",
-	"VRQUad0+zb0AWYdQknKtU0ZSqlk+NDiojd4wZVp58qxdySOnS9h7VZXtTtlCoT7ycEeT45j+uTQexDVV",
-	"xLwJUiMVoJa4VT8s9nLVcALF9OY+zww0lSb9AZnJRa6a1kRa7sGc6ZlMwpEwQo7BbMNd2+uOEOHh8PqN",
-	"1C/lQnwizIXUFxMYxgezQVJ8+oDgeyOJWsQzq6g4aMU0TVn+yNB+QYV2ey/WhWTgjdSnjCa/l5RmsMzA",
-	"JDJcYRmZk4q4uMhyOc2ZUhFpmV8tGyVLpkOLlFkur7iRbrmYAumWVyxvF8S6ZG94plZSfiP1K37Fvuxm",
-	"nRgOWyWpFFOWk5RfMdJiImFJSCaUpyiXxlTELE1Z0h7CIb57jSKf0jID2YLdcHuUI7Fulz8JutAzmfO/",
-	"7kQ4HoyyehLhdS7FtNg5cGY4JWq5NBhIEFXtS+5+LmDxTGizTETKcw8Q5jqA3lmj3zCsBcO5lK9oPv3C",
-	"x+zL8easU7OEHIV0kMpYYrTt1/xbIF3fn/34JiRPB+QH++Ds+duCQGkpL+D7qNzSayqWVhlRn0aacqrZ",
-	"BeihdSYgJZlTsXR7UQ9JpXBn/tzREPn/QsE1EJqsLMAB5MNCanrBbmLGEpZEpAUkgRgxEjFlJJDMEZoC",
-	"KTFcW4E8ZzVqc+ViKeJFnpuZAP8KMqS65GfKNYmAf3fAfhYRhfYyNFB45kLvpXVQsW8/8cxxAJI7ouaG",
-	"Q6zhSU03QREYkGJI2E0GSv3DspxVpAajEFelShe6qUPA2yXTKJuHFeZNFwlnImZmrJEAhZwoPhUs2UAT",
-	"AgTmFeUpHafsS5K5hGWGbot4SVqG/iRU0zFVLHQUG3hTwvK2AUZidIhyH27BUfcB7xS7yVisWfKivCP3",
-	"t1Rolguaruq6gqYE335IcVws0dqNQ1tLY3TQ6xE3aURaqZxOWVJS/FJwjv5Xx9LEzkkStbve2gCsR29P",
-	"rH00y2XGcs3RPIWmyOSC6opxK6GadYyatGrhCgOe7GAICwMjpV4YedIOXt3wz+g/YGCfBYG2crVJqR+1",
-	"FlmCjzSZS2WIXcwIJXMuFpq1zf1pXLdYpBYl0Ia3skA0+H1c/SHL2YTfNNsSL9nykbJ6y96eZxwmrYhf",
-	"XkQgnHwDdql2SLQkmqWp+UoRmtFcVy3n/PJif3L07Ob/74+bQGhU8G1XC0/21LyJxkdnufwFTZmwSztU",
-	"sbXQP/jaUZXuFJSjzUJwkmP4BpApSbgBCk3fetdpQlPFwtoNc1AuN310fkbUUsRB6NuinZ230RY9Gp19",
-	"Bvj4oNm26+SL4s5lky8DZeg4Z7pLzmbyWgDbRzWn8MMdogfOqNroXjAXzjPq88uLX446/0Y7f+11nl10",
-	"3n8c7N/+aRf0/Ww49se49Qjz9bfgFUfbd/UKcM3m1f9sX7QZ005C85zC354ncNsgb9iNtl7FlZ3DIqqj",
-	"rd/RqQVznS5TTaggR29PgDTP6ZIk8pAUdkLfcgnEzLpiaTLnAlwncb7gGrxR+E2DgzYMjmLd5Bf9eSZJ",
-	"TMHYQa1JN55RMWVDEhnxOCItuzij1rdD0HB1Lo2KH6EYkvIJi5dxapAlv+KxocPR1TwaCfjZ6WLvXj8y",
-	"O8lkrpV5IzdCbszLcTKWc5nw2LxEeU5SKbO2ddLZPZsVmVtVLMHseY5AsIM1bz6PZ1yzWC/yhiP4DgzX",
-	"NePAOJeXLDeiYDRbjnOOSgOIWfiTMooTmt3NUmJrYdM5FTj4SBh4sLyjeMLI9YynjMxZwimZpPJakTHT",
-	"18wy5XEur40yYoarLIXlJOE5i3W6rIICF9W422MqEp5YzvHpJJTNKU8rr+OThlcnizS9WEuCdqTFqE9d",
-	"7PR2Eykqv/cXFBar9mDQhKwF9O7FfQtgleyXJvRf7V/dWM598cktyWPL+/0qW97fBmaPzyeUvJJXLKUx",
-	"qw7avzOvrwF2FY4bQfcQxLu8xb87/T52vtEGIeFHwQj6SllC1CVPU7AxkUwquDMgDlTAUPl+JX4C408g",
-	"2ofNMw0kfy2XL8/+bKk0m5OEGQW26RNcY9OE8oqR3iHJWUo1v2IgQ8+Y1Y58t3ARMuNtrVhBr/vU1wvk",
-	"Ypx61AS9yOsEQru2zaA/ERk6u+6AjTVQl+B6DnBSjmMpNCEoTZdkkZGFSJjhPxRiFqp41LvXcXwSLm44",
-	"PLF0DnqK5xjucI6P7IVVqwfIbuJ0ofgVe+0CQFDOXD3YhrCsTzhkIVis13Pm2NGCR6pglb9KLlSVWa7i",
-	"Go1jptQFmIlWh/+W0Zzl1ohUBCj5Ls7oiRVfnjyOSC4X2mCBUQJaQF4gTsC+fQRTnZuxIiO2/AUMfdod",
-	"g7+FjE5ZSAS7MudGCgGutCU3cWEwaKn1un3k7zUCw72RMSDCLo5ZplmyVnVfmU0l2cUiTxvpk0wXmpGf",
-	"Tl8ZehC9/fHsnDy52ntS2jSffOTJbQE4lWRRVQmfaZ2p4ZMnNONdjzHWBtklyM2fpFGUMLB4qI0gYLtb",
-	"eaWDnT99WL2JleNswogXIjllVDVxiJ9nS6MvlMIq+HK6RjC3sSBWUo2luGK5AgscmXDB1Qzeg/cvxssL",
-	"kO+HRMk5k4KNBDjuEjMeacmczBZiShZZu0uiOb25SBY5DBUNwbptbg7JqSByobsk4knKCj//kAjp8HQk",
-	"YsRu606F8ICocDdFw9L11CVR4V27QNeUnaweUGVFuJGQufPRwSrjGRfsIpVKlx8mXNEsM5gOsjyjuR4z",
-	"qr3F2hcNxmRmUFRSuJhWJe4CvvDMgyHS9wJAgZF0S2gYidPtEOlTZYfwcbluNM5Wl9go5L8wK7gjO7Qz",
-	"+qF/9r1Vw4cBeU7NlSEtSjIqeGxdg06hM6MptI1GOVzWiFBrLeRCaUYT9H0A2Aw4S9QZS5kyKgq7h2If",
-	"mu0vYKlU7INn4k4WMUsOSQ+FJCEFq9A1LvTTQTODKkIYDcI67NpoRi7QsI7k9ntv+Y1onOcyf8601Qlq",
-	"uhgYvuubfo2XoWN0fjpOWUiUoJfsIqaKdckPEMNmvlTD1Rg10hr0eka3rvstzA977XAkvGAi82zfvFw6",
-	"5s2jgXmEUQwX5hfrQYTfDqz+j75fo6yOxIawFPPJM/NJ6VUkrcHePq5QLTKDZiy5AKX4wgAPfj+Aha4J",
-	"lSCtQb8P5gPfnwd6c91XNxKtQR/m9yz6BwggP+DSPOxbqBVeEvMQFlqPYTI/DAx/f8Ou8SDAZIMkZki0",
-	"oUx+vKF5hYyXQGS+Oz9/C0aWhaoHH/tRG35IMO389f0v1nj4/nGj4bBwl6xIT4s5Ff5FohOQCtXMiFUS",
-	"3J/qEEMtGQUvqCGuGc0Vq0Wcl+Ej27gf3OpyUStYEQY3HXC5dAB4ZtXeYQTDg14/LAMfh4Pes9AL7xsO",
-	"evthUDsT89Eg3BAHhqOsCUYaDvr9sHQ/DQ+MfF6Pmx0OQGpfQQvzw0Hond5wYJZSvYlmimdh1fuNjwrE",
-	"CIaDvf1wxbc6HPT24GnpbjzowXtN2GMGObh1ZKfwfjXSVQgWkBNiZNAl+sBcMNiKEF246rZ63Cypq98J",
-	"HKCRQF5Zb+GqUu0bI5sEe719TWjzvA2Du5i7Jrmcbxv4xAlfZ4DMVYZSV9FAoMKf0WmtZjLXhN1kKRUg",
-	"MRT5NxWO1iDN3nldtYMAuztsEEYLLRjXnswWO07t0NKEKY2uOoj138XKgxegwcKTzahqUOJBJUylmNYs",
-	"tkZ1RwmT0XhmLw/X5BqiO2a5XExnoflZ5gnLQ2KAADQZREk4gyLSTwqIw5ViKo32hJZb3RQ95qKbd97u",
-	"W7Or1e2usUtZGDQdz3eMpnpmj3nlhFTx3Amv8hKs5DRZNqdvVRQY/HrNtCib3lHypPElS9ZLeTM+nTFP",
-	"0CsN/ITGho+mLJnW9Nfd5LzxYjJhOcw9nbsMvHp2Gv4CuWnmwJENGoTsbh1/s/Ra35cnwN5LZtV5k2Er",
-	"eIlhfKXrgWRSaUWUJBOa32MmxRM2pqIhG/EMEMsaAsGlY9U7DLerOy8eKcNhhCbKCEbzboMpbPUurr91",
-	"R8ChVu87jQsTX6GsCc3FgqGu1qhBfaoKYCdtQpOCDjcsteaK2si//HdvQY9EG9LFjq4UMyYVyzWvb3Um",
-	"38tbJIzU5CBL0/THSTD8ZWcYvw9XsFO73NcaAWYisUGfjgwfErMlm17aXdnhrdPb19rQuC5ytWgxKjKT",
-	"+4e97HhW1gqwO9SsptgAs/OK29VCZSE0T4G3XVOXhZk0Ask3ZlyoJhUVAxtTQGPDVF3AYtBETJy7YNdL",
-	"C1xqcwzTu9fWk8xAskqW9z8daz5aPx8GfI7ZlIpK8PcnTWm58x1lzIf0jFZoSfWQKnSjWG4FtcMqHVu5",
-	"M+V1rsWAeOD2TtpDzI3k9F4u2TrF3Q27qrQXUMyazJzr/dMJck1+znBDxL7kuKyNL16hfxNZZe3rCcud",
-	"0NnO6k1V4jd5jkAAe8siy1hOxkbtdYbB/ApYvo18HonW4MCGDSqyEClTIC5M+HSRs6SsNtA+tO4r7jLJ",
-	"FBn0ejUbyd432zKT70pr6qaL9Six8VY+hLe7lBh+d293nfA0Sra+k8wLAAJOSSKzmmRhzfuI/hiJXRrr",
-	"fVJa2uC5Ggn0WTkG5TJ0iugbrsgiO6xEzczp0omh3Woaz7DISIKhC1cEukFw6muOgkQir0XoC9G4kEm6",
-	"QMfJuZUHhr6rJSSR9VSEI+G5NaqugwIevgPAXEGnk4WBt2okh/iz73QoHAalP6FJrn1dChJbMngLEYFQ",
-	"TFlwAeQuTotwvWp6aaJd51BJAz8GAgBLsEn/a/3ltUInxdo6o0Wvtx8bwg3/Y/YBUsJvKs/sJvb6+LTm",
-	"aiyHRKLd2Z/06bN4j3Wce/EZ3es3rdHtpnmvXrC9Cx2fpDaNLJUxTaNus2gz3Rr1oT1QkhmF3C38TjWO",
-	"CTi39UTQINKKLFqZewu4aFDA/d89lllWPAaXmPlvwpTO5RL++O1vf29X4ezyzXcSQ2xAAC68iQJ5RKyh",
-	"4oVS5rpGro6LlmTKkD0aygbOdSvySi9909Vw2SqdoYlmhZxba9AWrCqTd12UMOzy0HFQ+L3QyledYfa1",
-	"NXVvXICFd+ifYg3EQcpJm47irWWCTe6rMqJkFSonCHqwtpn/Lck1yxmZ8ismdraWeXFXDVzxPtrpxtir",
-	"F/NML0sbLOhJxYK/RDRjGGiu06bgyW3SPH5X3V9YPaKtgY/uqO8lZNdvwx3PF4O7UFg9wU8PUNizf+2t",
-	"nn/tLKupDY1xWgV0vUAtJrjMyZjGl0wkhIkpF8y59B8sfNIdTwVKm87gIUTKAnV/d4kSEr29ejZ3uFcu",
-	"NmIHoYMnpV0yLHnpu9fkUshrJ8vcw/xoDcT3CUCs0qgaiZwKmbPksG7xVprOMxtMzueYWaJlzmy9N1zM",
-	"7qFcZdDHKrsxB2hBuwUuhkt8qJCwFUtyo0KmMkYv2dZLdmZfA4J5o1cX1HxUFW7GPgTlfHac943HCRLj",
-	"MU3Tu54mTdO1NxGVjKTBAn709oTkTC9ywRJXHEeAvB29kpghGRFMsqyJVbmOL3p7/f3BwdM/f/OMjuOE",
-	"TbaSpm1KLu5hA2TOm6MljwRh2YzNWU5TV90N06MgdtL5AdCBsjaJYdW7XAls3O1Oz2XC0i2imNELzWsW",
-	"a2CdXKG9gmhZBfQ0052c0XTdhFBValOG2CFZKLRfIJqO/dDSuknF3YrtsYQ4byVc0O2+8QBLbCscIUUY",
-	"fRh4C2jUHM+MFP/W6p6r3Md3auxoy6gzjOKXxtWb6YuiIHX5oggR3ixR4Gu34cMuNywW0LTw88Jm0Cwm",
-	"GwW+4fLkC7bGtVG4HqhIjP5niT7kuGOtCwjbmYF7moPLg9AkYck6rWKd7/NEkEixDxEK6jsL5uWGLW/c",
-	"6tIullCaNLaA8ii+bHL0rfUjv4BIFsU+kEWGFAh8+AxVMsNp7+wIXXH4uck3r/xbquPZHVmLf0Q7HUFF",
-	"KKkJzpsl53Uns3lT7qAbY3VSLgqncGlAW6X1m8ShwrlTEYWguC2/l7izFtuKBXJpabNBuUUuXD2cFhTN",
-	"iowEEYFxccwwGaddjdSBk2xGOU+y2syjjt6eoBO9jNU23xKeVOdyVeGC9aJZzVBixf+iLJM3RUj2QtIP",
-	"yT7YciCGVy40mdJMYfyuw9HNKPPAEt895LutSu2718fgcFhDL5CEUt8UmjKaC0XoWNo6fpvSSz7BmZ8w",
-	"mqSNdlrfzQm1h1g9K5RIlB/ltSAtG1pWDdJv744xZbw5jk/Ti/mawCs50QzCPJRZEiXFpxBaNedpyj1X",
-	"8B0vjh8037iCFyIpd1tJOGg7q03hErDsWrmcg0PSg0yAccpUnZ7sFhOz6kZb737adhfevfaV80Lw3EYs",
-	"hiRSfL5IbUw3GJpDgh+wpB2SSGZMUG4Tqk/tuIbGYJnJSC2FnjHNYyhw5qA1NBhgRykTlQpXHAjQbl5/",
-	"PVhOJ5XUlh+dUamg/lHbT1QvPg3CANdn8NgtpFEQtei4q9WsGOzCUPHGuwOS+soWIRcL0hVIMQZoDfe4",
-	"H5/gnPe2WzXr1ZzsnoZSUI8G13szQq8imHdfm0mnb/xtML04BkPVirqnGGt2Hn2inbDJlvUA+bQ7ml13",
-	"NOOhHX+Rc708gyzBqvrkJQpC9Dtoii/dhfn+5/OgMZ5nJnPdSfkVS0qtEsRbN64Nao2cJ7SaD2ilM4xm",
-	"Kcp+voNyXZDRKF0drUr644Z8uCIjMrSxRVyrkYhKVTXqkh8z+mEBSQdoMFBeYwGQmGDz5ZHMtM48ArDG",
-	"EnGO1SI6jmtb7b7CxnMWM37FlDO1MHHFcylAjWpFZy/Ozk5+fHNx/uMPL95E7S5BQExkPhKYCowjAQxc",
-	"boABhn1uQVFNCg2BCgIwy5hhrwijObwd949EoCwiVbsk/PIiWK0PZgNFXCURqI/029/+HrXtxSgyHGnG",
-	"O5dsqaIuOdGEGjY5sUWI7RiQ1eWKEo9EK4JqIxGW7cBsVfOHrVGyplpJOzSkgZLvfz53JbSoxjLH13KR",
-	"JneChcGL3bDliJwtMiiM1oFIGs3HKcNaf9//fD4k3531D56SlppRo1vg3Wkb7vjC/PDkFH/+/ucfztpd",
-	"cjxjRusbQmE4auhwiHfcbF+MJ+YfujDc2MYHmT/91Kt2l5wjTPEQCvIehYSlio1ERLPsYs40Taim3fL3",
-	"QwQVfmaWf2H+jshdDmMkytPYCdy3YDmZyDU2TlTNSJZSVPiOTsiV5HG1ouGpW1XR7OHxY8cs1OPHpAWX",
-	"wRVNGAmfnLYBhx4/Lli0evzYiDgYP0EePy4nMj+Yl5Gk6RmbHxbB/3lFUhkJLMpYCs0+NS2JRkiworsr",
-	"8ELJz2x8en6Mtl2/XosnQYxEvXjL0UmFF+Iac0bn9Qox4HYiM5YbsjASUI04kfHC2XqAfshFHqNynS/K",
-	"8KyyIH5EM/4E5KqMd5d0nkbtQy8cC/9RYJrUIxH95cU5qb4OC4R0J2iSgRlBrhgcNGdRRhGCJf7TP5Fj",
-	"o0cKOMuR6JDHj78/+/HN48f43bXZjAv1ooIY1o9KraJLVUZ8wbLL+oAqAXwyKt0TiBfvIMAgkZ6Q07LC",
-	"KWeK0NzwsZzHelgt648/5exXTDfG1NQBlPSrJkp2ceUnz811NN/89NPJc0VaEcptQ2LEtij0wTjnQiti",
-	"NGizm0H7kDx+bGQpN8Lpy2Oyv7//zKw3KvStiKAoAZfvp/NjOzEkS8GX6bWBy4xeIbeAtKzo4whTpkbB",
-	"8OMIMupGwXAU2ICXIh0UI15GQThy6Xbw2m9/+/souL2NSEsxBsup5IOZ6zHOqYhnhuVHZvQoxJzAyA4T",
-	"kRZW73cZgwlXWUqBhJjlv+JKw+qx6rtZL8hxo2D4y29/+/v7cOS7BMtF/R+xSNPbKCSCXZepQgRCOqrN",
-	"eQAxqILVbw70iMyYESQwAsLkzNY7Lt7pkgiy7oA5uS4pZuSCZB/0DKWHafAKSRBbhiSRmHG+4ClUSYbU",
-	"SCA1FhJA2uPl48dDize2FPaYpdKcuvWEWK7qLGRl0VJrvTDoRY5sWVJ8+RFs3g7nNLFo0BuQMl83JOyG",
-	"xjpdIp8tyiAL5pD1qORFXAqz5qhgpxH57W//ZctaWoL9SDXyTsPAW9GRLSALQw2JLZ6Bl/LXa23jrwy/",
-	"m8G1s5uO5Zwp5GJmLo8BkjilfE5ahg2SdVywjVhYsEK4EiU3HBLLDTEFuGSIYLe7zrlmJWuEZyCfGa5I",
-	"WtGgt0+8jGgp8AuFFz3ypTCEFq0LWZMyeECthZGTw8LivMdLQoXZCizeUqr7ymfNEgEUtSXF3tu1y7Iq",
-	"lB0SShKG3UQusRtCziZQGs5Aai9qu/R+hE5j5ZPiTq3qK9YOWXYq21Byw3DwCHC0WZ1pA2S4KkqbbNJh",
-	"GhQWJQk1wzcVlhGMJTbqzhVmiXOWGDSiqcK9+/pJuecGnQRqQfkShuss5qkVVS3Coe6rIqoWm7p50owX",
-	"X0t++4//JC2M34va8Fc1tBYf2Sr3rXevySILmwJn7bd+8OxItEDwKaJm7Ts2chb/KENhu+SlQXIqlkRI",
-	"0ammz1RLlqBN3VCGkXDxs8CuYHCbZBCBUO7H1DYH3iLml68BBS8yMy001/UCE+g2wixQMcU7GZFWIa+G",
-	"5R1RoSfmho4EqDbR9JJZcQfdPQ099qyDf6e+ZwYTjUQCF5xMpUxIPDNidrtLXsqc9AcjAb0oQnPlLE0Y",
-	"motZlKU3CFwtVF+U97UtKgh0qDCwgxYVJIcOhH6bEMTU0FYsAGpl3w7Lse22yv3qjutlOCTQurB0VRbd",
-	"3xKUKw+bl1xvrlFyv36frKkL0TBUoYJXmp6stFfxmeszsr6axdAAIG9oswJX7MgOghsgg5sbCzYrrdom",
-	"jYkFM0tIyi8ZUQugakx1SdkgBkiYV12FjsQBjAdBQBaYw7ILXvWczd5tDXrbWtHJzyU9dw0YZ/juSLRo",
-	"RVAISW5wFsQm6HNBbcGA3J03rHGcM3qpqh262rYerl3mSDBuDrNLfoCSzLlZYKZdaK4VroF4UyMHq5lB",
-	"M1SZvMaW+CUTcb7MCtGemr2ORMJy4DKliFHHPVtSC418ZX5DTZ09ensShIGV8INhsNftdXtQr2KSQ1nz",
-	"pCOkZsrowsuMxzT1bOWTVF4Pt3G0f7mmXP9//V5UGMyK7fV7PdKipN/royg7EqNgteHIKBjaOCN7tqFt",
-	"s1VcW90+JDMkiEi1o3UFyA5HAngWnbKCKFJBotPz47eM5cdFWm+E0JaCQcV8aRRYI52DB8hIa1CkQbA0",
-	"tGnHoGRPJiwfCS1Le6Sti2WH2yhONvF8K1/aqjPHWGi+c77M2JCs6pKwOvPUhs1hrVawepKX0vYqq+ji",
-	"ZlVOP244wPLNJ1Y3tc0ArC4dDIP9bq+7j/VbZmDyfTKDLP2/mv9PWYPP25x6SaeyXJrtOo39u/Pzt130",
-	"maAOfZIEQzPOd3bUWufDfq93txL8Lg8xkJfBzpX1K4UHGgrr/5R1KxbwYPjL+zBQi/mc5stgGLziV0xg",
-	"koumUwW1CdwGVfDefLrB4BoXztxGeN7Dp0uOseoZFrnXZCylboR64Um+F9h3A24xx5pWLy55jmL5zdsw",
-	"GODsTYMWq3zidZOET/a2f9LU0Qe+fbbzt67n0a2XO7nt03pLidpN+lhzDPzy/rZyuc7r9aYrAPOuXFHu",
-	"532tg/CarNDylSdl79Pb95svK3Ml2u4/AbjodFPNCqEJnWhMrjBX3FbrA8JnU9ZQYSzoVkh+xSaeE1uv",
-	"nt1wrYbkeraEv8xqkbpqv/Aa10XNCtLyiq6hou8J9U42tyEkrBqPNRKRq5UReSFZwJmruIa5Z+9eY4W7",
-	"0PUp/VY+ZLMwGPu26uCz6e817B6sQv+UxTKHaLt/GAwc7O1v/6zoX/WFURZQFS4cnn0zom5GtplfmeYz",
-	"IRxe6ajRvx4hOljrhmZpqhxqakmmkmD1Jy1Xo3mwUL7w28xAjIuWFh6EC1u2M2pvwpiyOs/nwZpy/NvV",
-	"xssPyQfrBV8a2OHPM4bWUgvcr7j4gLjot2K4Jz7mRRz358FFCY27/CwfNAViWwZQP9RhLWoOTU7KmcO6",
-	"axHp1CZlfw4kqiRDNeLRV47zBW556ReFSkKZ5BidfueLrqvB/w9/29HsA2bDg17P5QL4Oj9avjGQv0VB",
-	"5nLdCK0V5ZKxDPeKxjDNbnR7JEBLLgusIcfyi5ZhKD16xT0rnvU0Ict799oO7yQ+WN9IYEmPqIiaR0Ot",
-	"Ak+Js18UFrQVVORiypT2Mis+DzbWo/Z3Egl7n2H6o/hyndbnnRCm/n2lAZ9KAwCpCCVjc+gYXFEYgrxU",
-	"lTXEwA+fWGuLMCf3Y8bE0duTMqjDZRscvT2B4Kj/ffT6VaO1wX55lrH4bgYHt6by/tVjGhvvWH2lm404",
-	"53YPpJpvvtagA7RomxnMcnLX1bK0/ArUZHFH4ETAXqoYQEUOevuNIDzFSR/MSoYSzYMZyk6xbtltGBz0",
-	"9ne58GUR4E1HY4bl2wxsno954/11oQiFr6sauhEWmSN6xnhufZ4KHQ7ccC1wT1vvdBOVT7my/nUIR74T",
-	"83zF59wQtq0vuuz195+RkHtN6xrO+kdhDe1yUoDys5LxVfq9wxV7WZTZNl/0n+1EuivdoT+ZgntmYlUE",
-	"WfhXubi272/XCUzHzpnRFKtBXbSGr64/UiS6ZMvIbyk62CeGCj0dLPJ0JErf7JD0D56SnIpEzsmYawXN",
-	"dlXZHnLGcubXQ7PCEbaONOrJd0ed/sHTLjljQNhGgiqyOXDkEOQlFwaC6WpeHEgEkTBdEgk6Z5H1MEOM",
-	"U7nskAhZ+LvKx21bSI5kTGYpuwPmosvIRijfFXU9Bx00aHz/eYS7ShfVnSS7vc8yd7LWnm+94ZfMudSB",
-	"0WHP0Wqf5gb/+rZ+zeUnxRewjj8w0dlFzPQuz4l4iRX+7yNrDvr9O032A1ueYsuA35884r3y+oY2k8ga",
-	"rweFFQlmc0r6c4YGfNsnukte2GBgwAIbPgDaW+FshzBLF7kghQsVq1GSkdhASnA1BSnZbg3BZSZ/dA6K",
-	"S9/8xRupX0LjiN//Tp2yK3m5/U7dmdY7R9nV3pMylGo3sdMPvaoKntJJVFQbRs/nrNsoXB6XM/5Dy5fV",
-	"1ppbRMwSbF+FzK1CZuzfEHffvYe7CJrF610SFa1Swc2pcz6fs+SQRNA2NbLRpVSQ6F9tJIySc4aWNSnI",
-	"WOrZSCieMOWKf1zPuGYK8lRtWL6QmlyxnE84S9prZDaInSyjgdeLcMdegZg/pBRXb8j7hQU5rw/tZiGu",
-	"vARfJbevkts2yY34hZkayc4KzyzEN8s4VyxePip/fk60Fh9KPPgqnz3gzfkLpDhvvTafIp+VQY+7yWd+",
-	"OHxNPrOR8KlNuNEzqaDOgnStvZrltZNyBSsbqQs86dJbQLXgLlSyMm99WLB86WoOD8teBrvd9YYKuv9Y",
-	"YmO1Rv0WsdHL4f0qNm4TG7l/USt+Iny4g9joZ8RAnpAXTg6mSpeEAtV1MI3GS/3pkjfWIwvh/hBSPhI2",
-	"cdPV2f802fDEK4D3h5QN651BvrBs6JcObOSFxWlVq0j9z5MOBw8XullpbrlNBsHs0aJUjU2+cx1WEokJ",
-	"NYTdGJxuydzP3LV5SCOB/K7dJccyYX7DXJsC8FX43ZFynrk6Dj7tW0c/V2SSuvy7qQ5/aUzXcAu8HpxG",
-	"rbZlpRv9xj7R+/yMed0N9ujFVyn6oaXoHW7fw4jRNmsFclPvHh62MS7sGAatld5Cu/zaFNyE2DYeyjbc",
-	"CQmfmNdt0n5DqKSXV9vykMh73u6SQe8ZBnCg9OGCz7wk3HvLITDNHwMliy3/N0bOXTjZsevO/QewpsCR",
-	"fAI7ecJE8sCIeaQuVaX0F6YAzCgk6ISYnVPPPrQZr9nakGWbdI8xmxA16WfDV3ETm+mNlxcLxXKDn0dF",
-	"lmm/zDIoJynLOhz5Ognk+Ap2hT0JcmvjhIIozKYLtQa9Z0OLGID8QmlGk/ah685ZLVyAxRlKAmFfgjR3",
-	"ITsyu7/CwkSygUr0vwyVeAH7qZ8hNNdCu/1XgvE7E4wXIqkq3tOcxmyySNPlXQnHlavXvT4VtdLEfqUN",
-	"QEik3zLdqPMko1MuXGfWDeaxF1c2RPWzscOyAfwadqj5nKUgRH8VUB/whq7vrugA/iVEVlczJ7ZdUh6S",
-	"P0LaqtcuxBZzwCpBWO6wmB/L/YSVdo+uOaGudl3xxNei7cqUQldRKPhj04RiKgjVmsazsjJCip0WYpmm",
-	"LNb1MvZldY9+b1DPep1jTm1RYsdwKr+IDrBIr9Xp+vw9vy/N57GW+TPcN/fVZnwgBKG2UwHD/5G87Y20",
-	"LUvuZ8u5H6k56PV3AvJfqGbXWCX5YJfd2/fPsUb0wyZkeGVcf3l/G64riFzP1DjFDFgf11tIKeYyYW2P",
-	"FlqSsZ5jO5qikuyBSdp5rb6Ko1RlPRRbSLTITSSt7SVMNJlLpUfi6YD8wL9trzQKs0XDuF5puPRIedVM",
-	"ZcaERywL+f/opEIxsWSKX8aoWjeFtPq9vZCs1O1sr6GII7EzSSQHvf6Tg96gks5Z2GaLYtUrdNOA19K0",
-	"s+dvdyaa9vxLmun103p6cLD/dFtHrUZxqDja4uQIHlw3qBPaMLjpzOlNZyyTZWe8hHA4mPhuvoqVfey8",
-	"TgvSr/T6K71+aHr94sZqO57E9shLyi4KIFaFNbyRTdS8sQBXNGE6nrVqpaVC8hGL2w3JKHj749n5KAih",
-	"cNkQ5zbvhbaCmRqSj6PAp8GjYDgSozqGmSFGQSU9YxSY8V3BqoD8M2mqV3V720a5VYxElMVdxfQpm0vN",
-	"npco2fqogfiPAty/mUwl2ZDQa8o1yZnqanajW+3bNvqatnA27erlPyBveylzd47KFq3F3W5q81d0a8ey",
-	"yXS1deBI2AqZriHfCgerFjsCJrPS3cW6eVzpbeF0g5EwTNcJDLXyqpt0nWi7fD8Sn4ebocu90oPxM6r3",
-	"lXnWsIo17R6/8o2vbGAbG7ButnUNQ+8twmua6wcmcG9dgUW1QoI8C76hMIYoK1sTITJ/REVfd6zPbH4Y",
-	"Q/2eBOv4dsjjx/1e7/HjgiDaBhlLCDZYafzoDOMVCtMe+oWTY5rnnNnS6LbGoxH1qV4p81itaKwl+VVy",
-	"0XWr6ptVrdaYtGXFcH9NM2NAX1n+OcIaeugjgCqxUNmhtVKZEiqoyzQl64osurr8g94zB7HmtpitxkLA",
-	"YcUriRYd9FfA0tzgfRg8+rCQml6wm5ixhCVRSa1taqU7CltLVZE5veHzxRwSLKSwOejQ1MVs2g+FjHKq",
-	"2QVUT/VG5gqbkGAFDC0lmVNRdFpQXfKt1DMA8hIOF0oWd8BaFsFlOmWZLZ4LtqpiCbA7tdIPiECHE3j2",
-	"7vV6xwroaZs8KzD8hkiw1TZxqcQmwCDEOHkPvWDoz0IUwLA2i0CtSU6h3KhBglReQz+znvnkaa87ElEv",
-	"KgsCWHcVweZOfrLtI0VcUf9Wv0eUa0XhZAmWrJjiilT/fq85ZtTsohIxWrbVk4txaltwYWewp73GNmFi",
-	"MR9jQ9GVKFYbJ2vpYyeeScUE9u9xamT/4KCasgu1yCdQ+9eFvOaaUK3ZPNOuuHnOdM5Z4tc9zlksp4Ir",
-	"c4VUUTG4S6DxbhVZobB0eZWwiC+5pksEGsAJBekSULWyuxWY+S2rDw62KdifMyTW6zK8RuzxqPShV0cX",
-	"OpjM5HVBSA2jfUjXYqX9csPazlZo9SGKuPb8gew6Gqv/W8cQfSmv491LczxcrJzt1OZhYctjpmucQI3a",
-	"8ispMyJF6f6PikLURgqZy5y1SU6xnt6MCrhBhrp8WPD40mlztpzBTKaJsmUKAVAjITNoUKt5WpdyuuQF",
-	"jWdQ3dpqgmSSMzUjUaWdwyFhNE85VAJnQM+W2JHIRTVjfZFKb7kN6nC1JNf6NIbVmj+uXpaSZEJzYFBe",
-	"f+x1aQ0gMY1EBP9CqSuvVYFNA1wwLIu6udd3pYRW0ciajQRUxzSs3AIY9VyWlKVUh0WBLnOe2BYcYjeK",
-	"3uANvH3KqiW2tmdcFJCyXjsEzxR0V3t7gCcVzXV6Ie4K1tZel5hRgK6Z0+7Urfv9FynUtdYd7vW9/uoQ",
-	"f9C8dJrUXLIe8fMePqwHfKXg+1pactTUuWy1HfrQ1t6zOG4JjUX1ltW6XlGlOxB60Tl5HoUjwSdGYdDY",
-	"BklggzsBHaBZGVhkiymTU6YWc8OHhrYTnh0dVvZIkYgnQ6BH2KrToC6Ki049x2ZArGpfqy5qaGv0FwWi",
-	"FSuL88+5UmWPCqwmDb1g3RN9zWPsToURLNC1JIL1Dd1yjSLHEzePYh/s6CE0VqPuh5Xe9OT7sx/fuJX8",
-	"9rf/wiIBoHHB79i6ZwgFeTrUKG6uqVMs53NU5oQrXL134FSTQ8KnAktmd/3VMujAZZf08bZsA7SevNeC",
-	"/hyLOEQaTxyLhZOOU6lsKQ68Ul3yHNuRFefjVHWGqQgjgX3lvPYe9lOnIrYGvb2QDHoD6Pvexl5necIF",
-	"zZcAPQJ955ym1awNmgF3ZxqGNFoWighh7w2eWKFkY7fW5NBfdG5uM1N2l9hNuFHxqNzPCgPJjFKUm2/+",
-	"/Zde59n7j3vh3rPbPwX3UTlWcLxSKC4wN3ZvJKpXeSTs9RgF5h4bZWfkethDXzzPeA6N/Mwk8MN3LE1l",
-	"aHT4NCXXjIzZlIt/gXe4ZvMLnuD35v978BitIKNgOKGpYuHIa40Pr/Z7/aedvb1O/+n5Xm/Y6w17+/82",
-	"Cm7NvfFxwvxd3vBiA7dl99DdfY0wjru+X7niQ3LF5iYm5gBJ6wzISAfqJCOZba/hmM3dbSqeuwhGOIM2",
-	"pFFhUGMYR1mtW+aaXA2xv56Hyra5Cnrt2pFtHhMZ1m7Y1ZnlmbntkQUkiHgTE26wzGAUdhMFPuUKPluH",
-	"nq1nC0ur8VGylItcsXSCtriCgEIN21dcaSYKO5WhKQneXGUoF7IkHBsoLWkZCBS9Mts2Cez+kkfRa2y3",
-	"pGuvNdn9auK8Leb7hy6J47axS2pzAbOvmc1bM5sz73o4mlE+26UcTpFuCeKjrVxdNHwmfr/nLvkZHrvW",
-	"vSnVhoRpiQIsGGuHIxH1uk+jJ1GvO7Dt/vajJ1Ef2756hsxXUPx0irJWTjkYMbz6OXJCImgDZttIFStZ",
-	"Atorr2LPp6ZOu9v5R82cduv7fRKnC+hsqanjbtLXkjpfs4q3l9TJSpxrIlx1dru1no6Hw5+di63DhBID",
-	"vorPD15MZ8uFuZ9QtzWCwm8r7SIn7PQrfT9kyow+D1lyhaqYGGHVFoxt5qqlblzuZ9X5+BaK/q4O733u",
-	"lRZa/b4s1uOsGzz38lVaYHWA3PvQ5giGRRJL25vEc2CsTlLPh/EbmoGaYd3BhjNPJLqOQQ/yJvBUntUJ",
-	"jstMFFqETGhJaNEh1usWeCoXmjWGq5WxIl1yhJoJdlLzu6t///M5qcd9PFKVZtnoGMFsGBQvXO0iGxzT",
-	"sIOyPXVhdnTaQtmcHAQYjN7wgV+U9lwd96wMf/ntP/7TCz3HXDWjMTnlUQ2J10LWdWitN8V2ne8Zefd6",
-	"JKzRRxVtF/3dFi0XVpeFlfULg1qtDwHh2mh6Zomk2tXW27RXEf/2/e3/CwAA//8=",
+	"7L37cts4ljD+KijtVEXK0Ip8y3Tk2prPnaSn3Z3b2k73ftvKmhAJSRhTAANAtjX5+Vfz1z7A1j7DPFg/",
+	"yVc4ByBBirrYUZLunfyVmOLl4ODg3C8fWomc5lIwYXSr/6E1YTRlCv57krJpLg0T5pTlGZ2z1F5NmU4U",
+	"zw2XotVvxUbNWEyuJ0wQM+GaUKGvmSJcEzNhRBupWOovyhGhgjCqMs4UUez9jGlDrrmZ4M10ygYiLj6b",
+	"zHd+ZPP4iNChZsIQaSZMXXPNugPRilo6mbAptSAxMZu2+r+0LCytd1HLzHPW6re0UVyMW7e3UeuUGTU/",
+	"HhmmFpdwxhIpUk2MJNeUGzJkI6kYMWrOxZjQMeWi24pa7IZO84y1+ofhp6dc8Kn9eq/4LBeGjZmC7/77",
+	"KS7ypAF15xPmcfBAE55GhGrCBaKCqSumHmiSybEmbXspoVkGl+S1QHxzQxAvgnUqELb2b356/7fe8OD/",
+	"3jy5/HFv+sOuODV/un6TVrBWx9Jt1MqpolNm3P4/nSktVTPgsWA35iKBO2K7sRbEXLErLmea5HTMuuQY",
+	"t20kFfw64kob/KkVtbh90/sZU/NW1BJ0akHB11WAnNKbF0yMzaTVP9zdiyy+/d+7TRt98qwZXjn8K0sQ",
+	"z1VU/Wl4kPbY4WjnCd3d2zlI9oc736SP2c7eaJf2hk+Sb9I/MQ9uTs2khJZbdNoN5MqeDEt8IeQjqabU",
+	"tPqt2QzubIC1JPQf2XwR7mNyyeaAuiTjFpPJRErNtMMo1yRRjBpG2ruWePcOD0muuDB0mDFyfPb05IQk",
+	"E6poYjc0Iqw77hI6EG/fnjzrEC2JmVBDFHOEzg1JqBDS+Leaa56wPtGMkQEeIHsb/qiJpiOWzQctQofy",
+	"yp3IEquHo17ymO3Snf3hn9Kdg3SP7TwZfUN3dpO94X56wA5Hj3seq8hxSrzWzv8yctg7PKyTQ06NYcq+",
+	"8z9/ITv//7s//qER7y/4lJtFdL+hY0Y0/xuLCOBzt9dbRqgZvCEELGUjOstMq3/YiyyUyBR2e72oZBG7",
+	"jSzijGnNpVhGuBp/Jm37jLri7LrjaHj7JHlrH9a5FJoBA/iWpn+hhl1TIM5ECisL7H9pnmc8oRbMR3/V",
+	"FtYPwWf+oNio1W/9y6NSsjzCX/Wj50pJdeo+gp9cXHOx1Aea/PSSJHKWpcRS5tByTJpMWEqkclKFpWRI",
+	"02zeJU9lykg8pOnFGKGOLZoCgfbvO44d7yA/bgLU3f4o4NwA5bc0dVc2wEVxED60mF0wPpLi1l/RjKcX",
+	"jvO3otaUaU3H9jcvEYcynfeJBYrZY8CZ/qX3rnvN+Hhi+kTMpkOmyHSmASFTEFYTKkgP6GmL++DhSSXT",
+	"gP8pNcnEsR4pjGUtpE3JlGtteYNUZEozS2UsJSPOMivTyBXNZozImSFyNBCKijGLrB4wE5fCyrLixvJZ",
+	"DvuL4qDjN7aGufgIWKPDHtF0rgfiesKTCb6RUJGS68kcWdOWqOCpFKOMJx9JA4l/S7j5BdETwK591jBc",
+	"hePLQ6tPUWVYuu2NDg+cNpb5F1tOs0xe45a3QYJwA8odU1MuaFbsjl/TNs/cd1INeZoy8XHoHhWvqRw2",
+	"mTFi14zaqmI03ZEim28bt0ZeWl1NE6BeMpwZwo0m8PkpnQOSU+kwHCNAMblW3HAx7kT2IBT3c+1PTXcg",
+	"EO/F4uKtErrj++d8yuTMfFH2n3Jk/t6yEMTwKfN051j9hUFIt0l+gSJyIr7LLPf9SN5fvvDiks0vuLgY",
+	"4WtDwqR1y4hrUtOJLCFow7OMqJkQXq/Z0hYcN1tmZMEwW4Ci4NTL1mlpFDRJQknGjckYyahhqm+5irE2",
+	"zZgZHVgLpX2Eu29pfEFzPmUzjbbp9rZG4TvDfWnciGuqib0TdHIqwET1UG+Xk3DdsAPF553dmFFtyN4B",
+	"mciZ0k0wkba/MGVmItNoIKwKabmM1To6y7YQ8RE7/L+S5js5Ex+JcyHNxQheE6LZHnW8ukX0vZJEz5KJ",
+	"MwM9tgqT2jBBhfFrL+DaJjN5Jc0po+mX0qTtWbWYja2cm8d2v2MuLnIlx4ppHZO2/dWpF2TOTOSOdq7k",
+	"FbcWCBdjEEbyiqlOIX5Ksb9N6eNsolfSvOBX7POizBtcgDCSSTFmimT8ipE2EylLIzKiPEMLJKEiYVnG",
+	"0k4fCOqnl6iWayNz0NzYDXdkNRCfFldvBZ2ZiVT8bxuxwq3JikD3v1ZSjAv8gd4DFEOdDgTuP2Q+7iZ/",
+	"4mYAPBPGgols5jxApyVN8FPUJBK8dqvIPJfyBVXjz0xyod1n6S6zICg06kD/Zilp75KX/Ftg6T+cvX4V",
+	"kccH5Ed34ezZm4JxGykv4Pl424h5ScXcXdUfx/gVNewCfCh1ESslmVIx9xjR25QBiJ/w23EftauZBpIU",
+	"hiwA4NH6fiYNvWA3CWMpS2PSBlZJrMGAZ38gUIgQmgGLtTqRBs3deYMs+SdSJDOl7JeAoxTsWXfJz5Qb",
+	"EoN2tAOe6pho9EwvbGRw07p9DBzft9FHUcAdGcyK7a+d9poVjGYSHO0+YTc5uLK2qwossiZwhXJduiAi",
+	"/+kIuM+cGbTfoopSRWcpZyJh9l0DAW4oovlYsHQFZ9veoXwr6BXlGR1m7HOy/JTlVhKKZI6RiZQaOqSa",
+	"RV4Ggs6QMtWxKE2ttVpiwwNc162+EE2zm5wlhqXPSxq9v2fPMCVotujVETQjePc2zTQxx4gYvtr59+PD",
+	"Xo/4j8akncnxmKWl3CwNqjhEXNzZmqpbrBDec/zmxMU2ciVzpgxH1zKGEdILaiqO6ZQatmNN+UXvdNTi",
+	"6QZO7KhlbaALa624l1fR9jNGKhnEVsBcqhxQUlrf7Vme4iVDplJbZp8wQsmUi5nBiFsj3GKWuSOJ/vcF",
+	"ANFZ/2Hxh1yxEb9pjgNcsvkD7azi3d0gsEPaMb+8iEHd/Aa8wZ2IGEkMyzL7lCY0p8pUo1788mJ/dPzk",
+	"5t/2hk0oVBJJfBWB4s6e2jsxcOCjDr9gGAJW6V5VLC0KN762VWXgFq00Cwh+5Ck8A0cyTblFCs3eBOQ0",
+	"oplmUY3CPJbLRR+fnxE9F0krCuNIPkbTGEcaDM4+AX5C1KxbdfpZz85lUxwSraJEMdMlZxN5LUDtQSO6",
+	"iPgfYawfgtIQGrQEFwTk+OXFL8c7/0F3/tbbeXKx8+7Dwf7tHzY5vp/sjP02qB5xvpwKXnCMOFVJgBs2",
+	"rf5nPdD2ne4jVCkKfwdR/HUvecVujMsIWFg5AFF92/IVnTo01/kyNYQKcvzmBFjzlM5JKo9I4REPffTA",
+	"zFzSB02nXEDYM1EzbiCSjM80pIJErePENOU0/DyRJKHgSqMuBJJMqBizPomteRCTtgMuoVnWicDzYZTM",
+	"MvgNfG98xJJ5kmH2Bk8sH46vpvFAtE3gV/jp5QO7klwqo+0dyir5CS/fkzPFZcoTexPlimRS5h0XYHdr",
+	"thBZqipAsGueIhLcy5oXr5IJNywxM9WwBd9DoKfmNBoqecmUVWjjyXyoOBpNoObhT9qanximsqAkzn9r",
+	"FBX48oHAbJYdzVNGric8Y2TKUk7JKJPXmgyZuWZOKA+VvLbGmH1dBRSmSMoVS0w2r6ICgWpc7VMqUp46",
+	"yfHxLJRNKc8qt+OVpltvUAG74EvyfpKZNnJapPNYu8KyNMzrEVIw8OxqBmJ7LbMbzbLsYinH25D1T5mh",
+	"VpNfLmYb3r1yZXgbsUSsjwib5mYeLpAp5le4wCnQlr7YCPQmNlw+H2InKnYs3KBg6RVG3cTBCpK6l0pS",
+	"UFCpk9CU/h/3VzeR01Cn9LAGusr+XlVX2V9PeyttDHfrybMFKgq0ppSSF/KKZTRhVWj27qE5hVS2CrSX",
+	"/r769i7u5sp92ob4LPnIF5egBShv83QT+ptyEV7dXUqRW6Y6mmWvR63+L5vT37s6n6tT5JcgvEX8+5yc",
+	"BjX5NTA1Pp5Ym1Ff8iwDjzfJpYYNAoW4gv3K8wvZf5g9CQwTeGe3tULPLc/r2VwbNiUp03wsmh5BGJs+",
+	"KK8Y6R0RxTJq+BUDK3LCnJchTEcqEj6DpRUQ9LqPQ8tYzoZZIE8xe2mZSeRge7cS9Scix5SEO7DeGqpL",
+	"dD0DPGmvs2l0BWpD52SWk5lImdXAKGTcVUmwd6/t+EgyXrp5Yu4TwyjuY7TBPj5wBKsXN5DdJNlM8yv2",
+	"0qcvovKxuLENKdAfsclCsMQs100TzwAf6EJZ/KvkQlfVxcWzRpOEaX0B7t7F13/LqGLKOYOL9NowESV+",
+	"5BT4Rw9jouTM2FNgzeA2cA7IT3N3H8Onzu27Yqu4/wVc/cZvQ7iEnI5ZRAS7svtGChMmjGw1sNqcK6aX",
+	"e7ficK0xBCOtlg3Z7EnCcsPSpc6rha/pNL+YqayRP8lsZhh5e/rC8oP4zeuzc/LoavdRGdV49IGntwXi",
+	"dJrHVTfUxJhc9x89ojnvBlpQ7SWbpGiHH2laBuBiWwtBxHbXqqIed+HnoyolVraz6UQ8F+kpo7pJQvw8",
+	"mVuLuTTXID7dtaapyx50tloixRVTGjzZZMQF1xO4D+6/GM4vwMLtEy2nTAo2EJAYkdr3kbZUZDITYzLL",
+	"O10ST+nNRTpT8Kq4D/EtSzlEUUHkzHRJzNOMFdlYfSKkP6cDkeDpdukqkMQVFyH0uF+G07skLvIOLjDc",
+	"7j5WTwd2+vpASOWzFwDKZMIFu8ikNuWDKdc0z+1JB2uWUWWGjJoAWHejPTG5fSma6VyMqzZngV+4FuAQ",
+	"+XuBoJY1vkpsWPPCrxD5U2WF8HAJN/rjqyA2mrnPLQR3FIfui2Hiurtv0aKzKFfUkgxpU5JTwROX7uBd",
+	"GvZtGmMMsQJijQl1/nIutGE0xegnoM2iszw6QykzRkXh+dPsfbPJDL56zd4HQaZ0lrD0iPRKq7LC17gw",
+	"jw+aBVSRgG8PrD9dK1XV4hjWD7l7PgC/8RgrJdUzZpy6XfNGQACpvuiXSAw7itHUqsUR0YJesouEatYl",
+	"P0LutH1S9xdzo0n7oNfrRIvxR/vDbicaiCBx1F7btzeXiU/20oG9hFliF/YXl4kAvx06DxjmsxAq0oFY",
+	"kfZnH3liHymzE0j7YHcfIdSz3B4zll6AW+jCIg9+PwRAl6SikfbB3h440MKIPniO6tH6gWgf7MH3g8jY",
+	"ISIoLBewF/cc1oo4pb0IgNYzTe0PB1a+v2LXuBHgtEQW0yfGcqYwz93eQoZzYDLfn5+/ATfjTNdLZ8Ks",
+	"uLCghe787d0vzn3+7uEfmm0cF3Zc0J5mUypCQqIj0Ar1xKpVEhIg9BGm+DMKeRCWueZUaVarlyrT89ZJ",
+	"P6DqEqiFUxG1bnYgdLkDyLNQB5vR6h/29qIyVb5/0HsSBanc/YPeftSq7Yl96CBakWeLb1mS7Nk/2NuL",
+	"yjBu/9Dq5/V6jf4BaO0Lx8L+cBgFu9c/sKBUKdF+4klUzX/BS8XBaPUPdvejhRyJ/kFvF66WAf/DHtzX",
+	"dHrsSw5vPdsposiNfBWSjuSIWB10jrFkn2y7oEQXIe+1kWvH6uo0gS9oZJBXLuq+aFSH7vgmxd6shwm9",
+	"/rdR6y4O35GS03UvPvHK1xkc5qpAqZtooFDhz5h8oidSGcJu8owK0BiKWteKRGvQZu8MV20jIPIEC4S3",
+	"RQ6NS3dmjR+ttmlZyrTBYDVUqm3iZUMCaPCw5ROqG4x4MAkzKca1mIU13VHDZDSZOOLhhlxDftdEydl4",
+	"EtmfpUqZiohFAvBkUCVhD4pMaimg5kKKsbTWE8YuTFNera+H2Xi5b+yqFpe7xC/ocNC4PaUTbbNQQ1GQ",
+	"65KhfVmPJsfnZw90JyIzwd/PGKFTj110p9s3wCMaKrnAUXLJRXpEKElnmCvDHO/QJD7oPSG1lNfA7230",
+	"jmLvdw7+tLu71iuyQP/fM5qZiSPtBarUxXWvsMtLiI3RdN5cHl4x2vDpJlR/7/XxO2rbNLlk6XLNdsLH",
+	"ExYot2VYj9DE6g4ZS8c1m30z3XY4G42Ygm+Pp77Cv179jr9A7bslchT9lgl1175/tcZeX1egtN9LTzeq",
+	"yZnX+g7TscuAI8mlNppoSUZU3eNLmqdsSEVD6O4MmIlzfkIg15m0mPBcD1k+0FaqCkO0VQan3QZCX6TF",
+	"5VR3DCdrkd5pUrg1CwNVGC5mDO3TRqvxY80e99GmY1LIngZQawHolTI7vPcWbGf0m11sGNG076RivuT2",
+	"tVHVe8WIhdUUPWY3jIKUOH4XLZxO43tr1IQOE6lLu/ei5whDyNi+YjFufOt9FUv9htwU1dW0eCsK0Psn",
+	"u33mUPimwW60rTffJGeMN2zReSW3w23CTBieEQ+8o6TGPQn9RRe6yQuA2eMZcA2rt/is8FYT7/pNRfF9",
+	"eGjTAwsSenXW5k8vXe4MA006nd+fMp27cPn3MMV/yMZUVMqgPuqTTjO5o02xzXyICh+tblKFZxbgVtha",
+	"VOXhCwS8IrfCH7paOlywDwEJBNxqpYy5VyJGXQxtxgOqAgkYgfOd+iykj5dSNUMqxwURd5NXPVypyYJQ",
+	"GMmqvrPsm/fOEbkjt3LgBjCW7Is8Q+yBx26W50yRoZyJtF9tgOSqZwaifXDoUq81mYmMaVC+Rnw8Uywt",
+	"e0N1jlwAlJvCFDno9Wr2x+436zqz3Cdj4K4cr+4wW34wVx6BbeS4lDrbF89xqbO/Rq0hDM0GiZegq5DY",
+	"QpPOXFAJeQ3W8ZQhopChl5EfrgcCI6VeZvuK2SLrkWsyy48q2YpTOveGQLdaVtsv6ozh1UUADINv+Olr",
+	"jqpcKq9FFJoxCMgom2G47txpZP0wwBeR2MXHooEIgmnVgFWBjzDsZEnQW8VRK4AaeS/+HIa6ijBVGcVq",
+	"siyK/dtWjtKnSC1ax8iOoRVbXBMzccUk3hLXaLL5Xpb66ZpuLYXmCd3jjC6Kr3yOMeFm0Wm6TBn3DwPj",
+	"BRBcs6mlmS61doAFbDuDWa+3n1hJC/9j7gKKrm8q19widvfwai1JoHwlStmd/dEefZLssh2fGPCE7u41",
+	"wehX07zWoFDNF0+NMlcan8mEZnG3WUkdr83XMgEqyYRCJTk+pxvfCXxr7Y6gK7MdO9Zkzz7wM8tG/P/9",
+	"ZZnnxWUIZtv/pkwbJefwx69//0etaaDvLbSRQulSeRDwJi7+cgNDJGzu15hOVUXH2xzasj2umCRex6ia",
+	"kUdY+QR93A56EfagsozbXjjs9YL6qQoSPrSo0a1+a6wYExM5QxftlN5UONTjhvUGgq+hs5zW9njGvl+i",
+	"kWTMUH+z0hDSgJzlKINGHr5X4lq7Ap3JCyqA81uv4SJlGxdf0QO7euQ1Nfi98KUthu3dbUu6YfpUsIDI",
+	"PyZugS8pP9pEem+c4tQUaC9z3xaxcoKoh7iA/d8crdsxv2JiY79+kCHaoEndx6e0Mkv0ed0ep7oE+L7e",
+	"kbtYm1HLcJM1VR6ss0Pxuer6ouoWrc3H91t9LyuwTg133F9MQ0X2cIKPHqJR4f7aXdz/2l5WyxAbWWCB",
+	"3SCllAkuFRnS5JKJlDAx5oL55KP7J5fW9stvTwVLq/ZgG2ZIcXS/uBXiIdmSEvv7orWPpaMFbELro6B/",
+	"5h1Oqc+J20Bl5WkZm4lKTeynl+RSyGuvCd8jBOOCZPdJPK9y/JrAGQupWHpUj/ppQ6e5K6PjU6ypNVIx",
+	"11Mbgdk8hbdM9lsU3pYOHWrX4MXK3PcVgbAQTWs0iHTO6CVbe2TP3G0gfm7MIkDNW1XRDdj7Vvk99553",
+	"jdsJ9sZTmmV33U2arYhkgJmfNkQBj9+cEMXMTAmW+ni7AGstfiGxw0RMsJ1CTSlXJrno7e7tHxw+/tM3",
+	"T+gwSdnorvHyBTcTrmEFZs6bs+SPBWH5hE2ZopnvSY2F4ZBT4GOhGEReWr65mFVUSWjfjKanMmXZGsWW",
+	"KQK3uVMDcHKNXkZiZBXR49zsKEazZR8EC2JVbfwRmWn0OuIxHYYlBXVHqKeK9Tnk+N1KmrhffeMGlqet",
+	"CAYX5WtRKwCg0XdzZm3AN877syjLw8Duht7EuvgtfmmE3n6+aJNXl6BFachqmYm33UbbBTcqAGgC/Lzw",
+	"2jUbHRlrtO/VjC0J7xbhVypSIqRn+tCjCDuuQbrmBNKSOIR9CU1Tli6z0Zblf5wIEmv2PkazZ2Mzp1yw",
+	"k41rU5kKEEqn4hpUHieXTckOS3NpnkMGo2bvnZ0PtqxL4cJBFHdOBllIevAfXw35t9QkkzuKlnCLNtqC",
+	"ilJSUw1X64bLdmb1ovxGN+ZoZlwUiTGlC3uR169Sh4ogb0UVggEi/F7qztLTVgDIpePN9sjNlPC9HdvQ",
+	"jDa2GkQM7v0hw9B3p5qhCTvZfOQCzWq1jDp+c4KJRGWNjn2W8LT6Ld/5ubVcNau5nZwJU7Q7DT4Rkd2I",
+	"7EVkHzyBULshZ4aMaa6xbsOf0dVHZssa3z30u7Uugp9ePoUw4RJ+gSyUho70jFElNKFD6Xp1ryor/IiE",
+	"ppTRNGv08ofpDtABk9X7YRCJ+qO8FqTtUoqrxVmdzU9MWWeE76fZxXRJwq0cGQapbtqCREnxKKTUTnmW",
+	"8SA/5Y6EExZLNULwXKTlaiuFZh3vAyuCck5ca19rdkR6UAE2zJiu85PN8gIXY0aL9+SB73EVLfz0MnR1",
+	"FIrnOmbRJ7Hm01nmankgTBERfIClnYjEMmeCctdK5tS91/IYbCUf67kwE2Z4Ai1/Pbb69gS4t5QFqkUA",
+	"HRRo/90QHmyHmEnqBhVMqNTQ+bITtugpHm1FLYTPnmMPSKMi6o7jpj7I4mUXlos30g5o6gtLhBpcKFMj",
+	"xTvAargHfXxEkk6w3KqTtJZsE1goBfdoSMFpPtCLByyg12bWGbrSG1wvXsBQvWDuacaaQ48f6Qlr8gxu",
+	"oY/Chk7sDZ2iGBWZKW7mZ1AdXjWfsED832Cm0JrYDBYLOyuyTfWyMnMv49+evoiKKm8sUB/OByL+y/Pm",
+	"kuZSFXqEScpumBc1JRB4yGMo0DiTM5X43sJNo5Fq1c1+q3LuOpA1gQ+lX2Auf+dPzQ8/n7caMy0nUpmd",
+	"jF+xtDStQccPoFVyCtWJkJBRLYZ3Kiqm9hUzBX6CnrOALSlqq4fa/xXF4EU7gMhlfXKjByIu7fW4S17n",
+	"9P0MKu7Qa6KDCXagNsLiS3RNjMkDLrjEHXOOzcJ2vOriXBwVXUaxhPErpr2/iYkrrqQAW7Idnz0/Ozt5",
+	"/eri/PWPz1/FnS5BRIykcuUd7k2AA18YZ5HhrjtUVDsiRCAKAJllwUzQVd1u3obrR05Y9hCtEQm/vGgt",
+	"tqd1yXG+kRy0x/z17/+IO44wivJ+mvOdSzbXcZecGEKtrjBy01bcO6Ck2U9fGYh2DM3mYuzahq0a7B+u",
+	"Rd2SZnUdGOxHyQ8/n/s+rNTgPJdrOcvSO+HCnovNTssxOZvl0Jd3B7IHDR9mDFtd//DzeZ98f7Z3+Ji0",
+	"9YRaAwtpp2NVhOf2h0en+PMPP/941umSpxNmTd8+dDemVhhFSON2+WI4sv/QmVVJXE6k/TOsO+50yTni",
+	"FDehkHFxRFim2UDENM8vfPZMt/z9CFGFj1nwL+zfMbnLZgxEuRsbofsWONVILnH0on1K8oyi1Xt8Qq4k",
+	"T6oNvU89VMWcvocPvcTUDx+SNhCD7xg0EKFM6cAZeviw0FP0w4dWz8M0LvLwYfkh+4O9GVmambDpUVH5",
+	"pirq2kBgT/LScgi5ack0IoJjtHx/P0p+ZsPT86fo4A7b9QVq1EDUe/cdn1QUAoTRiph6g0CIZJIJU5Yt",
+	"DASMOkllMvMOL+AfIHeAfatZmVlaTiGLac4fgXKZ8+6cTrO4cxRkkuI/GvyzxsvDyu0AINT6wnxDLIf1",
+	"vYBhCqi21iCA+C//Qp5aY1rAXg7EDnn48Iez168ePsTnru1ifJYqFcTqP2jZazrXZbIqgF02mdYpnCdr",
+	"1z6CwqEdJ5Mt0RJyWo4J4EwTqhhkwiSmX52lhj8p9lfstYF9GQ6gL3S1S0AXIT95ZsnRPvP27ckzTdox",
+	"Kq99YnXXOArROOXCaHLFFNDKQeeIPHxoFUr/htPvnpL9/f0nFt64MDpjl7IDxPf2/Kn7MFQKw5PZtcXL",
+	"hF6htICa5PjDAOuFB63+hwGUkw9a/UHL5YwVvRAwaWzQiga+1hxu+/Xv/xi0bm9j0taMATiVYmhLHkNF",
+	"RTKxIj+2b48jLIiP3Wti0sZhZ75cPuU6zyiwEAv+C64NQI+DqSy8oMwOWv1ffv37P95FgzDKXAL1/4lZ",
+	"lt3GERHsuqyTJZAlVJ2rCgeDaoB+de5QbN8ZQ/U+HBjF3ACT4p4uiaHkHISTH3Bp31yw7MOe5fTwGSQh",
+	"CWpLn6QS263MeAZjT6AvALAahwlg7cn84cO+OzeutHTIMml33YWDnFT1bsKy875z4djjRY5db31fc2pB",
+	"dK8LSksPSNmsIiLshiYmm6OcLSaSCFaAd2MePvSHww9OxEEDb8+/2/mm8H+9evui2lp7YKmr14tBMs5E",
+	"TjlIy5lSckwN0BXTCc2Zuzn9xt58RKhwniUr3CzGGw+g8+7jnaWXGqH2x52nukSso7WEKgU8QNT6uLso",
+	"4uLI4IjwkZ8YDCgVrMIgcdYw+HH9gFlazN+C783LwSvcw/gatkoqPuYCoHRCQPs8NvcT/h+4oFQkswcH",
+	"8mufvj49u3h9evKXk1dn6GgFGWMmHPbd6nDtXDHs3oCzUDSJj90gCufJfIot+3fO5zmL6hO6IvKCarMD",
+	"xsvOybP4yFMRbN1NLjUrg7ARCcYQRCTEbPBis+PnYVu1poICOJpCErsu+wHXIt9hC3NJNE4GUlTPFLM4",
+	"i98cnz/9PnYdDlxbMZyBBgTLDbHGle6S+NnzF8/Pn8duknYg2Qk2FChdN/b9KO/sZo6lTCOnfRZyFwGx",
+	"/Bl3va0Ay0Z64DyjO/FDDFDLt7pLYGL8+l//HXjsI9czL7AX4g5wk4yNjBsDCqvzIt4CDzQInfYbJHMf",
+	"k/HsO7D7iLLaoN3zVJMyEUp70Xxcap5cCruEuFCeY/Lr3//HTUJw6tkD3agpW3W9XSW1PnF94lAE/fXa",
+	"uIRlq91OgBk4FpfIqT1GVme13wrUXZJklE9JG/jCMp23gzK3UHxBAJS6b5843Re73ZTqL5yga8UNKxVh",
+	"uAYkZXVg0o4PevskaP4jBT6hcbfj0OZCbNG6STUKkL4UR97qigruPrTsyy4FgHd6yX2tsWb9H+awkGLt",
+	"nZpoWDTBoHcBw1GrlzhYUbER9AG3mNq1tIudrBA7jd6XgqYWvRPOLVMOwF/RXc7q6zFI5GbnRQcww3XN",
+	"v9PssWhwT2hJqH19Uw9FwVjq0tR9D8JEsdQeI5rpxrWD/8qvnRqUDBV/FdUk/nO4hH+NF51TODyJVMFf",
+	"dEu5wTseYHtT6JAibbRZ3KhciE445ovKs7M+f/j5HHUb13PRA8MFoeTt6QvPQ14UNUULrDaoLgLe18bM",
+	"+7gDf1ULi/CSm7nX/uklmeVRU9mQezYsHRqINsjCombI3ePqhvCPshCoS76z3IaKORFS7FTLt6ttAjGe",
+	"aVnUQPjqIdCS4eWu0BM1nrCiqLnsCFlQeRsgt+iG4rC5bHq8wJA9dl4RYzwcMWkXZnJUEquOAus68rxI",
+	"d4ihl8xZWRhqH4jFQZleLdpgUr5lCdYQgpMGkpMkE2vdd7rkO6nI3sFAwHzNiOSFntq3J6TQjywnqY6q",
+	"K4bKuLGbBKZuWtzB2E2iQKMIR58iy4hclzBgm+7uqHy3W1bcoJv0raXM4qNQv/ScGMzZo2aQ6wNDS6V7",
+	"b48s6cXW8KrC81cZ5LowMrbaLmZ5B7m+RYBqGB0LJHbsXoILIAc3Nw5tzkiGHAIKzZcQOSTjl4zoGfAm",
+	"q1mVQ2+BlwUdDelAHML7IAHTIbOPsGD2TbjPdu1u8htiuevN9lKwYIcGVGrUTAxEm1Y0logoe2bBWoOp",
+	"m9Q16VJ+vwHGoWL0UlensXfcFBYH5kAwbjezS36EQUDKApgbr5w7mx4YMbXmt57YY4aeGoczRKx9kolE",
+	"zfPCo0DtWgdW1wNxV+o69bPn2thigKWsDqx50Y7fnLSilnMstPqt3W6v24MecV7X2xHSMN3qt87nOU9o",
+	"Fii7o0xe99eJ1j9fU27+da8XF376Ynl7vR5pU7LX20MLeiAGrcXxp4NW3+V4ur2N3DD0gmxN54hMkCEi",
+	"146XNf09GggoEqNjVjBFa8ydnj99w5h6WrSViRHbUjCYNiet/p5cwh5RmLwGZoNgWeTa3oBvbzRiaiCM",
+	"LMMgrhete91KvbZJ+XCKruv0GFpcfbLowgLo7FWXsowTQiDYQr6TbqJ8xQVoobpTmMpNInaGQqvf2u/2",
+	"uvvYM3EC4bZHE+gS9Tf7/zFryDeyu17yqVxJUF2co/D78/M3XYxXo+vuJG317Xu+d2+NWsq5kuBre73e",
+	"3cbH+V4QLXnZ2ngqXKXxVcNQuLd5txJ9bPV/eRe19Gw6pWre6rde8CsmsMTX0LGG3lh+gbr1zj66Is6T",
+	"FIk0jfi8Rz4NeYqdhnG0miFDKU0j1ossnnuhfTPkFt9YMqbVtxug2PL+Nmod4NebXlpA+ehbmvrKB3hk",
+	"d/0jTTN94dknGz/rZyffBm0q1j1aH4dYo6QPtXjkL+9uK8R1Xp9yVEFYQHJFi813t/a8KjplBuYOLinq",
+	"Lm/xq4Oy7tXEynxb5Pt/ANIjTFPPNGEIHRksE7Qk7jpkA+NzBftouRZ8KyJ/Rb/jyE1JYzfc6D65nszh",
+	"LwstclcTNjvmpuiZRtpBo2P0OARKvdfNXfoeq+bCDkTse7XFFUfjwlnDqvGfXmJXacx+YNp8K7c5uhze",
+	"fVtNrnCF+bXTfbCI/VOWSAWZzr+bE3iwu7/+sWL29Gc+snBUgeBw75sP6urDNgk7I36iA4ckHTfmNsV4",
+	"HJybxbAs0/5oGknGkmDHVSMXMylxPJsIR6RCfqGRDh/gqIbzGXdWnZiyO+SnOTXl+2/d0flEcrDecLBB",
+	"HP48YRikccj9eha3eBbDAYD3PI+qqKH5NGdRwtDrsMISPWk4DBDMD31Uy1hGl5P27rDu0oN06lrSfIpD",
+	"VClEbTxHXyXOZ6DyMh0DOlnmkmNl0J0J3VQLr7ZP7ej22fV9Q3ytTGDzowsei6jaFHQumgGNey/KJWM5",
+	"rhWdYYbdmM5AgJVcNvhFiRU2zcUyJnRsB148F+BGkffTS/d6r/GNMaaGTdDiomIJHbUaQjbef1F40BaO",
+	"Ihdjpk1Q1fZpTmO9YmojlbD3CT5/nFwus/qCHcKy66884GN5ABwqQsnQbjrmdBWOoKBMcAkzCGPDS30R",
+	"dude50wcvzkpc8l8pdfxmxPIyfy/xy9fNHob3JNnOUvu5nDwMJX0V88nb6SxOqSrnTjnbg2k2jllqUMH",
+	"eNE6N5iT5Ck1EAkvPb8CLVlcEQQRZkoxYTBvkxz29htReIof3ZqXDDWarTnKTrF37G3UOuztb0Lw5eCN",
+	"VVtjX8vXOdiCYPdK+i267vtYVzVjLCqylsyEceVSeDUGHLiVWhAnd2HyJi6fce0C/VAKcifh+YJPuWVs",
+	"a2/0fVjefUJGHoxKb9jr18I52uWoQOUnZeOL/HsDEvuuGG1jn9h7shHrfkmF12b1x3PwwE2si2yPkJQL",
+	"sn13u0xheuqDGU1JI9SnjYTm+gNN4ks2jzFTH/WUg31iudDjg5nKBqKMzfbJ3uFjoqhI5ZQMudEd8GZN",
+	"5LXAMNaEKRZ2kHXKEfxm2djZ98c7e4ePu+SMAWMbCKrJ6gyWI9CXfD4KlgoHCSkxpOR0SSzolMUuwgyp",
+	"lSXYERGyiHeVlzuuZy/JmcwzdoeTiyEjVxhx16MbBOigKOfdp1HuEDrXmWsjzW73k3w7XerPd9HwS+ZD",
+	"6iDogI12sYouBZR+aDXE15eB4J4qsWyKJwCO3zDT2UTNDIjnRHyHU7Xuo2se7O3d6WM/svkpjun68uwR",
+	"6YpQ4ZlbM4usyXowWJFhNrcDecbQgW+51yWbd8lzV4MAp8ClD2BKpw+2Q3a3z1yQwues1TjJQKxgJQhN",
+	"wUrWe0MQzPS3LkER9NVPvJLmOxjW9uVp6pRdycv1NHVnXu8DZVe7j8pUqs3UzjD1qqp4Sq9RUWMFPZ+y",
+	"bqNy+bT84u9avyzWsYmKWaLtq5K5VslMQgrx9B5c3ETRLG7vkng0y7IL1MSsnqb4dMrSIxKzKeVZ7NJc",
+	"qSDx/3GZMFpOGXrWpCBDaSYDoXnqkvQFeN8M09AjwFUDCWnIFVN8xFnaWaKzQe5kmZa8XIV7GjTn+k1q",
+	"cQWAX0aRK/GzRokrieCr5vZVc1unuZGwKV4j21mQmWvVt9Na9UzfFRboagIgVv+AZhd08xmhE0eXdkjg",
+	"E8W0EFeng7MrhcuewzFsZZJv+SKuoeKmS46h4r7xY1yXM9cHou19fT+9JEWr+I4vT7wvn0MkhHzuDipm",
+	"5SiH5VjrzvC/u1tPfgdn966KKh727WTiVOYDN7DYY9FIOEOW0ClDwsIUSm6g9zjOLIHiM8hAn/ss6Kcy",
+	"ZcHIcJe+eV92cHen7dZYyHMF7vH1HCTyKvaCb3zFYeh9RslZSsyvltwWCeQv0INlA/K4hyUH6c3YWrKm",
+	"Dbva0aBstCikh+LRfqgbR14htv8px+vEpO3qyJOMUSsfDEzg9xWKMWlDAUXiPnQ9saJgSvOPUINnUBNb",
+	"PRGfUIt17dw/c6B57VlELCzXYr+Kvi8h+rAQqtTcqtP3JtQV31SO0FJJd3c1+4tyMTwod9CUy5KNzbxL",
+	"YTFfzbvk6viyuS+Fl5p5rRfrGaUqymKgD1GA/yVxzpMSvAXOW/flZIFqrqtTcbpL2p4VozI3I76GMTeN",
+	"YFQz6FyK6gLJLYGpOoizBOyOzeN/X6666lTENa66oF3TV1fdOlcdD09QJTcHL27gqqsZE2G/CgwP+8Jf",
+	"MHLxqAfl1l3yypm5UGIJZXwD4Xr0+MmOH+ePOwkavv8m/XH1wbef2R8Xtspv1GSK3ap2Tf7n88gdfD5N",
+	"pWLNYeuQojWrVK5RGg4QTiUWMRN2Y890W6qwSZOr/R4IlNIdr8yUvZa8NvPV4bgZ5zzzLftC3reMfy5o",
+	"UncKGdf0hEUfYtHqp8EnGHoCSekHHIjCEbgdP2DIX7/6AX8/xtB5vZSjcP9hJvk/pxNwgzMdLTeFGg4s",
+	"qDwRFKm5MjR7Ft0ItMY82xUHqvf5pH4g67/6ErftS9yIyrbpTPy5aIpQERCBJh4VzepWORyrfenjqGaq",
+	"N3kbyUc5GwdiI29j9cx8Qh39y3gb155W721cpqF/FbBfWsBi71arlzNVPXfWTHaOyXpgru6YrHvG/rd5",
+	"JhtMzbtp1o9Q5b175eDKksGn8NK6Tj5a2Z0t9QF37RRvaNdKxdw1lmyoog1arrUDfSG43umSg94TrO1B",
+	"J4mvSwz6s93bXQKf+W1oH6Xl8r9XD9nE4H7qTvZvIdEGtuQjrN5HTKRbPpjH+lJXhlFgdwiryEBfRmjc",
+	"Um9M5Zqh5Uur2V0/RiznhYLasFFi9WxCF4mL4fxippmy5/O4aEC2VzagCKa/FK1HK3kY0P4NG1j6Jv+u",
+	"7+WQuU4y7YPek747GHD4hTaMpp0jgvDWelpiA9GSQbiboAOikDsyv7/dz0S6gkvsfR4u8RzWU99DqolP",
+	"6fzKML4ww3gu0mp8YKxowkazLJvflXFc+TGay7uUOcGLRszCdN6IyCwNOvO/ktBCnwvqnFErwovPr1z1",
+	"8icTh/CFZdGtczczHNx8X23xbVJoRUN/oElWtAj2CN+qdb6Eun1f58QNL9+mfISOZsEUb9fnE5s54wCe",
+	"4vvYkhqDDb6hMTZw8fmuxTD0QH0tpqGP6RUj3EBTatdBJqGCUGNoMimbZmY4ADmRWcYSU58uWzZ+3esd",
+	"1Bui+TEPvvuylVRhf2UQkeUolhWtncJx8Z/GYRB+4b5t0VwzEMQg9B8vcPhPKdteSTdJ/HOauIe9vY2Q",
+	"/Bdq2DUOLzzcZPXu/nMc3bjdXh3BYLFf3t1GH5aM6Ks38TjF5mjhWW8jp5jKlHUCXuhYxnKJ7XmKTvMt",
+	"s7TzWutdz6nKVrlutFXRtoq013e3NWQqtRmIxwfkR/6tG6MSDK12w/C48YcwFBvlfC2ZMxEwy0L/Pz6p",
+	"cEzspht2uK621CXtvd5uRBYmSXWWcERwkm7GEslhb+/RYe+g0umrCCEX4xMX+KZFr+NpZ8/ebMw03f43",
+	"Zio9Pjzcf7wuV6lRHSq2ttg5ghvXbdUZbdS62ZnSm52hTOc7wzlUSsKH75ZSsbCOjeF0KP3Kr7/y623z",
+	"6+c3ztoJNLYHQb8+192iMsX3gXYU2cTNG3uzxyNmkkm71nU8Ih9w7kGfDFpvXp+dD1oRhIr6+G17X+Tn",
+	"dfTJh0Er5MGDVn8gBvUTZl8xaFU6dwxa9v2+l3mL/JE0tTK/ve2g3ioGIs6TrmbmlE2lYc/KI9n+YID5",
+	"D1q4fvsxneZ9Qq8pN0Qx3TXsxrQ7tx10o6+RbMZPcN2ibPtOqnLcFo5Rw9UuSB2mSMoVS0w27xdj5WGQ",
+	"HxWE5RM2ZYpmbjbtQLg5skN7fJskWLUPNgiZhaHrLqLth0EKbxsMhBW6XmGojQBaZevE6/X7gfg00gwz",
+	"A8/Clmaf0LyvfGeJqKjvWdG05J9dbnwVA+vEgMsoWEJB91fhDVVmywzujZ+9oRdYUODBtxzGMmXt2mXG",
+	"9o/YrkeK1M8Qsz8MobVzOoeJMTvk4cO9Xu/hw4IhupHNc8iJXMh98I7xCofp9MPhXm4mIw7rdOM/rKpP",
+	"zcIEkOrULSPJXyUXXQ/VnoVqcfyI6ziP62v6MlZLlGO6YhyvgDECGCAEqVrthaElMNNTZhlZNn/DT4o9",
+	"6D3xGKtgp4hnthtnREWVqCR6dNycLguaf/kevDx+P5OGXrCbhLGUpXHJrV1422+FG7OjyZTe8OlsCr03",
+	"pHDtCSE5rTJXTEckVtSwCxisE7yZaxyLjc1RjZRkSkUx+1d3ybfSTHAEJmxuMCMyBmI6ZbmbqwS+qgIE",
+	"WJ1emFBPYOY2XPvp5Ucks8DrVySsV0/T9/IaEgqgpSx1cyHLHukYz8IjgNn37gC1RwqLzDXO32RpJyI9",
+	"+8jjXncg4l5c9op04SpyPNRMmH51vKgfM9ve6xHthyN7XYKlC664ogvkXq+5vsWuolLYMvLz0FM5G2as",
+	"FbUcabT6j7HOBf/oFZajmE2H0OF8sfzGFSE5/riTTKRmAifKezNy7/Cw2s0N5uWNYCyULxlShlBj2DQ3",
+	"fgCfYkZxloYjsRRL5FhwbUlIF8OkuuQMnq8cVpg5VpISznci13SOSAM8oSJdIqo2kWlpMdDh4ToD+1NW",
+	"7sBinShvVnsCLn0UjFiCmdoTeV0wUitotxlaBMjeYEy0CbazBV59hCqu239gu57Hmv/V6ZKfK+r4BXN/",
+	"8VBWYpXtQJguCQI1WssvpMyJFGX4Py5mlFktZCoV6xBFcdTChAqgIMtd3s94cumtOdfpciJ9EqbjLAMh",
+	"cybctLOaltMlz2kygcFnzhIkI8X0hMSVkaNHhFGVcRgSx4Cfzd3cbFd8ha1nY3aTWxF2Qc1Kc7jarX15",
+	"jehiO2jfSl1LMqIKBBR2XJcqZWpZzShoTAMRw7/QBT2YYuk6RM0YTsxZrtSUDVscNE7ThNAWDE6BdiyI",
+	"YLRzWVpO2ekXzVnsfpJryysgd2PICE3T5jE8Y1btvr6+YrXAlIvaIXrGYLs66gGZVIx770W4KoCts6yI",
+	"tEBds6Tlwjw+aDXKVovMMQjXd5+lh/vScHgZMPwaEN9uy0Ka1kKyAfMLLm43Ar4wC3ApLzkmsWE3BjNC",
+	"dtzgwCJZtnhN341lcGfcMRp31NvO6qpOkY8Ggo9glj6O6haEWXYq2DVOavSJRW7OFjlleja1cqiPN/q3",
+	"A2QPNIl52gd+xI0eCDi6qC5689xN46/616pA9d34xmJ2mGbl3MYp17ocX4odpTQLrphrDolmMJNXGA0D",
+	"bWOAr+/BtYYcT/13NHvv3h6ROKWG+h/KI3nmlvnD2etXHpJf//4/2D8SLC74HcdL96FX8w61hpsfPJ7I",
+	"6RSNOeFnmu0eetPkiPCxwGlq3RBaJtISpA+35Xju5ey9lvTnRcSRH07tRCzsdJJJ7WoSkKS65JkEF2Kx",
+	"P95UZ1gxORBwfHQw+dU96k3E9kFvNyIHvYOI/Pr3f+C8fKlSLqiaA/YIs2/wlhYOva0Mje2HJvIPP5+D",
+	"hKx4xzF5vO5JqQzsbuOweQDKUmXzGHI/1LyqKhAQHKQ4xDiw2zuoHwxEZV63j4E2zOvuEtf6gJpwoHow",
+	"/nlHJzIvR6zrgQjneFvQ3p6+IG0aokOqohO5VacYFLRAs9zI1TuibpRaYy4YZ1uYr5kc62Yr3G7k5sL6",
+	"fOUGLEH5kZ9XHixpqcQOnlxm6h30njzeoPHDIuRO6UIW6jgNnvHCLcMSZvfrKCRzZfkf0+5ccNNdZqpW",
+	"OFoF+tya0co+85+/9HaevPuwG+0+uf1D6z5G6oJUqEydaFketzsQVeY3EI6hDFqW81mUDVo6Z/SSqUGr",
+	"P2gF4ZZBKxrAR+CH71mWyYjoCUT5GRmyMRd/hnu4YdMLnuLz9v+7cBn9ZoNWf0QzzaKBC0GkFxTfuNfb",
+	"e7yzu7uz9/h8t9fv9fq9/f8YtG4tVwi5qP275InFAm4HVbrYKDoN7/EM76sepT+xMx8vuK7czQ7+f4Nj",
+	"v+Dgb56vDKW67TNgZjswwg3FfGeJxtZorp4IQj1H75PYajsBT2/PVEb+SB78OWRA//qA/JEwkciUvT09",
+	"eeqR025ic52Oz6Ln2jBROCgta0iRALVlQKiLANcGCUvaVoTEU6Y1HTPLLCuixjIfJlKrV1WVOKtssWxU",
+	"FMiU6lWXPM2g5xA0VfdivPVRaqzvyLBhe6Ti9vv23n5TfO933XrbL2OTdj4Fzr5281nbzScPyMMzgPLa",
+	"Jm23ixYjYIu4CXnkmvHxBCpS5DRnhomEM90lP8NlDYqtYhk1lh8ZidYQeP77AxH3uo/jR3Gve+BO9378",
+	"KN6LYSZ/4BV/AUOWxqi4K8rBIxb06ZYjEhtuMj+uvoDEVSYHncE/tl2Qp87farcgD9+XaRZUYGdN725P",
+	"SV9bd3/tpLO+dXdenrkmxlUXtxv30Ak4GhbYycBhoNiIKSYSpj+2A07AMr42wPn91OeX/SNLWqh02vLt",
+	"3u3Fqa8c227Dmy2dJCSq9SdpeQPr5TTc+2zCoxQaX43RrXevXksZn7t3NepzEYmDR2P03MWhphmTNjoW",
+	"w94xA4HNY6xZdOR0QJ8+OhP8/YyBDut8h36hH93UunJKPp1u92WazKw7nr7HzBLd7qsIS3/XvVfWKWF3",
+	"d3C9s0+oq+VO86DACmMDOEIegtrFiOe2NxOJVHzMBcS1Zypr9VuPWosu7eNK2dZMkEwmkESA8bUpvWT2",
+	"cly+ZWJM3n/0CO6bSG363/S+6QF3c3hYGAsjM+Zb4pUu4pSMpHJTJ5tN5tInXiJ2cQFvYHLo4uuDx4Nm",
+	"3YvPB2qNi4NxFVQ2tyEUBA3pItdNIirKnTvBR4JUl+bAQRjyKB2NEWSj+MRBy1lHEpMMwWMZfCBwTi5+",
+	"4GlZs1w4KKGfqd08UUFNl5zKmWGNhQ1lVnGXHENESUOGCym4/QPtg0kLz5aRqkpIB8WD7xLu0qgbVqAY",
+	"JA/STFe7OT3QfmauJm0QQJjnGyK/mA+4+N6zMlH61//674DasavByGLcuXl1n9AypMjSstYwZ2rH4wbj",
+	"VJjsMhAu2AOpn0MpTWW1xdz2RbBwPHcReq0NM3eOWQtiCJKTIu7twVjt23e3/y8AAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

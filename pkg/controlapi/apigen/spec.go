@@ -32,15 +32,19 @@ const (
 	// SchemeInterviewAccessToken is the short-lived token of one interview
 	// from the start answer, for its /session/* routes.
 	SchemeInterviewAccessToken = "interviewAccessToken"
+	// SchemeInterviewAccessQuery is that same token in the access_token
+	// query parameter, for EventSource (the transcript stream only).
+	SchemeInterviewAccessQuery = "interviewAccessQuery"
 	// SchemeSessionToken is a session VM's per-session token, for the
 	// internal routes.
 	SchemeSessionToken = "sessionToken"
 )
 
-// Spec returns the OpenAPI document as YAML, as served at GET
-// /openapi.yaml: the embedded copy of api/openapi.yaml, semantically equal
-// to it (comments dropped, keys in a conventional order). Each call returns
-// a fresh slice.
+// Spec returns the public OpenAPI document as YAML, as served at GET
+// /openapi.yaml: the embedded copy of api/openapi.yaml without the
+// internal routes session VMs call (paths under /internal/, their tag and
+// security scheme), otherwise semantically equal to it (comments dropped,
+// keys in a conventional order). Each call returns a fresh slice.
 //
 // Spec panics only if the generated code is corrupt, which the package's
 // tests catch.
@@ -115,6 +119,7 @@ var specYAML = sync.OnceValues(func() ([]byte, error) {
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return nil, fmt.Errorf("parse embedded JSON: %w", err)
 	}
+	dropInternal(&doc)
 	tidy(&doc, objectKeys)
 	var buf bytes.Buffer
 	buf.WriteString(specHeader)
@@ -128,6 +133,59 @@ var specYAML = sync.OnceValues(func() ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 })
+
+// InternalPrefix starts the paths of the internal API (session VM →
+// controller), which the public document leaves out.
+const InternalPrefix = "/internal/"
+
+// dropInternal removes the internal API from a parsed document: its paths,
+// its tag and the session VMs' security scheme.
+func dropInternal(doc *yaml.Node) {
+	root := doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	filterMap(mapValue(root, "paths"), func(k string, _ *yaml.Node) bool { return !strings.HasPrefix(k, InternalPrefix) })
+	if tags := mapValue(root, "tags"); tags != nil && tags.Kind == yaml.SequenceNode {
+		kept := tags.Content[:0]
+		for _, t := range tags.Content {
+			if n := mapValue(t, "name"); n != nil && n.Value == "internal" {
+				continue
+			}
+			kept = append(kept, t)
+		}
+		tags.Content = kept
+	}
+	filterMap(mapValue(mapValue(root, "components"), "securitySchemes"),
+		func(k string, _ *yaml.Node) bool { return k != SchemeSessionToken })
+}
+
+// mapValue returns the value of key in mapping m, or nil.
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// filterMap keeps the entries of mapping m for which keep is true.
+func filterMap(m *yaml.Node, keep func(string, *yaml.Node) bool) {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return
+	}
+	kept := m.Content[:0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if keep(m.Content[i].Value, m.Content[i+1]) {
+			kept = append(kept, m.Content[i], m.Content[i+1])
+		}
+	}
+	m.Content = kept
+}
 
 // keyKind says how tidy treats the keys of a mapping.
 type keyKind int

@@ -137,8 +137,8 @@ func TestSpecConventions(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != 29 {
-		t.Errorf("%d operations, want 29", len(seen))
+	if len(seen) != 35 {
+		t.Errorf("%d operations, want 35", len(seen))
 	}
 }
 
@@ -171,8 +171,19 @@ func TestEmbeddedSpecMatchesFile(t *testing.T) {
 	if err := served.Validate(context.Background()); err != nil {
 		t.Errorf("Spec() does not validate: %v", err)
 	}
-	if diff := cmp.Diff(want, asJSON(t, served)); diff != "" {
-		t.Errorf("Spec() differs from %s (-file +served):\n%s", specFile, diff)
+	public := loadFile(t)
+	for path := range public.Paths.Map() {
+		if strings.HasPrefix(path, InternalPrefix) {
+			public.Paths.Delete(path)
+		}
+	}
+	public.Tags = slices.DeleteFunc(public.Tags, func(t *openapi3.Tag) bool { return t.Name == "internal" })
+	delete(public.Components.SecuritySchemes, SchemeSessionToken)
+	if diff := cmp.Diff(asJSON(t, public), asJSON(t, served)); diff != "" {
+		t.Errorf("Spec() differs from %s without its internal routes (-file +served):\n%s", specFile, diff)
+	}
+	if bytes.Contains(Spec(), []byte("\n  /internal/")) || bytes.Contains(Spec(), []byte(SchemeSessionToken+":")) {
+		t.Errorf("Spec() still describes the internal API")
 	}
 	if !bytes.Contains(Spec(), []byte("\nopenapi: 3.0.3\ninfo:\n")) {
 		t.Errorf("Spec() does not start with the openapi version and info")
@@ -219,8 +230,10 @@ func TestSecurity(t *testing.T) {
 	got := Security()
 	want := map[string][]string{
 		"createPosition":     {SchemeTenantAPIKey, SchemeTenantJWT},
-		"streamTranscript":   {SchemeTenantAPIKey, SchemeTenantJWT},
 		"deleteAPIKey":       {SchemeTenantAPIKey, SchemeTenantJWT},
+		"streamTranscript":   {SchemeInterviewAccessQuery, SchemeTenantAPIKey, SchemeTenantJWT},
+		"updateInterview":    {SchemeTenantAPIKey, SchemeTenantJWT},
+		"deleteCandidate":    {SchemeTenantAPIKey, SchemeTenantJWT},
 		"postSessionSDP":     {SchemeInterviewAccessToken, SchemeTenantJWT},
 		"createSessionToken": {SchemeInterviewAccessToken, SchemeTenantJWT},
 		"reportSessionCall":  {SchemeInterviewAccessToken, SchemeTenantJWT},
@@ -235,8 +248,8 @@ func TestSecurity(t *testing.T) {
 			t.Errorf("Security()[%s] = %v, want %v", op, got[op], schemes)
 		}
 	}
-	if len(got) != 29 {
-		t.Errorf("Security() has %d operations, want 29", len(got))
+	if len(got) != 35 {
+		t.Errorf("Security() has %d operations, want 35", len(got))
 	}
 	got["createPosition"][0] = "changed"
 	if Security()["createPosition"][0] != SchemeTenantAPIKey {

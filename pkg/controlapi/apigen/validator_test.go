@@ -84,6 +84,12 @@ func (s stub) StartInterview(c echo.Context, _ ID, _ StartInterviewParams) error
 func (s stub) GetTranscript(c echo.Context, _ ID, _ GetTranscriptParams) error {
 	return s.answer(c, "getTranscript")
 }
+func (s stub) UpdatePosition(c echo.Context, _ ID) error  { return s.answer(c, "updatePosition") }
+func (s stub) DeletePosition(c echo.Context, _ ID) error  { return s.answer(c, "deletePosition") }
+func (s stub) UpdateCandidate(c echo.Context, _ ID) error { return s.answer(c, "updateCandidate") }
+func (s stub) DeleteCandidate(c echo.Context, _ ID) error { return s.answer(c, "deleteCandidate") }
+func (s stub) UpdateInterview(c echo.Context, _ ID) error { return s.answer(c, "updateInterview") }
+func (s stub) DeleteInterview(c echo.Context, _ ID) error { return s.answer(c, "deleteInterview") }
 func (s stub) StreamTranscript(c echo.Context, _ ID, _ StreamTranscriptParams) error {
 	return s.answer(c, "streamTranscript")
 }
