@@ -19,7 +19,8 @@ const SimulatedSummaryPrefix = "Simulated assessment (no language model was used
 // same assessment), fast, and plain about being simulated (Model
 // "simulated", Simulated true, the summary starting with
 // SimulatedSummaryPrefix). A competency's score grows with how many of its
-// keywords (words of four letters or more from its name and description)
+// keywords (the words of its name, and the words of four letters or more
+// of its description)
 // the candidate's answers use and with how long the answers are; its
 // evidence is up to two sentences, copied verbatim from the candidate
 // segments that match most keywords.
@@ -46,11 +47,15 @@ func (Simulated) Score(ctx context.Context, in Input) (Assessment, error) {
 		avgWords = float64(words) / float64(len(answers))
 	}
 	depth := math.Min(1, avgWords/60)
+	vocab := make([]wordIndex, len(answers))
+	for i, s := range answers {
+		vocab[i] = indexWords(s.Text)
+	}
 
 	a := Assessment{Model: SimulatedModel, Simulated: true}
 	var weighted, weights float64
 	for _, c := range in.Competencies {
-		kws := keywords(c.Name + " " + c.Description)
+		kws := keywords(c.Name, c.Description)
 		type hit struct {
 			seg   Segment
 			n     int
@@ -58,18 +63,14 @@ func (Simulated) Score(ctx context.Context, in Input) (Assessment, error) {
 		}
 		matched := map[string]bool{}
 		var hits []hit
-		for _, s := range answers {
+		for i, s := range answers {
 			h := hit{seg: s}
-			ws := tokens(s.Text)
 			for _, kw := range kws {
-				for _, w := range ws {
-					if keywordMatch(w, kw) {
-						matched[kw] = true
-						h.n++
-						if h.first == "" {
-							h.first = w
-						}
-						break
+				if w, ok := vocab[i].match(kw); ok {
+					matched[kw] = true
+					h.n++
+					if h.first == "" {
+						h.first = w
 					}
 				}
 			}
@@ -142,18 +143,24 @@ func isStopword(w string) bool {
 	return false
 }
 
-// keywords returns the distinct words of four letters or more of s,
-// lower-cased, stopwords removed, in order of appearance.
-func keywords(s string) []string {
+// keywords returns a competency's keywords, lower-cased and distinct, in
+// order of appearance: every word of its name of two letters or more, and
+// the words of its description of four letters or more that are not
+// stopwords.
+func keywords(name, description string) []string {
 	var out []string
 	seen := map[string]bool{}
-	for _, w := range tokens(s) {
-		if len([]rune(w)) < 4 || isStopword(w) || seen[w] {
-			continue
+	add := func(s string, minLen int) {
+		for _, w := range tokens(s) {
+			if len([]rune(w)) < minLen || isStopword(w) || seen[w] {
+				continue
+			}
+			seen[w] = true
+			out = append(out, w)
 		}
-		seen[w] = true
-		out = append(out, w)
 	}
+	add(name, 2)
+	add(description, 4)
 	return out
 }
 
@@ -164,14 +171,50 @@ func tokens(s string) []string {
 	})
 }
 
-// keywordMatch reports whether w is kw or shares its first five letters
-// (a crude stem: "communicate" matches "communication").
-func keywordMatch(w, kw string) bool {
-	if w == kw {
-		return true
+// wordIndex holds the words of one answer, and each word of five letters
+// or more under its first five letters (a crude stem: "communicate"
+// matches "communication").
+type wordIndex struct {
+	words map[string]bool
+	stems map[string]string // stem → the first word with it
+}
+
+func indexWords(text string) wordIndex {
+	ix := wordIndex{words: map[string]bool{}, stems: map[string]string{}}
+	for _, w := range tokens(text) {
+		ix.words[w] = true
+		if st, ok := stem(w); ok {
+			if _, seen := ix.stems[st]; !seen {
+				ix.stems[st] = w
+			}
+		}
 	}
-	wr, kr := []rune(w), []rune(kw)
-	return len(wr) >= 5 && len(kr) >= 5 && string(wr[:5]) == string(kr[:5])
+	return ix
+}
+
+// match returns the answer's word matching kw: kw itself, or one sharing
+// its stem.
+func (ix wordIndex) match(kw string) (string, bool) {
+	if ix.words[kw] {
+		return kw, true
+	}
+	if st, ok := stem(kw); ok {
+		w, found := ix.stems[st]
+		return w, found
+	}
+	return "", false
+}
+
+// stem is the first five letters of w, if it has five.
+func stem(w string) (string, bool) {
+	n := 0
+	for i := range w {
+		if n == 5 {
+			return w[:i], true
+		}
+		n++
+	}
+	return w, n == 5
 }
 
 // sentenceWith returns the sentence of text holding word (case-folded),
