@@ -162,7 +162,9 @@ func TestOpenAIServerErrorsAreRetryable(t *testing.T) {
 }
 
 func TestOpenAIHangingRequestTimesOutRetryably(t *testing.T) {
-	fake, sc, _ := setup(t, func(c *insights.OpenAIConfig) { c.RequestTimeout = 200 * time.Millisecond })
+	// The fake holds the request until the client gives up: only the
+	// scorer's request timeout ends it.
+	fake, sc, _ := setup(t, func(c *insights.OpenAIConfig) { c.RequestTimeout = time.Second })
 	fake.Script(responsestest.Behavior{Hang: true})
 	_, err := insights.Analyze(context.Background(), sc, fixture())
 	e := asError(t, err)
@@ -171,7 +173,7 @@ func TestOpenAIHangingRequestTimesOutRetryably(t *testing.T) {
 	}
 	select {
 	case <-fake.Hanging():
-	default:
+	case <-time.After(30 * time.Second):
 		t.Error("the fake never held the request")
 	}
 }
