@@ -45,7 +45,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	rows, err := c.pool.Query(ctx, `
 		SELECT queue, state::text, count(*),
-			coalesce(extract(epoch FROM now() - min(scheduled_at)) FILTER (WHERE scheduled_at <= now()), 0)
+			coalesce(extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now())), 0)::float8
 		FROM `+Schema+`.river_job
 		WHERE state IN ('available', 'scheduled', 'retryable', 'running')
 		GROUP BY queue, state`)
