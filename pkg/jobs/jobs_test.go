@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/riverqueue/river"
+	"go.uber.org/goleak"
 
 	"github.com/interviewvm/controlplane/pkg/jobs"
 	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
@@ -56,6 +57,9 @@ func tenantTx(t *testing.T, ctx context.Context, pool *pgxpool.Pool) pgx.Tx {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A failing test must not leave the connection busy (closing the pool
+	// would wait for it); after Commit or Rollback this does nothing.
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
 	if _, err := tx.Exec(ctx, "SELECT set_config('role', 'interview_app', true), set_config('app.tenant_id', $1, true)", uuid.NewString()); err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +85,10 @@ func TestRiverTablesLiveInOurSchema(t *testing.T) {
 }
 
 func TestTransactionalInsertFromTenantTransaction(t *testing.T) {
+	// Registered first, so it runs last: after Stop and the pool's close,
+	// nothing the client started is left running.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 	pool := migratedPool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -107,6 +107,9 @@ func NewDeliverer(cfg DelivererConfig, metrics *Metrics) *Deliverer {
 	return &Deliverer{cfg: cfg, client: client, metrics: metrics}
 }
 
+// Close closes the client's idle connections (and their goroutines).
+func (d *Deliverer) Close() { d.client.CloseIdleConnections() }
+
 // Timeout is the bound of one attempt.
 func (d *Deliverer) Timeout() time.Duration { return d.cfg.Timeout }
 
