@@ -67,7 +67,9 @@ const (
 
 // Attempt is what the worker records after each attempt.
 type Attempt struct {
-	// Number is the attempt's 1-based number.
+	// Number is the job's 1-based attempt number. A manual retry inserts
+	// a new job, which starts at 1 again: the store should count a
+	// delivery's attempts itself (one per RecordAttempt).
 	Number int
 	// Status is the delivery's status after it.
 	Status DeliveryStatus
