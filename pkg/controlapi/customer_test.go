@@ -206,6 +206,7 @@ var candidateTables = map[string]string{
 	"session_events":        `SELECT count(*) FROM interviews.session_events WHERE session_id = ANY($2::uuid[])`,
 	"transcript_segments":   `SELECT count(*) FROM interviews.transcript_segments WHERE session_id = ANY($2::uuid[])`,
 	"idempotency_keys":      `SELECT count(*) FROM interviews.idempotency_keys WHERE subject_ids && ($1::uuid || $2::uuid[])`,
+	"insights":              `SELECT count(*) FROM interviews.insights WHERE interview_id = ANY($2::uuid[])`,
 	"api_keys":              "",
 	"tenants":               "",
 	"companies":             "",

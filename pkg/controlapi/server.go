@@ -126,6 +126,9 @@ type Config struct {
 	// CORSOrigins are the browser origins (scheme://host[:port], or "*"
 	// for any) allowed to call the API from other sites; empty: CORS off.
 	CORSOrigins []string
+	// Insights serves the analyses of completed interviews; nil: none
+	// (reads answer 404, re-runs 409).
+	Insights InsightsService
 }
 
 // maxBody bounds every request body.

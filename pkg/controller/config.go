@@ -56,6 +56,8 @@ type Config struct {
 	ShutdownTimeout     time.Duration
 	Demo                bool
 	CORSOrigins         string
+	Insights            string
+	InsightsModel       string
 }
 
 // setting binds one Config field to its environment variable and flag.
@@ -133,8 +135,10 @@ func settings(c *Config) []setting {
 		{env: "FLY_APP", help: "Fly app of the session machines (fly provider)", set: str(&c.FlyApp)},
 		{env: "FLY_REGION", help: "preferred regions of session machines, comma-separated: a capacity error in one tries the next", set: str(&c.FlyRegion)},
 		{env: "FLY_RATE_LIMIT", def: "1", help: "Machines API requests per second the controller allows itself per action and machine (or app), burst 2; Fly documents 1/s, burst 3 (fly provider)", set: float(&c.FlyRateLimit)},
-		{env: "OPENAI_API_KEY", help: "realtime API key handed to local VMs as a platform secret (local provider, REALTIME=openai; on Fly it is a secret of the session app)", set: str(&c.OpenAIAPIKey), secret: true},
-		{env: "OPENAI_BASE_URL", help: "realtime API origin for local VMs (default in the VM: https://api.openai.com)", set: str(&c.OpenAIBaseURL)},
+		{env: "OPENAI_API_KEY", help: "OpenAI API key of the insights scorer (INSIGHTS=openai), also handed to local VMs as a platform secret (local provider, REALTIME=openai; on Fly it is a secret of the session app)", set: str(&c.OpenAIAPIKey), secret: true},
+		{env: "OPENAI_BASE_URL", help: "OpenAI API base: for insights with its version path (an origin alone gets /v1; default https://api.openai.com/v1); local VMs get it as their realtime origin (default in the VM: https://api.openai.com)", set: str(&c.OpenAIBaseURL)},
+		{env: "INSIGHTS", def: "simulated", help: "scorer of completed interviews: simulated (offline, deterministic), openai (Responses API; needs OPENAI_API_KEY) or off", set: str(&c.Insights)},
+		{env: "INSIGHTS_MODEL", def: "gpt-5.5", help: "model of the openai insights scorer", set: str(&c.InsightsModel)},
 		{env: "SESSION_IMAGE", help: "sessionvm image (fly provider)", set: str(&c.SessionImage)},
 		{env: "SESSION_PORT", def: "8080", help: "port sessionvm listens on inside its VM", set: num(&c.SessionPort)},
 		{env: "MIGRATE_ON_START", def: "true", help: "apply pending migrations when the controller starts", set: boolean(&c.MigrateOnStart)},
@@ -235,6 +239,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Realtime != "simulated" && c.Realtime != "openai" && c.Realtime != "synthetic" {
 		errs = append(errs, fmt.Errorf("REALTIME must be simulated, openai or synthetic, not %q", c.Realtime))
+	}
+	switch c.Insights {
+	case "simulated", "off":
+	case "openai":
+		if c.OpenAIAPIKey == "" {
+			errs = append(errs, errors.New("INSIGHTS=openai needs OPENAI_API_KEY"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("INSIGHTS must be simulated, openai or off, not %q", c.Insights))
 	}
 	if c.MaxDuration < time.Second {
 		errs = append(errs, errors.New("MAX_DURATION must be at least 1s"))

@@ -106,10 +106,15 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	// Durable jobs: features with jobs add their workers and queues to q
 	// before open, and enqueue through jc in transition hooks.
 	q := newJobQueue()
+	ins, err := addInsights(cfg, db, q, logger.With("component", "insights"), reg)
+	if err != nil {
+		return err
+	}
 	jc, err := q.open(db, logger.With("component", "jobs"), reg)
 	if err != nil {
 		return err
 	}
+	ins.setQueue(jc)
 	if len(q.queues) > 0 {
 		if err := jc.Start(context.WithoutCancel(ctx)); err != nil {
 			return fmt.Errorf("start job queue: %w", err)
@@ -131,6 +136,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
 		Demo: demoPage(cfg.Demo), CORSOrigins: controlapi.ParseOrigins(cfg.CORSOrigins),
+		Insights: ins,
 	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, reg)
 	if err != nil {
 		return err

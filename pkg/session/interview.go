@@ -155,6 +155,10 @@ func Phases(iv Interview, events []Event, now time.Time) []Phase {
 	out := []Phase{}
 	state, since := StateScheduled, iv.CreatedAt
 	for _, ev := range events {
+		if ev.From == ev.To {
+			// Not a transition (an analysis' insights_ready, …).
+			continue
+		}
 		out = append(out, Phase{State: state, Seconds: ev.At.Sub(since).Seconds()})
 		state, since = ev.To, ev.At
 	}

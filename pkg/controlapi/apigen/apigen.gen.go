@@ -44,6 +44,7 @@ func (e APIKeyRole) Valid() bool {
 // Defines values for Actor.
 const (
 	ActorController Actor = "controller"
+	ActorInsights   Actor = "insights"
 	ActorReconciler Actor = "reconciler"
 	ActorUser       Actor = "user"
 	ActorVM         Actor = "vm"
@@ -53,6 +54,8 @@ const (
 func (e Actor) Valid() bool {
 	switch e {
 	case ActorController:
+		return true
+	case ActorInsights:
 		return true
 	case ActorReconciler:
 		return true
@@ -146,6 +149,33 @@ func (e HeartbeatAnswerAction) Valid() bool {
 	case HeartbeatAnswerActionContinue:
 		return true
 	case HeartbeatAnswerActionEnd:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InsightsStatus.
+const (
+	InsightsStatusFailed        InsightsStatus = "failed"
+	InsightsStatusNotApplicable InsightsStatus = "not_applicable"
+	InsightsStatusPending       InsightsStatus = "pending"
+	InsightsStatusReady         InsightsStatus = "ready"
+	InsightsStatusRunning       InsightsStatus = "running"
+)
+
+// Valid indicates whether the value is a known member of the InsightsStatus enum.
+func (e InsightsStatus) Valid() bool {
+	switch e {
+	case InsightsStatusFailed:
+		return true
+	case InsightsStatusNotApplicable:
+		return true
+	case InsightsStatusPending:
+		return true
+	case InsightsStatusReady:
+		return true
+	case InsightsStatusRunning:
 		return true
 	default:
 		return false
@@ -281,7 +311,9 @@ type APIKeyList struct {
 type APIKeyRole string
 
 // Actor Who caused a state change: `user` (an API call), `controller` (the lifecycle service), `vm`
-// (the session VM's reports), `reconciler` (the periodic repair loop).
+// (the session VM's reports), `reconciler` (the periodic repair loop). `insights` records an
+// analysis' outcome: an event with reason `insights_ready` or `insights_failed` whose `from`
+// and `to` are the interview's unchanged status.
 type Actor string
 
 // Architecture How the interview is brokered. `hybrid`: the VM brokers SDP and collects the transcript
@@ -372,6 +404,21 @@ type CompetencyInput struct {
 	Weight float64 `json:"weight"`
 }
 
+// CompetencyInsight defines model for CompetencyInsight.
+type CompetencyInsight struct {
+	Evidence []struct {
+		// Quote A verbatim substring of that segment's text.
+		Quote string `json:"quote"`
+
+		// Seq The transcript segment quoted.
+		Seq int64 `json:"seq"`
+	} `json:"evidence"`
+	Name      string  `json:"name"`
+	Rationale string  `json:"rationale"`
+	Score     int     `json:"score"`
+	Weight    float32 `json:"weight"`
+}
+
 // Connect How the candidate's browser joins the interview.
 type Connect struct {
 	// AccessToken Bearer token for this interview's `/session/*` routes only (scheme `interviewAccessToken`).
@@ -440,7 +487,9 @@ type ErrorResponse struct {
 // Event One state change.
 type Event struct {
 	// Actor Who caused a state change: `user` (an API call), `controller` (the lifecycle service), `vm`
-	// (the session VM's reports), `reconciler` (the periodic repair loop).
+	// (the session VM's reports), `reconciler` (the periodic repair loop). `insights` records an
+	// analysis' outcome: an event with reason `insights_ready` or `insights_failed` whose `from`
+	// and `to` are the interview's unchanged status.
 	Actor Actor     `json:"actor"`
 	At    time.Time `json:"at"`
 
@@ -515,6 +564,48 @@ type HeartbeatAnswer struct {
 
 // HeartbeatAnswerAction defines model for HeartbeatAnswer.Action.
 type HeartbeatAnswerAction string
+
+// Insights defines model for Insights.
+type Insights struct {
+	// Attempts Attempts of the current analysis so far.
+	Attempts     int                 `json:"attempts"`
+	Competencies []CompetencyInsight `json:"competencies"`
+	CompletedAt  *time.Time          `json:"completed_at"`
+	Concerns     []string            `json:"concerns"`
+	CreatedAt    time.Time           `json:"created_at"`
+
+	// DroppedEvidence Evidence quotes dropped because they were not verbatim in the segment they cited.
+	DroppedEvidence int `json:"dropped_evidence"`
+
+	// Error Why the analysis failed or does not apply; null otherwise.
+	Error       *string            `json:"error"`
+	InterviewID openapi_types.UUID `json:"interview_id"`
+
+	// Model What scored the interview (`simulated` for the offline scorer); empty until known.
+	Model string `json:"model"`
+
+	// OmittedSegments Transcript segments left out to fit the model's context.
+	OmittedSegments int `json:"omitted_segments"`
+
+	// OverallScore Σ weight·score ⁄ Σ weight over the competencies, 2 decimals; null unless ready.
+	OverallScore *float32 `json:"overall_score"`
+
+	// Recommendation One of `strong_yes`, `yes`, `no`, `strong_no`; null unless ready.
+	Recommendation *string `json:"recommendation"`
+
+	// Simulated True when the offline simulated scorer produced the scores (not a model).
+	Simulated bool           `json:"simulated"`
+	Status    InsightsStatus `json:"status"`
+	Strengths []string       `json:"strengths"`
+	Summary   string         `json:"summary"`
+	Usage     struct {
+		InputTokens  int64 `json:"input_tokens"`
+		OutputTokens int64 `json:"output_tokens"`
+	} `json:"usage"`
+}
+
+// InsightsStatus defines model for Insights.Status.
+type InsightsStatus string
 
 // Interview defines model for Interview.
 type Interview struct {
@@ -1094,6 +1185,12 @@ type ServerInterface interface {
 	// ListInterviewEvents The interview's lifecycle timeline
 	// (GET /v1/interviews/{id}/events)
 	ListInterviewEvents(ctx echo.Context, id ID) error
+	// GetInsights Read the interview's analysis
+	// (GET /v1/interviews/{id}/insights)
+	GetInsights(ctx echo.Context, id ID) error
+	// RerunInsights Analyze the interview again
+	// (POST /v1/interviews/{id}/insights)
+	RerunInsights(ctx echo.Context, id ID) error
 	// ReportSessionCall Report the call id (token mode)
 	// (POST /v1/interviews/{id}/session/call)
 	ReportSessionCall(ctx echo.Context, id ID) error
@@ -1577,6 +1674,38 @@ func (w *ServerInterfaceWrapper) ListInterviewEvents(ctx echo.Context) error {
 	return err
 }
 
+// GetInsights converts echo context to params.
+func (w *ServerInterfaceWrapper) GetInsights(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetInsights(ctx, id)
+	return err
+}
+
+// RerunInsights converts echo context to params.
+func (w *ServerInterfaceWrapper) RerunInsights(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.RerunInsights(ctx, id)
+	return err
+}
+
 // ReportSessionCall converts echo context to params.
 func (w *ServerInterfaceWrapper) ReportSessionCall(ctx echo.Context) error {
 	var err error
@@ -1902,6 +2031,8 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/v1/interviews/:id/end", wrapper.EndInterview, options.OperationMiddlewares["endInterview"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/cancel", wrapper.CancelInterview, options.OperationMiddlewares["cancelInterview"]...)
 	router.GET(options.BaseURL+"/v1/interviews/:id/events", wrapper.ListInterviewEvents, options.OperationMiddlewares["listInterviewEvents"]...)
+	router.GET(options.BaseURL+"/v1/interviews/:id/insights", wrapper.GetInsights, options.OperationMiddlewares["getInsights"]...)
+	router.POST(options.BaseURL+"/v1/interviews/:id/insights", wrapper.RerunInsights, options.OperationMiddlewares["rerunInsights"]...)
 	router.GET(options.BaseURL+"/v1/interviews/:id/transcript", wrapper.GetTranscript, options.OperationMiddlewares["getTranscript"]...)
 	router.GET(options.BaseURL+"/v1/interviews/:id/transcript/stream", wrapper.StreamTranscript, options.OperationMiddlewares["streamTranscript"]...)
 	router.POST(options.BaseURL+"/v1/interviews/:id/session/sdp", wrapper.PostSessionSDP, options.OperationMiddlewares["postSessionSDP"]...)
@@ -1926,252 +2057,273 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L37cts4ljD+KijtVEXK0Ip8y3Tk2prPnaSn3Z3b2k73ftvKmhAJSRhTAANAtjX5+Vfz1z7A1j7DPFg/",
-	"yVc4ByBBirrYUZLunfyVmOLl4ODg3C8fWomc5lIwYXSr/6E1YTRlCv57krJpLg0T5pTlGZ2z1F5NmU4U",
-	"zw2XotVvxUbNWEyuJ0wQM+GaUKGvmSJcEzNhRBupWOovyhGhgjCqMs4UUez9jGlDrrmZ4M10ygYiLj6b",
-	"zHd+ZPP4iNChZsIQaSZMXXPNugPRilo6mbAptSAxMZu2+r+0LCytd1HLzHPW6re0UVyMW7e3UeuUGTU/",
-	"HhmmFpdwxhIpUk2MJNeUGzJkI6kYMWrOxZjQMeWi24pa7IZO84y1+ofhp6dc8Kn9eq/4LBeGjZmC7/77",
-	"KS7ypAF15xPmcfBAE55GhGrCBaKCqSumHmiSybEmbXspoVkGl+S1QHxzQxAvgnUqELb2b356/7fe8OD/",
-	"3jy5/HFv+sOuODV/un6TVrBWx9Jt1MqpolNm3P4/nSktVTPgsWA35iKBO2K7sRbEXLErLmea5HTMuuQY",
-	"t20kFfw64kob/KkVtbh90/sZU/NW1BJ0akHB11WAnNKbF0yMzaTVP9zdiyy+/d+7TRt98qwZXjn8K0sQ",
-	"z1VU/Wl4kPbY4WjnCd3d2zlI9oc736SP2c7eaJf2hk+Sb9I/MQ9uTs2khJZbdNoN5MqeDEt8IeQjqabU",
-	"tPqt2QzubIC1JPQf2XwR7mNyyeaAuiTjFpPJRErNtMMo1yRRjBpG2ruWePcOD0muuDB0mDFyfPb05IQk",
-	"E6poYjc0Iqw77hI6EG/fnjzrEC2JmVBDFHOEzg1JqBDS+Leaa56wPtGMkQEeIHsb/qiJpiOWzQctQofy",
-	"yp3IEquHo17ymO3Snf3hn9Kdg3SP7TwZfUN3dpO94X56wA5Hj3seq8hxSrzWzv8yctg7PKyTQ06NYcq+",
-	"8z9/ITv//7s//qER7y/4lJtFdL+hY0Y0/xuLCOBzt9dbRqgZvCEELGUjOstMq3/YiyyUyBR2e72oZBG7",
-	"jSzijGnNpVhGuBp/Jm37jLri7LrjaHj7JHlrH9a5FJoBA/iWpn+hhl1TIM5ECisL7H9pnmc8oRbMR3/V",
-	"FtYPwWf+oNio1W/9y6NSsjzCX/Wj50pJdeo+gp9cXHOx1Aea/PSSJHKWpcRS5tByTJpMWEqkclKFpWRI",
-	"02zeJU9lykg8pOnFGKGOLZoCgfbvO44d7yA/bgLU3f4o4NwA5bc0dVc2wEVxED60mF0wPpLi1l/RjKcX",
-	"jvO3otaUaU3H9jcvEYcynfeJBYrZY8CZ/qX3rnvN+Hhi+kTMpkOmyHSmASFTEFYTKkgP6GmL++DhSSXT",
-	"gP8pNcnEsR4pjGUtpE3JlGtteYNUZEozS2UsJSPOMivTyBXNZozImSFyNBCKijGLrB4wE5fCyrLixvJZ",
-	"DvuL4qDjN7aGufgIWKPDHtF0rgfiesKTCb6RUJGS68kcWdOWqOCpFKOMJx9JA4l/S7j5BdETwK591jBc",
-	"hePLQ6tPUWVYuu2NDg+cNpb5F1tOs0xe45a3QYJwA8odU1MuaFbsjl/TNs/cd1INeZoy8XHoHhWvqRw2",
-	"mTFi14zaqmI03ZEim28bt0ZeWl1NE6BeMpwZwo0m8PkpnQOSU+kwHCNAMblW3HAx7kT2IBT3c+1PTXcg",
-	"EO/F4uKtErrj++d8yuTMfFH2n3Jk/t6yEMTwKfN051j9hUFIt0l+gSJyIr7LLPf9SN5fvvDiks0vuLgY",
-	"4WtDwqR1y4hrUtOJLCFow7OMqJkQXq/Z0hYcN1tmZMEwW4Ci4NTL1mlpFDRJQknGjckYyahhqm+5irE2",
-	"zZgZHVgLpX2Eu29pfEFzPmUzjbbp9rZG4TvDfWnciGuqib0TdHIqwET1UG+Xk3DdsAPF553dmFFtyN4B",
-	"mciZ0k0wkba/MGVmItNoIKwKabmM1To6y7YQ8RE7/L+S5js5Ex+JcyHNxQheE6LZHnW8ukX0vZJEz5KJ",
-	"MwM9tgqT2jBBhfFrL+DaJjN5Jc0po+mX0qTtWbWYja2cm8d2v2MuLnIlx4ppHZO2/dWpF2TOTOSOdq7k",
-	"FbcWCBdjEEbyiqlOIX5Ksb9N6eNsolfSvOBX7POizBtcgDCSSTFmimT8ipE2EylLIzKiPEMLJKEiYVnG",
-	"0k4fCOqnl6iWayNz0NzYDXdkNRCfFldvBZ2ZiVT8bxuxwq3JikD3v1ZSjAv8gd4DFEOdDgTuP2Q+7iZ/",
-	"4mYAPBPGgols5jxApyVN8FPUJBK8dqvIPJfyBVXjz0xyod1n6S6zICg06kD/Zilp75KX/Ftg6T+cvX4V",
-	"kccH5Ed34ezZm4JxGykv4Pl424h5ScXcXdUfx/gVNewCfCh1ESslmVIx9xjR25QBiJ/w23EftauZBpIU",
-	"hiwA4NH6fiYNvWA3CWMpS2PSBlZJrMGAZ38gUIgQmgGLtTqRBs3deYMs+SdSJDOl7JeAoxTsWXfJz5Qb",
-	"EoN2tAOe6pho9EwvbGRw07p9DBzft9FHUcAdGcyK7a+d9poVjGYSHO0+YTc5uLK2qwossiZwhXJduiAi",
-	"/+kIuM+cGbTfoopSRWcpZyJh9l0DAW4oovlYsHQFZ9veoXwr6BXlGR1m7HOy/JTlVhKKZI6RiZQaOqSa",
-	"RV4Ggs6QMtWxKE2ttVpiwwNc162+EE2zm5wlhqXPSxq9v2fPMCVotujVETQjePc2zTQxx4gYvtr59+PD",
-	"Xo/4j8akncnxmKWl3CwNqjhEXNzZmqpbrBDec/zmxMU2ciVzpgxH1zKGEdILaiqO6ZQatmNN+UXvdNTi",
-	"6QZO7KhlbaALa624l1fR9jNGKhnEVsBcqhxQUlrf7Vme4iVDplJbZp8wQsmUi5nBiFsj3GKWuSOJ/vcF",
-	"ANFZ/2Hxh1yxEb9pjgNcsvkD7azi3d0gsEPaMb+8iEHd/Aa8wZ2IGEkMyzL7lCY0p8pUo1788mJ/dPzk",
-	"5t/2hk0oVBJJfBWB4s6e2jsxcOCjDr9gGAJW6V5VLC0KN762VWXgFq00Cwh+5Ck8A0cyTblFCs3eBOQ0",
-	"oplmUY3CPJbLRR+fnxE9F0krCuNIPkbTGEcaDM4+AX5C1KxbdfpZz85lUxwSraJEMdMlZxN5LUDtQSO6",
-	"iPgfYawfgtIQGrQEFwTk+OXFL8c7/0F3/tbbeXKx8+7Dwf7tHzY5vp/sjP02qB5xvpwKXnCMOFVJgBs2",
-	"rf5nPdD2ne4jVCkKfwdR/HUvecVujMsIWFg5AFF92/IVnTo01/kyNYQKcvzmBFjzlM5JKo9I4REPffTA",
-	"zFzSB02nXEDYM1EzbiCSjM80pIJErePENOU0/DyRJKHgSqMuBJJMqBizPomteRCTtgMuoVnWicDzYZTM",
-	"MvgNfG98xJJ5kmH2Bk8sH46vpvFAtE3gV/jp5QO7klwqo+0dyir5CS/fkzPFZcoTexPlimRS5h0XYHdr",
-	"thBZqipAsGueIhLcy5oXr5IJNywxM9WwBd9DoKfmNBoqecmUVWjjyXyoOBpNoObhT9qanximsqAkzn9r",
-	"FBX48oHAbJYdzVNGric8Y2TKUk7JKJPXmgyZuWZOKA+VvLbGmH1dBRSmSMoVS0w2r6ICgWpc7VMqUp46",
-	"yfHxLJRNKc8qt+OVpltvUAG74EvyfpKZNnJapPNYu8KyNMzrEVIw8OxqBmJ7LbMbzbLsYinH25D1T5mh",
-	"VpNfLmYb3r1yZXgbsUSsjwib5mYeLpAp5le4wCnQlr7YCPQmNlw+H2InKnYs3KBg6RVG3cTBCpK6l0pS",
-	"UFCpk9CU/h/3VzeR01Cn9LAGusr+XlVX2V9PeyttDHfrybMFKgq0ppSSF/KKZTRhVWj27qE5hVS2CrSX",
-	"/r769i7u5sp92ob4LPnIF5egBShv83QT+ptyEV7dXUqRW6Y6mmWvR63+L5vT37s6n6tT5JcgvEX8+5yc",
-	"BjX5NTA1Pp5Ym1Ff8iwDjzfJpYYNAoW4gv3K8wvZf5g9CQwTeGe3tULPLc/r2VwbNiUp03wsmh5BGJs+",
-	"KK8Y6R0RxTJq+BUDK3LCnJchTEcqEj6DpRUQ9LqPQ8tYzoZZIE8xe2mZSeRge7cS9Scix5SEO7DeGqpL",
-	"dD0DPGmvs2l0BWpD52SWk5lImdXAKGTcVUmwd6/t+EgyXrp5Yu4TwyjuY7TBPj5wBKsXN5DdJNlM8yv2",
-	"0qcvovKxuLENKdAfsclCsMQs100TzwAf6EJZ/KvkQlfVxcWzRpOEaX0B7t7F13/LqGLKOYOL9NowESV+",
-	"5BT4Rw9jouTM2FNgzeA2cA7IT3N3H8Onzu27Yqu4/wVc/cZvQ7iEnI5ZRAS7svtGChMmjGw1sNqcK6aX",
-	"e7ficK0xBCOtlg3Z7EnCcsPSpc6rha/pNL+YqayRP8lsZhh5e/rC8oP4zeuzc/LoavdRGdV49IGntwXi",
-	"dJrHVTfUxJhc9x89ojnvBlpQ7SWbpGiHH2laBuBiWwtBxHbXqqIed+HnoyolVraz6UQ8F+kpo7pJQvw8",
-	"mVuLuTTXID7dtaapyx50tloixRVTGjzZZMQF1xO4D+6/GM4vwMLtEy2nTAo2EJAYkdr3kbZUZDITYzLL",
-	"O10ST+nNRTpT8Kq4D/EtSzlEUUHkzHRJzNOMFdlYfSKkP6cDkeDpdukqkMQVFyH0uF+G07skLvIOLjDc",
-	"7j5WTwd2+vpASOWzFwDKZMIFu8ikNuWDKdc0z+1JB2uWUWWGjJoAWHejPTG5fSma6VyMqzZngV+4FuAQ",
-	"+XuBoJY1vkpsWPPCrxD5U2WF8HAJN/rjqyA2mrnPLQR3FIfui2Hiurtv0aKzKFfUkgxpU5JTwROX7uBd",
-	"GvZtGmMMsQJijQl1/nIutGE0xegnoM2iszw6QykzRkXh+dPsfbPJDL56zd4HQaZ0lrD0iPRKq7LC17gw",
-	"jw+aBVSRgG8PrD9dK1XV4hjWD7l7PgC/8RgrJdUzZpy6XfNGQACpvuiXSAw7itHUqsUR0YJesouEatYl",
-	"P0LutH1S9xdzo0n7oNfrRIvxR/vDbicaiCBx1F7btzeXiU/20oG9hFliF/YXl4kAvx06DxjmsxAq0oFY",
-	"kfZnH3liHymzE0j7YHcfIdSz3B4zll6AW+jCIg9+PwRAl6SikfbB3h440MKIPniO6tH6gWgf7MH3g8jY",
-	"ISIoLBewF/cc1oo4pb0IgNYzTe0PB1a+v2LXuBHgtEQW0yfGcqYwz93eQoZzYDLfn5+/ATfjTNdLZ8Ks",
-	"uLCghe787d0vzn3+7uEfmm0cF3Zc0J5mUypCQqIj0Ar1xKpVEhIg9BGm+DMKeRCWueZUaVarlyrT89ZJ",
-	"P6DqEqiFUxG1bnYgdLkDyLNQB5vR6h/29qIyVb5/0HsSBanc/YPeftSq7Yl96CBakWeLb1mS7Nk/2NuL",
-	"yjBu/9Dq5/V6jf4BaO0Lx8L+cBgFu9c/sKBUKdF+4klUzX/BS8XBaPUPdvejhRyJ/kFvF66WAf/DHtzX",
-	"dHrsSw5vPdsposiNfBWSjuSIWB10jrFkn2y7oEQXIe+1kWvH6uo0gS9oZJBXLuq+aFSH7vgmxd6shwm9",
-	"/rdR6y4O35GS03UvPvHK1xkc5qpAqZtooFDhz5h8oidSGcJu8owK0BiKWteKRGvQZu8MV20jIPIEC4S3",
-	"RQ6NS3dmjR+ttmlZyrTBYDVUqm3iZUMCaPCw5ROqG4x4MAkzKca1mIU13VHDZDSZOOLhhlxDftdEydl4",
-	"EtmfpUqZiohFAvBkUCVhD4pMaimg5kKKsbTWE8YuTFNera+H2Xi5b+yqFpe7xC/ocNC4PaUTbbNQQ1GQ",
-	"65KhfVmPJsfnZw90JyIzwd/PGKFTj110p9s3wCMaKrnAUXLJRXpEKElnmCvDHO/QJD7oPSG1lNfA7230",
-	"jmLvdw7+tLu71iuyQP/fM5qZiSPtBarUxXWvsMtLiI3RdN5cHl4x2vDpJlR/7/XxO2rbNLlk6XLNdsLH",
-	"ExYot2VYj9DE6g4ZS8c1m30z3XY4G42Ygm+Pp77Cv179jr9A7bslchT9lgl1175/tcZeX1egtN9LTzeq",
-	"yZnX+g7TscuAI8mlNppoSUZU3eNLmqdsSEVD6O4MmIlzfkIg15m0mPBcD1k+0FaqCkO0VQan3QZCX6TF",
-	"5VR3DCdrkd5pUrg1CwNVGC5mDO3TRqvxY80e99GmY1LIngZQawHolTI7vPcWbGf0m11sGNG076RivuT2",
-	"tVHVe8WIhdUUPWY3jIKUOH4XLZxO43tr1IQOE6lLu/ei5whDyNi+YjFufOt9FUv9htwU1dW0eCsK0Psn",
-	"u33mUPimwW60rTffJGeMN2zReSW3w23CTBieEQ+8o6TGPQn9RRe6yQuA2eMZcA2rt/is8FYT7/pNRfF9",
-	"eGjTAwsSenXW5k8vXe4MA006nd+fMp27cPn3MMV/yMZUVMqgPuqTTjO5o02xzXyICh+tblKFZxbgVtha",
-	"VOXhCwS8IrfCH7paOlywDwEJBNxqpYy5VyJGXQxtxgOqAgkYgfOd+iykj5dSNUMqxwURd5NXPVypyYJQ",
-	"GMmqvrPsm/fOEbkjt3LgBjCW7Is8Q+yBx26W50yRoZyJtF9tgOSqZwaifXDoUq81mYmMaVC+Rnw8Uywt",
-	"e0N1jlwAlJvCFDno9Wr2x+436zqz3Cdj4K4cr+4wW34wVx6BbeS4lDrbF89xqbO/Rq0hDM0GiZegq5DY",
-	"QpPOXFAJeQ3W8ZQhopChl5EfrgcCI6VeZvuK2SLrkWsyy48q2YpTOveGQLdaVtsv6ozh1UUADINv+Olr",
-	"jqpcKq9FFJoxCMgom2G47txpZP0wwBeR2MXHooEIgmnVgFWBjzDsZEnQW8VRK4AaeS/+HIa6ijBVGcVq",
-	"siyK/dtWjtKnSC1ax8iOoRVbXBMzccUk3hLXaLL5Xpb66ZpuLYXmCd3jjC6Kr3yOMeFm0Wm6TBn3DwPj",
-	"BRBcs6mlmS61doAFbDuDWa+3n1hJC/9j7gKKrm8q19widvfwai1JoHwlStmd/dEefZLssh2fGPCE7u41",
-	"wehX07zWoFDNF0+NMlcan8mEZnG3WUkdr83XMgEqyYRCJTk+pxvfCXxr7Y6gK7MdO9Zkzz7wM8tG/P/9",
-	"ZZnnxWUIZtv/pkwbJefwx69//0etaaDvLbSRQulSeRDwJi7+cgNDJGzu15hOVUXH2xzasj2umCRex6ia",
-	"kUdY+QR93A56EfagsozbXjjs9YL6qQoSPrSo0a1+a6wYExM5QxftlN5UONTjhvUGgq+hs5zW9njGvl+i",
-	"kWTMUH+z0hDSgJzlKINGHr5X4lq7Ap3JCyqA81uv4SJlGxdf0QO7euQ1Nfi98KUthu3dbUu6YfpUsIDI",
-	"PyZugS8pP9pEem+c4tQUaC9z3xaxcoKoh7iA/d8crdsxv2JiY79+kCHaoEndx6e0Mkv0ed0ep7oE+L7e",
-	"kbtYm1HLcJM1VR6ss0Pxuer6ouoWrc3H91t9LyuwTg133F9MQ0X2cIKPHqJR4f7aXdz/2l5WyxAbWWCB",
-	"3SCllAkuFRnS5JKJlDAx5oL55KP7J5fW9stvTwVLq/ZgG2ZIcXS/uBXiIdmSEvv7orWPpaMFbELro6B/",
-	"5h1Oqc+J20Bl5WkZm4lKTeynl+RSyGuvCd8jBOOCZPdJPK9y/JrAGQupWHpUj/ppQ6e5K6PjU6ypNVIx",
-	"11Mbgdk8hbdM9lsU3pYOHWrX4MXK3PcVgbAQTWs0iHTO6CVbe2TP3G0gfm7MIkDNW1XRDdj7Vvk99553",
-	"jdsJ9sZTmmV33U2arYhkgJmfNkQBj9+cEMXMTAmW+ni7AGstfiGxw0RMsJ1CTSlXJrno7e7tHxw+/tM3",
-	"T+gwSdnorvHyBTcTrmEFZs6bs+SPBWH5hE2ZopnvSY2F4ZBT4GOhGEReWr65mFVUSWjfjKanMmXZGsWW",
-	"KQK3uVMDcHKNXkZiZBXR49zsKEazZR8EC2JVbfwRmWn0OuIxHYYlBXVHqKeK9Tnk+N1KmrhffeMGlqet",
-	"CAYX5WtRKwCg0XdzZm3AN877syjLw8Duht7EuvgtfmmE3n6+aJNXl6BFachqmYm33UbbBTcqAGgC/Lzw",
-	"2jUbHRlrtO/VjC0J7xbhVypSIqRn+tCjCDuuQbrmBNKSOIR9CU1Tli6z0Zblf5wIEmv2PkazZ2Mzp1yw",
-	"k41rU5kKEEqn4hpUHieXTckOS3NpnkMGo2bvnZ0PtqxL4cJBFHdOBllIevAfXw35t9QkkzuKlnCLNtqC",
-	"ilJSUw1X64bLdmb1ovxGN+ZoZlwUiTGlC3uR169Sh4ogb0UVggEi/F7qztLTVgDIpePN9sjNlPC9HdvQ",
-	"jDa2GkQM7v0hw9B3p5qhCTvZfOQCzWq1jDp+c4KJRGWNjn2W8LT6Ld/5ubVcNau5nZwJU7Q7DT4Rkd2I",
-	"7EVkHzyBULshZ4aMaa6xbsOf0dVHZssa3z30u7Uugp9ePoUw4RJ+gSyUho70jFElNKFD6Xp1ryor/IiE",
-	"ppTRNGv08ofpDtABk9X7YRCJ+qO8FqTtUoqrxVmdzU9MWWeE76fZxXRJwq0cGQapbtqCREnxKKTUTnmW",
-	"8SA/5Y6EExZLNULwXKTlaiuFZh3vAyuCck5ca19rdkR6UAE2zJiu85PN8gIXY0aL9+SB73EVLfz0MnR1",
-	"FIrnOmbRJ7Hm01nmankgTBERfIClnYjEMmeCctdK5tS91/IYbCUf67kwE2Z4Ai1/Pbb69gS4t5QFqkUA",
-	"HRRo/90QHmyHmEnqBhVMqNTQ+bITtugpHm1FLYTPnmMPSKMi6o7jpj7I4mUXlos30g5o6gtLhBpcKFMj",
-	"xTvAargHfXxEkk6w3KqTtJZsE1goBfdoSMFpPtCLByyg12bWGbrSG1wvXsBQvWDuacaaQ48f6Qlr8gxu",
-	"oY/Chk7sDZ2iGBWZKW7mZ1AdXjWfsED832Cm0JrYDBYLOyuyTfWyMnMv49+evoiKKm8sUB/OByL+y/Pm",
-	"kuZSFXqEScpumBc1JRB4yGMo0DiTM5X43sJNo5Fq1c1+q3LuOpA1gQ+lX2Auf+dPzQ8/n7caMy0nUpmd",
-	"jF+xtDStQccPoFVyCtWJkJBRLYZ3Kiqm9hUzBX6CnrOALSlqq4fa/xXF4EU7gMhlfXKjByIu7fW4S17n",
-	"9P0MKu7Qa6KDCXagNsLiS3RNjMkDLrjEHXOOzcJ2vOriXBwVXUaxhPErpr2/iYkrrqQAW7Idnz0/Ozt5",
-	"/eri/PWPz1/FnS5BRIykcuUd7k2AA18YZ5HhrjtUVDsiRCAKAJllwUzQVd1u3obrR05Y9hCtEQm/vGgt",
-	"tqd1yXG+kRy0x/z17/+IO44wivJ+mvOdSzbXcZecGEKtrjBy01bcO6Ck2U9fGYh2DM3mYuzahq0a7B+u",
-	"Rd2SZnUdGOxHyQ8/n/s+rNTgPJdrOcvSO+HCnovNTssxOZvl0Jd3B7IHDR9mDFtd//DzeZ98f7Z3+Ji0",
-	"9YRaAwtpp2NVhOf2h0en+PMPP/941umSpxNmTd8+dDemVhhFSON2+WI4sv/QmVVJXE6k/TOsO+50yTni",
-	"FDehkHFxRFim2UDENM8vfPZMt/z9CFGFj1nwL+zfMbnLZgxEuRsbofsWONVILnH0on1K8oyi1Xt8Qq4k",
-	"T6oNvU89VMWcvocPvcTUDx+SNhCD7xg0EKFM6cAZeviw0FP0w4dWz8M0LvLwYfkh+4O9GVmambDpUVH5",
-	"pirq2kBgT/LScgi5ack0IoJjtHx/P0p+ZsPT86fo4A7b9QVq1EDUe/cdn1QUAoTRiph6g0CIZJIJU5Yt",
-	"DASMOkllMvMOL+AfIHeAfatZmVlaTiGLac4fgXKZ8+6cTrO4cxRkkuI/GvyzxsvDyu0AINT6wnxDLIf1",
-	"vYBhCqi21iCA+C//Qp5aY1rAXg7EDnn48Iez168ePsTnru1ifJYqFcTqP2jZazrXZbIqgF02mdYpnCdr",
-	"1z6CwqEdJ5Mt0RJyWo4J4EwTqhhkwiSmX52lhj8p9lfstYF9GQ6gL3S1S0AXIT95ZsnRPvP27ckzTdox",
-	"Kq99YnXXOArROOXCaHLFFNDKQeeIPHxoFUr/htPvnpL9/f0nFt64MDpjl7IDxPf2/Kn7MFQKw5PZtcXL",
-	"hF6htICa5PjDAOuFB63+hwGUkw9a/UHL5YwVvRAwaWzQiga+1hxu+/Xv/xi0bm9j0taMATiVYmhLHkNF",
-	"RTKxIj+2b48jLIiP3Wti0sZhZ75cPuU6zyiwEAv+C64NQI+DqSy8oMwOWv1ffv37P95FgzDKXAL1/4lZ",
-	"lt3GERHsuqyTJZAlVJ2rCgeDaoB+de5QbN8ZQ/U+HBjF3ACT4p4uiaHkHISTH3Bp31yw7MOe5fTwGSQh",
-	"CWpLn6QS263MeAZjT6AvALAahwlg7cn84cO+OzeutHTIMml33YWDnFT1bsKy875z4djjRY5db31fc2pB",
-	"dK8LSksPSNmsIiLshiYmm6OcLSaSCFaAd2MePvSHww9OxEEDb8+/2/mm8H+9evui2lp7YKmr14tBMs5E",
-	"TjlIy5lSckwN0BXTCc2Zuzn9xt58RKhwniUr3CzGGw+g8+7jnaWXGqH2x52nukSso7WEKgU8QNT6uLso",
-	"4uLI4IjwkZ8YDCgVrMIgcdYw+HH9gFlazN+C783LwSvcw/gatkoqPuYCoHRCQPs8NvcT/h+4oFQkswcH",
-	"8mufvj49u3h9evKXk1dn6GgFGWMmHPbd6nDtXDHs3oCzUDSJj90gCufJfIot+3fO5zmL6hO6IvKCarMD",
-	"xsvOybP4yFMRbN1NLjUrg7ARCcYQRCTEbPBis+PnYVu1poICOJpCErsu+wHXIt9hC3NJNE4GUlTPFLM4",
-	"i98cnz/9PnYdDlxbMZyBBgTLDbHGle6S+NnzF8/Pn8duknYg2Qk2FChdN/b9KO/sZo6lTCOnfRZyFwGx",
-	"/Bl3va0Ay0Z64DyjO/FDDFDLt7pLYGL8+l//HXjsI9czL7AX4g5wk4yNjBsDCqvzIt4CDzQInfYbJHMf",
-	"k/HsO7D7iLLaoN3zVJMyEUp70Xxcap5cCruEuFCeY/Lr3//HTUJw6tkD3agpW3W9XSW1PnF94lAE/fXa",
-	"uIRlq91OgBk4FpfIqT1GVme13wrUXZJklE9JG/jCMp23gzK3UHxBAJS6b5843Re73ZTqL5yga8UNKxVh",
-	"uAYkZXVg0o4PevskaP4jBT6hcbfj0OZCbNG6STUKkL4UR97qigruPrTsyy4FgHd6yX2tsWb9H+awkGLt",
-	"nZpoWDTBoHcBw1GrlzhYUbER9AG3mNq1tIudrBA7jd6XgqYWvRPOLVMOwF/RXc7q6zFI5GbnRQcww3XN",
-	"v9PssWhwT2hJqH19Uw9FwVjq0tR9D8JEsdQeI5rpxrWD/8qvnRqUDBV/FdUk/nO4hH+NF51TODyJVMFf",
-	"dEu5wTseYHtT6JAibbRZ3KhciE445ovKs7M+f/j5HHUb13PRA8MFoeTt6QvPQ14UNUULrDaoLgLe18bM",
-	"+7gDf1ULi/CSm7nX/uklmeVRU9mQezYsHRqINsjCombI3ePqhvCPshCoS76z3IaKORFS7FTLt6ttAjGe",
-	"aVnUQPjqIdCS4eWu0BM1nrCiqLnsCFlQeRsgt+iG4rC5bHq8wJA9dl4RYzwcMWkXZnJUEquOAus68rxI",
-	"d4ihl8xZWRhqH4jFQZleLdpgUr5lCdYQgpMGkpMkE2vdd7rkO6nI3sFAwHzNiOSFntq3J6TQjywnqY6q",
-	"K4bKuLGbBKZuWtzB2E2iQKMIR58iy4hclzBgm+7uqHy3W1bcoJv0raXM4qNQv/ScGMzZo2aQ6wNDS6V7",
-	"b48s6cXW8KrC81cZ5LowMrbaLmZ5B7m+RYBqGB0LJHbsXoILIAc3Nw5tzkiGHAIKzZcQOSTjl4zoGfAm",
-	"q1mVQ2+BlwUdDelAHML7IAHTIbOPsGD2TbjPdu1u8htiuevN9lKwYIcGVGrUTAxEm1Y0logoe2bBWoOp",
-	"m9Q16VJ+vwHGoWL0UlensXfcFBYH5kAwbjezS36EQUDKApgbr5w7mx4YMbXmt57YY4aeGoczRKx9kolE",
-	"zfPCo0DtWgdW1wNxV+o69bPn2thigKWsDqx50Y7fnLSilnMstPqt3W6v24MecV7X2xHSMN3qt87nOU9o",
-	"Fii7o0xe99eJ1j9fU27+da8XF376Ynl7vR5pU7LX20MLeiAGrcXxp4NW3+V4ur2N3DD0gmxN54hMkCEi",
-	"146XNf09GggoEqNjVjBFa8ydnj99w5h6WrSViRHbUjCYNiet/p5cwh5RmLwGZoNgWeTa3oBvbzRiaiCM",
-	"LMMgrhete91KvbZJ+XCKruv0GFpcfbLowgLo7FWXsowTQiDYQr6TbqJ8xQVoobpTmMpNInaGQqvf2u/2",
-	"uvvYM3EC4bZHE+gS9Tf7/zFryDeyu17yqVxJUF2co/D78/M3XYxXo+vuJG317Xu+d2+NWsq5kuBre73e",
-	"3cbH+V4QLXnZ2ngqXKXxVcNQuLd5txJ9bPV/eRe19Gw6pWre6rde8CsmsMTX0LGG3lh+gbr1zj66Is6T",
-	"FIk0jfi8Rz4NeYqdhnG0miFDKU0j1ossnnuhfTPkFt9YMqbVtxug2PL+Nmod4NebXlpA+ehbmvrKB3hk",
-	"d/0jTTN94dknGz/rZyffBm0q1j1aH4dYo6QPtXjkL+9uK8R1Xp9yVEFYQHJFi813t/a8KjplBuYOLinq",
-	"Lm/xq4Oy7tXEynxb5Pt/ANIjTFPPNGEIHRksE7Qk7jpkA+NzBftouRZ8KyJ/Rb/jyE1JYzfc6D65nszh",
-	"LwstclcTNjvmpuiZRtpBo2P0OARKvdfNXfoeq+bCDkTse7XFFUfjwlnDqvGfXmJXacx+YNp8K7c5uhze",
-	"fVtNrnCF+bXTfbCI/VOWSAWZzr+bE3iwu7/+sWL29Gc+snBUgeBw75sP6urDNgk7I36iA4ckHTfmNsV4",
-	"HJybxbAs0/5oGknGkmDHVSMXMylxPJsIR6RCfqGRDh/gqIbzGXdWnZiyO+SnOTXl+2/d0flEcrDecLBB",
-	"HP48YRikccj9eha3eBbDAYD3PI+qqKH5NGdRwtDrsMISPWk4DBDMD31Uy1hGl5P27rDu0oN06lrSfIpD",
-	"VClEbTxHXyXOZ6DyMh0DOlnmkmNl0J0J3VQLr7ZP7ej22fV9Q3ytTGDzowsei6jaFHQumgGNey/KJWM5",
-	"rhWdYYbdmM5AgJVcNvhFiRU2zcUyJnRsB148F+BGkffTS/d6r/GNMaaGTdDiomIJHbUaQjbef1F40BaO",
-	"Ihdjpk1Q1fZpTmO9YmojlbD3CT5/nFwus/qCHcKy66884GN5ABwqQsnQbjrmdBWOoKBMcAkzCGPDS30R",
-	"dude50wcvzkpc8l8pdfxmxPIyfy/xy9fNHob3JNnOUvu5nDwMJX0V88nb6SxOqSrnTjnbg2k2jllqUMH",
-	"eNE6N5iT5Ck1EAkvPb8CLVlcEQQRZkoxYTBvkxz29htReIof3ZqXDDWarTnKTrF37G3UOuztb0Lw5eCN",
-	"VVtjX8vXOdiCYPdK+i267vtYVzVjLCqylsyEceVSeDUGHLiVWhAnd2HyJi6fce0C/VAKcifh+YJPuWVs",
-	"a2/0fVjefUJGHoxKb9jr18I52uWoQOUnZeOL/HsDEvuuGG1jn9h7shHrfkmF12b1x3PwwE2si2yPkJQL",
-	"sn13u0xheuqDGU1JI9SnjYTm+gNN4ks2jzFTH/WUg31iudDjg5nKBqKMzfbJ3uFjoqhI5ZQMudEd8GZN",
-	"5LXAMNaEKRZ2kHXKEfxm2djZ98c7e4ePu+SMAWMbCKrJ6gyWI9CXfD4KlgoHCSkxpOR0SSzolMUuwgyp",
-	"lSXYERGyiHeVlzuuZy/JmcwzdoeTiyEjVxhx16MbBOigKOfdp1HuEDrXmWsjzW73k3w7XerPd9HwS+ZD",
-	"6iDogI12sYouBZR+aDXE15eB4J4qsWyKJwCO3zDT2UTNDIjnRHyHU7Xuo2se7O3d6WM/svkpjun68uwR",
-	"6YpQ4ZlbM4usyXowWJFhNrcDecbQgW+51yWbd8lzV4MAp8ClD2BKpw+2Q3a3z1yQwues1TjJQKxgJQhN",
-	"wUrWe0MQzPS3LkER9NVPvJLmOxjW9uVp6pRdycv1NHVnXu8DZVe7j8pUqs3UzjD1qqp4Sq9RUWMFPZ+y",
-	"bqNy+bT84u9avyzWsYmKWaLtq5K5VslMQgrx9B5c3ETRLG7vkng0y7IL1MSsnqb4dMrSIxKzKeVZ7NJc",
-	"qSDx/3GZMFpOGXrWpCBDaSYDoXnqkvQFeN8M09AjwFUDCWnIFVN8xFnaWaKzQe5kmZa8XIV7GjTn+k1q",
-	"cQWAX0aRK/GzRokrieCr5vZVc1unuZGwKV4j21mQmWvVt9Na9UzfFRboagIgVv+AZhd08xmhE0eXdkjg",
-	"E8W0EFeng7MrhcuewzFsZZJv+SKuoeKmS46h4r7xY1yXM9cHou19fT+9JEWr+I4vT7wvn0MkhHzuDipm",
-	"5SiH5VjrzvC/u1tPfgdn966KKh727WTiVOYDN7DYY9FIOEOW0ClDwsIUSm6g9zjOLIHiM8hAn/ss6Kcy",
-	"ZcHIcJe+eV92cHen7dZYyHMF7vH1HCTyKvaCb3zFYeh9RslZSsyvltwWCeQv0INlA/K4hyUH6c3YWrKm",
-	"Dbva0aBstCikh+LRfqgbR14htv8px+vEpO3qyJOMUSsfDEzg9xWKMWlDAUXiPnQ9saJgSvOPUINnUBNb",
-	"PRGfUIt17dw/c6B57VlELCzXYr+Kvi8h+rAQqtTcqtP3JtQV31SO0FJJd3c1+4tyMTwod9CUy5KNzbxL",
-	"YTFfzbvk6viyuS+Fl5p5rRfrGaUqymKgD1GA/yVxzpMSvAXOW/flZIFqrqtTcbpL2p4VozI3I76GMTeN",
-	"YFQz6FyK6gLJLYGpOoizBOyOzeN/X6666lTENa66oF3TV1fdOlcdD09QJTcHL27gqqsZE2G/CgwP+8Jf",
-	"MHLxqAfl1l3yypm5UGIJZXwD4Xr0+MmOH+ePOwkavv8m/XH1wbef2R8Xtspv1GSK3ap2Tf7n88gdfD5N",
-	"pWLNYeuQojWrVK5RGg4QTiUWMRN2Y890W6qwSZOr/R4IlNIdr8yUvZa8NvPV4bgZ5zzzLftC3reMfy5o",
-	"UncKGdf0hEUfYtHqp8EnGHoCSekHHIjCEbgdP2DIX7/6AX8/xtB5vZSjcP9hJvk/pxNwgzMdLTeFGg4s",
-	"qDwRFKm5MjR7Ft0ItMY82xUHqvf5pH4g67/6ErftS9yIyrbpTPy5aIpQERCBJh4VzepWORyrfenjqGaq",
-	"N3kbyUc5GwdiI29j9cx8Qh39y3gb155W721cpqF/FbBfWsBi71arlzNVPXfWTHaOyXpgru6YrHvG/rd5",
-	"JhtMzbtp1o9Q5b175eDKksGn8NK6Tj5a2Z0t9QF37RRvaNdKxdw1lmyoog1arrUDfSG43umSg94TrO1B",
-	"J4mvSwz6s93bXQKf+W1oH6Xl8r9XD9nE4H7qTvZvIdEGtuQjrN5HTKRbPpjH+lJXhlFgdwiryEBfRmjc",
-	"Um9M5Zqh5Uur2V0/RiznhYLasFFi9WxCF4mL4fxippmy5/O4aEC2VzagCKa/FK1HK3kY0P4NG1j6Jv+u",
-	"7+WQuU4y7YPek747GHD4hTaMpp0jgvDWelpiA9GSQbiboAOikDsyv7/dz0S6gkvsfR4u8RzWU99DqolP",
-	"6fzKML4ww3gu0mp8YKxowkazLJvflXFc+TGay7uUOcGLRszCdN6IyCwNOvO/ktBCnwvqnFErwovPr1z1",
-	"8icTh/CFZdGtczczHNx8X23xbVJoRUN/oElWtAj2CN+qdb6Eun1f58QNL9+mfISOZsEUb9fnE5s54wCe",
-	"4vvYkhqDDb6hMTZw8fmuxTD0QH0tpqGP6RUj3EBTatdBJqGCUGNoMimbZmY4ADmRWcYSU58uWzZ+3esd",
-	"1Bui+TEPvvuylVRhf2UQkeUolhWtncJx8Z/GYRB+4b5t0VwzEMQg9B8vcPhPKdteSTdJ/HOauIe9vY2Q",
-	"/Bdq2DUOLzzcZPXu/nMc3bjdXh3BYLFf3t1GH5aM6Ks38TjF5mjhWW8jp5jKlHUCXuhYxnKJ7XmKTvMt",
-	"s7TzWutdz6nKVrlutFXRtoq013e3NWQqtRmIxwfkR/6tG6MSDK12w/C48YcwFBvlfC2ZMxEwy0L/Pz6p",
-	"cEzspht2uK621CXtvd5uRBYmSXWWcERwkm7GEslhb+/RYe+g0umrCCEX4xMX+KZFr+NpZ8/ebMw03f43",
-	"Zio9Pjzcf7wuV6lRHSq2ttg5ghvXbdUZbdS62ZnSm52hTOc7wzlUSsKH75ZSsbCOjeF0KP3Kr7/y623z",
-	"6+c3ztoJNLYHQb8+192iMsX3gXYU2cTNG3uzxyNmkkm71nU8Ih9w7kGfDFpvXp+dD1oRhIr6+G17X+Tn",
-	"dfTJh0Er5MGDVn8gBvUTZl8xaFU6dwxa9v2+l3mL/JE0tTK/ve2g3ioGIs6TrmbmlE2lYc/KI9n+YID5",
-	"D1q4fvsxneZ9Qq8pN0Qx3TXsxrQ7tx10o6+RbMZPcN2ibPtOqnLcFo5Rw9UuSB2mSMoVS0w27xdj5WGQ",
-	"HxWE5RM2ZYpmbjbtQLg5skN7fJskWLUPNgiZhaHrLqLth0EKbxsMhBW6XmGojQBaZevE6/X7gfg00gwz",
-	"A8/Clmaf0LyvfGeJqKjvWdG05J9dbnwVA+vEgMsoWEJB91fhDVVmywzujZ+9oRdYUODBtxzGMmXt2mXG",
-	"9o/YrkeK1M8Qsz8MobVzOoeJMTvk4cO9Xu/hw4IhupHNc8iJXMh98I7xCofp9MPhXm4mIw7rdOM/rKpP",
-	"zcIEkOrULSPJXyUXXQ/VnoVqcfyI6ziP62v6MlZLlGO6YhyvgDECGCAEqVrthaElMNNTZhlZNn/DT4o9",
-	"6D3xGKtgp4hnthtnREWVqCR6dNycLguaf/kevDx+P5OGXrCbhLGUpXHJrV1422+FG7OjyZTe8OlsCr03",
-	"pHDtCSE5rTJXTEckVtSwCxisE7yZaxyLjc1RjZRkSkUx+1d3ybfSTHAEJmxuMCMyBmI6ZbmbqwS+qgIE",
-	"WJ1emFBPYOY2XPvp5Ucks8DrVySsV0/T9/IaEgqgpSx1cyHLHukYz8IjgNn37gC1RwqLzDXO32RpJyI9",
-	"+8jjXncg4l5c9op04SpyPNRMmH51vKgfM9ve6xHthyN7XYKlC664ogvkXq+5vsWuolLYMvLz0FM5G2as",
-	"FbUcabT6j7HOBf/oFZajmE2H0OF8sfzGFSE5/riTTKRmAifKezNy7/Cw2s0N5uWNYCyULxlShlBj2DQ3",
-	"fgCfYkZxloYjsRRL5FhwbUlIF8OkuuQMnq8cVpg5VpISznci13SOSAM8oSJdIqo2kWlpMdDh4ToD+1NW",
-	"7sBinShvVnsCLn0UjFiCmdoTeV0wUitotxlaBMjeYEy0CbazBV59hCqu239gu57Hmv/V6ZKfK+r4BXN/",
-	"8VBWYpXtQJguCQI1WssvpMyJFGX4Py5mlFktZCoV6xBFcdTChAqgIMtd3s94cumtOdfpciJ9EqbjLAMh",
-	"cybctLOaltMlz2kygcFnzhIkI8X0hMSVkaNHhFGVcRgSx4Cfzd3cbFd8ha1nY3aTWxF2Qc1Kc7jarX15",
-	"jehiO2jfSl1LMqIKBBR2XJcqZWpZzShoTAMRw7/QBT2YYuk6RM0YTsxZrtSUDVscNE7ThNAWDE6BdiyI",
-	"YLRzWVpO2ekXzVnsfpJryysgd2PICE3T5jE8Y1btvr6+YrXAlIvaIXrGYLs66gGZVIx770W4KoCts6yI",
-	"tEBds6Tlwjw+aDXKVovMMQjXd5+lh/vScHgZMPwaEN9uy0Ka1kKyAfMLLm43Ar4wC3ApLzkmsWE3BjNC",
-	"dtzgwCJZtnhN341lcGfcMRp31NvO6qpOkY8Ggo9glj6O6haEWXYq2DVOavSJRW7OFjlleja1cqiPN/q3",
-	"A2QPNIl52gd+xI0eCDi6qC5689xN46/616pA9d34xmJ2mGbl3MYp17ocX4odpTQLrphrDolmMJNXGA0D",
-	"bWOAr+/BtYYcT/13NHvv3h6ROKWG+h/KI3nmlvnD2etXHpJf//4/2D8SLC74HcdL96FX8w61hpsfPJ7I",
-	"6RSNOeFnmu0eetPkiPCxwGlq3RBaJtISpA+35Xju5ey9lvTnRcSRH07tRCzsdJJJ7WoSkKS65JkEF2Kx",
-	"P95UZ1gxORBwfHQw+dU96k3E9kFvNyIHvYOI/Pr3f+C8fKlSLqiaA/YIs2/wlhYOva0Mje2HJvIPP5+D",
-	"hKx4xzF5vO5JqQzsbuOweQDKUmXzGHI/1LyqKhAQHKQ4xDiw2zuoHwxEZV63j4E2zOvuEtf6gJpwoHow",
-	"/nlHJzIvR6zrgQjneFvQ3p6+IG0aokOqohO5VacYFLRAs9zI1TuibpRaYy4YZ1uYr5kc62Yr3G7k5sL6",
-	"fOUGLEH5kZ9XHixpqcQOnlxm6h30njzeoPHDIuRO6UIW6jgNnvHCLcMSZvfrKCRzZfkf0+5ccNNdZqpW",
-	"OFoF+tya0co+85+/9HaevPuwG+0+uf1D6z5G6oJUqEydaFketzsQVeY3EI6hDFqW81mUDVo6Z/SSqUGr",
-	"P2gF4ZZBKxrAR+CH71mWyYjoCUT5GRmyMRd/hnu4YdMLnuLz9v+7cBn9ZoNWf0QzzaKBC0GkFxTfuNfb",
-	"e7yzu7uz9/h8t9fv9fq9/f8YtG4tVwi5qP275InFAm4HVbrYKDoN7/EM76sepT+xMx8vuK7czQ7+f4Nj",
-	"v+Dgb56vDKW67TNgZjswwg3FfGeJxtZorp4IQj1H75PYajsBT2/PVEb+SB78OWRA//qA/JEwkciUvT09",
-	"eeqR025ic52Oz6Ln2jBROCgta0iRALVlQKiLANcGCUvaVoTEU6Y1HTPLLCuixjIfJlKrV1WVOKtssWxU",
-	"FMiU6lWXPM2g5xA0VfdivPVRaqzvyLBhe6Ti9vv23n5TfO933XrbL2OTdj4Fzr5281nbzScPyMMzgPLa",
-	"Jm23ixYjYIu4CXnkmvHxBCpS5DRnhomEM90lP8NlDYqtYhk1lh8ZidYQeP77AxH3uo/jR3Gve+BO9378",
-	"KN6LYSZ/4BV/AUOWxqi4K8rBIxb06ZYjEhtuMj+uvoDEVSYHncE/tl2Qp87farcgD9+XaRZUYGdN725P",
-	"SV9bd3/tpLO+dXdenrkmxlUXtxv30Ak4GhbYycBhoNiIKSYSpj+2A07AMr42wPn91OeX/SNLWqh02vLt",
-	"3u3Fqa8c227Dmy2dJCSq9SdpeQPr5TTc+2zCoxQaX43RrXevXksZn7t3NepzEYmDR2P03MWhphmTNjoW",
-	"w94xA4HNY6xZdOR0QJ8+OhP8/YyBDut8h36hH93UunJKPp1u92WazKw7nr7HzBLd7qsIS3/XvVfWKWF3",
-	"d3C9s0+oq+VO86DACmMDOEIegtrFiOe2NxOJVHzMBcS1Zypr9VuPWosu7eNK2dZMkEwmkESA8bUpvWT2",
-	"cly+ZWJM3n/0CO6bSG363/S+6QF3c3hYGAsjM+Zb4pUu4pSMpHJTJ5tN5tInXiJ2cQFvYHLo4uuDx4Nm",
-	"3YvPB2qNi4NxFVQ2tyEUBA3pItdNIirKnTvBR4JUl+bAQRjyKB2NEWSj+MRBy1lHEpMMwWMZfCBwTi5+",
-	"4GlZs1w4KKGfqd08UUFNl5zKmWGNhQ1lVnGXHENESUOGCym4/QPtg0kLz5aRqkpIB8WD7xLu0qgbVqAY",
-	"JA/STFe7OT3QfmauJm0QQJjnGyK/mA+4+N6zMlH61//674DasavByGLcuXl1n9AypMjSstYwZ2rH4wbj",
-	"VJjsMhAu2AOpn0MpTWW1xdz2RbBwPHcReq0NM3eOWQtiCJKTIu7twVjt23e3/y8AAP//",
+	"7L37cttGmij+Kl3cqTLpAWlKljwxVVNzFNmZKLEdjyQ7e07oIzSBJtkR2A2jG5I4/ulXc6pO7QNs7Rts",
+	"1bzC/r8PsA+RJznV39cNNEDwIom2kx3/k1ggLt1ff/frh1YkZ6kUTGjVGnxoTRmNWQb/PI7ZLJWaCX3C",
+	"0oTOWWyuxkxFGU81l6I1aIU6y1lIrqZMED3lilChrlhGuCJ6yojSMmOxuyjHhArCaJZwlpGMvc+Z0uSK",
+	"6yneTGdsKMLis9G8+z2bhweEjhQTmkg9ZdkVV6w3FK2gpaIpm1GzJCbyWWvwU8uspfUuaOl5ylqDltIZ",
+	"F5PWzU3QOmE6mx+ONcsWt3DKIiliRbQkV5RrMmJjmTGiszkXE0InlIteK2ixazpLE9Ya7PufnnHBZ+br",
+	"/eKzXGg2YRl8959PcJPHDaA7mzIHgweK8DggVBEuEBQsu2TZA0USOVGkbS5FNEngkrwSCG+uCcJFsE5l",
+	"ha3H12/f/7U/2vuf108vvt+dfbcjTvQfrl7HFajVoXQTtFKa0RnT9vyP8kzJrHnhoWDX+jyCO0JzsGaJ",
+	"acYuucwVSemE9cghHttYZvDrmGdK40+toMXNm97nLJu3gpagM7MUfF1lkTN6/YKJiZ62Bvs7u4GBt/t7",
+	"p+mgj581r1eOfmYRwrkKqj+M9uI+2x93n9Kd3e5e9HjU/Sp+wrq74x3aHz2Nvor/wNxyU6qn5Wq5Aac5",
+	"QJ4ZyjDI5698LLMZ1a1BK8/hzoa1loj+PZsvrvuQXLA5gC5KuIFkNJVSMWUhyhWJMkY1I+0dg7y7+/sk",
+	"zbjQdJQwcnh6dHxMoinNaGQONCCsN+kROhRv3hw/6xAliZ5STTJmEZ1rElEhpHZv1Vc8YgOiGCNDJCBz",
+	"G/6oiKJjlsyHLUJH8tJSZAnV/XE/esJ2aPfx6A9xdy/eZd2n469odyfaHT2O99j++EnfQRU5TgnXGv0v",
+	"Q4fd/f06OqRUa5aZd/7vn0j3/3/3+981wv0Fn3G9CO7XdMKI4n9lAQF47vT7yxA1gTf4C4vZmOaJbg32",
+	"+4FZJTKFnX4/KFnETiOLOGVKcSmWIa7Cn0nbPJNdcnbVsTi8fZS8MQ+rVArFgAF8TeM/U82uKCBnJIWR",
+	"BeafNE0THlGzzEc/K7PWD95nfpexcWvQ+qdHpWR5hL+qR8+zTGYn9iP4ycU9F1t9oMjblySSeRITg5kj",
+	"wzFpNGUxkZmVKiwmIxon8x45kjEj4YjG5xNcdWjA5Am0f+5adtxFfty0UHv7I49zwyq/prG9sgEsCkL4",
+	"0GJmw/hIjEd/SRMen1vO3wpaM6YUnZjfnEQcyXg+IGZRzJABZ+qn/rveFeOTqR4Qkc9GLCOzXAFAZiCs",
+	"plSQPuDTFs/BrSeWTAH8Z1RHU8t6pNCGtZA2JTOulOENMiMzmhgsYzEZc5YYmUYuaZIzInNN5HgoMiom",
+	"LDB6QC4uhJFlxY3lsxzOF8VBxx1sDXLhAbBGCz2i6FwNxdWUR1N8I6EiJlfTObKmLWHBkRTjhEf3xIHI",
+	"vcU//ALpCUDXPKsZ7sLy5ZHRp2imWbztg/YJTmnD/Isjp0kir/DI2yBBuAbljmUzLmhSnI7b0zZp7huZ",
+	"jXgcM3E/cI+L11SITSaMmD2jtpoxGnelSObbhq2WF0ZXUwSwl4xyTbhWBD4/o3MAciwthENcUEiuMq65",
+	"mHQCQwjF/Vw5qukNBcK92Fy4VUS3fP+Mz5jM9Wdl/zFH5u8sC0E0nzGHd5bVn2tc6TbRz1NEjsU3ieG+",
+	"9+T95QvPL9j8nIvzMb7WR0xat4y4IjWdyCCC0jxJSJYL4fSaLR3BYbNlRhYMs4VVFJx62T4NjoImSShJ",
+	"uNYJIwnVLBsYrqKNTTNhWnnWQmkf4ekbHF/QnE9YrtA23d7RZPhO/1waD+KKKmLuBJ2cCjBR3aq3y0m4",
+	"ajiB4vPWbkyo0mR3j0xlnqmmNZG2uzBjeirjYCiMCmm4jNE6OsuOEOERWvi/kvobmYt7wlxIfT6G1/hg",
+	"NqSOV7cIvleSqDyaWjPQQaswqTUTVGi392Jd22Qmr6Q+YTT+XJq0oVUD2dDIuXlozjvk4jzN5CRjSoWk",
+	"bX616gWZMx1Y0k4zecmNBcLFBISRvGRZpxA/pdjfpvSxNtErqV/wS/ZpQeYMLgAYSaSYsIwk/JKRNhMx",
+	"iwMypjxBCySiImJJwuLOABDq7UtUy5WWKWhu7JpbtBqKjwurN4Lmeioz/teNWOHWZIWn+19lUkwK+IHe",
+	"AxhDrQ4E7j9kPvYmR3E5LJ4JbZaJbObMA6dBTfBT1CQSvHarwDyT8gXNJp8Y5Xy7z+BdYpaQoVEH+jeL",
+	"SXuHvORfA0v/7vSHVwF5ske+txdOn70uGLeW8hyeD7cNmJdUzO1VdT/Gn1HNzsGHUhexUpIZFXMHEbVN",
+	"GYDw8b8dDlC7yhWgpNBkYQEOrO9zqek5u44Yi1kckjawSmIMBqT9oUAhQmgCLNboRAo0d+sNMugfSRHl",
+	"WWa+BBylYM+qR36kXJMQtKMueKpDotAzvXCQ3k3rztFzfN8E98KAWzKYFcdfo/aaFYxmEpD2gLDrFFxZ",
+	"21UFFlkTuEK5Kl0Qgft0ANxnzjTab0FFqaJ5zJmImHnXUIAbiig+ESxewdm2R5RvBL2kPKGjhH1Klh+z",
+	"1EhCEc0xMhFTTUdUscDJQNAZYpZ1DEhjY62W0HALrutWnwmn2XXKIs3i5yWO3t2zp1kmaLLo1RE0IXj3",
+	"Ns00MceIGL7a+vfD/X6fuI+GpJ3IyYTFpdwsDarQB1zY2ZqqW+wQ3nP4+tjGNtJMpizTHF3LGEaIz6mu",
+	"OKZjqlnXmPKL3umgxeMNnNhBy9hA58ZasS+vgu1HjFQyiK2AuVQhUFJa3+08jfGSJjOpDLOPGKFkxkWu",
+	"MeLWuG6RJ5Yk0f++sEB01n9Y/CHN2JhfN8cBLtj8gbJW8c6OF9gh7ZBfnIegbn4F3uBOQLQkmiWJeUoR",
+	"mtJMV6Ne/OL88fjw6fVfdkdNIMwkovgqBMWTPTF3YuDARR1+wjAE7NK+qtha4B987ajKwC1aaWYh+JEj",
+	"eAZIMo65AQpNXnvoNKaJYkENwxyUy00fnp0SNRdRK/DjSC5G0xhHGg5PPwJ8fNCs23X8SWnnoikOiVZR",
+	"lDHdI6dTeSVA7UEjuoj4H2CsH4LSEBo0COcF5PjF+U+H3f9Fu3/td5+ed9992Ht887tNyPej0divA+sR",
+	"5sux4AXHiFMVBbhms+o/1i/avNN+hGYZhb+9KP66l7xi19pmBCzsHBZRfdvyHZ1YMNf5MtWECnL4+hhY",
+	"84zOSSwPSOER9330wMxs0geNZ1xA2DPKcq4hkozPNKSCBK3DSDflNPw4lSSi4EqjNgQSTamYsAEJjXkQ",
+	"krZdXESTpBOA50NnMkngN/C98TGL5lGC2Rs8Mnw4vJyFQ9HWnl/h7csHZiepzLQyd2RGyY94+Z6UZVzG",
+	"PDI3UZ6RRMq00yMhF4pPplqFxDySxYbyhoIKmswVVw+IzHUkZ2wAOTaXxsYAqZ8xqqQoHz+veIDsNXRp",
+	"hORqKhUj4TiTZt1GpIRahoRCiLHqmc8FAigGcOXWSnGnYmBm8L4AkjmVGR6T3S6EsPH7zSeVRVOuWaTz",
+	"rAFfvoWoVM3DNcrkBcuM9h1O56OMo4UHOin+pIytjDE1s6rIOpt1RgW+fCgw9aareMzI1ZQnjMxYzCkZ",
+	"J/JKkRHTV8xqEKNMXhnL0byushSWkZhnLNLJvAoVXFTjbo+oiHlsxdz9+T2bUZ5UbscrTbdeo7Z4zpck",
+	"KUW50nJW5B4ZI8jwX0xCElIwcEMrBjrGWs48zpPkfCl73lBOzZimxuxYrhM0vHvlzvA2YihOHRA2S/Xc",
+	"3yDLmNvhAltDw/98o6U3yYzyeR86QXFi/gF5W69IlSZ2W6DUnfSnAoNKBYrG9H/Yv3qRnPkKsFurp1g9",
+	"3q0qVo/X495Kg8jeevxsAYs8FS+m5IW8ZAmNWHU1u3dQ83wsW7W0l+6++vEunubKc9qGrC/5yGcX98VS",
+	"3qTxJvg348K/urMUI7eMdTRJfhi3Bj9tjn/v6nyujpGfA/EW4e8SiBp0+h+AqRnhawT4BU8ScM+TVCo4",
+	"INDeK9CvPL+QqoipnsAwgXf2WiuU8pJeT+dKsxmJmeIT0fQIrrHpg/KSkf4ByVhCNb9kYPJOmXWJ+LlT",
+	"RXaqt7ViBf3eE9+Ml/ko8eQpplots9/s2t6tBP2xSDF/4hastwbqElzPAE7KKZgK/ZZK0znJU5KLmBl1",
+	"kUJ6YBUF+3c6jnui8dLDE3OXxUbxHIMNzvGBRVi1eIDsOkpyxS/ZS5dricrH4sE25Gtv5ZCV22mNZV3y",
+	"mImIVdh39Zb3udSsKfn3kmUjqvmMqHxktRPAZHPibDJjQkPk+lo30ppi75u1uVLXda8hsIS44tDiQj/Z",
+	"azUmrPpAMl8J7BaaQLQggJbpfRlF2mj+VUUyc3wVj29/dV6tj3u3OWb3KX9BQXmKzVggBIv0cgslcmLw",
+	"gSpMhp8lF6pqNCxyXBpFTKlziFAsvv5rRjOW2fhFkRHuW2jhI2tzPnoYkkzm2vBCkcxJG+QHpFTauw/h",
+	"U2fmXWGnNxR/huiUdsTobyGlExYQwS4N9ZLC6vaDsQ0CN+UZU8sdsqG/1xDi58bWggKMKGJpHT1X2j4q",
+	"Ts/zLGmUUjLJNSNvTl4YWgpf/3B6Rh5d7jwqA3GPPvD4pgCcitOw6jmdap2qwaNHNOU9TxeuvWSTqgL/",
+	"I03bAFhsayMI2N5ag8TBzv98UMXEynE2UcRzEZ+A06HpsOeECs9oh5SKHgmLhFdrsUdSXLJMARGSMRdc",
+	"TeE+uP98ND8Hp8yAKDljUrChgFye2LyPtGVGprmYkBz8JjN6fR7nSM/hAEKyBnNIRgWRue6RkMcJKxII",
+	"B0RIR6dDESF12wwryDsMi6yPcFBmgPRIWKTKOHcKfqyewW6ttqGQmUu4gVVGUy7YeSKVLh+MuaJpaigd",
+	"fBqMZnrEqPYWa280FJOal6JniYtJ1fNQwBeueTBEKV8AqGVM8BIaxsh0O0T+VNkhPFyuG0NI1SU2Ojue",
+	"mxXcUimyX/RrLex9izLOgDyjBmVIm5KUCh7ZDB3nhTNvU+ggC9FDFhJqQzxcKM1ojAF7AJsBZ0k6IykT",
+	"RkXhrF4qaiG8pNh7Ly4a5xGLD0i/9C00it1VZWWGYB11rTRYCjKsE7l93lt+IxlnmcyeMW2NrppPCmKe",
+	"9U2/RGToZozGxjgKiBL0gp1HVLEe+R7S/c2TarCYzk/ae/1+J1gMmZsfdjrBUHi5zubaY3NzmatnLu2Z",
+	"S5jYeG5+sckz8Nu+ddpiChahIh6KFZmq5pGn5pEyoYa093Ye4wpVnhoyY/E5OAfPDfDg931Y6JLsSdLe",
+	"290Fn6+fhAL+w3qCyVC093bh+14wdx8B5Fe4mIu7FmpFaN1chIXWk6PND3tGvr9iV3gQ4GdHFjMg2nAm",
+	"vzTD3EJGc2Ay356dva66eguZ6Cdy+jVYtPvXdz/ZiM+7h79rtnRtpHxBe8pnVPiIRMdgG6ipUask5Oyo",
+	"A6xKYRRSdwxzTWmmWK3Er8woXSf9AKvLRS1QRdC67kK0vQvAM6v2DqM12O/vBmV1x2Cv/zTwqg8Ge/3H",
+	"Qat2JuahvWBFaji+ZUl+8mBvdzcoMw8G+8ZKq5cYDfbAdlsgC/PDfuCd3mDPLKWKieYTT4NqyhZeKgij",
+	"NdjbeRwspPUM9vo7cLXMUdnvw31N1GNesn/j2E6R+NDIVyFPTo6J0UHnmP7g8sMXlOgiS2NtsoVldXWc",
+	"wBc0MshLmyiy6FrxI0hNir1evyYMVN0Erdu4/ceZnK178bFTvk6BmKsCpW6og0JlQ0iQL6WmMtOEXacJ",
+	"FaAxFOXZFYnWoM3eel21g4BgKWwQ3hZYMC49mTXe1NqhJTFTGvMroLhyE18rIkCDmZtOqWpw5YBJmEgx",
+	"qUWulKZz1DAZjaYWebgmV5CSOM1kPpkG5meZxSwLiAEC8GRQJeEMiuR/KaBMSIqJNNYTRrB0Uyq4K+Ha",
+	"eLuvza4Wt7vEO2xh0Hg8pSt1s4BTUUNu8/ddJZoih2enD1QnILng73NG6MxBF4Mq5g3wiILiQ3CeXHAR",
+	"HxBK4hzTu5jlHYqEe/2npJal7UU/tOpm7H137w87O2t9Ywv4/y2jiZ5a1F7ASlVcdwq7vIBgKY3nzR0N",
+	"KkYbPt0E6m+dPn5LbZtGFyxertlO+WTKPOW2jPMSGhndIWHxZIlLabVuO8rHY5bBt8E5pZoaNuAv0K7B",
+	"IDmKfsOEemvfv1pjr+/LU9rvpKfrrMml2/oGKwg8V1wqlVZESTKm2R2+pHjMRlQ0BHBPgZlYFzjkHliT",
+	"FnP064HrB8rmDiijDM56DYi+iIvLse4QKGsR32lUOLcLA1VoLnKG9mmj1Xhfs8d+tIlMjl0iwuJKtWaz",
+	"tAkND+0vDrgus9tlZHinuXhgvmN789jegsO5QfYUlv698qciYwlnorq2RaFe//YdMhXiDDwX576rvAro",
+	"5/YX9FMrYp8gIwYZOwb4c4zQG7FWuM2LViro5Ia7Im49iYsnUiiKix4r85riVMvqn7JGOk2T+QEmRZRN",
+	"ajYBc0F555smPsiYJUuyp8B1XUtFIe1Q8VmeoCVdiNHxOOFGTTVPZB2X75ALzROC9cVNH5czrvVK1ny2",
+	"EFxQJGFjDeX/WpIx1nkS2AbyoloEwzsReckymiTnhfe/+q3/+ncbEPrP/4A7yC//5/+S4iLUqVnZVJJa",
+	"QHZJzCI+o4myB5aLhCnMLZuvODMXPsAMptmMiZg2x0KN/i/HJFQ6k2JyPmcqDEho/yek+a/9Scjwdovw",
+	"fNzuUJvOIGeuIZN31O4Be+iFXEMiMdcUFgFSPJ1Os8drUVNJmYjNqoKWK0Z2ikvQKtyEYHZiPv0oYY3s",
+	"3UgcI2ZuyXNUPpvRbN54b+58CzUbQKS5Rm+2qlDdsqhX0JK5vuUzdbXY/2b9fYsiaeFpj08Uh+DYgY8O",
+	"dbJZwNcSYjUp5J+AJwAcFBs4dQNHcHw0KAVnLfu1Ip+aZbHda4MwrqUErrSf/XtvwI+NMaxNWa15JxXz",
+	"Jbevl6B3ydoT8Xmp5WyYl1LqO++CBU1Zl5ygYgAizRop5sxAy4mw+9kiD7pxcYOlMTyui+Y8tHgrGrN3",
+	"r5X4xMmJm0ph9HNvfkjWMd5wRGeV1OBCHBhB7BZvManxTPzYzblq8shj8WEChG10IldU2MjmflV5lS5h",
+	"Z1OCBaGzuujn7Uubes3iUtjeDTNt6G7597BCdMQmVFSq6O/1SSt7b+nf22aGaoWPVg+pwjM9KeWxtaDK",
+	"wxcQeEW2qyO6mjzxzsFDAY9brZQxd0qNrYuhzXhAVSABI7BxTJcXfn8pVdNEU9wQsTc5S9VWKi8IhbGs",
+	"+h6WffPOWbu35FZ2ud4aS/ZFniH0IHqWpynLyEjmIh5U+2fahKGhaO/t28o95bTtSIoxn+TGZiqsts6B",
+	"TUnjunAL7vX7NV/gzlfrGvvdJYfzthyvHrxaTpgrSWAbWcelzvbZs47r7K9Ra/DTpLy6HdBVSGhWE+c2",
+	"wQN5DZaBl+kaPkMvszC4GgrMWnIy2zVcKepQuCJ5elCpH5nRuXPK9apdWQZFmxp4dZGMgokw+Okrjqpc",
+	"LK9E4LsUcSHjJMfUmTOrkQ38ZJuAhDZXJRgKL7GlmjxSwMNPAakaet6qkffiz37aSWELlhklTWZgcX7b",
+	"yhr/GMne6xjZIXTyDWtiJqy4p7fENZr8ry9L/XRNs79C84Tmw1oVtfuuRI1wvRjAXKaMu4eB8cISbK/S",
+	"pbnHtW7Sxdq6w7zffxwZSQv/YvYCiq6vKtfsJnZ28WotYa98JUrZ7uPxLn0a7bCuS9J7Snd2m9bodtO8",
+	"V6/Pgau9Hye2ri6REU3CXrOSOlmbQa89UJIphUZE+JxqzvXVVLO1J4JhxXZoWRP6oSjkihX/dpdlmhaX",
+	"weg3/4yZ0pmcwx+//O3vtZ7TrjXlRgqlzbrFhTdx8ZcbGCJ+b+jGBPcqON6k0NX3ScUkKZ33vhl5gIXz",
+	"0AZ4rx9gC1PDuM2F/X7fK7+vAOFDi2rVGrQmGWNiKnMMl87odYVDPWnYryf4GhoTK2XIM3TttrUkE4b6",
+	"m5GGkJLr3M9eHzjXanutXYGB3QUVwMaQ13CRsgugKwiHUz1wmhppioT4DkW8bUkz9dLtWiD5fXII8CXl",
+	"R5tQ77VVnJqS3qpBmypUjq3DNYvR8WxjEhN+ycTGMXavZmdb8ZVVdTvP6/Y4VeWC7+oduY21GbQ0141Z",
+	"/+vsUHyuur8Fj+aaCkl31HeyAu8dwktzbdnDMT66j0aF/Wtn8fxrZ1ntYtHIAgvoekU+THCZkRGNLpiI",
+	"CRMTLphLBL57uU/tvNzxVKC06gy2YYYUpPvZrRC3ki0psb8tXLsvHi1AEzpneu3Xb0GlLj99A5WVx2We",
+	"RFBqYm9fQkjUacJ3SIewCSt3KQWscvyawJkImbH4oJ6BozSdpbaxAZ9hSxYN8T0vHr55OU2ZeL8ovA0e",
+	"WtCugUtRkbY8s6XRIFIpoxdsLcme2ttA/FzrxQU1H9ViLZv7nn3Pu8bjBHvjiCbJbU+TJisiGWDmxw0Z",
+	"OYevj0nGdJ4JFrvcNwHWWvhCYoOykGA3rppSnunovL+z+3hv/8kfvnpKR1HMxrfNXVtwM+EeVkDmrLli",
+	"7VAQlk7ZjGU0cSNNsK8QJCa4vCRM6FraUGMxw7dSXLYZTi9JozirfRRus1QD6+QKvYxEyyqgJ6nuZowm",
+	"yz4IFsSq1koHJFfodUQyHfnlfXVHqMOK9fVc+N1KyZbbfeMBltRWJGYVDQW8dJUlzXVOjQ342np/GsLu",
+	"XmB3Q2/isjh48+rN54suy3UJWpRprpaZeJufm7ON5QbFApoWXqbNNBsdCWu07yuJHhWDrAi/UhETIYsk",
+	"KK5cw14onZhCijCHsC+hcVzJjarYaMsSfo4FCRV7H6LZs7GZU27Yysa1acVehkEBkdWgPIwumhIPl+a1",
+	"PodqAsXeWzsfbFmbTo1zzG6dmLmQgOg+vnrlX1MdTW8pWvwj2ugIKkpJTTVcrRsuO5nVm3IH3ZgvBSlK",
+	"LjpVPLLI61epQ0WQt6IKQUocv5O6s5TaigVyaXmzIbk8Ey45sA2zDEKjQYTg3h8xDH13qtUScJLNJOdp",
+	"Vqtl1OHrY0ykK+tlzbOEx9VvucEhGzcLcCZM0S3f+0RAdgKyG5DH4AmEOkqZazKhqcIaSkejq0lmyxrf",
+	"HfS7tS6Cty+PIEy4hF8gC6W+Iz1hNBOK0JG0o15WlfjfI6EpZjROGr38froDNFBn9Q5lRKL+KK8EabsO",
+	"cZVC6c7mFFPW/OL7aXI+W1L8IseaQdq5MkuipHgUyltmPEm4l59yS8TxC5cbV/BcxOVuK0XfHecDK4Jy",
+	"VlwrV/d9QPpQjT1KmKrzk81y9BdjRov3pJ7vcRUuvH3puzoKxXMdsxgQPxu4DWGKgOADLO4EJJQpE5Tb",
+	"ToQn9r2Gx+AkolDNhZ4yzSOYGOGgNTAUYN9SNosoAuigQBf5p956sJt2IqmdczWlUkHj9I7f4bGS3Ajr",
+	"M3TsFtKcS4rkuKkPsnjZueHijbgDmvrCFqEfBpSMk+IdYDXcAT/ukaTjbbfqJK0l23gWSsE9GlJwmgl6",
+	"kcA8fG1mnb4rvcH14gQMVQvmnmKsOfR4T09Yk2dwC52tNnRib+gUxahInnE9P4VOLVXzCZu1/AVGUq6J",
+	"zWDjDmtFtqla1vLFyfg3Jy+CouMKNosZzYci/PPz5vYipSr0CAuGwqJHUXErEnkIxZKnMs8iN5qiabJm",
+	"rdOIO6qU2wa2TcuHMmwwl79xVPPdj2etxkzLqcx0N+GXLC5Na9DxvdVmcgadAiAho9qYxqqomNpXjKR6",
+	"CyMLAFpS1HYPfXhWNGYpWvMENuuTazUUYWmvhz3yQ0rf51D9jl4T5Q1ABrURNl+Ca6p16nHBJe6YM+w1",
+	"23Wqi3VxVHSZjEWMXzLl/E1MXPJMCrAl2+Hp89PT4x9enZ/98P3zV2GnRxAQY5nZUkv7JoCBK1I3wLDX",
+	"LSiq3YkCEAUAzLJ41RvKYw5vw/0jJyxb0NeQhF+ctxanG9jkONeHGLqr//K3v4cdixhFqx2a8u4Fm6uw",
+	"R441oUZXGNthffYd0F7EDe8binYIvYpDbPqLbZPMH7bD8ZJexx2YC03Jdz+euTb+VOM4wCuZJ/GtYGHo",
+	"YjNqOSSneQpjHbqQPaj5KGE4KeW7H88G5NvT3f0npK2m1BhYiDsdoyI8Nz88OsGfv/vx+9NOjxxNmTF9",
+	"BzAcgxphFCCOQ0nMaGz+R3OjkticSPOn3wOk0yNnCFM8hELGhQFhiWJDEdI0PXfZM73y9wMEFT5mln9u",
+	"/g7JbQ5jKMrT2AjcN8CpxnKJoxftU5ImFK3ew2NyKXlUnQdz4lZVjHl++NBJTPXwIWkDMrgejkPhy5QO",
+	"0NDDh4Weoh4+NHoepnGRhw/LD5kfzM3I0vSUzQ6KKvSsoq4NBY60KS0Hn5uWTCMgOIXVdVym5Ec2Ojk7",
+	"Qge330DZU6OGot5N+fC4ohDgGo2IqbdshkgmmbLMsIWhgEl5sYxy5/AC/gFyB9h3lpeZpeUQ25Cm/BEo",
+	"lynvzeksCTsHXiYp/k+Bf1Y7eVi5HRYIfTdgPDa2pnCjJGCIvDLWICzxn/6JHBljWsBZDkWXPHz43ekP",
+	"rx4+xOeuzGZclioVxOg/aNkrOldlsiosu5xRomKgJ2PXPoIi3q6VyQZpCTkpp0xxpqCnt1FTIj2ojuLF",
+	"nzL2M/a9wh5JezBWpNqxp4crP35m0NE88+bN8TNF2iEqrwNidNcw8ME440IrcskywJW9zgF5+NAolO4N",
+	"J98ckcePHz816w0LozO0KTuAfG/OjuyHoWsHPJlcGbhM6SVKC+gPEn4YYi3SsDX4MITWLsPWYNiyOWNF",
+	"XyJMGhu2gqHr+wK3/fK3vw9bNzchaSvGYDmVxiQGPUYZFdHUiPzQvD0MsDlNaF8TkjbOynWta2Ku0oQC",
+	"CzHLf8GVhtXjXFOzXlBmh63BT7/87e/vgqEfZS4X9f+JPEluwoAIdlX2rCCQJVQdyw+EQRWsfnXuUGje",
+	"GUInHSCYjNn5d8U9PRJC+xcQTm4+unlzwbL3+4bTw2cQhSSoLQMSS2x9lvME6mahRw+wGgsJYO3R/OHD",
+	"gaUb2+ZhxBJpTt2Gg6xUdW7CcnCTdeEY8iKHdjST6/9glmhf57V52CNl46iAsGsa6WSOcrYYaCdYsbxr",
+	"/fChIw43dxvnVL05+6b7VeH/evXmRXUyy9BgV78fgmTMRUo5SMs8y+SEasArpiKaMntz/JW5+YBQYT1L",
+	"RrgZiDcSoPXu452llxpX7cidx6oErMW1iGYZ8ABRGwNko4ho/hfjMSGzmI8hkMyEBpAKVmGQDxRJ5AT8",
+	"uMqWGdNifCt8b17O7eNujT/AUcmMT7iAVVohoFwem/0J/w1cUGYkMYQD+bVHP5ycnv9wcvzn41en6GgF",
+	"GaOnHM7d6HDtNGPYSQlH6SkSHto5ZtaTeYQTn7pn85QF9QGvAXlBle6C8dI9fhYeOCyCo7tOYVyCC8IG",
+	"xJtiFRAfst6LdfeEGT6Aak0FBECaQhKzL/MBO2HJQgtzSRQOlsyoyjNmYBa+Pjw7+ja03YZsi08coQsI",
+	"yzUxxpXqkfDZ8xfPz56HOInRl+wEm/uUrhvzfpR35jAnUsaB1T4LuYsLMfwZT72dAZS1dItzjO7YzcBC",
+	"Ld/oLp6J8cu//KvnsQ9sF2PPXgg7wE2KMnJL/07Em8UDDsKgpgbJPMBkPGr7A5j9jDM481iRMhFKOdF8",
+	"WGqeXAqzhbBQnkPyy9/+zQ7SsurZA9WoKRt1vV1FtQGxPVtRBP18pW3CstFup8AMLIuL5MyQkdFZzbc8",
+	"dZdECeUz0ga+sEzn7aDMLRRfEACl7jsgVvfFznOl+gsUdJVxzUpFGK4BShkdmLTDvf5j4jXikwKfUHja",
+	"oW9zIbRo3aQae0BfCiNndQUFdx/NYeAJIbB4q5fc1Rpr1v9hjB8p9t6piYZFEwz6CDGc1H+Bc7kzNoYx",
+	"MgZSOwZ3saskQqfR+1Lg1KJ3wrplLNte3enV6OshSORm50UHIMNVzb/T7LFocE8oSah5fVM/Y8FYbNPU",
+	"XT/gKGOxISOaqMa9g//K7Z1qlAwVfxVVJPyTv4U/hovOKZy9SarLX3RL2bmNbsHmJt8hRdpos0RUQJ0P",
+	"E7Fjvqg8W+vzux/PULex/Y/dYrgglLw5eeF4yIuipmiB1XrVRcD72ph5H3bgr2phEV6yA3vab1+SPA2a",
+	"yobss37p0FC0QRYWNUP2Hls3hH+UhUA98o3hNlTMiZCiWy3frrbsxXimYVFD4aqHQEuGl9tCT9R4/Iqi",
+	"5rIjZEHlbThqyHUms9AEqVpWVSk7YWwoMGSPXdDEBIkjJO3CTA5KZFWBZ10HjhepDtH0glkrC0PtQ7E4",
+	"Z92pRaD47u7vkzTjQlPD6A9Pj46PPa3PsARjCAGlgeQk0dRY950e+UZmZHdvKGA8e0DSQk8dGAop9CPD",
+	"SaqTjouZhHZqO4Gh7QZ2MLWdZKBR+JPzkWUEtmMnsE17d1C+224rbNBNBsZSZuGBr186Tgzm7EHzkuvz",
+	"5kule3eXLOmL2vCqwvOHu3FvK2oNbKuRauu25d1cBwYAOEKakoRrnTCSUA3e26E4tC/BDZC962sLNmsk",
+	"Qw4BhUaICByS8AtGVA68yWhWh8UKgZd53YXpUOzD+yAB0wJzgGvB7Bv/nM3e7eBghHLPme2lYMEODajU",
+	"ZLkYijataCwByQzNgrUGQ9upbZiZufOGNY4yRi8U5i44P0jHDvGzyxwKxs1h9sj3MEcyMwtMtVPOrU0P",
+	"jJga81tNDZmhp8bCDAFrnmQiyuZp4VGgZq9Do+uBuCt1nTrt2ZbyGGApqwNrXrTD18etoGUdC61Ba6fX",
+	"7/WhX6vT9bpCaqZag9bZPOURTTxld5zIq8E60fqnK8r1H3f7YeGnL7a32++TNiW7/V20oIdi2Fqcnj9s",
+	"DWyOpz3bgKB/oEBb3TkgU2SIyLXDZQ34D4YCisTohBVM0RhzJ2dHrxnLjooWbyFCWwoGw4ql0d+jCzgj",
+	"CoN7wWwQLAlsCzrw7Y3HLBsKLcswiO0Lb1+3Uq9tUj6somu7LvsW14AsurBgdeaqTVnGmW0QbCHfSGPF",
+	"1V2AZlW3ClMZrLqx4eSUtwatx71+7zH2L8YORI+m0LHxr+bfE9aQb2ROveRTaSZBdbGOwm/Pzl73MF6N",
+	"rrvjuDUw7/nWvjVoZdaVBF/b7fdvN33Y9YJoyYvWxkOFK00oG2YKv0l7lehja/DTO6/DUusFv2QCS3w1",
+	"nSjoU+k2qFrvzKMr4jxRkUjTCM875NOQI+z6j5N5NRlJqRuhXmTx3AnsmwG3+MaSKf+u3QDFIUQ3QWsP",
+	"v9700mKVj76msat8gEd21j9i07ArE9vh2acbP/tKanPYGB63bSrWPVqfpl3DpA+1eORP724qyHVWH5JZ",
+	"AZiHckW763c3hl4zOmMaxlYvKeoub3G7g7Lu1cjK3IiCu38A0iN0U/9SoQkda9uf7u1LN60CGJ8t2EfL",
+	"teBbAfkZ/Y5jO2SXXXOtBuRqOoe/zGqRu2p/8ADXZZ+3tjd0AD0OnlLvdHObvsequbBDEbq+qWHF0bhA",
+	"a1g1/vYlTnjA7Aem9NcSc7K3M6Ie3n1TTa6whfk16t5bhP4JDE9l8W+IAvd2Hq9/7EzKF9CN/ROTLJAq",
+	"IByefTOhria2qd+l+CMRHKJ02JjbFCI5WDeLZkmiHGlqSSaSYPdzLRczKXG6r/An7EN+oZYWHuCoBvoM",
+	"O6sopuzU/HGopnz/jSWdjyQH681/G8Thj1OGQRoL3C+0uEVa9OdH35Ees6KG5uPQopEx1QpL9KTheGYw",
+	"P9RBLWMZXU7KucN6SwnpxLak+RhEVClEbaSjLxLnE2B5mY4BnSxTybEy6NaIrquFV9vHdnT77Li+IUVT",
+	"5NLmRxc8FlG1KehcNAEcd16UC8ZS3Cs6wzS71h2czu4120eJ5TewxzImdGx7Xjwb4EaR9/alfb3T+CYY",
+	"U8MmaGFRsYSOWgUhG+e/KDxoC6TIxYQp7VW1fRxqrFdMbaQS9j/C5w+ji2VWn3dCWHb9hQfclwcAURFK",
+	"RubQMadroev4cmbgx4aX+iLMyf2QMnH4+rjMJXOVXoevjyEn838evnzR6G2wT56mLLqdw8GtqcS/ej55",
+	"I47VV7raiXNm90CqnVOWOnSAF61zg1lJHlMNkfDS8yvQksUdQRABxyRg3ibZ7z9uBOEJfnRrXjLUaLbm",
+	"KDvB3rE3QWu//3gThC+HYK06GvNavs7B5gW7V+JvMQHHxbqqGWNBkbWkp4xnNoVXYcCBG6kFcXIbJm/i",
+	"8glXNtAPpSC3Ep4v+Iwbxrb2RteH5d1HZOS4CWhA03DWPwjraJfjApQflY0v8u8NUOybYsyceWL36Uas",
+	"+yUVTptV9+fgnptYFdkePioXaPvuZpnCdOSCGU1JI9Sljfjm+gNFwgs2DzFTH/WUvcfEcKEne3mWDEUZ",
+	"mx2Q3f0nJKMiljMy4lp1wJs1lVcCw1hTljG/g6xVjuA3w8ZOvz3s7u4/6ZFTBoxtKKgiqzNYDkBfcvko",
+	"WCrsJaSEkJLTI6GgMxbaCDOkVpbLDoiQRbyrvNyxPXtJymSasFtQLoaMbGHEbUnXC9BBUc67j6Pc4eps",
+	"Z66NNLudj/LteKk/30bDL5gLqYOgAzbawyq6GED6odUQX1+2BPtUCWVdPAHr+BUznU3UTA95jsU3iRti",
+	"dGtdc29391Yf+57NT3Bk5udnj4hXhArH3JpZZE3Wg8GKDLO5Hcgzhg58w70u2LxHntsaBKACmz6AKZ0u",
+	"2A7Z3S5zQQqXs1bjJEOxgpXgagpWst4bgsuMf+0SFJe++olXUn8Dg1M/P06dsEt5sR6nbs3rXaDscudR",
+	"mUq1mdrpp15VFU/pNCqqjaDnM9ZrVC6Pyi/+pvXLYh+bqJgl2L4omWuVzMjHEIfv3sVNFM3i9h4Jx3mS",
+	"nKMmZvS0jM9mLD4gIZtRnoQ2zZUKEv4Pmwmj5IyhZ00KMpJ6OhSKxzZJX4D3TTMFPQJsNZCdUcfHnMWd",
+	"JTob5E6WacnLVbgjrznXr1KLKxb4eRS5Ej5rlLgSCb5obl80t3WaG/Gb4jWynQWZuVZ9O6lVzwxsYYGq",
+	"JgBi9Q9odl43nzE6cVRph3g+UUwLsXU6OEda2Ow5HIlaJvmWL+I4uLFHDqHivvFjHIQ8Zm4PRdv5+t6+",
+	"JEWr+I4rT7wrn0Mg+HzuFipmhZT9cqx1NPzP9tbj3wDt3lZRRWLfTiZOZVZ/A4s9FI2IM2IRnTFELEyh",
+	"5Bp6j+PMEig+gwz0ucuCPpIxg2zUcjb3PdjB7Z22W2MhzzNwj6/nIIFTsRd84yuIof8JJWcpMb9YcltE",
+	"kD9DD5YN0OMOlhykN2NryZo2bGtHvbLRopAeikcHvm4cOIXY/KMcrxOStq0jjxJGjXzQnWAoQlehGJI2",
+	"FFBE9kNXUyMKZjS9hxqcQ01slSI+ohZr27l/4kDzWlpEKCzXYr+Ivs8h+rAQqtTcqtP3ptQW31RIaKmk",
+	"u72a/Vm5GBLKLTTlsmRjM++SX8xX8y7ZOr5k7krhpWJO68V6RpkVZTHQh8iD/5I453G5vAXOW/flJJ5q",
+	"rqpTcXpL2p4VozI3Q76GMTeNy6hm0NkU1QWUW7Km6iDOcmG3bB7/23LVVacirnHVee2avrjq1rnquE9B",
+	"ldwcvLiBq65mTPj9KjA87Ap/wchFUvfKrXvklTVzocQSyviGwvbocZMd7+ePO/Yavv8q/XH1wbef2B/n",
+	"t8pv1GSK06p2Tf7H88jtfTpNpWLNYeuQojWrzGyjNBwgHEssYibs2tB0W2Z+kyZb+z0UKKU7Tpkpey05",
+	"beaLw3EzznnqWvb5vG8Z/1zQpG4VMq7pCYs+xKLVT4NP0PcEktIPOBSFI3A7fkCfv37xA/52jKGzeilH",
+	"4f7DTPJ/TCfgBjQdLDeFGggWVJ4AitRsGZqhRTsCrTHPdgVB9T+d1Pdk/Rdf4rZ9iRth2TadiT8WTREq",
+	"AsLTxIOiWd0qh2O1L30Y1Ez1Jm8juZezcSg28jZWaeYj6uifx9u4llqdt3GZhv5FwH5uAYu9W41ezrIq",
+	"3Rkz2Tom64G5umOy7hn77+aZbDA1b6dZP0KV9/aVgytLBo/gpXWdfLyyO1vsAu7KKt7QrpWKuW0s2VBF",
+	"67Vca3v6gne90yN7/adY24NOEleX6PVnu7O7BD7z69A+Ssvlv68esonBfWQp+9eQaANHcg+r9xET8ZYJ",
+	"81BdqMowCuwOYRQZ6MsIjVvqjalsM7R0aTW77ceI5bxQUOs3SqzSJnSROB/Nz3PFMkOfh0UDst2yAYU3",
+	"/aVoPVrJw4D2b9jA0jX5t30vR8x2kmnv9Z8OLGEA8QulGY07BwTXW+tpiQ1ESwZhb4IOiEJ2ZXp3u5+J",
+	"eAWX2P00XOI57Kd+hlQRl9L5hWF8ZobxXMTV+MAkoxEb50kyvy3juHRjNJd3KbOCF42Yhem8AZFJ7HXm",
+	"fyWhhT4X1DqjVoQXn1/a6uWPJg7hC8uiW2d2Zji4+b7Y4tvE0IqG/kCRpGgR7AC+Vet8CXZzofhkugK/",
+	"YXZkhZKK1mBB3SnMFVERNvq0A0782MEDtWQ6DXTyhlLOSQbDtH+Wox4JMQYOifdh6toUlw0Wf5YjckXN",
+	"Cto0UdINkhmKjOmMM2WMf9sVNiz9iVkuFIQ0hGsc4/UexhE6IUwJCQ+sSJzRmHXzdChgawr7GAupzy3J",
+	"jWB6kEuY1RJBMMASTW+TMoNLRYRSpYxF005vKJ7TaFreOycTpovgpjXYZMZC1PmxdYjrmYpsgyYuDZjH",
+	"TESMvM+lZupgKGyTK/g7RPl7ybIR1XxGVD7CqPzioN1iPrRtQwIGIrZtjTOZpuYEYUCjzIVtdx3aH87d",
+	"Iow+EspLltEkObc7+CP5r3+3SPCf/wHXyC//5/+WFwMCCGBeryXZJTGL+IwmKgDw5Lbre3Wmr7FK9paM",
+	"vTY6jPazRGQ2FMaeFZJQQZO54grqMPCaLnA7tpaxvYVDD9TGdl3gM7U09FGNFvuNZW1F7FK/MOktl9HR",
+	"Wn+3B6qAdYU/2+O5u++00cb4S85yKEoSRr906Ii5Dg5VPZQ3ajqmPog5joWyjasBna+QleNLhsIi9YHt",
+	"oYobsIaIx3Gt0YBNeGEQFHhR45LkDCcec8HVlKl7uAAyluViOS3tfhJaAoDHBzjcAtv3qTxxtfnL+gk7",
+	"6IVf1P7PS6+HBrv/Wg82gDbSTK1L1CI37iKiybb9eTAMyI1hKDq+UzvjAucSFt/HSR2Yg+HmPGBfO1cG",
+	"lCSExzj0whuPZ7u8TOil0XpgVodtrBdRQajWRuUoeoknCY5bNvI00vWh+2U//N3+Xr1PrJt+5YZSGDL3",
+	"x04gSyom1K3oeGkbTh0ZiH+cOIr/hbt2i7U90hCCMJalgOE/JO2/ktia6ZN6/vf7uxsB+c9Usyuc6by/",
+	"ye7t/Wc40Xq7Lcy8eas/vbsJPiyZXFzvbXaCPWN9Wm8jp5jJmHU8pmZZxnqepuJ0yyztrDaRwHGqcoKA",
+	"nfhZdPMk7fVN/zWZSaWH4ske+Z5/bafLlXq/mxHMtSNCX0crx47KlAmPWRZu0cPjCsdE/cYf/FGdNEDa",
+	"u/2dgCwM2Ows4YgQO96MJZL9/u6jfd+IefuyzKwrpkov8E0DXsvTTp+93php2vNvTOB+sr//+Mm6FO5G",
+	"A6Q42uLkCB5cr1VntEHrujuj192RjOfd0RwaSMCHb5dpurCPjddpQfqFX3/h19vm18+vrRPY09geeG2M",
+	"bdMvRqrKGmJkEzdvHFkTjpmOpu3aMJaAfMBxUAMybL3+4fRs2Aogg2aA3zb3BW6M2YB8GLZ8HjxsDYZi",
+	"WKcw84phq9LQbNgy73cjXlrk96RpwsvNTQf1VjEUYRr1FNMnbCY1e1aSZPuDBuY/bOH+zcdUnA4IvaJc",
+	"G9Orp9m1bnduOphdsEayaTfYfouy7RuZlVNIcbos7nZB6rCMxDxjkU7mA8fFcb4xFYSlUzZjGU3syP6h",
+	"sOP1R+DxbJBg1fEgIGScXLUrKKr73Yxs4WyDoTBC1ykMtcmIq2ydcL1+PxQfR5phwcSp3+n1I/rTKt9Z",
+	"IirqZ1b0cvtHlxtfxMA6MWATLZdg0N1VeE0zvWUG99qNJFMLLMhLbDAcBqMt2EU8NH+EZj9SxG60qvlh",
+	"BBMv4jkM0uuShw93+/2HDwuGCANRaTyHUpEFf73LF6hwmM7An3lqR1XjDHM7Fc2o+lQvDEarDiPVkvws",
+	"uei5Ve2aVS1OZbODeHB/TV/GItJyemmIU6cwdQLmKkIGe3thlhuMOpdJstSN6Abo7/WfOohVoFOkebUb",
+	"R2cGlWQt9OjY8aVmae7lu/ByCAnRc3YdMRazOCy5tc36c0dhpw8qMqPXfJbPoCWZFLZrM+TsV8atqoCE",
+	"GdXsHOYNem/miuTmNLBnvJaSzKiYu26Dqke+lnqKk8HhcL3R2SEg0wlL7bhJ8FUVS4DdgVNcCh9iagpD",
+	"54XBu3vk+MLrV9TxVanpW3kFeZbQaZ/acdnl6BjrXQfQYlGiJaD2OMPeOwrHkrO4E5C+eeRJvzcUYT8s",
+	"W2jbLB5yOFJM6EF16rqbvt/e7RNFcpEwVeoSLF5wxRXNsXf7zWW/ZheVet+xzGZUtwatWOajhLWClkWN",
+	"1uAJlv/iH/3CchT5bASDXxarkm1ttuWP3WgqFRPQ4LftzMjd/f1qk1sYIzyGaZmukjrThGrNZql2c4kx",
+	"Chz7k0IzFsmJ4MqgkCpmbPbIKTxfIVYYxVqiEo69JFd0jkADOKEiXQKqNqhyaY30/v46A/tjFjTDZq0o",
+	"b1Z7PC594E2eVHSuyFReFYzUCNpthmVgZa8x7NS0ttMFXn2AKq49f2C7jsfq/9ZVJJ8qKvMZS6KQKCuJ",
+	"J21PmC7JjWm0ll9ImRIpyqzIsBjdarSQmcxYh2QUJ1BNqQAMMtzlfc6jC2fN2QbgU+lqUyxnGQqZMmGH",
+	"wNa0nB6B3I7dft9ZgmScMTUlYWUS+wFhNEs4zM5lwM/m5JImPHY16diRP2TXqRFh51SvNIerQ2yWt85Y",
+	"nJLhJswoScY0AwGFGSAyi1m2rJUGaExDEcL/YTiMN9zbNs7MGUaRlys1ZR87l3yCmiaEtmCeHHSpQwCj",
+	"ncvicvjgoOhZZ86TXBleAfk7I0ZoHDdPJ5yw6lCa9Y08CkjZqB2CZwK2q8UekEltJ4f7Ae4K1tZZ1luj",
+	"AF2zpOVCP9lrNcpWmyT0kaWGB6VlWYJlwPBLCspHSUHRPqY65udd3G5i4MKI5KW85JCEml1rTJTt2nnK",
+	"izllAzutytK4ZTSW1NvW6npBle5CRmr3+FkYDAUfG4NBd2zOHjPsVLArHGDt8q3t+FFywlQ+M3JogDe6",
+	"t8PKHigS8ngA/IhrNRRAuqguOvMc/HtGTfT9a9VFDexU62KkqmLlOOsZV6qc6o6NNhXzrugrDvn3Q4GJ",
+	"vTDnP4T1DdxyjSHHY/cdxd7btwckjKmm7oeSJE/tNr87/eGVW8kvf/s3bKsNFhf8DgZgOIARFl1qDDe8",
+	"DVKJZmjMCTfqdWffmSYHhE8EDpnt+atlIi6X9OEG37WavdeSDJ2IOEAeT5yIhZOOEqlsqSaiVI88k+BC",
+	"LM7HmeoMG0kMBZCP8gbi20edidje6+8EZK+/F5Bf/vb3DqQzySzmgmZzgB6B1E9nacE7Dyuz9Ae+ifzd",
+	"j2cgISvecaypW0gZA3Fvczza40zOhgIWZbCyyX0edrBRFKupCgQEBymIOAAD0zmoHwxFCIh1KvMsYqGL",
+	"gTo/ABOx8//3iO0IRTVRU5nprsGIOCiX3VWRTCHFwSyaq6HAoYyY72mW9ubkBWlTHxwyKwa0GHWKQfIu",
+	"zBAIbBsI1I1iY8x5U/4L8zWRE9VshZuD3FxYn608gCUgdym//paWSmzvyWWm3l7/6ZMN+mEtrtwqXchC",
+	"LadBGi/cMixi5rwOfDTPDP9jytIF171lpmqFo1VWnxozOjPP/O+f+t2n7z7sBDtPb37XuouRuiAVKsO4",
+	"WobH7UCKssf8hsIylGHLcD4DsmFLpYxesGzYGgxbXrhl2AqG8BH44VuWJDIgagpRfkZGbMLFn+Aertns",
+	"nMf4vPn3DlxGv9mwNRjTRLFgaEMQ8TnFN+72d590d3a6u0/OdvqDfn/Qf/y/hq0bwxV8Lmr+LnlisYGb",
+	"YRUvNopOw3scw/uiR6mP7MzHC3ZYSbOD/y9A9gsO/m9kksirukSDDibtU2BmXZhsi2K+s0RjazRXjwWh",
+	"jqMPSGi0HY+nt/MsIb8nD/7kM6A/PiC/J0xEMmZvTo6PHHDaTWyu03HFhVxpJgoHpWENMSKgMgwIdRHg",
+	"2iBhocaBhDOmFJ0wwywrosYwHyZio1dVlTijbLFkXNQNl+pVjxwl0IoRZs04Md66lxrrik027BpZ3H7X",
+	"kSSvi+/9pieSuG1s0uWwgNmXJodrmxymHno4BlBe22QaSdF5DWwROzi4KKSqlBj1yI8Mk/gxTz+h2vAj",
+	"LdEaAs//YCjCfu9J+Cjs9/YsdT8OH4W7IZkxKjyv+AuYPTlBxT2jHDxi3vgSOSah5jphIdo5XgETNGzx",
+	"Bqbct4uiw85faxNFt77P00OxgM6akSYOk75MNPnSYHD9RJO0pLkmxlUXtxu3FvQ4GvYdkJ7DIGNjljER",
+	"MXXfxoAey/jSF/C307aobKtd4kKliNhNwTEXZ66gfrt9ALdESYhU6ylp+VyP5Tjc/2TCoxQaX4zRrQ/1",
+	"WIsZn3qkB+pzAQm9R0P03IW+phmSNjoW/ZZ6Q4E99YxZdGB1QJc+mgv+Pmegw1rfodvovWd9VKjk4+l2",
+	"n6f33jrydK33luh2X0RY/JtuSbdOCbu9g+udeSK7XO409wqsMDZg7raTSWIZ5Riuc2YikRmfcAFx7TxL",
+	"WoPWo9aiS/uwUraVC5LICJIIML42oxfMXA7Lt0y1TgePHsF9U6n04Kv+V33gbhYOC9PyZMJcp+DSRRyT",
+	"sczsMO5mk7n0iZeAXdzAaxiovvh673Fvhsni855aY+NgPPMavrQhFAR9egPbZCsousB0vI94qS7NgQM/",
+	"5FE6GgMsZ3eV/DIjY4lJhuCx9D7gOSebP7C+B8Ga1i/LwF/UZC9+96islS4co9Bentj+Ll6mFzmR0Cak",
+	"oaCizGbukUOIZCnIrCGFlHmgXBBr4dkyQlYJJaFYckNbbPp2ww4yBkmLNFHV5poPFPS9gZTYNgg+zC/2",
+	"D70Y17z43tMyQfuXf/nXSlOUVxJzT517WQ0ILUOZLC5rHFOWdR1sMD6GSTZDYYNMkHI6klJXdgvgETRp",
+	"WNa3jCZ6WoR8D18fE+8G6xA2S/SXZKWXfXsh6VXr5t3N/wsAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -137,8 +137,8 @@ func TestSpecConventions(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != 35 {
-		t.Errorf("%d operations, want 35", len(seen))
+	if len(seen) != 37 {
+		t.Errorf("%d operations, want 37", len(seen))
 	}
 }
 
@@ -233,6 +233,8 @@ func TestSecurity(t *testing.T) {
 		"deleteAPIKey":       {SchemeTenantAPIKey, SchemeTenantJWT},
 		"streamTranscript":   {SchemeInterviewAccessQuery, SchemeTenantAPIKey, SchemeTenantJWT},
 		"updateInterview":    {SchemeTenantAPIKey, SchemeTenantJWT},
+		"getInsights":        {SchemeTenantAPIKey, SchemeTenantJWT},
+		"rerunInsights":      {SchemeTenantAPIKey, SchemeTenantJWT},
 		"deleteCandidate":    {SchemeTenantAPIKey, SchemeTenantJWT},
 		"postSessionSDP":     {SchemeInterviewAccessToken, SchemeTenantJWT},
 		"createSessionToken": {SchemeInterviewAccessToken, SchemeTenantJWT},
@@ -248,8 +250,8 @@ func TestSecurity(t *testing.T) {
 			t.Errorf("Security()[%s] = %v, want %v", op, got[op], schemes)
 		}
 	}
-	if len(got) != 35 {
-		t.Errorf("Security() has %d operations, want 35", len(got))
+	if len(got) != 37 {
+		t.Errorf("Security() has %d operations, want 37", len(got))
 	}
 	got["createPosition"][0] = "changed"
 	if Security()["createPosition"][0] != SchemeTenantAPIKey {

@@ -89,6 +89,8 @@ func (s stub) DeletePosition(c echo.Context, _ ID) error  { return s.answer(c, "
 func (s stub) UpdateCandidate(c echo.Context, _ ID) error { return s.answer(c, "updateCandidate") }
 func (s stub) DeleteCandidate(c echo.Context, _ ID) error { return s.answer(c, "deleteCandidate") }
 func (s stub) UpdateInterview(c echo.Context, _ ID) error { return s.answer(c, "updateInterview") }
+func (s stub) GetInsights(c echo.Context, _ ID) error     { return s.answer(c, "getInsights") }
+func (s stub) RerunInsights(c echo.Context, _ ID) error   { return s.answer(c, "rerunInsights") }
 func (s stub) DeleteInterview(c echo.Context, _ ID) error { return s.answer(c, "deleteInterview") }
 func (s stub) StreamTranscript(c echo.Context, _ ID, _ StreamTranscriptParams) error {
 	return s.answer(c, "streamTranscript")
