@@ -6,7 +6,9 @@
 // see ICE connect and the events channel open, type an answer and see it
 // and the interviewer's next question in the live transcript (whose first
 // stream is cut, to see the page resume it with Last-Event-ID), end the
-// interview, see it completed, and check that no sessionvm process is left.
+// interview, see it completed and its insights (scores per competency,
+// evidence linked to transcript lines), and check that no sessionvm
+// process is left.
 // Meanwhile a page on another origin (a tiny static server on another port,
 // allowed by CORS_ORIGINS) follows the same live transcript with a plain
 // EventSource authenticated by the interview's access token in the URL, and
@@ -343,6 +345,27 @@ async function main() {
     await shows("#notice", /Interview ended: completed/);
     assert.ok(await page.isDisabled("#answer"), "the answer box is off once the interview ended");
     log("ended: completed (ended_by_user), transcript complete");
+
+    // The insights: the simulated scorer's analysis appears, one score per
+    // competency, and every quoted piece of evidence links to a transcript
+    // line that holds it verbatim.
+    await shows("#insights-state", /\(ready\)/);
+    await shows("#insights-overall", /Overall \d\.\d\d \/ 5 .*simulated scorer/);
+    const scored = await page.$$eval("#insights .competency strong", (els) => els.map((e) => e.textContent));
+    assert.equal(scored.length, 2, `one score per competency: ${scored}`);
+    for (const [i, name] of ["Go", "PostgreSQL"].entries()) {
+      assert.match(scored[i], new RegExp(`^${name} \\(weight \\d+\\): [1-5]/5$`));
+    }
+    const quotes = await page.$$eval("#insights .evidence", (els) => els.map((a) => {
+      const seg = document.querySelector(a.getAttribute("href"));
+      return { quote: a.textContent.replace(/^“(.*)” \(line \d+\)$/s, "$1"), line: seg ? seg.textContent : null };
+    }));
+    for (const q of quotes) {
+      assert.ok(q.line !== null, `the evidence links to a transcript line: ${JSON.stringify(q)}`);
+      assert.ok(q.line.includes(q.quote), `the quote is verbatim in its line: ${JSON.stringify(q)}`);
+    }
+    await shows("#timeline", /completed → completed \(insights_ready\)/);
+    log(`insights ready: ${scored.join("; ")}; ${quotes.length} quote(s), each in its transcript line`);
     await eventually("the other origin's EventSource to receive the end event", 30 * SECOND,
       async () => (await appPage.evaluate(() => window.got)).ended);
     await appPage.close();

@@ -146,7 +146,7 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[JobArgs]) error {
 	if !ok {
 		return nil // erased, or already finished
 	}
-	log := w.cfg.Logger.With("interview_id", a.InterviewID, "attempt", attempts)
+	log := w.cfg.Logger.With("session_id", a.InterviewID, "attempt", attempts)
 	start := time.Now()
 	in, err := w.load(ctx, a)
 	if session.ErrorCode(err) == session.ENOTFOUND {
@@ -297,6 +297,12 @@ func newWorkerMetrics(reg prometheus.Registerer) (*workerMetrics, error) {
 			Help: "Model tokens spent by analyses, by direction (input, output).",
 		}, []string{"direction"}),
 	}
+	// Series an alert divides by exist from the start.
+	for _, o := range []string{"ready", "failed", "not_applicable", "retry"} {
+		m.analyses.WithLabelValues(o, "")
+	}
+	m.tokenSum.WithLabelValues("input")
+	m.tokenSum.WithLabelValues("output")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.analyses, m.duration, m.tokenSum} {
 			if err := reg.Register(c); err != nil {

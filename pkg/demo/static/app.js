@@ -22,6 +22,7 @@ const state = {
   stop: null,      // AbortController ending the room's loops
   starting: false, // a start is under way
   lastSeq: 0,      // last transcript seq received (Last-Event-ID)
+  insights: null,  // AbortController of the insights poll
 };
 
 // ---- messages and the API
@@ -133,6 +134,8 @@ async function schedule() {
   state.lastSeq = 0;
   $("transcript").replaceChildren();
   $("timeline").replaceChildren();
+  $("insights").replaceChildren();
+  text("insights-state", "");
   for (const id of ["connection", "channel", "mic", "machine"]) text(id, "—");
   render(body);
   text("interview-out", `✓ Interview ${short(body.id)} scheduled for ${state.candidate.full_name}.`);
@@ -288,6 +291,8 @@ function hangUp() {
 }
 
 function leaveRoom() {
+  state.insights?.abort();
+  state.insights = null;
   state.stop?.abort();
   state.stop = null;
   hangUp();
@@ -320,6 +325,7 @@ async function watch(id, signal) {
       if (signal.aborted) return;
       render(iv.body);
       $("timeline").replaceChildren(...events.body.items.map(timelineItem));
+      if (iv.body.status === "completed") watchInsights(id);
       if (TERMINAL.includes(iv.body.status)) return;
     } catch (e) {
       showError(e);
@@ -338,6 +344,92 @@ function timelineItem(ev) {
   actor.textContent = ` by ${ev.actor}`;
   li.append(at, `${ev.from} → ${ev.to}${ev.reason ? ` (${ev.reason})` : ""}`, actor);
   return li;
+}
+
+// ---- insights: the analysis of a completed interview, scored per
+// competency with evidence quoted from the transcript (each quote links to
+// its segment).
+
+const INSIGHTS_FINAL = ["ready", "failed", "not_applicable"];
+
+async function watchInsights(id) {
+  state.insights?.abort();
+  const stop = new AbortController();
+  state.insights = stop;
+  text("insights-state", "(analysing…)");
+  while (!stop.signal.aborted) {
+    try {
+      const res = await fetch(`/v1/interviews/${id}/insights`, { headers: { Authorization: `Bearer ${state.token}` } });
+      if (stop.signal.aborted) return;
+      if (res.ok) {
+        const ins = await res.json();
+        text("insights-state", `(${ins.status})`);
+        if (INSIGHTS_FINAL.includes(ins.status)) {
+          renderInsights(ins);
+          const events = await api("GET", `/v1/interviews/${id}/events`);
+          $("timeline").replaceChildren(...events.body.items.map(timelineItem));
+          return;
+        }
+      } else if (res.status !== 404) {
+        throw await errorOf(res, "insights");
+      }
+    } catch (e) {
+      showError(e);
+    }
+    await sleep(1000);
+  }
+}
+
+function renderInsights(ins) {
+  const box = $("insights");
+  box.replaceChildren();
+  if (ins.status !== "ready") {
+    const p = document.createElement("p");
+    p.className = "insights-error";
+    p.textContent = `${ins.status}: ${ins.error || ""}`;
+    box.append(p);
+    return;
+  }
+  const head = document.createElement("p");
+  head.id = "insights-overall";
+  head.textContent = `Overall ${ins.overall_score.toFixed(2)} / 5 · ${ins.recommendation.replace("_", " ")}` +
+    ` · ${ins.simulated ? "simulated scorer (not a model)" : ins.model}` +
+    ` · ${ins.usage.input_tokens}+${ins.usage.output_tokens} tokens`;
+  const summary = document.createElement("p");
+  summary.textContent = ins.summary;
+  box.append(head, summary);
+  const list = document.createElement("ul");
+  list.className = "competencies";
+  for (const c of ins.competencies) {
+    const li = document.createElement("li");
+    li.className = "competency";
+    li.dataset.name = c.name;
+    const title = document.createElement("strong");
+    title.textContent = `${c.name} (weight ${c.weight}): ${c.score}/5`;
+    const why = document.createElement("div");
+    why.textContent = c.rationale;
+    li.append(title, why);
+    for (const ev of c.evidence) {
+      const q = document.createElement("a");
+      q.className = "evidence";
+      q.href = `#seg-${ev.seq}`;
+      q.dataset.seq = ev.seq;
+      q.textContent = `“${ev.quote}” (line ${ev.seq})`;
+      q.addEventListener("click", () => {
+        const seg = $("transcript").querySelector(`[data-seq="${ev.seq}"]`);
+        seg?.classList.add("quoted");
+      });
+      li.append(q);
+    }
+    list.append(li);
+  }
+  box.append(list);
+  if (ins.dropped_evidence) {
+    const d = document.createElement("p");
+    d.className = "muted";
+    d.textContent = `${ins.dropped_evidence} quote(s) not found verbatim in the transcript were dropped.`;
+    box.append(d);
+  }
 }
 
 // ---- the live transcript: server-sent events read with fetch() (an
@@ -402,6 +494,7 @@ function addSegment(seg) {
   if ($("transcript").querySelector(`[data-seq="${seg.seq}"]`)) return;
   const li = document.createElement("li");
   li.dataset.seq = seg.seq;
+  li.id = `seg-${seg.seq}`;
   li.className = seg.speaker + (seg.failed ? " failed" : "");
   const who = document.createElement("span");
   who.className = "who";
