@@ -80,6 +80,14 @@ func promtool(t *testing.T) string {
 	return p
 }
 
+// doublePrefixed are the families whose own names start with interview_
+// (pkg/provision's), so the controller's prefix makes them
+// interview_interview_…; any other such family was prefixed by its package
+// and again by the controller.
+var doublePrefixed = map[string]bool{
+	"start_duration_seconds": true, "start_phase_seconds": true, "duration_seconds": true,
+}
+
 // checkMetrics runs `promtool check metrics` on a scrape, which must find
 // nothing, and checks that every family is namespaced: interview_, or the
 // Go runtime's and the process's standard go_* and process_*.
@@ -100,6 +108,9 @@ func checkMetrics(t *testing.T, s scrape) {
 	for name, typ := range s.types {
 		if !strings.HasPrefix(name, "interview_") && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
 			t.Errorf("family %s lacks the interview_ namespace", name)
+		}
+		if rest, ok := strings.CutPrefix(name, "interview_interview_"); ok && !doublePrefixed[rest] {
+			t.Errorf("family %s is prefixed twice: its package must name it without interview_", name)
 		}
 		if typ == "counter" && !strings.HasSuffix(name, "_total") {
 			t.Errorf("counter %s does not end in _total", name)
