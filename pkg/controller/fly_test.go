@@ -346,9 +346,9 @@ func TestFly429BurstsAreAbsorbed(t *testing.T) {
 	for sample, want := range map[string]float64{
 		`interview_flymachines_requests_total{code="429",op="create"}`: 3,
 		`interview_flymachines_requests_total{code="200",op="create"}`: 1,
-		`flymachines_retries_total{op="create"}`:                       3,
-		`flymachines_retries_total{op="wait"}`:                         2,
-		`flymachines_retries_total{op="get"}`:                          2,
+		`interview_flymachines_retries_total{op="create"}`:             3,
+		`interview_flymachines_retries_total{op="wait"}`:               2,
+		`interview_flymachines_retries_total{op="get"}`:                2,
 	} {
 		if got := f.metric(t, sample); got != want {
 			t.Errorf("%s = %v, want %v", sample, got, want)
