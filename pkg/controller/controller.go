@@ -129,7 +129,15 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 			defer cancel()
 			if err := jc.Stop(sctx); err != nil {
-				logger.Warn("stop job queue", "error", err)
+				// Jobs still running past the grace period are cancelled:
+				// they return (an analysis snoozes) and any replica runs
+				// them again, rather than waiting for River's rescuer.
+				logger.Warn("stop job queue: cancelling the jobs still running", "error", err)
+				cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := jc.StopAndCancel(cctx); err != nil {
+					logger.Warn("stop job queue", "error", err)
+				}
 			}
 		}()
 	}

@@ -49,6 +49,9 @@ type controller struct {
 	base  string
 	dbURL string
 	logs  *syncBuffer // the controller's log lines
+	// stop shuts the controller down (as SIGTERM does) and returns what
+	// it exited with; later calls return the same.
+	stop func() error
 }
 
 // startController runs the whole controller in-process on a fresh database
@@ -73,16 +76,24 @@ func startController(t *testing.T, extraEnv map[string]string) *controller {
 	}()
 	select {
 	case addr := <-ready:
+		var once sync.Once
+		var exitErr error
+		stop := func() error {
+			once.Do(func() {
+				cancel()
+				exitErr = <-done
+			})
+			return exitErr
+		}
 		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Errorf("controller exited with %v", err)
 			}
 			if t.Failed() {
 				t.Logf("controller log:\n%s", logs.String())
 			}
 		})
-		return &controller{base: "http://" + addr, dbURL: dbURL, logs: logs}
+		return &controller{base: "http://" + addr, dbURL: dbURL, logs: logs, stop: stop}
 	case err := <-done:
 		cancel()
 		t.Fatalf("controller did not start: %v\n%s", err, logs.String())

@@ -277,3 +277,67 @@ func TestInsightsTwoReplicasOneRow(t *testing.T) {
 		}
 	}
 }
+
+// A controller stopped in the middle of an analysis (its request to the
+// API hanging) cancels it on the way out; the other replica runs it again
+// and there is still exactly one insights row, finished once.
+func TestInsightsSurviveAStoppedReplica(t *testing.T) {
+	fake := responsestest.NewServer(responsestest.Config{APIKey: "sk-test-insights-key"})
+	defer fake.Close()
+	env := map[string]string{
+		"REALTIME": "synthetic", "SYNTHETIC_TURN": "50ms", "SHUTDOWN_TIMEOUT": "1s",
+		"INSIGHTS": "openai", "OPENAI_API_KEY": "sk-test-insights-key", "OPENAI_BASE_URL": fake.BaseURL(),
+	}
+	a := startController(t, env)
+	tok := token(t, uuid.NewString(), "recruiter")
+	fake.Script(responsestest.Behavior{Hang: true}, responsestest.Behavior{Answer: fakeAnswer})
+	id, text := a.completedInterview(t, tok)
+	select {
+	case <-fake.Hanging():
+	case <-time.After(90 * time.Second):
+		t.Fatal("the analysis never reached the API")
+	}
+	if s := a.mustCall(t, 200, "GET", "/v1/interviews/"+id+"/insights", tok, nil)["status"]; s != "running" {
+		t.Fatalf("insights status while the API hangs = %v, want running", s)
+	}
+	bEnv := map[string]string{"DATABASE_URL": a.dbURL}
+	for k, v := range env {
+		bEnv[k] = v
+	}
+	b := startController(t, bEnv)
+	if err := a.stop(); err != nil {
+		t.Fatalf("stopping the first replica: %v", err)
+	}
+	in := b.insightsWhen(t, tok, id, "ready", "failed")
+	checkReady(t, in, text)
+	if in["attempts"].(float64) != 2 {
+		t.Errorf("attempts = %v, want 2 (the cancelled one and the one that finished)", in["attempts"])
+	}
+	if n := insightsRows(t, a.dbURL, id); n != 1 {
+		t.Errorf("%d insights rows, want 1", n)
+	}
+	if got := b.insightsEvents(t, tok, id); strings.Join(got, ",") != "insights_ready" {
+		t.Errorf("insights events = %v, want one insights_ready", got)
+	}
+}
+
+// An interview that completes without a word from the candidate has
+// nothing to score: not_applicable, with the reason, and no scores.
+func TestInsightsNotApplicableWithoutCandidateSpeech(t *testing.T) {
+	c := startController(t, nil)
+	tok := token(t, uuid.NewString(), "recruiter")
+	id := c.seed(t, tok)
+	c.mustCall(t, 200, "POST", "/v1/interviews/"+id+"/start?wait=30", tok, nil)
+	c.mustCall(t, 202, "POST", "/v1/interviews/"+id+"/end", tok, nil)
+	eventually(t, "the interview to complete", 60*time.Second, func() bool {
+		return c.mustCall(t, 200, "GET", "/v1/interviews/"+id, tok, nil)["status"] == "completed"
+	})
+	in := c.insightsWhen(t, tok, id, "ready", "failed", "not_applicable")
+	if e, _ := in["error"].(string); in["status"] != "not_applicable" || !strings.Contains(e, "no candidate speech") ||
+		in["overall_score"] != nil || len(in["competencies"].([]any)) != 0 {
+		t.Errorf("insights = %v", in)
+	}
+	if got := c.insightsEvents(t, tok, id); strings.Join(got, ",") != "insights_failed" {
+		t.Errorf("insights events = %v, want [insights_failed]", got)
+	}
+}
