@@ -150,7 +150,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
 		Demo: demoPage(cfg.Demo), CORSOrigins: controlapi.ParseOrigins(cfg.CORSOrigins),
-		Insights: ins,
+		Insights:        ins,
 		SeparateMetrics: lns.metrics != nil, SeparateInternal: lns.internal != nil,
 	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, registry)
 	if err != nil {
