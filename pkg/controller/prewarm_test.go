@@ -99,6 +99,17 @@ func TestFlyScheduledInterviewStartsWarm(t *testing.T) {
 		t.Errorf("timeline = %v", tl)
 	}
 
+	// The operator CLI lists it.
+	var rows []machineRow
+	cliJSON(t, map[string]string{
+		"DATABASE_URL": f.dbURL, "PROVIDER": "fly", "FLY_API_URL": f.fake.URL, "FLY_API_TOKEN": flyTestToken,
+		"FLY_APP": flyTestApp, "SESSION_IMAGE": flyTestImage, "SESSION_PORT": f.port,
+		"LOG_FORMAT": "json", "LOG_LEVEL": "warn",
+	}, &rows, "machines", "list", "--prewarmed")
+	if len(rows) != 1 || rows[0].Machine.ID != mid || !rows[0].Prewarmed || rows[0].SessionStatus != "scheduled" {
+		t.Errorf("machines list --prewarmed = %+v, want the one pre-warmed machine %s", rows, mid)
+	}
+
 	creates := len(f.calls(flymachinestest.OpCreate, ""))
 	if got := f.startReady(t, tok, id); got != mid {
 		t.Errorf("started on machine %s, want the pre-warmed %s", got, mid)
