@@ -493,7 +493,11 @@ func (s *Service) Cancel(ctx context.Context, scope session.Scope, id string) (s
 		return iv, err
 	}
 	s.metrics.ended.WithLabelValues(string(session.ReasonCancelled)).Inc()
-	s.PrewarmEnded(iv, PrewarmCancelled)
+	if iv.PrewarmedAt != nil && iv.StartedAt == nil {
+		// Its pre-warmed machine goes unused. (A pre-warm still in flight
+		// is counted by the pre-warmer, which destroys what it creates.)
+		s.PrewarmEnded(iv, PrewarmCancelled)
+	}
 	s.destroy(iv)
 	return iv, nil
 }
@@ -806,11 +810,13 @@ func (s *Service) Retire(ctx context.Context, scope session.Scope, id string) er
 		}
 		if cancelled {
 			s.metrics.ended.WithLabelValues(string(session.ReasonCancelled)).Inc()
-			s.PrewarmEnded(iv, PrewarmCancelled)
 		}
 	}
 	if iv.Machine == nil || iv.Machine.ID == "" || iv.Machine.State == session.MachineDestroyed {
 		return nil
+	}
+	if iv.PrewarmedAt != nil && iv.StartedAt == nil && iv.Status != session.StateCancelled {
+		s.PrewarmEnded(iv, PrewarmCancelled) // erased before its start
 	}
 	if err := s.machines.Destroy(ctx, iv.Machine.ID); err != nil && !errors.Is(err, session.ErrMachineNotFound) {
 		s.log(iv).Error("destroy machine before erasure failed", "error", err)

@@ -55,13 +55,9 @@ func (s *Service) MachineSpec(iv session.Interview, token string) session.Machin
 // waiting for a pre-warm create to be recorded).
 func (s *Service) Changed(id string) { s.changed(id) }
 
-// PrewarmEnded accounts for the end of iv's pre-warmed machine: its
-// outcome and the time it spent pre-warmed. An interview never pre-warmed
-// counts nothing.
+// PrewarmEnded accounts for the end of iv's pre-warm: its outcome and the
+// time its machine spent pre-warmed (from PrewarmedAt, when recorded).
 func (s *Service) PrewarmEnded(iv session.Interview, outcome string) {
-	if outcome != PrewarmFailed && iv.PrewarmedAt == nil && iv.PrewarmClaimedAt == nil {
-		return
-	}
 	s.metrics.prewarmOutcomes.WithLabelValues(outcome).Inc()
 	if iv.PrewarmedAt != nil {
 		s.metrics.prewarmSeconds.Add(max(s.now().Sub(*iv.PrewarmedAt).Seconds(), 0))
