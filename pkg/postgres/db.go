@@ -47,6 +47,8 @@ type DB struct {
 
 	tenantsMu sync.Mutex
 	tenants   map[string]bool // tenants known to have a row
+
+	hooks []TransitionHook // see OnTransition
 }
 
 // Open connects to url and checks the connection.

@@ -113,6 +113,18 @@ func (db *DB) AppendTranscript(ctx context.Context, id string, segs []session.Se
 	if inserted || len(events) > 0 {
 		b.Queue(`SELECT pg_notify($1, $2)`, notifyChannel, iv.ID)
 	}
+	if iv.Status != before.Status {
+		// Rare on this path (the last segments complete an interview
+		// whose VM already ended): the row is written first, then the
+		// transition's hooks run in this transaction before it commits.
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return fail(err)
+		}
+		if err := db.runHooks(ctx, openTx{conn.Conn()}, iv, before.Status); err != nil {
+			return fail(err)
+		}
+		b = &pgx.Batch{}
+	}
 	b.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return fail(err)
