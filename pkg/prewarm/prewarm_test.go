@@ -411,3 +411,42 @@ func TestCrashBetweenCreateAndRecordConverges(t *testing.T) {
 		t.Errorf("lost: %+v, want a pre-warmed machine", got)
 	}
 }
+
+func TestReconcilerKeepsPrewarmedMachinesAndALostOneIsRecreated(t *testing.T) {
+	r := newRig(t)
+	p := r.prewarmer()
+	iv := r.prewarmed(p, r.scheduled(time.Minute).ID)
+	rec := provision.NewReconciler(provision.ReconcileConfig{Interval: time.Second, OrphanGrace: time.Second},
+		r.svc, r.db, r.mem, slog.New(slog.DiscardHandler), nil)
+	rec.Now = r.clock.Now
+	// Two passes past the orphan grace: a pre-warmed machine is expected.
+	for range 2 {
+		rep, err := rec.RunOnce(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.OrphansDestroyed != 0 {
+			t.Fatalf("the reconciler destroyed %d machines", rep.OrphansDestroyed)
+		}
+		r.clock.Add(5 * time.Second)
+	}
+	if ms, _ := r.mem.of(iv.ID); len(ms) != 1 || ms[0].ID != iv.Machine.ID {
+		t.Fatalf("machines after reconciling: %v", ms)
+	}
+	if got := r.get(iv.ID); got.Status != session.StateScheduled {
+		t.Fatalf("the reconciler changed the interview: %s", got.Status)
+	}
+
+	// The machine is lost while the window is open: forgotten, then
+	// created again, exactly once.
+	if err := r.mem.Destroy(context.Background(), iv.Machine.ID); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(p)
+	r.pass(p)
+	got := r.get(iv.ID)
+	ms, _ := r.mem.of(iv.ID)
+	if len(ms) != 1 || got.Machine == nil || got.Machine.ID != ms[0].ID || got.Machine.ID == iv.Machine.ID || got.PrewarmedAt == nil {
+		t.Errorf("after losing the machine: machines %v, interview machine %+v", ms, got.Machine)
+	}
+}
