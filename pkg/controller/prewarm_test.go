@@ -167,3 +167,33 @@ func TestFlyScheduledInterviewStartsWarm(t *testing.T) {
 		t.Errorf("the cancelled interview's machine was started %d times", n)
 	}
 }
+
+// On the local provider a pre-warmed VM is a created-not-started machine:
+// no process runs until the start spawns it.
+func TestLocalScheduledInterviewStartsWarm(t *testing.T) {
+	c := startController(t, map[string]string{"RECONCILE_INTERVAL": "200ms"})
+	tok := token(t, uuid.NewString(), "recruiter")
+	pos := c.mustCall(t, 201, "POST", "/v1/positions", tok, map[string]any{
+		"title": "Backend engineer", "competencies": []map[string]any{{"name": "Go", "weight": 1}}})
+	cand := c.mustCall(t, 201, "POST", "/v1/candidates", tok, map[string]any{"full_name": "Ada", "email": "ada@example.com"})
+	iv := c.mustCall(t, 201, "POST", "/v1/interviews", tok, map[string]any{"candidate_id": cand["id"], "position_id": pos["id"],
+		"scheduled_at": time.Now().Add(time.Minute).UTC().Format(time.RFC3339)})
+	id := iv["id"].(string)
+	if iv["region"] != "local" {
+		t.Errorf("region = %v, want the local default", iv["region"])
+	}
+	f := &flyController{controller: c}
+	iv = f.waitInterview(t, tok, id, "pre-warmed", prewarmedOK)
+	mid := iv["machine"].(map[string]any)["id"].(string)
+	if pids := vmPIDs(t, id); len(pids) != 0 {
+		t.Errorf("a pre-warmed local VM runs processes %v", pids)
+	}
+	ans := c.mustCall(t, 200, "POST", "/v1/interviews/"+id+"/start?wait=30", tok, nil)
+	got := ans["interview"].(map[string]any)
+	if got["status"] != "ready" || got["machine"].(map[string]any)["id"] != mid {
+		t.Fatalf("warm start = %v, want ready on machine %s", got, mid)
+	}
+	if pids := vmPIDs(t, id); len(pids) != 1 {
+		t.Errorf("after the start: VM processes %v, want one", pids)
+	}
+}
