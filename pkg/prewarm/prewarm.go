@@ -82,6 +82,11 @@ type Config struct {
 	// ClaimTimeout is how old a claim must be before another pre-warmer
 	// takes it for abandoned (default CreateTimeout + 30 s).
 	ClaimTimeout time.Duration
+	// InheritedClaimAfter is how old a claim made before this replica
+	// began leading must be before it is settled (default 5 s): the
+	// previous leader's creates were cancelled when it stopped leading,
+	// so only a request already on the wire may still land.
+	InheritedClaimAfter time.Duration
 	// Parallel bounds the creates in flight (default 4).
 	Parallel int
 }
@@ -99,6 +104,9 @@ type Prewarmer struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool // interview ids this process is creating for
+	// leadingSince is when Run began: claims older than that were made by
+	// another leader (or by this process before a restart).
+	leadingSince time.Time
 	wg       sync.WaitGroup
 	sem      chan struct{}
 }
@@ -120,6 +128,9 @@ func New(cfg Config, store Store, machines Machines, lifecycle Lifecycle, logger
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = 4
 	}
+	if cfg.InheritedClaimAfter <= 0 {
+		cfg.InheritedClaimAfter = 5 * time.Second
+	}
 	return &Prewarmer{
 		cfg: cfg, store: store, machines: machines, lifecycle: lifecycle, logger: logger,
 		metrics: newMetrics(reg), Now: time.Now, inflight: map[string]bool{},
@@ -137,6 +148,9 @@ func (p *Prewarmer) Run(ctx context.Context) {
 	if !p.Enabled() {
 		return
 	}
+	p.mu.Lock()
+	p.leadingSince = p.Now()
+	p.mu.Unlock()
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -216,7 +230,7 @@ func (p *Prewarmer) RunOnce(ctx context.Context) (Report, error) {
 		log := p.logger.With("session_id", iv.ID, "tenant_id", iv.TenantID)
 		switch {
 		case iv.PrewarmClaimedAt != nil:
-			if p.busy(iv.ID) || now.Sub(*iv.PrewarmClaimedAt) < p.cfg.ClaimTimeout {
+			if p.busy(iv.ID) || !p.abandoned(*iv.PrewarmClaimedAt, now) {
 				continue
 			}
 			ms, err := list()
@@ -293,6 +307,18 @@ func machineOf(ms []session.Machine, sessionID string) *session.Machine {
 		}
 	}
 	return nil
+}
+
+// abandoned reports whether a claim made at claimed, by no create of this
+// process, is old enough to settle.
+func (p *Prewarmer) abandoned(claimed, now time.Time) bool {
+	p.mu.Lock()
+	since := p.leadingSince
+	p.mu.Unlock()
+	if !since.IsZero() && claimed.Before(since) {
+		return now.Sub(claimed) >= p.cfg.InheritedClaimAfter
+	}
+	return now.Sub(claimed) >= p.cfg.ClaimTimeout
 }
 
 func (p *Prewarmer) busy(id string) bool {

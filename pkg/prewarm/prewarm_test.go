@@ -450,3 +450,42 @@ func TestReconcilerKeepsPrewarmedMachinesAndALostOneIsRecreated(t *testing.T) {
 		t.Errorf("after losing the machine: machines %v, interview machine %+v", ms, got.Machine)
 	}
 }
+
+// A new leader settles the claims of the previous one after a short grace,
+// not the create timeout: their creates were cancelled with its leadership.
+func TestNewLeaderSettlesInheritedClaimsSoon(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	iv := r.scheduled(time.Minute)
+	claimed := r.clock.Now()
+	if _, err := r.db.UpdateInterview(ctx, session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
+		cur.PrewarmClaimedAt = &claimed
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := r.mem.Create(ctx, r.svc.MachineSpec(iv, "tok"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Add(6 * time.Second) // past InheritedClaimAfter, far below ClaimTimeout
+	p := r.prewarmer()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := r.get(iv.ID)
+		if got.Machine != nil && got.Machine.ID == m.ID && got.PrewarmClaimedAt == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the inherited claim was not settled: %+v", got)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	if ms, _ := r.mem.of(iv.ID); len(ms) != 1 {
+		t.Errorf("machines = %v, want the one the previous leader created", ms)
+	}
+}
