@@ -107,8 +107,8 @@ type Prewarmer struct {
 	// leadingSince is when Run began: claims older than that were made by
 	// another leader (or by this process before a restart).
 	leadingSince time.Time
-	wg       sync.WaitGroup
-	sem      chan struct{}
+	wg           sync.WaitGroup
+	sem          chan struct{}
 }
 
 // New returns a Prewarmer; reg receives its metrics.
