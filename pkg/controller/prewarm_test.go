@@ -120,11 +120,11 @@ func TestFlyScheduledInterviewStartsWarm(t *testing.T) {
 	if n := len(f.calls(flymachinestest.OpStart, mid)); n != 1 {
 		t.Errorf("the warm start made %d start calls of %s, want 1", n, mid)
 	}
-	if v := f.metric(t, `starts_total{path="warm"}`); v != 1 {
-		t.Errorf(`starts_total{path="warm"} = %v, want 1`, v)
+	if v := f.metric(t, `interview_starts_total{path="warm"}`); v != 1 {
+		t.Errorf(`interview_starts_total{path="warm"} = %v, want 1`, v)
 	}
-	if v := f.metric(t, `prewarm_outcomes_total{outcome="used"}`); v != 1 {
-		t.Errorf(`prewarm_outcomes_total{outcome="used"} = %v, want 1`, v)
+	if v := f.metric(t, `interview_prewarm_outcomes_total{outcome="used"}`); v != 1 {
+		t.Errorf(`interview_prewarm_outcomes_total{outcome="used"} = %v, want 1`, v)
 	}
 
 	// PATCH of a started interview: 409, nothing changed.
