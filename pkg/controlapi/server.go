@@ -126,6 +126,9 @@ type Config struct {
 	// CORSOrigins are the browser origins (scheme://host[:port], or "*"
 	// for any) allowed to call the API from other sites; empty: CORS off.
 	CORSOrigins []string
+	// Webhooks manages webhook endpoints and deliveries; nil: the
+	// webhook routes answer 503.
+	Webhooks WebhookService
 }
 
 // maxBody bounds every request body.

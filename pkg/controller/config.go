@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/interviewvm/controlplane/pkg/webhooks"
 )
 
 // Config is every setting of the controller. Each has an environment
@@ -56,6 +58,9 @@ type Config struct {
 	ShutdownTimeout     time.Duration
 	Demo                bool
 	CORSOrigins         string
+
+	WebhookRetrySchedule string
+	WebhookAllowPrivate  bool
 }
 
 // setting binds one Config field to its environment variable and flag.
@@ -147,6 +152,8 @@ func settings(c *Config) []setting {
 		{env: "LOG_FORMAT", def: "auto", help: "text, json, or auto (text on a terminal, JSON otherwise)", set: str(&c.LogFormat)},
 		{env: "SHUTDOWN_TIMEOUT", def: "15s", help: "grace period for in-flight requests on SIGINT/SIGTERM", set: dur(&c.ShutdownTimeout)},
 		{env: "CORS_ORIGINS", help: "browser origins (scheme://host[:port], comma-separated, or *) allowed to call the API from other sites; empty: CORS off", set: str(&c.CORSOrigins)},
+		{env: "WEBHOOK_RETRY_SCHEDULE", def: webhooks.DefaultRetrySchedule, help: "delays between webhook attempts, comma-separated; after the last one a delivery has failed", set: str(&c.WebhookRetrySchedule)},
+		{env: "WEBHOOK_ALLOW_PRIVATE", def: "false", help: "let webhooks use http and reach loopback, private and link-local addresses (tests and local runs only)", set: boolean(&c.WebhookAllowPrivate)},
 		{env: "DEMO", def: "false", help: "serve the demo page (recruiter view and interview room) at /demo/; for development, not production", set: boolean(&c.Demo)},
 	}
 }
@@ -246,6 +253,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.InternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("INTERNAL_URL must be an http(s) URL, not %q", c.InternalURL))
 		}
+	}
+	if _, err := webhooks.ParseRetrySchedule(c.WebhookRetrySchedule); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.LogFormat {
 	case "auto", "text", "json":

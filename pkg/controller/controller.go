@@ -50,6 +50,34 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		}
 	}
 
+	// Durable jobs: features with jobs add their workers and queues to q
+	// before open, and enqueue through jc in transition hooks. This comes
+	// before anything that changes interviews runs, so every hook is in
+	// place for the first change.
+	q := newJobQueue()
+	hooks, err := addWebhooks(cfg, db, q, logger.With("component", "webhooks"), reg)
+	if err != nil {
+		return err
+	}
+	defer hooks.close()
+	jc, err := q.open(db, logger.With("component", "jobs"), reg)
+	if err != nil {
+		return err
+	}
+	hooks.attach(jc)
+	if len(q.queues) > 0 {
+		if err := jc.Start(context.WithoutCancel(ctx)); err != nil {
+			return fmt.Errorf("start job queue: %w", err)
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			if err := jc.Stop(sctx); err != nil {
+				logger.Warn("stop job queue", "error", err)
+			}
+		}()
+	}
+
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
@@ -103,26 +131,6 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	}()
 	defer func() { stopListen(); <-listening }()
 
-	// Durable jobs: features with jobs add their workers and queues to q
-	// before open, and enqueue through jc in transition hooks.
-	q := newJobQueue()
-	jc, err := q.open(db, logger.With("component", "jobs"), reg)
-	if err != nil {
-		return err
-	}
-	if len(q.queues) > 0 {
-		if err := jc.Start(context.WithoutCancel(ctx)); err != nil {
-			return fmt.Errorf("start job queue: %w", err)
-		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-			defer cancel()
-			if err := jc.Stop(sctx); err != nil {
-				logger.Warn("stop job queue", "error", err)
-			}
-		}()
-	}
-
 	api, err := controlapi.New(controlapi.Config{
 		Auth: controlapi.AuthConfig{
 			Secret: cfg.JWTSecret, JWKSURL: cfg.JWKSURL, Audience: cfg.JWTAudience, AccessSecret: cfg.AccessTokenSecret,
@@ -131,6 +139,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
 		Demo: demoPage(cfg.Demo), CORSOrigins: controlapi.ParseOrigins(cfg.CORSOrigins),
+		Webhooks: hooks,
 	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, reg)
 	if err != nil {
 		return err

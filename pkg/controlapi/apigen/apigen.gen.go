@@ -227,6 +227,60 @@ func (e VMConfigRealtime) Valid() bool {
 	}
 }
 
+// Defines values for WebhookDeliveryStatus.
+const (
+	WebhookDeliveryStatusFailed    WebhookDeliveryStatus = "failed"
+	WebhookDeliveryStatusPending   WebhookDeliveryStatus = "pending"
+	WebhookDeliveryStatusSucceeded WebhookDeliveryStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the WebhookDeliveryStatus enum.
+func (e WebhookDeliveryStatus) Valid() bool {
+	switch e {
+	case WebhookDeliveryStatusFailed:
+		return true
+	case WebhookDeliveryStatusPending:
+		return true
+	case WebhookDeliveryStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WebhookEventType.
+const (
+	WebhookEventTypeInsightsFailed      WebhookEventType = "insights.failed"
+	WebhookEventTypeInsightsReady       WebhookEventType = "insights.ready"
+	WebhookEventTypeInterviewCancelled  WebhookEventType = "interview.cancelled"
+	WebhookEventTypeInterviewCompleted  WebhookEventType = "interview.completed"
+	WebhookEventTypeInterviewFailed     WebhookEventType = "interview.failed"
+	WebhookEventTypeInterviewInProgress WebhookEventType = "interview.in_progress"
+	WebhookEventTypeInterviewReady      WebhookEventType = "interview.ready"
+)
+
+// Valid indicates whether the value is a known member of the WebhookEventType enum.
+func (e WebhookEventType) Valid() bool {
+	switch e {
+	case WebhookEventTypeInsightsFailed:
+		return true
+	case WebhookEventTypeInsightsReady:
+		return true
+	case WebhookEventTypeInterviewCancelled:
+		return true
+	case WebhookEventTypeInterviewCompleted:
+		return true
+	case WebhookEventTypeInterviewFailed:
+		return true
+	case WebhookEventTypeInterviewInProgress:
+		return true
+	case WebhookEventTypeInterviewReady:
+		return true
+	default:
+		return false
+	}
+}
+
 // APIKey defines model for APIKey.
 type APIKey struct {
 	CreatedAt time.Time          `json:"created_at"`
@@ -825,8 +879,89 @@ type VMPosition struct {
 	Title       string  `json:"title"`
 }
 
+// WebhookDelivery defines model for WebhookDelivery.
+type WebhookDelivery struct {
+	Attempts      int                 `json:"attempts"`
+	CreatedAt     time.Time           `json:"created_at"`
+	EndpointID    *openapi_types.UUID `json:"endpoint_id,omitempty"`
+	EventType     WebhookEventType    `json:"event_type"`
+	ID            openapi_types.UUID  `json:"id"`
+	InterviewID   *openapi_types.UUID `json:"interview_id,omitempty"`
+	LastAttemptAt *time.Time          `json:"last_attempt_at,omitempty"`
+	LastError     *string             `json:"last_error,omitempty"`
+
+	// LastStatusCode The receiver's last HTTP status; null before an answer.
+	LastStatusCode *int `json:"last_status_code"`
+
+	// MessageID The `webhook-id` of every attempt.
+	MessageID     *string               `json:"message_id,omitempty"`
+	NextAttemptAt *time.Time            `json:"next_attempt_at"`
+	Status        WebhookDeliveryStatus `json:"status"`
+}
+
+// WebhookDeliveryStatus defines model for WebhookDelivery.Status.
+type WebhookDeliveryStatus string
+
+// WebhookDeliveryList defines model for WebhookDeliveryList.
+type WebhookDeliveryList struct {
+	Items []WebhookDelivery `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *NextCursor `json:"next_cursor"`
+}
+
+// WebhookEndpoint defines model for WebhookEndpoint.
+type WebhookEndpoint struct {
+	CreatedAt   time.Time `json:"created_at"`
+	Description string    `json:"description"`
+
+	// Disabled True once the receiver answered 410 Gone; it gets nothing more.
+	Disabled bool               `json:"disabled"`
+	Events   []WebhookEventType `json:"events"`
+	ID       openapi_types.UUID `json:"id"`
+	URL      string             `json:"url"`
+}
+
+// WebhookEndpointCreate defines model for WebhookEndpointCreate.
+type WebhookEndpointCreate struct {
+	Description *string            `json:"description,omitempty"`
+	Events      []WebhookEventType `json:"events"`
+
+	// URL Example: https://backend.example.com/hooks/interviews
+	URL string `json:"url"`
+}
+
+// WebhookEndpointCreated defines model for WebhookEndpointCreated.
+type WebhookEndpointCreated struct {
+	CreatedAt   time.Time `json:"created_at"`
+	Description string    `json:"description"`
+
+	// Disabled True once the receiver answered 410 Gone; it gets nothing more.
+	Disabled bool               `json:"disabled"`
+	Events   []WebhookEventType `json:"events"`
+	ID       openapi_types.UUID `json:"id"`
+
+	// Secret The signing secret. Shown only in this answer; store it safely.
+	Secret string `json:"secret"`
+	URL    string `json:"url"`
+}
+
+// WebhookEndpointList defines model for WebhookEndpointList.
+type WebhookEndpointList struct {
+	Items []WebhookEndpoint `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *NextCursor `json:"next_cursor"`
+}
+
+// WebhookEventType defines model for WebhookEventType.
+type WebhookEventType string
+
 // Cursor defines model for Cursor.
 type Cursor = string
+
+// DeliveryID defines model for DeliveryID.
+type DeliveryID = openapi_types.UUID
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
@@ -984,6 +1119,31 @@ type CreatePositionParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListWebhookEndpointsParams defines parameters for ListWebhookEndpoints.
+type ListWebhookEndpointsParams struct {
+	// Limit Page size, 1 to 100.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page. Absent for the first page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateWebhookEndpointParams defines parameters for CreateWebhookEndpoint.
+type CreateWebhookEndpointParams struct {
+	// IdempotencyKey A key the client chooses for this create (1 to 255 printable ASCII characters, e.g. a
+	// UUID) so that retrying it cannot create twice: see "Retrying creates safely" above.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListWebhookDeliveriesParams defines parameters for ListWebhookDeliveries.
+type ListWebhookDeliveriesParams struct {
+	// Limit Page size, 1 to 100.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page. Absent for the first page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // ReportVMEndedJSONRequestBody defines body for ReportVMEnded for application/json ContentType.
 type ReportVMEndedJSONRequestBody = Ended
 
@@ -1019,6 +1179,9 @@ type CreatePositionJSONRequestBody = PositionCreate
 
 // UpdatePositionJSONRequestBody defines body for UpdatePosition for application/json ContentType.
 type UpdatePositionJSONRequestBody = PositionUpdate
+
+// CreateWebhookEndpointJSONRequestBody defines body for CreateWebhookEndpoint for application/json ContentType.
+type CreateWebhookEndpointJSONRequestBody = WebhookEndpointCreate
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -1127,6 +1290,21 @@ type ServerInterface interface {
 	// UpdatePosition Update a position
 	// (PATCH /v1/positions/{id})
 	UpdatePosition(ctx echo.Context, id ID) error
+	// ListWebhookEndpoints List webhook endpoints
+	// (GET /v1/webhooks)
+	ListWebhookEndpoints(ctx echo.Context, params ListWebhookEndpointsParams) error
+	// CreateWebhookEndpoint Register a webhook endpoint
+	// (POST /v1/webhooks)
+	CreateWebhookEndpoint(ctx echo.Context, params CreateWebhookEndpointParams) error
+	// DeleteWebhookEndpoint Delete a webhook endpoint
+	// (DELETE /v1/webhooks/{id})
+	DeleteWebhookEndpoint(ctx echo.Context, id ID) error
+	// ListWebhookDeliveries List an endpoint's deliveries
+	// (GET /v1/webhooks/{id}/deliveries)
+	ListWebhookDeliveries(ctx echo.Context, id ID, params ListWebhookDeliveriesParams) error
+	// RetryWebhookDelivery Send a delivery again
+	// (POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry)
+	RetryWebhookDelivery(ctx echo.Context, id ID, deliveryID DeliveryID) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -1836,6 +2014,132 @@ func (w *ServerInterfaceWrapper) UpdatePosition(ctx echo.Context) error {
 	return err
 }
 
+// ListWebhookEndpoints converts echo context to params.
+func (w *ServerInterfaceWrapper) ListWebhookEndpoints(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListWebhookEndpointsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListWebhookEndpoints(ctx, params)
+	return err
+}
+
+// CreateWebhookEndpoint converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateWebhookEndpoint(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateWebhookEndpointParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateWebhookEndpoint(ctx, params)
+	return err
+}
+
+// DeleteWebhookEndpoint converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteWebhookEndpoint(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteWebhookEndpoint(ctx, id)
+	return err
+}
+
+// ListWebhookDeliveries converts echo context to params.
+func (w *ServerInterfaceWrapper) ListWebhookDeliveries(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListWebhookDeliveriesParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListWebhookDeliveries(ctx, id, params)
+	return err
+}
+
+// RetryWebhookDelivery converts echo context to params.
+func (w *ServerInterfaceWrapper) RetryWebhookDelivery(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// ------------- Path parameter "delivery_id" -------------
+	var deliveryID DeliveryID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "delivery_id", ctx.Param("delivery_id"), &deliveryID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter delivery_id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.RetryWebhookDelivery(ctx, id, deliveryID)
+	return err
+}
+
 // This is a simple interface which specifies echo.Route addition functions which
 // are present on both echo.Echo and echo.Group, since we want to allow using
 // either of them for path registration
@@ -1910,6 +2214,11 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/api-keys", wrapper.ListAPIKeys, options.OperationMiddlewares["listAPIKeys"]...)
 	router.POST(options.BaseURL+"/v1/api-keys", wrapper.CreateAPIKey, options.OperationMiddlewares["createAPIKey"]...)
 	router.DELETE(options.BaseURL+"/v1/api-keys/:id", wrapper.DeleteAPIKey, options.OperationMiddlewares["deleteAPIKey"]...)
+	router.GET(options.BaseURL+"/v1/webhooks", wrapper.ListWebhookEndpoints, options.OperationMiddlewares["listWebhookEndpoints"]...)
+	router.POST(options.BaseURL+"/v1/webhooks", wrapper.CreateWebhookEndpoint, options.OperationMiddlewares["createWebhookEndpoint"]...)
+	router.DELETE(options.BaseURL+"/v1/webhooks/:id", wrapper.DeleteWebhookEndpoint, options.OperationMiddlewares["deleteWebhookEndpoint"]...)
+	router.GET(options.BaseURL+"/v1/webhooks/:id/deliveries", wrapper.ListWebhookDeliveries, options.OperationMiddlewares["listWebhookDeliveries"]...)
+	router.POST(options.BaseURL+"/v1/webhooks/:id/deliveries/:delivery_id/retry", wrapper.RetryWebhookDelivery, options.OperationMiddlewares["retryWebhookDelivery"]...)
 	router.GET(options.BaseURL+"/internal/v1/sessions/:id/config", wrapper.GetVMConfig, options.OperationMiddlewares["getVMConfig"]...)
 	router.POST(options.BaseURL+"/internal/v1/sessions/:id/ready", wrapper.ReportVMReady, options.OperationMiddlewares["reportVMReady"]...)
 	router.POST(options.BaseURL+"/internal/v1/sessions/:id/heartbeat", wrapper.ReportVMHeartbeat, options.OperationMiddlewares["reportVMHeartbeat"]...)
@@ -1926,252 +2235,271 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L37cts4ljD+KijtVEXK0Ip8y3Tk2prPnaSn3Z3b2k73ftvKmhAJSRhTAANAtjX5+Vfz1z7A1j7DPFg/",
-	"yVc4ByBBirrYUZLunfyVmOLl4ODg3C8fWomc5lIwYXSr/6E1YTRlCv57krJpLg0T5pTlGZ2z1F5NmU4U",
-	"zw2XotVvxUbNWEyuJ0wQM+GaUKGvmSJcEzNhRBupWOovyhGhgjCqMs4UUez9jGlDrrmZ4M10ygYiLj6b",
-	"zHd+ZPP4iNChZsIQaSZMXXPNugPRilo6mbAptSAxMZu2+r+0LCytd1HLzHPW6re0UVyMW7e3UeuUGTU/",
-	"HhmmFpdwxhIpUk2MJNeUGzJkI6kYMWrOxZjQMeWi24pa7IZO84y1+ofhp6dc8Kn9eq/4LBeGjZmC7/77",
-	"KS7ypAF15xPmcfBAE55GhGrCBaKCqSumHmiSybEmbXspoVkGl+S1QHxzQxAvgnUqELb2b356/7fe8OD/",
-	"3jy5/HFv+sOuODV/un6TVrBWx9Jt1MqpolNm3P4/nSktVTPgsWA35iKBO2K7sRbEXLErLmea5HTMuuQY",
-	"t20kFfw64kob/KkVtbh90/sZU/NW1BJ0akHB11WAnNKbF0yMzaTVP9zdiyy+/d+7TRt98qwZXjn8K0sQ",
-	"z1VU/Wl4kPbY4WjnCd3d2zlI9oc736SP2c7eaJf2hk+Sb9I/MQ9uTs2khJZbdNoN5MqeDEt8IeQjqabU",
-	"tPqt2QzubIC1JPQf2XwR7mNyyeaAuiTjFpPJRErNtMMo1yRRjBpG2ruWePcOD0muuDB0mDFyfPb05IQk",
-	"E6poYjc0Iqw77hI6EG/fnjzrEC2JmVBDFHOEzg1JqBDS+Leaa56wPtGMkQEeIHsb/qiJpiOWzQctQofy",
-	"yp3IEquHo17ymO3Snf3hn9Kdg3SP7TwZfUN3dpO94X56wA5Hj3seq8hxSrzWzv8yctg7PKyTQ06NYcq+",
-	"8z9/ITv//7s//qER7y/4lJtFdL+hY0Y0/xuLCOBzt9dbRqgZvCEELGUjOstMq3/YiyyUyBR2e72oZBG7",
-	"jSzijGnNpVhGuBp/Jm37jLri7LrjaHj7JHlrH9a5FJoBA/iWpn+hhl1TIM5ECisL7H9pnmc8oRbMR3/V",
-	"FtYPwWf+oNio1W/9y6NSsjzCX/Wj50pJdeo+gp9cXHOx1Aea/PSSJHKWpcRS5tByTJpMWEqkclKFpWRI",
-	"02zeJU9lykg8pOnFGKGOLZoCgfbvO44d7yA/bgLU3f4o4NwA5bc0dVc2wEVxED60mF0wPpLi1l/RjKcX",
-	"jvO3otaUaU3H9jcvEYcynfeJBYrZY8CZ/qX3rnvN+Hhi+kTMpkOmyHSmASFTEFYTKkgP6GmL++DhSSXT",
-	"gP8pNcnEsR4pjGUtpE3JlGtteYNUZEozS2UsJSPOMivTyBXNZozImSFyNBCKijGLrB4wE5fCyrLixvJZ",
-	"DvuL4qDjN7aGufgIWKPDHtF0rgfiesKTCb6RUJGS68kcWdOWqOCpFKOMJx9JA4l/S7j5BdETwK591jBc",
-	"hePLQ6tPUWVYuu2NDg+cNpb5F1tOs0xe45a3QYJwA8odU1MuaFbsjl/TNs/cd1INeZoy8XHoHhWvqRw2",
-	"mTFi14zaqmI03ZEim28bt0ZeWl1NE6BeMpwZwo0m8PkpnQOSU+kwHCNAMblW3HAx7kT2IBT3c+1PTXcg",
-	"EO/F4uKtErrj++d8yuTMfFH2n3Jk/t6yEMTwKfN051j9hUFIt0l+gSJyIr7LLPf9SN5fvvDiks0vuLgY",
-	"4WtDwqR1y4hrUtOJLCFow7OMqJkQXq/Z0hYcN1tmZMEwW4Ci4NTL1mlpFDRJQknGjckYyahhqm+5irE2",
-	"zZgZHVgLpX2Eu29pfEFzPmUzjbbp9rZG4TvDfWnciGuqib0TdHIqwET1UG+Xk3DdsAPF553dmFFtyN4B",
-	"mciZ0k0wkba/MGVmItNoIKwKabmM1To6y7YQ8RE7/L+S5js5Ex+JcyHNxQheE6LZHnW8ukX0vZJEz5KJ",
-	"MwM9tgqT2jBBhfFrL+DaJjN5Jc0po+mX0qTtWbWYja2cm8d2v2MuLnIlx4ppHZO2/dWpF2TOTOSOdq7k",
-	"FbcWCBdjEEbyiqlOIX5Ksb9N6eNsolfSvOBX7POizBtcgDCSSTFmimT8ipE2EylLIzKiPEMLJKEiYVnG",
-	"0k4fCOqnl6iWayNz0NzYDXdkNRCfFldvBZ2ZiVT8bxuxwq3JikD3v1ZSjAv8gd4DFEOdDgTuP2Q+7iZ/",
-	"4mYAPBPGgols5jxApyVN8FPUJBK8dqvIPJfyBVXjz0xyod1n6S6zICg06kD/Zilp75KX/Ftg6T+cvX4V",
-	"kccH5Ed34ezZm4JxGykv4Pl424h5ScXcXdUfx/gVNewCfCh1ESslmVIx9xjR25QBiJ/w23EftauZBpIU",
-	"hiwA4NH6fiYNvWA3CWMpS2PSBlZJrMGAZ38gUIgQmgGLtTqRBs3deYMs+SdSJDOl7JeAoxTsWXfJz5Qb",
-	"EoN2tAOe6pho9EwvbGRw07p9DBzft9FHUcAdGcyK7a+d9poVjGYSHO0+YTc5uLK2qwossiZwhXJduiAi",
-	"/+kIuM+cGbTfoopSRWcpZyJh9l0DAW4oovlYsHQFZ9veoXwr6BXlGR1m7HOy/JTlVhKKZI6RiZQaOqSa",
-	"RV4Ggs6QMtWxKE2ttVpiwwNc162+EE2zm5wlhqXPSxq9v2fPMCVotujVETQjePc2zTQxx4gYvtr59+PD",
-	"Xo/4j8akncnxmKWl3CwNqjhEXNzZmqpbrBDec/zmxMU2ciVzpgxH1zKGEdILaiqO6ZQatmNN+UXvdNTi",
-	"6QZO7KhlbaALa624l1fR9jNGKhnEVsBcqhxQUlrf7Vme4iVDplJbZp8wQsmUi5nBiFsj3GKWuSOJ/vcF",
-	"ANFZ/2Hxh1yxEb9pjgNcsvkD7azi3d0gsEPaMb+8iEHd/Aa8wZ2IGEkMyzL7lCY0p8pUo1788mJ/dPzk",
-	"5t/2hk0oVBJJfBWB4s6e2jsxcOCjDr9gGAJW6V5VLC0KN762VWXgFq00Cwh+5Ck8A0cyTblFCs3eBOQ0",
-	"oplmUY3CPJbLRR+fnxE9F0krCuNIPkbTGEcaDM4+AX5C1KxbdfpZz85lUxwSraJEMdMlZxN5LUDtQSO6",
-	"iPgfYawfgtIQGrQEFwTk+OXFL8c7/0F3/tbbeXKx8+7Dwf7tHzY5vp/sjP02qB5xvpwKXnCMOFVJgBs2",
-	"rf5nPdD2ne4jVCkKfwdR/HUvecVujMsIWFg5AFF92/IVnTo01/kyNYQKcvzmBFjzlM5JKo9I4REPffTA",
-	"zFzSB02nXEDYM1EzbiCSjM80pIJErePENOU0/DyRJKHgSqMuBJJMqBizPomteRCTtgMuoVnWicDzYZTM",
-	"MvgNfG98xJJ5kmH2Bk8sH46vpvFAtE3gV/jp5QO7klwqo+0dyir5CS/fkzPFZcoTexPlimRS5h0XYHdr",
-	"thBZqipAsGueIhLcy5oXr5IJNywxM9WwBd9DoKfmNBoqecmUVWjjyXyoOBpNoObhT9qanximsqAkzn9r",
-	"FBX48oHAbJYdzVNGric8Y2TKUk7JKJPXmgyZuWZOKA+VvLbGmH1dBRSmSMoVS0w2r6ICgWpc7VMqUp46",
-	"yfHxLJRNKc8qt+OVpltvUAG74EvyfpKZNnJapPNYu8KyNMzrEVIw8OxqBmJ7LbMbzbLsYinH25D1T5mh",
-	"VpNfLmYb3r1yZXgbsUSsjwib5mYeLpAp5le4wCnQlr7YCPQmNlw+H2InKnYs3KBg6RVG3cTBCpK6l0pS",
-	"UFCpk9CU/h/3VzeR01Cn9LAGusr+XlVX2V9PeyttDHfrybMFKgq0ppSSF/KKZTRhVWj27qE5hVS2CrSX",
-	"/r769i7u5sp92ob4LPnIF5egBShv83QT+ptyEV7dXUqRW6Y6mmWvR63+L5vT37s6n6tT5JcgvEX8+5yc",
-	"BjX5NTA1Pp5Ym1Ff8iwDjzfJpYYNAoW4gv3K8wvZf5g9CQwTeGe3tULPLc/r2VwbNiUp03wsmh5BGJs+",
-	"KK8Y6R0RxTJq+BUDK3LCnJchTEcqEj6DpRUQ9LqPQ8tYzoZZIE8xe2mZSeRge7cS9Scix5SEO7DeGqpL",
-	"dD0DPGmvs2l0BWpD52SWk5lImdXAKGTcVUmwd6/t+EgyXrp5Yu4TwyjuY7TBPj5wBKsXN5DdJNlM8yv2",
-	"0qcvovKxuLENKdAfsclCsMQs100TzwAf6EJZ/KvkQlfVxcWzRpOEaX0B7t7F13/LqGLKOYOL9NowESV+",
-	"5BT4Rw9jouTM2FNgzeA2cA7IT3N3H8Onzu27Yqu4/wVc/cZvQ7iEnI5ZRAS7svtGChMmjGw1sNqcK6aX",
-	"e7ficK0xBCOtlg3Z7EnCcsPSpc6rha/pNL+YqayRP8lsZhh5e/rC8oP4zeuzc/LoavdRGdV49IGntwXi",
-	"dJrHVTfUxJhc9x89ojnvBlpQ7SWbpGiHH2laBuBiWwtBxHbXqqIed+HnoyolVraz6UQ8F+kpo7pJQvw8",
-	"mVuLuTTXID7dtaapyx50tloixRVTGjzZZMQF1xO4D+6/GM4vwMLtEy2nTAo2EJAYkdr3kbZUZDITYzLL",
-	"O10ST+nNRTpT8Kq4D/EtSzlEUUHkzHRJzNOMFdlYfSKkP6cDkeDpdukqkMQVFyH0uF+G07skLvIOLjDc",
-	"7j5WTwd2+vpASOWzFwDKZMIFu8ikNuWDKdc0z+1JB2uWUWWGjJoAWHejPTG5fSma6VyMqzZngV+4FuAQ",
-	"+XuBoJY1vkpsWPPCrxD5U2WF8HAJN/rjqyA2mrnPLQR3FIfui2Hiurtv0aKzKFfUkgxpU5JTwROX7uBd",
-	"GvZtGmMMsQJijQl1/nIutGE0xegnoM2iszw6QykzRkXh+dPsfbPJDL56zd4HQaZ0lrD0iPRKq7LC17gw",
-	"jw+aBVSRgG8PrD9dK1XV4hjWD7l7PgC/8RgrJdUzZpy6XfNGQACpvuiXSAw7itHUqsUR0YJesouEatYl",
-	"P0LutH1S9xdzo0n7oNfrRIvxR/vDbicaiCBx1F7btzeXiU/20oG9hFliF/YXl4kAvx06DxjmsxAq0oFY",
-	"kfZnH3liHymzE0j7YHcfIdSz3B4zll6AW+jCIg9+PwRAl6SikfbB3h440MKIPniO6tH6gWgf7MH3g8jY",
-	"ISIoLBewF/cc1oo4pb0IgNYzTe0PB1a+v2LXuBHgtEQW0yfGcqYwz93eQoZzYDLfn5+/ATfjTNdLZ8Ks",
-	"uLCghe787d0vzn3+7uEfmm0cF3Zc0J5mUypCQqIj0Ar1xKpVEhIg9BGm+DMKeRCWueZUaVarlyrT89ZJ",
-	"P6DqEqiFUxG1bnYgdLkDyLNQB5vR6h/29qIyVb5/0HsSBanc/YPeftSq7Yl96CBakWeLb1mS7Nk/2NuL",
-	"yjBu/9Dq5/V6jf4BaO0Lx8L+cBgFu9c/sKBUKdF+4klUzX/BS8XBaPUPdvejhRyJ/kFvF66WAf/DHtzX",
-	"dHrsSw5vPdsposiNfBWSjuSIWB10jrFkn2y7oEQXIe+1kWvH6uo0gS9oZJBXLuq+aFSH7vgmxd6shwm9",
-	"/rdR6y4O35GS03UvPvHK1xkc5qpAqZtooFDhz5h8oidSGcJu8owK0BiKWteKRGvQZu8MV20jIPIEC4S3",
-	"RQ6NS3dmjR+ttmlZyrTBYDVUqm3iZUMCaPCw5ROqG4x4MAkzKca1mIU13VHDZDSZOOLhhlxDftdEydl4",
-	"EtmfpUqZiohFAvBkUCVhD4pMaimg5kKKsbTWE8YuTFNera+H2Xi5b+yqFpe7xC/ocNC4PaUTbbNQQ1GQ",
-	"65KhfVmPJsfnZw90JyIzwd/PGKFTj110p9s3wCMaKrnAUXLJRXpEKElnmCvDHO/QJD7oPSG1lNfA7230",
-	"jmLvdw7+tLu71iuyQP/fM5qZiSPtBarUxXWvsMtLiI3RdN5cHl4x2vDpJlR/7/XxO2rbNLlk6XLNdsLH",
-	"ExYot2VYj9DE6g4ZS8c1m30z3XY4G42Ygm+Pp77Cv179jr9A7bslchT9lgl1175/tcZeX1egtN9LTzeq",
-	"yZnX+g7TscuAI8mlNppoSUZU3eNLmqdsSEVD6O4MmIlzfkIg15m0mPBcD1k+0FaqCkO0VQan3QZCX6TF",
-	"5VR3DCdrkd5pUrg1CwNVGC5mDO3TRqvxY80e99GmY1LIngZQawHolTI7vPcWbGf0m11sGNG076RivuT2",
-	"tVHVe8WIhdUUPWY3jIKUOH4XLZxO43tr1IQOE6lLu/ei5whDyNi+YjFufOt9FUv9htwU1dW0eCsK0Psn",
-	"u33mUPimwW60rTffJGeMN2zReSW3w23CTBieEQ+8o6TGPQn9RRe6yQuA2eMZcA2rt/is8FYT7/pNRfF9",
-	"eGjTAwsSenXW5k8vXe4MA006nd+fMp27cPn3MMV/yMZUVMqgPuqTTjO5o02xzXyICh+tblKFZxbgVtha",
-	"VOXhCwS8IrfCH7paOlywDwEJBNxqpYy5VyJGXQxtxgOqAgkYgfOd+iykj5dSNUMqxwURd5NXPVypyYJQ",
-	"GMmqvrPsm/fOEbkjt3LgBjCW7Is8Q+yBx26W50yRoZyJtF9tgOSqZwaifXDoUq81mYmMaVC+Rnw8Uywt",
-	"e0N1jlwAlJvCFDno9Wr2x+436zqz3Cdj4K4cr+4wW34wVx6BbeS4lDrbF89xqbO/Rq0hDM0GiZegq5DY",
-	"QpPOXFAJeQ3W8ZQhopChl5EfrgcCI6VeZvuK2SLrkWsyy48q2YpTOveGQLdaVtsv6ozh1UUADINv+Olr",
-	"jqpcKq9FFJoxCMgom2G47txpZP0wwBeR2MXHooEIgmnVgFWBjzDsZEnQW8VRK4AaeS/+HIa6ijBVGcVq",
-	"siyK/dtWjtKnSC1ax8iOoRVbXBMzccUk3hLXaLL5Xpb66ZpuLYXmCd3jjC6Kr3yOMeFm0Wm6TBn3DwPj",
-	"BRBcs6mlmS61doAFbDuDWa+3n1hJC/9j7gKKrm8q19widvfwai1JoHwlStmd/dEefZLssh2fGPCE7u41",
-	"wehX07zWoFDNF0+NMlcan8mEZnG3WUkdr83XMgEqyYRCJTk+pxvfCXxr7Y6gK7MdO9Zkzz7wM8tG/P/9",
-	"ZZnnxWUIZtv/pkwbJefwx69//0etaaDvLbSRQulSeRDwJi7+cgNDJGzu15hOVUXH2xzasj2umCRex6ia",
-	"kUdY+QR93A56EfagsozbXjjs9YL6qQoSPrSo0a1+a6wYExM5QxftlN5UONTjhvUGgq+hs5zW9njGvl+i",
-	"kWTMUH+z0hDSgJzlKINGHr5X4lq7Ap3JCyqA81uv4SJlGxdf0QO7euQ1Nfi98KUthu3dbUu6YfpUsIDI",
-	"PyZugS8pP9pEem+c4tQUaC9z3xaxcoKoh7iA/d8crdsxv2JiY79+kCHaoEndx6e0Mkv0ed0ep7oE+L7e",
-	"kbtYm1HLcJM1VR6ss0Pxuer6ouoWrc3H91t9LyuwTg133F9MQ0X2cIKPHqJR4f7aXdz/2l5WyxAbWWCB",
-	"3SCllAkuFRnS5JKJlDAx5oL55KP7J5fW9stvTwVLq/ZgG2ZIcXS/uBXiIdmSEvv7orWPpaMFbELro6B/",
-	"5h1Oqc+J20Bl5WkZm4lKTeynl+RSyGuvCd8jBOOCZPdJPK9y/JrAGQupWHpUj/ppQ6e5K6PjU6ypNVIx",
-	"11Mbgdk8hbdM9lsU3pYOHWrX4MXK3PcVgbAQTWs0iHTO6CVbe2TP3G0gfm7MIkDNW1XRDdj7Vvk99553",
-	"jdsJ9sZTmmV33U2arYhkgJmfNkQBj9+cEMXMTAmW+ni7AGstfiGxw0RMsJ1CTSlXJrno7e7tHxw+/tM3",
-	"T+gwSdnorvHyBTcTrmEFZs6bs+SPBWH5hE2ZopnvSY2F4ZBT4GOhGEReWr65mFVUSWjfjKanMmXZGsWW",
-	"KQK3uVMDcHKNXkZiZBXR49zsKEazZR8EC2JVbfwRmWn0OuIxHYYlBXVHqKeK9Tnk+N1KmrhffeMGlqet",
-	"CAYX5WtRKwCg0XdzZm3AN877syjLw8Duht7EuvgtfmmE3n6+aJNXl6BFachqmYm33UbbBTcqAGgC/Lzw",
-	"2jUbHRlrtO/VjC0J7xbhVypSIqRn+tCjCDuuQbrmBNKSOIR9CU1Tli6z0Zblf5wIEmv2PkazZ2Mzp1yw",
-	"k41rU5kKEEqn4hpUHieXTckOS3NpnkMGo2bvnZ0PtqxL4cJBFHdOBllIevAfXw35t9QkkzuKlnCLNtqC",
-	"ilJSUw1X64bLdmb1ovxGN+ZoZlwUiTGlC3uR169Sh4ogb0UVggEi/F7qztLTVgDIpePN9sjNlPC9HdvQ",
-	"jDa2GkQM7v0hw9B3p5qhCTvZfOQCzWq1jDp+c4KJRGWNjn2W8LT6Ld/5ubVcNau5nZwJU7Q7DT4Rkd2I",
-	"7EVkHzyBULshZ4aMaa6xbsOf0dVHZssa3z30u7Uugp9ePoUw4RJ+gSyUho70jFElNKFD6Xp1ryor/IiE",
-	"ppTRNGv08ofpDtABk9X7YRCJ+qO8FqTtUoqrxVmdzU9MWWeE76fZxXRJwq0cGQapbtqCREnxKKTUTnmW",
-	"8SA/5Y6EExZLNULwXKTlaiuFZh3vAyuCck5ca19rdkR6UAE2zJiu85PN8gIXY0aL9+SB73EVLfz0MnR1",
-	"FIrnOmbRJ7Hm01nmankgTBERfIClnYjEMmeCctdK5tS91/IYbCUf67kwE2Z4Ai1/Pbb69gS4t5QFqkUA",
-	"HRRo/90QHmyHmEnqBhVMqNTQ+bITtugpHm1FLYTPnmMPSKMi6o7jpj7I4mUXlos30g5o6gtLhBpcKFMj",
-	"xTvAargHfXxEkk6w3KqTtJZsE1goBfdoSMFpPtCLByyg12bWGbrSG1wvXsBQvWDuacaaQ48f6Qlr8gxu",
-	"oY/Chk7sDZ2iGBWZKW7mZ1AdXjWfsED832Cm0JrYDBYLOyuyTfWyMnMv49+evoiKKm8sUB/OByL+y/Pm",
-	"kuZSFXqEScpumBc1JRB4yGMo0DiTM5X43sJNo5Fq1c1+q3LuOpA1gQ+lX2Auf+dPzQ8/n7caMy0nUpmd",
-	"jF+xtDStQccPoFVyCtWJkJBRLYZ3Kiqm9hUzBX6CnrOALSlqq4fa/xXF4EU7gMhlfXKjByIu7fW4S17n",
-	"9P0MKu7Qa6KDCXagNsLiS3RNjMkDLrjEHXOOzcJ2vOriXBwVXUaxhPErpr2/iYkrrqQAW7Idnz0/Ozt5",
-	"/eri/PWPz1/FnS5BRIykcuUd7k2AA18YZ5HhrjtUVDsiRCAKAJllwUzQVd1u3obrR05Y9hCtEQm/vGgt",
-	"tqd1yXG+kRy0x/z17/+IO44wivJ+mvOdSzbXcZecGEKtrjBy01bcO6Ck2U9fGYh2DM3mYuzahq0a7B+u",
-	"Rd2SZnUdGOxHyQ8/n/s+rNTgPJdrOcvSO+HCnovNTssxOZvl0Jd3B7IHDR9mDFtd//DzeZ98f7Z3+Ji0",
-	"9YRaAwtpp2NVhOf2h0en+PMPP/941umSpxNmTd8+dDemVhhFSON2+WI4sv/QmVVJXE6k/TOsO+50yTni",
-	"FDehkHFxRFim2UDENM8vfPZMt/z9CFGFj1nwL+zfMbnLZgxEuRsbofsWONVILnH0on1K8oyi1Xt8Qq4k",
-	"T6oNvU89VMWcvocPvcTUDx+SNhCD7xg0EKFM6cAZeviw0FP0w4dWz8M0LvLwYfkh+4O9GVmambDpUVH5",
-	"pirq2kBgT/LScgi5ack0IoJjtHx/P0p+ZsPT86fo4A7b9QVq1EDUe/cdn1QUAoTRiph6g0CIZJIJU5Yt",
-	"DASMOkllMvMOL+AfIHeAfatZmVlaTiGLac4fgXKZ8+6cTrO4cxRkkuI/GvyzxsvDyu0AINT6wnxDLIf1",
-	"vYBhCqi21iCA+C//Qp5aY1rAXg7EDnn48Iez168ePsTnru1ifJYqFcTqP2jZazrXZbIqgF02mdYpnCdr",
-	"1z6CwqEdJ5Mt0RJyWo4J4EwTqhhkwiSmX52lhj8p9lfstYF9GQ6gL3S1S0AXIT95ZsnRPvP27ckzTdox",
-	"Kq99YnXXOArROOXCaHLFFNDKQeeIPHxoFUr/htPvnpL9/f0nFt64MDpjl7IDxPf2/Kn7MFQKw5PZtcXL",
-	"hF6htICa5PjDAOuFB63+hwGUkw9a/UHL5YwVvRAwaWzQiga+1hxu+/Xv/xi0bm9j0taMATiVYmhLHkNF",
-	"RTKxIj+2b48jLIiP3Wti0sZhZ75cPuU6zyiwEAv+C64NQI+DqSy8oMwOWv1ffv37P95FgzDKXAL1/4lZ",
-	"lt3GERHsuqyTJZAlVJ2rCgeDaoB+de5QbN8ZQ/U+HBjF3ACT4p4uiaHkHISTH3Bp31yw7MOe5fTwGSQh",
-	"CWpLn6QS263MeAZjT6AvALAahwlg7cn84cO+OzeutHTIMml33YWDnFT1bsKy875z4djjRY5db31fc2pB",
-	"dK8LSksPSNmsIiLshiYmm6OcLSaSCFaAd2MePvSHww9OxEEDb8+/2/mm8H+9evui2lp7YKmr14tBMs5E",
-	"TjlIy5lSckwN0BXTCc2Zuzn9xt58RKhwniUr3CzGGw+g8+7jnaWXGqH2x52nukSso7WEKgU8QNT6uLso",
-	"4uLI4IjwkZ8YDCgVrMIgcdYw+HH9gFlazN+C783LwSvcw/gatkoqPuYCoHRCQPs8NvcT/h+4oFQkswcH",
-	"8mufvj49u3h9evKXk1dn6GgFGWMmHPbd6nDtXDHs3oCzUDSJj90gCufJfIot+3fO5zmL6hO6IvKCarMD",
-	"xsvOybP4yFMRbN1NLjUrg7ARCcYQRCTEbPBis+PnYVu1poICOJpCErsu+wHXIt9hC3NJNE4GUlTPFLM4",
-	"i98cnz/9PnYdDlxbMZyBBgTLDbHGle6S+NnzF8/Pn8duknYg2Qk2FChdN/b9KO/sZo6lTCOnfRZyFwGx",
-	"/Bl3va0Ay0Z64DyjO/FDDFDLt7pLYGL8+l//HXjsI9czL7AX4g5wk4yNjBsDCqvzIt4CDzQInfYbJHMf",
-	"k/HsO7D7iLLaoN3zVJMyEUp70Xxcap5cCruEuFCeY/Lr3//HTUJw6tkD3agpW3W9XSW1PnF94lAE/fXa",
-	"uIRlq91OgBk4FpfIqT1GVme13wrUXZJklE9JG/jCMp23gzK3UHxBAJS6b5843Re73ZTqL5yga8UNKxVh",
-	"uAYkZXVg0o4PevskaP4jBT6hcbfj0OZCbNG6STUKkL4UR97qigruPrTsyy4FgHd6yX2tsWb9H+awkGLt",
-	"nZpoWDTBoHcBw1GrlzhYUbER9AG3mNq1tIudrBA7jd6XgqYWvRPOLVMOwF/RXc7q6zFI5GbnRQcww3XN",
-	"v9PssWhwT2hJqH19Uw9FwVjq0tR9D8JEsdQeI5rpxrWD/8qvnRqUDBV/FdUk/nO4hH+NF51TODyJVMFf",
-	"dEu5wTseYHtT6JAibbRZ3KhciE445ovKs7M+f/j5HHUb13PRA8MFoeTt6QvPQ14UNUULrDaoLgLe18bM",
-	"+7gDf1ULi/CSm7nX/uklmeVRU9mQezYsHRqINsjCombI3ePqhvCPshCoS76z3IaKORFS7FTLt6ttAjGe",
-	"aVnUQPjqIdCS4eWu0BM1nrCiqLnsCFlQeRsgt+iG4rC5bHq8wJA9dl4RYzwcMWkXZnJUEquOAus68rxI",
-	"d4ihl8xZWRhqH4jFQZleLdpgUr5lCdYQgpMGkpMkE2vdd7rkO6nI3sFAwHzNiOSFntq3J6TQjywnqY6q",
-	"K4bKuLGbBKZuWtzB2E2iQKMIR58iy4hclzBgm+7uqHy3W1bcoJv0raXM4qNQv/ScGMzZo2aQ6wNDS6V7",
-	"b48s6cXW8KrC81cZ5LowMrbaLmZ5B7m+RYBqGB0LJHbsXoILIAc3Nw5tzkiGHAIKzZcQOSTjl4zoGfAm",
-	"q1mVQ2+BlwUdDelAHML7IAHTIbOPsGD2TbjPdu1u8htiuevN9lKwYIcGVGrUTAxEm1Y0logoe2bBWoOp",
-	"m9Q16VJ+vwHGoWL0UlensXfcFBYH5kAwbjezS36EQUDKApgbr5w7mx4YMbXmt57YY4aeGoczRKx9kolE",
-	"zfPCo0DtWgdW1wNxV+o69bPn2thigKWsDqx50Y7fnLSilnMstPqt3W6v24MecV7X2xHSMN3qt87nOU9o",
-	"Fii7o0xe99eJ1j9fU27+da8XF376Ynl7vR5pU7LX20MLeiAGrcXxp4NW3+V4ur2N3DD0gmxN54hMkCEi",
-	"146XNf09GggoEqNjVjBFa8ydnj99w5h6WrSViRHbUjCYNiet/p5cwh5RmLwGZoNgWeTa3oBvbzRiaiCM",
-	"LMMgrhete91KvbZJ+XCKruv0GFpcfbLowgLo7FWXsowTQiDYQr6TbqJ8xQVoobpTmMpNInaGQqvf2u/2",
-	"uvvYM3EC4bZHE+gS9Tf7/zFryDeyu17yqVxJUF2co/D78/M3XYxXo+vuJG317Xu+d2+NWsq5kuBre73e",
-	"3cbH+V4QLXnZ2ngqXKXxVcNQuLd5txJ9bPV/eRe19Gw6pWre6rde8CsmsMTX0LGG3lh+gbr1zj66Is6T",
-	"FIk0jfi8Rz4NeYqdhnG0miFDKU0j1ossnnuhfTPkFt9YMqbVtxug2PL+Nmod4NebXlpA+ehbmvrKB3hk",
-	"d/0jTTN94dknGz/rZyffBm0q1j1aH4dYo6QPtXjkL+9uK8R1Xp9yVEFYQHJFi813t/a8KjplBuYOLinq",
-	"Lm/xq4Oy7tXEynxb5Pt/ANIjTFPPNGEIHRksE7Qk7jpkA+NzBftouRZ8KyJ/Rb/jyE1JYzfc6D65nszh",
-	"LwstclcTNjvmpuiZRtpBo2P0OARKvdfNXfoeq+bCDkTse7XFFUfjwlnDqvGfXmJXacx+YNp8K7c5uhze",
-	"fVtNrnCF+bXTfbCI/VOWSAWZzr+bE3iwu7/+sWL29Gc+snBUgeBw75sP6urDNgk7I36iA4ckHTfmNsV4",
-	"HJybxbAs0/5oGknGkmDHVSMXMylxPJsIR6RCfqGRDh/gqIbzGXdWnZiyO+SnOTXl+2/d0flEcrDecLBB",
-	"HP48YRikccj9eha3eBbDAYD3PI+qqKH5NGdRwtDrsMISPWk4DBDMD31Uy1hGl5P27rDu0oN06lrSfIpD",
-	"VClEbTxHXyXOZ6DyMh0DOlnmkmNl0J0J3VQLr7ZP7ej22fV9Q3ytTGDzowsei6jaFHQumgGNey/KJWM5",
-	"rhWdYYbdmM5AgJVcNvhFiRU2zcUyJnRsB148F+BGkffTS/d6r/GNMaaGTdDiomIJHbUaQjbef1F40BaO",
-	"Ihdjpk1Q1fZpTmO9YmojlbD3CT5/nFwus/qCHcKy66884GN5ABwqQsnQbjrmdBWOoKBMcAkzCGPDS30R",
-	"dude50wcvzkpc8l8pdfxmxPIyfy/xy9fNHob3JNnOUvu5nDwMJX0V88nb6SxOqSrnTjnbg2k2jllqUMH",
-	"eNE6N5iT5Ck1EAkvPb8CLVlcEQQRZkoxYTBvkxz29htReIof3ZqXDDWarTnKTrF37G3UOuztb0Lw5eCN",
-	"VVtjX8vXOdiCYPdK+i267vtYVzVjLCqylsyEceVSeDUGHLiVWhAnd2HyJi6fce0C/VAKcifh+YJPuWVs",
-	"a2/0fVjefUJGHoxKb9jr18I52uWoQOUnZeOL/HsDEvuuGG1jn9h7shHrfkmF12b1x3PwwE2si2yPkJQL",
-	"sn13u0xheuqDGU1JI9SnjYTm+gNN4ks2jzFTH/WUg31iudDjg5nKBqKMzfbJ3uFjoqhI5ZQMudEd8GZN",
-	"5LXAMNaEKRZ2kHXKEfxm2djZ98c7e4ePu+SMAWMbCKrJ6gyWI9CXfD4KlgoHCSkxpOR0SSzolMUuwgyp",
-	"lSXYERGyiHeVlzuuZy/JmcwzdoeTiyEjVxhx16MbBOigKOfdp1HuEDrXmWsjzW73k3w7XerPd9HwS+ZD",
-	"6iDogI12sYouBZR+aDXE15eB4J4qsWyKJwCO3zDT2UTNDIjnRHyHU7Xuo2se7O3d6WM/svkpjun68uwR",
-	"6YpQ4ZlbM4usyXowWJFhNrcDecbQgW+51yWbd8lzV4MAp8ClD2BKpw+2Q3a3z1yQwues1TjJQKxgJQhN",
-	"wUrWe0MQzPS3LkER9NVPvJLmOxjW9uVp6pRdycv1NHVnXu8DZVe7j8pUqs3UzjD1qqp4Sq9RUWMFPZ+y",
-	"bqNy+bT84u9avyzWsYmKWaLtq5K5VslMQgrx9B5c3ETRLG7vkng0y7IL1MSsnqb4dMrSIxKzKeVZ7NJc",
-	"qSDx/3GZMFpOGXrWpCBDaSYDoXnqkvQFeN8M09AjwFUDCWnIFVN8xFnaWaKzQe5kmZa8XIV7GjTn+k1q",
-	"cQWAX0aRK/GzRokrieCr5vZVc1unuZGwKV4j21mQmWvVt9Na9UzfFRboagIgVv+AZhd08xmhE0eXdkjg",
-	"E8W0EFeng7MrhcuewzFsZZJv+SKuoeKmS46h4r7xY1yXM9cHou19fT+9JEWr+I4vT7wvn0MkhHzuDipm",
-	"5SiH5VjrzvC/u1tPfgdn966KKh727WTiVOYDN7DYY9FIOEOW0ClDwsIUSm6g9zjOLIHiM8hAn/ss6Kcy",
-	"ZcHIcJe+eV92cHen7dZYyHMF7vH1HCTyKvaCb3zFYeh9RslZSsyvltwWCeQv0INlA/K4hyUH6c3YWrKm",
-	"Dbva0aBstCikh+LRfqgbR14htv8px+vEpO3qyJOMUSsfDEzg9xWKMWlDAUXiPnQ9saJgSvOPUINnUBNb",
-	"PRGfUIt17dw/c6B57VlELCzXYr+Kvi8h+rAQqtTcqtP3JtQV31SO0FJJd3c1+4tyMTwod9CUy5KNzbxL",
-	"YTFfzbvk6viyuS+Fl5p5rRfrGaUqymKgD1GA/yVxzpMSvAXOW/flZIFqrqtTcbpL2p4VozI3I76GMTeN",
-	"YFQz6FyK6gLJLYGpOoizBOyOzeN/X6666lTENa66oF3TV1fdOlcdD09QJTcHL27gqqsZE2G/CgwP+8Jf",
-	"MHLxqAfl1l3yypm5UGIJZXwD4Xr0+MmOH+ePOwkavv8m/XH1wbef2R8Xtspv1GSK3ap2Tf7n88gdfD5N",
-	"pWLNYeuQojWrVK5RGg4QTiUWMRN2Y890W6qwSZOr/R4IlNIdr8yUvZa8NvPV4bgZ5zzzLftC3reMfy5o",
-	"UncKGdf0hEUfYtHqp8EnGHoCSekHHIjCEbgdP2DIX7/6AX8/xtB5vZSjcP9hJvk/pxNwgzMdLTeFGg4s",
-	"qDwRFKm5MjR7Ft0ItMY82xUHqvf5pH4g67/6ErftS9yIyrbpTPy5aIpQERCBJh4VzepWORyrfenjqGaq",
-	"N3kbyUc5GwdiI29j9cx8Qh39y3gb155W721cpqF/FbBfWsBi71arlzNVPXfWTHaOyXpgru6YrHvG/rd5",
-	"JhtMzbtp1o9Q5b175eDKksGn8NK6Tj5a2Z0t9QF37RRvaNdKxdw1lmyoog1arrUDfSG43umSg94TrO1B",
-	"J4mvSwz6s93bXQKf+W1oH6Xl8r9XD9nE4H7qTvZvIdEGtuQjrN5HTKRbPpjH+lJXhlFgdwiryEBfRmjc",
-	"Um9M5Zqh5Uur2V0/RiznhYLasFFi9WxCF4mL4fxippmy5/O4aEC2VzagCKa/FK1HK3kY0P4NG1j6Jv+u",
-	"7+WQuU4y7YPek747GHD4hTaMpp0jgvDWelpiA9GSQbiboAOikDsyv7/dz0S6gkvsfR4u8RzWU99DqolP",
-	"6fzKML4ww3gu0mp8YKxowkazLJvflXFc+TGay7uUOcGLRszCdN6IyCwNOvO/ktBCnwvqnFErwovPr1z1",
-	"8icTh/CFZdGtczczHNx8X23xbVJoRUN/oElWtAj2CN+qdb6Eun1f58QNL9+mfISOZsEUb9fnE5s54wCe",
-	"4vvYkhqDDb6hMTZw8fmuxTD0QH0tpqGP6RUj3EBTatdBJqGCUGNoMimbZmY4ADmRWcYSU58uWzZ+3esd",
-	"1Bui+TEPvvuylVRhf2UQkeUolhWtncJx8Z/GYRB+4b5t0VwzEMQg9B8vcPhPKdteSTdJ/HOauIe9vY2Q",
-	"/Bdq2DUOLzzcZPXu/nMc3bjdXh3BYLFf3t1GH5aM6Ks38TjF5mjhWW8jp5jKlHUCXuhYxnKJ7XmKTvMt",
-	"s7TzWutdz6nKVrlutFXRtoq013e3NWQqtRmIxwfkR/6tG6MSDK12w/C48YcwFBvlfC2ZMxEwy0L/Pz6p",
-	"cEzspht2uK621CXtvd5uRBYmSXWWcERwkm7GEslhb+/RYe+g0umrCCEX4xMX+KZFr+NpZ8/ebMw03f43",
-	"Zio9Pjzcf7wuV6lRHSq2ttg5ghvXbdUZbdS62ZnSm52hTOc7wzlUSsKH75ZSsbCOjeF0KP3Kr7/y623z",
-	"6+c3ztoJNLYHQb8+192iMsX3gXYU2cTNG3uzxyNmkkm71nU8Ih9w7kGfDFpvXp+dD1oRhIr6+G17X+Tn",
-	"dfTJh0Er5MGDVn8gBvUTZl8xaFU6dwxa9v2+l3mL/JE0tTK/ve2g3ioGIs6TrmbmlE2lYc/KI9n+YID5",
-	"D1q4fvsxneZ9Qq8pN0Qx3TXsxrQ7tx10o6+RbMZPcN2ibPtOqnLcFo5Rw9UuSB2mSMoVS0w27xdj5WGQ",
-	"HxWE5RM2ZYpmbjbtQLg5skN7fJskWLUPNgiZhaHrLqLth0EKbxsMhBW6XmGojQBaZevE6/X7gfg00gwz",
-	"A8/Clmaf0LyvfGeJqKjvWdG05J9dbnwVA+vEgMsoWEJB91fhDVVmywzujZ+9oRdYUODBtxzGMmXt2mXG",
-	"9o/YrkeK1M8Qsz8MobVzOoeJMTvk4cO9Xu/hw4IhupHNc8iJXMh98I7xCofp9MPhXm4mIw7rdOM/rKpP",
-	"zcIEkOrULSPJXyUXXQ/VnoVqcfyI6ziP62v6MlZLlGO6YhyvgDECGCAEqVrthaElMNNTZhlZNn/DT4o9",
-	"6D3xGKtgp4hnthtnREWVqCR6dNycLguaf/kevDx+P5OGXrCbhLGUpXHJrV1422+FG7OjyZTe8OlsCr03",
-	"pHDtCSE5rTJXTEckVtSwCxisE7yZaxyLjc1RjZRkSkUx+1d3ybfSTHAEJmxuMCMyBmI6ZbmbqwS+qgIE",
-	"WJ1emFBPYOY2XPvp5Ucks8DrVySsV0/T9/IaEgqgpSx1cyHLHukYz8IjgNn37gC1RwqLzDXO32RpJyI9",
-	"+8jjXncg4l5c9op04SpyPNRMmH51vKgfM9ve6xHthyN7XYKlC664ogvkXq+5vsWuolLYMvLz0FM5G2as",
-	"FbUcabT6j7HOBf/oFZajmE2H0OF8sfzGFSE5/riTTKRmAifKezNy7/Cw2s0N5uWNYCyULxlShlBj2DQ3",
-	"fgCfYkZxloYjsRRL5FhwbUlIF8OkuuQMnq8cVpg5VpISznci13SOSAM8oSJdIqo2kWlpMdDh4ToD+1NW",
-	"7sBinShvVnsCLn0UjFiCmdoTeV0wUitotxlaBMjeYEy0CbazBV59hCqu239gu57Hmv/V6ZKfK+r4BXN/",
-	"8VBWYpXtQJguCQI1WssvpMyJFGX4Py5mlFktZCoV6xBFcdTChAqgIMtd3s94cumtOdfpciJ9EqbjLAMh",
-	"cybctLOaltMlz2kygcFnzhIkI8X0hMSVkaNHhFGVcRgSx4Cfzd3cbFd8ha1nY3aTWxF2Qc1Kc7jarX15",
-	"jehiO2jfSl1LMqIKBBR2XJcqZWpZzShoTAMRw7/QBT2YYuk6RM0YTsxZrtSUDVscNE7ThNAWDE6BdiyI",
-	"YLRzWVpO2ekXzVnsfpJryysgd2PICE3T5jE8Y1btvr6+YrXAlIvaIXrGYLs66gGZVIx770W4KoCts6yI",
-	"tEBds6Tlwjw+aDXKVovMMQjXd5+lh/vScHgZMPwaEN9uy0Ka1kKyAfMLLm43Ar4wC3ApLzkmsWE3BjNC",
-	"dtzgwCJZtnhN341lcGfcMRp31NvO6qpOkY8Ggo9glj6O6haEWXYq2DVOavSJRW7OFjlleja1cqiPN/q3",
-	"A2QPNIl52gd+xI0eCDi6qC5689xN46/616pA9d34xmJ2mGbl3MYp17ocX4odpTQLrphrDolmMJNXGA0D",
-	"bWOAr+/BtYYcT/13NHvv3h6ROKWG+h/KI3nmlvnD2etXHpJf//4/2D8SLC74HcdL96FX8w61hpsfPJ7I",
-	"6RSNOeFnmu0eetPkiPCxwGlq3RBaJtISpA+35Xju5ey9lvTnRcSRH07tRCzsdJJJ7WoSkKS65JkEF2Kx",
-	"P95UZ1gxORBwfHQw+dU96k3E9kFvNyIHvYOI/Pr3f+C8fKlSLqiaA/YIs2/wlhYOva0Mje2HJvIPP5+D",
-	"hKx4xzF5vO5JqQzsbuOweQDKUmXzGHI/1LyqKhAQHKQ4xDiw2zuoHwxEZV63j4E2zOvuEtf6gJpwoHow",
-	"/nlHJzIvR6zrgQjneFvQ3p6+IG0aokOqohO5VacYFLRAs9zI1TuibpRaYy4YZ1uYr5kc62Yr3G7k5sL6",
-	"fOUGLEH5kZ9XHixpqcQOnlxm6h30njzeoPHDIuRO6UIW6jgNnvHCLcMSZvfrKCRzZfkf0+5ccNNdZqpW",
-	"OFoF+tya0co+85+/9HaevPuwG+0+uf1D6z5G6oJUqEydaFketzsQVeY3EI6hDFqW81mUDVo6Z/SSqUGr",
-	"P2gF4ZZBKxrAR+CH71mWyYjoCUT5GRmyMRd/hnu4YdMLnuLz9v+7cBn9ZoNWf0QzzaKBC0GkFxTfuNfb",
-	"e7yzu7uz9/h8t9fv9fq9/f8YtG4tVwi5qP275InFAm4HVbrYKDoN7/EM76sepT+xMx8vuK7czQ7+f4Nj",
-	"v+Dgb56vDKW67TNgZjswwg3FfGeJxtZorp4IQj1H75PYajsBT2/PVEb+SB78OWRA//qA/JEwkciUvT09",
-	"eeqR025ic52Oz6Ln2jBROCgta0iRALVlQKiLANcGCUvaVoTEU6Y1HTPLLCuixjIfJlKrV1WVOKtssWxU",
-	"FMiU6lWXPM2g5xA0VfdivPVRaqzvyLBhe6Ti9vv23n5TfO933XrbL2OTdj4Fzr5281nbzScPyMMzgPLa",
-	"Jm23ixYjYIu4CXnkmvHxBCpS5DRnhomEM90lP8NlDYqtYhk1lh8ZidYQeP77AxH3uo/jR3Gve+BO9378",
-	"KN6LYSZ/4BV/AUOWxqi4K8rBIxb06ZYjEhtuMj+uvoDEVSYHncE/tl2Qp87farcgD9+XaRZUYGdN725P",
-	"SV9bd3/tpLO+dXdenrkmxlUXtxv30Ak4GhbYycBhoNiIKSYSpj+2A07AMr42wPn91OeX/SNLWqh02vLt",
-	"3u3Fqa8c227Dmy2dJCSq9SdpeQPr5TTc+2zCoxQaX43RrXevXksZn7t3NepzEYmDR2P03MWhphmTNjoW",
-	"w94xA4HNY6xZdOR0QJ8+OhP8/YyBDut8h36hH93UunJKPp1u92WazKw7nr7HzBLd7qsIS3/XvVfWKWF3",
-	"d3C9s0+oq+VO86DACmMDOEIegtrFiOe2NxOJVHzMBcS1Zypr9VuPWosu7eNK2dZMkEwmkESA8bUpvWT2",
-	"cly+ZWJM3n/0CO6bSG363/S+6QF3c3hYGAsjM+Zb4pUu4pSMpHJTJ5tN5tInXiJ2cQFvYHLo4uuDx4Nm",
-	"3YvPB2qNi4NxFVQ2tyEUBA3pItdNIirKnTvBR4JUl+bAQRjyKB2NEWSj+MRBy1lHEpMMwWMZfCBwTi5+",
-	"4GlZs1w4KKGfqd08UUFNl5zKmWGNhQ1lVnGXHENESUOGCym4/QPtg0kLz5aRqkpIB8WD7xLu0qgbVqAY",
-	"JA/STFe7OT3QfmauJm0QQJjnGyK/mA+4+N6zMlH61//674DasavByGLcuXl1n9AypMjSstYwZ2rH4wbj",
-	"VJjsMhAu2AOpn0MpTWW1xdz2RbBwPHcReq0NM3eOWQtiCJKTIu7twVjt23e3/y8AAP//",
+	"7L3rcts4ljj+KijtVEXKULJ8y3Tkmpp1O+lud+c2tpPsbitrQiQkYUwBDAHZ1uTvf/WnfYCtfYZ5sH6S",
+	"X+EcgAQp6mJbSbpn/CkxxQtwcO7XT41ITlIpmNCq0fvUGDMaswz+exyzSSo1E/qEpQmdsdhcjZmKMp5q",
+	"LkWj1wh1NmUhuRozQfSYK0KFumIZ4YroMSNKy4zF7qIcEioIo1nCWUYy9nHKlCZXXI/xZjphfRHmn41m",
+	"7Z/YLDwgdKCY0ETqMcuuuGKdvmgEDRWN2YSaJTExnTR6PzfMWhofgoaepazRayidcTFq3NwEjROms9nh",
+	"ULNsfgunLJIiVkRLckW5JgM2lBkjOptxMSJ0RLnoNIIGu6aTNGGN3r7/6QkXfGK+3s0/y4VmI5bBd//j",
+	"BDd5XAO6szFzMHikCI8DQhXhAkHBskuWPVIkkSNFmuZSRJMELskrgfDmmiBcBGuVVtjYvX738e/dwd5/",
+	"Xj+9+Gln8uO2ONF/unoTl6BWhdJN0EhpRidM2/M/mmZKZvULDwW71ucR3BGagzVLTDN2yeVUkZSOWIcc",
+	"4rENZQa/DnmmNP7UCBrcvOnjlGWzRtAQdGKWgq8rLXJCr18wMdLjRm9/eycw8HZ/b9cd9DOW8EuWzY6f",
+	"1a/7ig3GUl6Q2N4HkM/Xk1I9Lpbj7jnnBnDmqHhmaMCgmb/GocwmVDd6jekU7pxf1aLVyMHfWKTzNRQH",
+	"+KfBXtxl+8P2U7q9096Ldgftb+InrL0z3KbdwdPom/hPrH7R919rQX4/sdn8ug/JBZvBgUYJN+cbjaVU",
+	"TNlz5opEGaOakea2Iamd/X2SZlxoOkgYOTw9Oj4m0ZhmNDJoFhDWGXUI7Yu3b4+ftYiSRI+pJhmz5Mc1",
+	"iagQUru36isesR5RjJE+krW5DX9URNEhS2b9BqEDeWn5RAHV/WE3esK2aXt38Ke4vRfvsPbT4Te0vR3t",
+	"DHbjPbY/fNJ1UEU+WMC1wpUWIenO/n4VSVOqNcvMO//7Z9L+/z/88Q+1cH/BJ1zPg/sNHTGi+N9ZQACe",
+	"293uIvJJ4A3+wmI2pNNEN3r73cCsElnVdrcbFIxru5ZxnTKluBSLEFfhz6RpnskuObtqLaaje6LkjXlY",
+	"pVIoBmzpWxp/TzW7ooCckRRGQpn/0jRNeETNMrf+psxaP3mf+UPGho1e49+2Cnm3hb+qredZJrMT+xH8",
+	"5Pye860+UuTdSxLJaRITg5kDw8dpNGYxkZmVdSwmAxonsw45kjEj4YDG5yNcdWjA5InZ/2hbIdFGKVG3",
+	"UHv7lidPYJXf0theWQMWOSF8ajCzYXwkxqO/pAmPz608agSNCVOKjsxvTk4PZDzrEbMoZsiAM/Vz90Pn",
+	"ivHRWPeImE4GLCOTqQKATECEjqkgXcCnDZ6DW08smQL4T6iOxpb1SKENayFNSiZcKcMbZEYmNDFYxmIy",
+	"5CwxkpZc0mTKiJxqIod9kVExYoHRTqbiQhgJm99YPMvhfFFItdzBViAXHgBrtNAjis5UX1yNeTTGNxIq",
+	"YnI1niFr2hAWHEkxTHh0TxyI3Fv8w8+RngB0zbOa4S4sXx4YLY9mmsWbPmif4JQ2zD8/cpok8gqPvAkS",
+	"hGtQOVk24YIm+em4PW2S5r6T2YDHMRP3A/cwf02J2GTCiNkz6tAZo3FbimS2adhqeWE0SEUAe8lgqgnX",
+	"isDnJ3QGQI6lhXCICwrJVcY1F6NWYAghv58rRzWdvkC455sLN4rolu+f8QmTU/1V2X/Mkfk7e0cQzSfM",
+	"4Z1l9ecaV7pJ9PMUkWPxXWK47z15f/HC8ws2O+fifIiv9RGTVu01rkhFJzKIoDRPEpJNhXB6zYaO4LDe",
+	"XiRz5uLcKnJOvWifBkdBkySUJFzrhJGEapb1DFfRxtIaMa08G6aw2vD0DY7Pac4nbKrQYt7c0WT4Tv9c",
+	"ag/iiipi7gSdnAownN2qN8tJuKo5gfzz1ppNqNJkZ4+M5TRTdWsiTXdhwvRYxkFfGBXScBmjdbQWHSHC",
+	"I7TwfyX1d3Iq7glzIfX5EF7jg9mQOl7dIPheSaKm0diagQ5auaGvmaBCu73n69okM3kl9Qmj8dfSpA2t",
+	"GsiGRs7NQnPeIRfnaSZHGVMqJE3zq1UvyIzpwJJ2mslLbiwQLkYgjOQly1q5+CnE/ialj7WJXkn9gl+y",
+	"LwsyZ3ABwEgixYhlJOGXjDSZiFkckCHlCVogERURSxIWt3qAUO9eolqutExBc2PX3KJVX3xeWL0VdKrH",
+	"MuN/X4sVbkxWeLr/VSbFKIcf6D2AMdTqQOCUROZjb3IUN4XFM6HNMpHNnHngNKgJfoqKRILXbhSYZ1K+",
+	"oNnoC6Ocb/cZvEvMEjI06kD/ZjFpbpOX/Ftg6T+evn4VkCd75Cd74fTZm5xxaynP4flw04B5ScXMXlX3",
+	"Y/wZ1ewcfChVESslmVAxcxBRm5QBCB//22EPtaupApQUmswtwIH141Rqes6uI8ZiFoekCaySGIMBab8v",
+	"UIgQmgCLNTqRAs3deoMM+kdSRNMsM18CjpKzZ9Uh7ynXJATtqA3+85Ao9JfPHaR306pz9NzxN8G9MOCW",
+	"DGbJ8VeovWIFo5kEpN0j7DoFV9ZmVYF51gSuUK4KF0TgPh0A95kxjfZbUFKq6DTmTETMvKsvwA1FFB8J",
+	"Fi/hbJsjyreCXlKe0EHCviTLj1lqJKGIZhgviammA6pY4GQg6Awxy1oGpLGxVgtouAVXdauvhNPsOmWR",
+	"ZvHzAkfv7tnTLBM0mffqCJoQvHuTZpqYYZwOX239++F+t0vcR0PSTORoxOJCbhYGVegDLmxtTNXNdwjv",
+	"OXxzbGMbaSZTlmmOrmUMI8TnVJcc0zHVrG1M+XnvdNDg8RpO7KBhbKBzY63Yl5fB9h7jpwxiK2AulQiU",
+	"FNZ3c5rGeEmTiVSG2UeMUDLhYqoxDli7bjFNLEmi/31ugeis/zT/Q5qxIb+ujwNcsNkjZa3i7W0vsEOa",
+	"Ib84D0Hd/Aa8wa2AaEk0SxLzlCI0pZkuR734xfnu8PDp9V93BnUgzCSi+DIExZM9MXdi4MBFHX7GMATs",
+	"0r4q31rgH3zlqIpwMlppZiH4kSN4BkgyjrkBCk3eeOg0pIliQQXDHJSLTR+enRI1E1Ej8ONILkZTG0fq",
+	"908/A3x80KzadfxFaeeiLg6JVlGUMd0hp2N5JUDtQSM6z0M4wAwECJVDaNAgnBeQ4xfnPx+2/4u2/95t",
+	"Pz1vf/i0t3vzh3XI97PR2G8D6xHmi7HgBceIUxkFuGaT8n9WL9q8036EZhmFv73cglUvecWutc1TmNs5",
+	"LKL8tsU7OrFgrvJlqgkV5PDNMbDmCZ2RWB6Q3CPu++iBmdlUFBpPuICwZ5RNuYZIMj5Tk6ASNA4jXZdp",
+	"8X4sSUTBlUZtCCQaUzFiPRIa8yAkTbu4iCZJKwDPh85kksBv4HvjQxbNogRzSnhk+HB4OQn7oqk9v8K7",
+	"l4/MTlKZaWXuyIySH/HiPSnLuIx5ZG6iPCOJlGnLBtjtns2KDFblSzB7niAQ7MvqN59FY65ZpKdZzRH8",
+	"AIGeitNokMkLlhmFNhzPBhlHownUPPxJGfMTw1RmKZH13+qMCnx5X2COTVvxmJGrMU8YmbCYUzJM5JUi",
+	"A6avmBXKg0xeGWPMvK60FJaRmGcs0smsDApcVO1uj6iIeWwlx/1ZKJtQnpRuxyt1t16jAnbOF2QjRVOl",
+	"5SRPMjJ2hWFpmG0kpGDg2VUMxPZKZjecJsn5Qo63JuufME2NJr9YzNa8e+nO8DZikFgdEDZJ9czfIMuY",
+	"2+Ecp0Bb+nytpdex4eJ5HzpBfmL+AXlbLzHqOg6Wo9SdVJIcgwqdhMb03+1fnUhOfJ3SrdXTVXZ3yrrK",
+	"7mrcW2pj2FuPn81hkac1xZS8kJcsoRErr2bnDpqTj2XLlvbS3Vc93vnTXHpOmxCfBR/56hI0X8rbNF4H",
+	"/yZc+Fe3F2LkhrGOJsnrYaP38/r496HK56oY+TUQbx7+LienRk1+DUyNj8bGZlQXPEnA401SqeCAQCEu",
+	"Qb/0/Fz2H+Z0AsME3tlpLNFzC3o9nSnNJiRmio9E3SO4xroPyktGugckYwnV/JKBFTlm1svgpyPlaaje",
+	"1vIVdDtPfMtYTgeJJ08xe2mRSWTX9mEp6I9FiikJt2C9FVAX4HoGcFJOZ1PoClSazsg0JVMRM6OBUci4",
+	"K6Ng907HcU80Xnh4YuYSwyieY7DGOT6yCKvmD5BdR8lU8Uv20qUvovIxf7A1idn3OGQhWKQX66aRY4CP",
+	"VK4s/k1yocrq4jyt0ShiSp2Du3f+9d8ymrHMOoPz9Fo/ESXcsgr81uOQZHKqDRUYM7gJnAPy0+zdh/Cp",
+	"M/Ou0Cju34OrX7tj8LeQ0hELiGCX5txIbsL4ka0aVpvyjKnF3q3Q32sIwUijZUOOfRSxVLN4ofNq7msq",
+	"Ts+nWVLLn2Qy1Yy8PXlh+EH45vXpGdm63N4qohpbn3h8kwNOxWlYdkONtU5Vb2uLprzjaUGVl6yTou1/",
+	"pG4bAItNbQQB21mpijrY+Z8PyphYOs46ingu4hNGVZ2EeD+eGYu5MNcgPt0xpqnNHrS2WiTFJcsUeLLJ",
+	"kAuuxnAf3H8+mJ2DhdsjSk6YFKwvIDEiNu8jTZmR8VSMyDRtdUg4odfn8TSDV4U9iG8ZzCEZFUROdYeE",
+	"PE5Yno3VI0I6Ou2LCKnbpqtAEleYh9DDXhFO75Awzzs4x3C7/Vg1Hdjq630hM5e9AKuMxlyw80QqXTwY",
+	"c0XT1FA6WLOMZnrAqPYWa280FJOal6KZzsWobHPm8IVrHgyRv+cAahjjq4CGMS/cDpE/lXYIDxfrRn98",
+	"eYm1Zu5zs4JbikP7RT9x3d43b9EZkGfUoAxpUpJSwSOb7uBcGuZtCmMMYQbIGhJq/eVcKM1ojNFPAJsB",
+	"Z0E6AykTRkXu+VPsY73JDL56xT56QaZ4GrH4gHQLq7LE17jQT/bqBVSegG8I1lHXUlU1J8MqkdvnveXX",
+	"knGWyewZ01bdrngjIIBU3fRLRIZ2xmhs1OKAKEEv2HlEFeuQnyB32jypevO50aS51+22gvn4o/lhuxX0",
+	"hZc4aq7tmpuLxCdzac9cwiyxc/OLzUSA3/atBwzzWQgVcV8sSfszjzw1jxTZCaS5t72LK1TT1JAZi8/B",
+	"LXRugAe/78NCF6Sikebezg440PyIPniOqtH6vmju7cD3vcjYPgLILxcwF3cs1PI4pbkIC61mmpof9ox8",
+	"f8Wu8CDAaYkspke04Ux+nru5hQxmwGR+ODt7A27GqaqWzvhZcX5BC23//cPP1n3+4fEf6m0cG3ac056m",
+	"Eyp8RKJD0ArV2KhVEhIg1AGm+DMKeRCGuaY0U6xSL1Wk562SfoDVxaLmqCJoXLchdNkG4JlVe4fR6O13",
+	"d4IiVb63130aeKncvb3ubtConIl5aC9YkmeLb1mQ7Nnb29kJijBub9/o59V6jd4eaO1zZGF+2A+80+vt",
+	"maWUMdF84mlQzn/BSzlhNHp727vBXI5Eb6+7DVeLgP9+F+6rox7zkv0bx3byKHItX4WkIzkkRgedYSzZ",
+	"JdvOKdF5yHtl5NqyuipO4AtqGeSljbrPG9W+O75Osder14Re/5ugcRuH7zCTk1UvPnbK1ykQc1mgVE00",
+	"UKjwZ0w+UWOZacKu04QK0BjyCtySRKvRZm+9rspBQOQJNghvCywYF57MCj9a5dCSmCmNwWqoVFvHy4YI",
+	"UONhS8dU1RjxYBImUowqMQtjuqOGyWg0tsjDNbmC/K5xJqejcWB+llnMsoAYIABPBlUSziDPpJYCai6k",
+	"GEljPWHsQtfl1bp6mLW3+8bsan67C/yCFga1x1M40dYLNeRlwjYZ2pX1KHJ4dvpItQIyFfzjlBE6cdBF",
+	"d7p5AzyioJILHCUXXMQHhJJ4irkyzPIORcK97lNSSXn1/N5atTP2sb33p+3tlV6ROfz/gdFEjy1qz2Gl",
+	"yq87hV1eQGyMxrP6ovWS0YZP14H6B6eP31LbptEFixdrtmM+GjNPuS3CeoRGRndIWDyq2Ozr6baD6XDI",
+	"Mvj2aOL6DlRr8vEXqMg3SI6i3zChzsr3L9fYq/vylPY76ek6q3PmNb7DdOwi4EhSqbQiSpIhze7wJcVj",
+	"NqCiJnR3CszEOj8hkGtNWkx4roYsHykjVYUmyiiDk04Nos/j4mKsOwTKmsd3GuVuzdxAFZqLKUP7tNZq",
+	"vK/ZYz9aRya57KlZaiUAvVRm+/fegO2MfrPzNSOa5p1UzBbcvjKqeqcYsTCaooPsmlGQAsYfgjnq1K7j",
+	"R0XoMBHbtHsneg4whIxNNebjxjfOV7HQb8h1Xl1N87eiAL17stsXDoWvG+xG23r9Q7LGeM0RnZVyO+wh",
+	"TIXmCXGLt5hUeya+v+hc1XkBMHs8Aa5h9BaXFd6o412/qSi+Cw+tS7AgoZdnbb57aXNnGGjS8ezumGnd",
+	"hYu/hyn+AzaiolQGda9PWs3kljbFJvMhSny0fEglnpkvt8TWgjIPn0PgJbkVjugq6XDeOXgo4HGrpTLm",
+	"TokYVTG0Hg8oCyRgBNZ36rKQ7i+lKoZUihsi9ianethSkzmhMJRlfWfRN++cI3JLbmWX662xYF/kGUIP",
+	"PHbTNGUZGcipiHvltky2eqYvmnv7NvVakalImALla8hH04zFRceq1oENgHKdmyJ73W7F/tj+ZlVnlrtk",
+	"DNyW41UdZosJcykJbCLHpdDZvnqOS5X91WoNfmjWS7wEXYWEZjXx1AaVkNdgHU8RIvIZehH54aovMFLq",
+	"ZLarmM2zHrki0/SglK04oTNnCHTKZbW9vM4YXp0HwDD4hp++4qjKxfJKBL4ZgwsZJlMM151ZjaznB/gC",
+	"Etr4WNAXXjCtHLDK4eGHnQwKOqs4aHirRt6LP/uhrjxMVUSx6iyL/Pw2laP0OVKLVjGyQ2gQF1bETFgy",
+	"iTfENepsvpeFfrqiW0uueUJPO63y4iuXY0y4nneaLlLG3cPAeGEJttnUwkyXSpPCfG3t/rTb3Y2MpIX/",
+	"MXsBRdc3pWt2E9s7eLWSJFC8EqVse3e4Q59G26ztEgOe0u2dujW63dTv1StUc8VTw8SWxicyoknYqVdS",
+	"RyvztbQHSjKmUEmOz6nadwLfWnki6MpshpY1GdoHfmbYiPu/uyzTNL8MwWzz35gpnckZ/PHrL/+otDJ0",
+	"vYXWUihtKg8uvI6Lv1zDEPFbDtamU5XB8TaFtmxPSiaJ0zHKZuQBVj5BH7e9boA9qAzjNhf2u12vfqoE",
+	"hE8NqlWj1xhljImxnKKLdkKvSxzqSc1+PcFX01lOKUOeoeviqCUZMdTfjDSENCBrOUqvkYfr4LjSrkBn",
+	"8pwKYP3WK7hI0cbFVfTAqR44TQ1+z31p82F7e9uCHp0uFcxD8vvELfAlxUfrUO+NVZzqAu1F7ts8VI4R",
+	"9BAXMP+boXU74pdMrO3X9zJEazSpu/iUlmaJPq/a41QVC76rd+Q21mbQ0FwndZUHq+xQfK68v6B8RCvz",
+	"8d1R38kKrGLDLc8X01CRPRzjo/toVNi/tufPv3KW5TLEWhaYQ9dLKWWCy4wMaHTBREyYGHHBXPLR3ZNL",
+	"K+fljqcEpWVnsAkzJCfdr26FuJVsSIn9feHaffFoDprQ+sjrn3kLKnU5cWuorDwuYjNBoYm9e0kuhLxy",
+	"mvAdQjA2SHaXxPMyx68InJGQGYsPqlE/pekktWV0fII1tVpmzHb6xsWsn8JbJPvNC2+Dhxa0K+BiZO7H",
+	"kkCYi6bVGkQqZfSCrSTZU3sbiJ9rPb+g+qMq6QbsY6P4nn3Ph9rjBHvjiCbJbU+TJksiGWDmxzVRwMM3",
+	"xyRjepoJFrt4uwBrLXwhscNESLCdQkUpz3R03t3e2d3bf/Knb57SQRSz4W3j5XNuJtzDEsic1WfJHwrC",
+	"0jGbsIwmric1FoZDToGLhWIQeWH55nxWUSmhfT2cnsiYJSsUW5YRuM1SDayTK/QyEi3LgB6lup0xmiz6",
+	"IFgQy2rjD8hUodcRyXTglxRUHaEOK1bnkON3S2nibve1B1hQWx4MzsvXgoa3gFrfzamxAd9Y78+8LPcD",
+	"u2t6E6viN/+ldvXm83mbvKoEzUtDlstMvO0m2Oxyg3wBdQs/y7129UZHwmrt+2zKFoR38/ArFTER0jF9",
+	"6FGEHdcgXXMMaUkcwr6ExjGLF9loi/I/jgUJFfsYotmztplTbNjKxpWpTPkSCqfiClAeRhd1yQ4Lc2me",
+	"QwajYh+tnQ+2rE3hwvEYt04GmUt6cB9fvvJvqY7GtxQt/hGtdQQlpaSiGi7XDRedzPJNuYOuzdFMuMgT",
+	"YwoX9jyvX6YO5UHekioEY034ndSdhdSWL5BLy5sNyU0z4Xo7NqEZbWg0iBDc+wOGoe9WOUMTTrKe5DzN",
+	"armMOnxzjIlERY2OeZbwuPwt1/m5sVg1q7idrAmTtzv1PhGQ7YDsBGQXPIFQuyGnmoxoqrBuw9HocpLZ",
+	"sMZ3B/1upYvg3csjCBMu4BfIQqnvSE8YzYQidCBtr+5lZYX3SGiKGY2TWi+/n+4AHTBZtR8Gkag/yitB",
+	"mjaluFyc1VqfYoo6I3w/Tc4nCxJu5VAzSHVTZkmU5I9CSu2EJwn38lNuiTh+sVTtCp6LuNhtqdCs5Xxg",
+	"eVDOimvlas0OSBcqwAYJU1V+sl5e4HzMaP6e1PM9LsOFdy99V0eueK5iFj0SKj6ZJraWB8IUAcEHWNwK",
+	"SChTJii3rWRO7HsNj8FW8qGaCT1mmkfQ8tdBq2cowL6lKFDNA+igQLvv+uvBdoiJpHZQwZhKBZ0vW36L",
+	"nvzRRtDA9Rk6dgupVUQtOa7rg8xfdm64eC3ugKY+t0WowYUyNZK/A6yGO+DHPZJ0vO2WnaSVZBvPQsm5",
+	"R00KTj1BzxOYh6/1rNN3pde4XpyAoWrO3FOM1Yce7+kJq/MMbqCPwppO7LWdou9x+pUbklWjx2ptVrOA",
+	"jdwx9zSVfH2/PaQm23Kh5dC3m4EKjTNz//qhhBwlzm/TvdEC514d4OBFecFS/c+Y4HZeX3+JnZkjxu18",
+	"OKq0X7dXSrclVHhFUwvWVsoSgKK4hfphaKentXkcFsVZFiz18Xh2vRm4zVdPpHk2iJpGtpAtV7M/rBUu",
+	"9nDNSyvMaaDmOOZ3tFLTq9DcJuIRVTL+6mEJR4qW1jfT2azCP+d/R7VpkU0F9oL2qKWYzLW33SXfS8EO",
+	"CNc428M5LSY2SX3ecAJcufURlZhT9YzW5D22PcQa+IydHOxKqyHMHFzrYqw7zTtFMReHeepzKjYA3sLT",
+	"8KcVMSgL0fmOHzZ4Wer6Yb6jvKYbdR13buPoLh3S2uC/RZJZlRhvgrlSNHANL1BG+UhwGJhwz9aqV2PF",
+	"Iq+76h+3oLvqn/+whtoJy5uHzYd56GyQnXoA+42w0xy7PbFXWP1FjqS7Us6WLK776ZLF1Txx0rvRawTC",
+	"hcImTMV37IVlMlaxaJpxPTuF9kNl/zx2IPrr1Gqey5J/sBuNDVM0qVrUx8g5kd6evAjyNkKIrYNZX4Tf",
+	"P6/vmVP42rawCs7OsKW6WARakSGcwqmcZpEbXlE3e7PSPsfhT8pti9u65UNvAYjHfOdkwI/vzxq1pTxj",
+	"mem2EfdxEbsBJ7K32kxOoP0FZPyWuy1ZHyjWjuRDq97BUAOAlhSV3UNzqSXdhvJ+U4EtK+Ja9UVYBITC",
+	"Dnmd0o9TaOmAYTnlDW4G8QqbL8Bl2LBnZi+I951hN9q2843ZGFrJWWZlvnIBTSYueSYFBCua4enz09Pj",
+	"16/Oz17/9PxV2OoQBMRQZrZ+2L4JYOA6Lxhg2OsWFOWWWwH4GgCYRUW2N7bHHN6a+0dTu2hSX0ESfnHe",
+	"mJ9/YKsvXKdi6L/+6y//CFsWMfL+UTTl7Qs2U2GHHGtCI40juaBpEr4Deua48X590Qyhm3GIbYGxF5j5",
+	"w/ZAXtANuQXzrCn58f2Za/RPNQ4MvJLTJL4VLAxdrEcth+R0msLghzaUp2g+SBjOUvnx/VmP/HC6s/+E",
+	"NNWYGk0QcadFZEaemx+2TvDnH9//dNrqkKMxiy5Y3AOpSPU0YwHiuNm+GAzNP3Qah6Rpi27Mn35jm1aH",
+	"nCFM8RByJ0oYEJYo1hchTdNzl57dKX4/QFDhY2b55+bvkNzmMPqiOI21wH0DnGooF2QSYACEpAnFsMrh",
+	"MbmUPCpPjDlxq8oHQT9+7Fwy6vFj0gRkcC0p+8J3WrSAhh4/zh1h6vHjgLg6AfL4cfEh84O5GVmaHrPJ",
+	"Qd5aISv5A/sCh94UrmmfmxZMIyA4p9U1kKbkPRucnB1hBoXfD9rz0/VFtTn04XHJ44RrNCKm2oEaUuXI",
+	"mGWGLfQFzNKLZTR1EVXgHyB3gH1n06J0qRhzG9KUb4H3MuWdGZ0kYevAK1XCfxQkAGgnD0u3wwKhmQwM",
+	"0EaT3g2bgOH3ShOuYYn/9m/kSAojD81Z9kWbPH784+nrV48f43NXZjOuDIoKYlQyDB0pOlNFNRQsu5hi",
+	"omKgJ82u9RboxW0rkw3SEnJSzKHiTBGaMUi1jnSvPKwXf8rY37CZGzb+2oPBI+U2VB1c+fEzg47mmbdv",
+	"j58p0gzRFOsRY4mFgQ/GCRdakUuWAa7stQ7I48fGbnVvOPnuiOzu7j416w1zqza0OeGAfG/PjuyHoRUN",
+	"PJlcGbiM6SVKC2h6E37qY0OafqP3qQ/9ivqNXr9hixLyZltYldBvBH3nt4Hbfv3lH/3GzU1ImooxWE6p",
+	"245Bj0FGRTQ2Ij80bw8D7LgU2teEpInTdF0/ppirNKHAQszyjcoNq8fJp2a9oNj2G72ff/3lHx+Cvq/g",
+	"Fov6/8Q0SW7CgAh2VTRiIZCGHnpPhEgYVMHqlyenh+adIbSHAoLJmJ2Ql9/TISH0NALh5CaomzfnLHu/",
+	"azg9fAZRSILa0iOxxH5+U57AXD1oPAWsxkICWHs0e/y4Z+nG9i4ZsESaU7f5Rlaqujh0MdrJ2uGGvMih",
+	"Hd7kmpqYJdrXeb1L9kjRDS0g7JpGOpmhnM1H3gmWL+9aP37siMNN5sZJVm/Pvmt/kwdYX719UZ7d0jfY",
+	"1e2GIBmnIqUcpOU0y+SIasArpiKaMntz/I25+YBQYUOXRrgZiNcSoE0fwTuLNAhctSN3HqsCsBbXIppl",
+	"wANEZVCQTVPD+FI+QBNK1/gQTFQmNIBUsBKDfKRIIkeQKKBsCxqaD3iF782KyX7crfE1HJXM+IgLWKUV",
+	"AsoVStif8P/ABWVGEkM4UMB19Prk9Pz1yfH3x69OMZIPMsZY12aRRodrphnD9mA4bE+R8NBOOrOh8iOc",
+	"CdU2FmJQHQEbkBdU6TYYL+3jZ+GBwyI4uutUKlZk+QXEm3MVEB+y3ot1+4QZPoBqTQkEQJpCErMv8wE7",
+	"g8lCC5OVFY6ezKiaZszALHxzeHb0Q2hbaNm+tThkFxCWa2KMK9Uh4bPnL56fPQ9xVqMv2Ql2rCpig+b9",
+	"KO/MYY6kjAOrfeZyFxdi+DOeejMDKGvpFucY3bGbkoVavtFdPBPj1//5Xy8lJLBNmT17IWwBN0nYUNs5",
+	"87A7J+LN4gEHYZRTjWTuYbWHeQe2t8uMNmjOPFakyLRXTjQfFponl8JsIcyV55D8+sv/OW8oqmePVK2m",
+	"bNT1ZhnVesQ2IkYR9LcrbSvijHY7BmZgWVwkJ4aMjM5qvuWpuyRKKJ+QJvCFRTpvC2VurviCACh03x6x",
+	"ui+2UyzUX6Cgq4xrVijCcA1QyujApBnudXeJ111SCnxC4WmHvs2F0KJVk2roAX0hjJzVFeTcfWDYl9kK",
+	"LN7qJXe1xur1fxj0R/K9tyqiYd4Eg+ZYDGf5X+Dk7owNYdCMgdS2wV1slYrQqfW+5Dg1752wbhnLtpe3",
+	"Lzb6eggSud550QLIcFXx79R7LGrcE0oSal5f16RbMBbbOkjX5DrKWGzIiCaqdu/gv3J7pxolQ8lfRRUJ",
+	"/+Jv4c/hvHMKp3OS8vLn3VJ2sqNbsLnJd0iRJtosERVQSM5E7JgvKs/W+vzx/RnqNrapt1sMF4SStycv",
+	"HA95kRetz7Far3wdeF8TSzvDFvxVrlzHS3aoc/PdSzJNg7q6dPusX5veF02QhXlRur3HFqbjH0WleYd8",
+	"Z7gNFTMipGiX+wOV+1BjwpxhUX3hytNBS4aX204iqPH4Jev1de3IgorbALh5uz0LTZCqRdm+so7yvsCc",
+	"UGztJ0ZIHCFp5mZyUCCrCjzrOnC8SLWIphfMWlkYk+mL+UnsTi0CxXdnf5+kGReaGkZ/eHp0fOxpfYYl",
+	"GEMIKA0kJ4nGxrpvdch3MiM7e30BA9wDkuZ6as9QSK4fGU5SnoWcTy20c90JjHU3sIO57iQDjcKfrY8s",
+	"I7DhbGCb9u6geLfdVlijm/SMpczCA1+/dJwYzNmD+iVXJ9IXSvfODlnQ7LfmVbnnD3fj3pYXs2ZTAeGV",
+	"Uj/CxS2KewYAOGSakoRrnTCSUA3e2744tC/BDZC962sLNmskQ5Iqhe6eCByS8AtGIF6ulNGsDvMVAi/z",
+	"WmbTvtiH90GFjwVmD9eC6d3+OZu929HCCOWOM9sLwWJzEkCpyaaiL5q0pLEEJDM0C9YajHWntgts5s4b",
+	"1jjIGL1QGIlyfpCWjUXZZfYF4+YwO+QnmDSZmQWm2inn1qYHRkyN+a3GhszQU2NhhoA1TzIRZbM09yhQ",
+	"s9e+0fVA3BW6TpX27JwEzOAp2k9UvGiHb44bQcM6Fhq9xnan2+lCE2Kn67WF1Ew1eo2zWcojmnjK7jCR",
+	"V71VovUvV5TrP+90w9xPn29vp9slTUp2ujtoQfdFvzE/X7/f6NkiInu2AUH/QI62unVAxsgQkWuHi6ZK",
+	"HPQFdCGgI5YzRWPMnZwdvWEsO8r7FoYIbSkYjDOWRn+PLuCMKIz2BbNBsCSwfRXBtzccsqwvtCzCIHbY",
+	"gX3dUr22Tvmwiq5tJe5bXD0y78KC1ZmrtiYOR9BBsIV8J40VV3UBmlXdKkxlsOrG5iumvNFr7Ha6nV2M",
+	"vI4h3LY1hjakfzf/H9VFec2pF3wqzSSoLtZR+MPZ2ZsOJkSi6+44bvTMe36wbw0amXUlwdd2ut3bzSd2",
+	"iTwNedFYe+xwqbNqzdTht2mnFH1s9H7+EDTUdDKh2azRa7zgl0xgVFTTkYLmq26DqvHBPLokzhPlmdq1",
+	"8LxDwjY5wlEWOLtXk4GUuhbqeZr4ncC+HnDzb9QA1rr9oZ8VxZlKN0FjD79e99J8lVvf0tiV1sIj26sf",
+	"sXV+pZnu8OzTtZ99JbU5bMwfsn3QVj1anbddwaRPlXjkzx9uSsh1Vh2jWQKYh3J5D/cPN4ZeMzphGgZb",
+	"L0joKG5xu4O+QcuRlbm5G3f/AOTf6rqmvEITOtTYh8KguB3BAozPdoRCyzXnWwH5G/odhzZXhF1zrXrk",
+	"ajyDv8xqkbtqf5oG13lTXtL0Jmmgx8FT6p1ubutDWLnYqi9C1ww4LDka52gN2xK9e4ljSzBtgyn9rcSi",
+	"v80MsYd335SzQmznpwp1781D/4RFMoNSut8NBe5t765+7EzKFzBi4AuTLJAqIByefT2hLie2sd96+zMR",
+	"HKJ0WJs8HyI5WDeLZkmiHGlqSUaSYEt/LedLdXD+r/Bn8EMBi5YWHuCoBvoMW8sopmg//nmopnj/jSWd",
+	"zyQHqx2ta8Th+zHDII0F7gMtbpAW/QnTd6THLC/S/jy0aGRMuYUHetJw2jSYH+qgUhKHLifl3GGdhYR0",
+	"YvPsPgcRlTqd1NLRg8T5AlhepGNAq3RIN1V3QXRdruzfPLaj22fbNaZzxdiezY8ueKzSb1LQuWgCOO68",
+	"KBeMpbhXdIZpdq1bfQFWcjFBAiWWP5UB6+TRse158WyAG0Xeu5f29U7jG2FMDbvshnlJPDpqFYRsnP8i",
+	"96DNkSIXI6a01zbh81BjtSR/LZWw+xk+fxhdLLL6vBPCvj4PPOC+PACIilAyMIeOOV25I8jrQ7GAGfix",
+	"4YW+CHNyr1MmDt8cF7lkrpXA4ZtjyMn8z8OXL2q9DfbJ05RFt3M4uDUV+FfNDK/FsepKlztxzuweSLmu",
+	"ZaFDB3jRKjeYleQx1RAJLzy/Ai1Z3BEEEaZZxoTGvE2y392tBeEJfnRjXjLUaDbmKDvB4QQ3QWO/u7sO",
+	"wheT3ZYdjXktX+Vg84LdS/E3H+vkYl3ljLEgz1rSY8Yzm8KrMODAjdSCOLkNk9dx+YQrG+iHWuNbCc8X",
+	"fMKxpGbFja4E5MNnZOS4CSiBqTnr18I62uUwB+VnZePz/HsNFPsun51onth5uhbrfkmF02bV/Tm45yZW",
+	"ebaHj8o52n64WaQwHblgRl3SCHVpI765/kiR8ILNQszURz1lb5cYLvRkb5olfVHEZntkZ/8JyaiI5YQM",
+	"uFYt8GYVpVljljF/RIFVjrBsy5gnPxy2d/afdMgpA8bWF1SR5RksUByZ56NgLxovISWElJwOCQWdsNBG",
+	"mCG1slh2QITM413F5ZYdCkFSJtOE3YJyMWRkCyNuS7pegA6Kcj58HuUOV2eLJtfS7LY/y7fjhf58Gw2/",
+	"YC6kDoIO6/2wTUMMIP3UqImvL1qCfaqAss6fgHX8hpnOOmqmhzzH4jsc23oXXXNvZ+dWH/uJzU5wDuzX",
+	"Z4+IV4QKx9zqWWRF1oPBigyzvt/cM4YOfMO9LtisQ57bGgSgAps+gCmdLtgO2d0uc0EKl7NW4SR9sYSV",
+	"4GpyVrLaG4LLjH/rEhSXvvyJV1J/B9OAvz5OnbBLebEap27N612g7HJ7q0ilWk/t9FOvyoqndBoV1UbQ",
+	"8wnr1CqXR8UXf9f6Zb6PdVTMAmwPSuZKJTPyMcThu3dxHUUzv71DwuE0Sc5REzN6WsYnExYfkJBNKE9C",
+	"m+ZKBQn/3WbCKDlh6FmTggykHveF4rFN0hfgfdNMQRMqWw0kpCaXLONDzuLWAp0NcieLtOTFKtyR1/31",
+	"N6nF5Qv8OopcAZ8VSlyBBA+a24PmtkpzI37X5Vq2MyczV6pvJ5XqmZ4tLFDlBECs/gHNzmsXOUQnjirs",
+	"EM8nimkhtk4Hh6MLmz2Hc36LJN/iRVxBxU2HHELFfe3HOAh5zNzui6bz9b17SfJZRC1XnnhXPodA8Pnc",
+	"LVTMEin75ViraPg/7K3HvwPava2iisS+mUwcvyS2jsUeilrEGbCIThgiFqZQcg3DbXAoHhSfQQb6zGVB",
+	"H8mYQTZqMXD+Huzg9k7bjbGQ5xm4x1dzkMCp2HO+8SXE0P2CkrOQmA+W3AYR5HvowbIGetzBkoP0Zuxd",
+	"XtGGbe2oVzaaF9JD8WjP140DpxCb/xTzG0PStHXkUcKokQ+6FfRF6CoUQ9KEAorIfuhqbETBhKb3UIOn",
+	"UBNbpojPqMXaeUFfONC8khYRCou12AfR9zVEHxZCFZpbebzzmNrimxIJLZR0t1ezvyoXQ0K5habsNQZc",
+	"y7vkF/NVvEu2ji+ZuVJ4qZjTerGeUWZ5WQz0IfLgvyDOeez3Laxw3qovJ/FUc1Ueu9hZ0PYsb5q6HvLV",
+	"zFGsXUY5g86mqM6h3II1lSe9Fwu75XSi35errjx2e4WrzmvX9OCqW+WqK3X+LOXm4MU1XHUVY8LvV4Hh",
+	"YVf4C0YukrpXbt0hr6yZCyWWUMbXF7ZHjxsdfj9/3LE3Ueg36Y+rjLz+0v44fxZTrSaTn1Z5LMe/nkdu",
+	"78tpKiVrDluH5L3/ZWYbpU1SKmYklljETNi1oemmzPwmTbb2uy9QSrecMlP0WnLazIPDcT3Oeepa9vm8",
+	"bxH/nNOkbhUyrugJ8z7EvNVPjU/Q9wSSwg/YF7kjcDN+QJ+/PvgBfz/G0Fm1lCN3/2Em+b+mE3ANmg4W",
+	"m0I1BAsqTwBFarYMzdCinbFbm2e7hKC6X07qe7L+wZe4aV/iWli2SWfi+7wpQklAeJp4kDerW+ZwLA8+",
+	"CoOKqV7nbST3cjb2xVrexjLNfEYd/et4G1dSq/M2LtLQHwTs1xaw2LvV6OUsK9OdMZOtY7IamKs6Jque",
+	"sX82z2SNqXk7zXoLVd7bVw4uLRk8gpdWdfLh0u5ssQu4K6t4Q7tWKma2sWRNFa3Xcq3p6Qve9VaH7HWf",
+	"Ym0POklcXaLXn+3O7hL4zG9D+ygsl39ePWQdg/vIUvZvIdEGjuQeVu8WE/GGCfNQXajSMArsDmEUGejL",
+	"CI1bqo2pbDO0dGE1u+3HiOW8UFDrN0os0yZ0kTgfzM6nimWGPg/zBmQ7RQMKb/pL3nq0lIcB7d+wgaVr",
+	"8m/7Xg6Y7STT3Os+7VnCAOIXSjMatw4IrrfS0xIbiBYMwt4EHRCFbMv07nY/E/ESLrHzZbjEc9hP9Qyp",
+	"Ii6l84FhfGWG8VzE5fjAKKMRG06TZHZbxpFPUFvcpcwKXjRinPrkjRCSSex15n8loYU+F9Q6o5aEF5+7",
+	"oXOfTRzCFxZFtyDE6tx8D7b4JjG0pKE/UiTJWwQ7gG/UOl+A3a6vc0STTSuu0PXe9RvOW5tS28wZB/Dk",
+	"38eW1BhscA2NsYGLy3dNEsJj7O7szYGx5cwjeskI19CU2naQiaggVGsajYummUmCg6tlkrBIV2Rzp2j8",
+	"utPdqzZEc2MeXPdlI6n8/sogIotRLEtaO9nOCkcG4p/HYeB/4a5t0WwzEIQg9B/PYfgvKdteSexB8EVN",
+	"3P3uzlpA/p5qdoUTFffX2b29/wxng2+2V4c3WOznDzfBpwUj+qpNPE6wOZpP603kFBMZs5bHCy3LWCyx",
+	"HU9RcbphlnZWab3rOFXRKteOtsrbVpHm6u62mkyk0n3xZI/8xL+1Y1SKERhuGB7Xjgh9sVHM15IpEx6z",
+	"zPX/w+MSx8Ruun6H63JLXdLc6W4HZG6SVGsBRwQn6Xoskex3d7b2u3ulTl95CDkfnzjHNw14LU87ffZm",
+	"baZpz782U+nJ/v7uk1W5SrXqUH60+ckRPLhOo8pog8Z1e0Kv2wMZz9qDGVRKwodvl1Ixt4+11+mGlD/w",
+	"6wd+vWF+/fzaWjuexvbI69dnu1swUlbWECPruHltb/ZwyHQ0bla6jgfkE8496JF+483r07N+I4BQUQ+/",
+	"be4L3LyOHvnUb/g8uN/o9UW/SmHmFf1GqXNHv2He73qZN8gfSV0r85ubFuqtoi/CNOoopk/YRGr2rCDJ",
+	"5icNzL/fwP2bj6k47RF6RbkmGVMdza51s3XTQjf6Csmm3QTXDcq272RWjNvCMWq42zmpwzIS84xFOpn1",
+	"HBfHQX5UEJaO2YRlNLGzafvCzpEdGPKtk2DlPtggZJxctSvIy9jcMEjhbIO+MELXKQyVEUDLbJ1wtX7f",
+	"F59HmmFm4Knf0uwzmvel7ywQFdUzy5uW/KvLjQcxsEoM2IyCBRh0dxVe00xvmMG9cbM31BwL8jz4hsMY",
+	"pqxsu8zQ/BGa/UgRuxli5ocBtHaOZzAxpk0eP97pdh8/zhmiHdk8g5zIudwH5xgvcZhWzx/uZWcy4rBO",
+	"O/7DqPpUz00AKU/d0pL8TXLRcavaMauaHz9iO87j/uq+jNUSxZiuEMcrYIwABghBqlZzbmgJzPSUSUIW",
+	"zd9wk2L3uk8dxErQyeOZzdoZUUEpKokeHTunyyzNvXwHXh5+nEpNz9l1xFjM4rDg1ja87Y7CjtlRZEKv",
+	"+WQ6gd4bUtj2hJCcVporpgISZlSzcxis472ZKxyLjc1RtZRkQkU++1d1yLdSj3EEJhyuNyMyBGQ6Yamd",
+	"qwS+qnwJsDs1N6GewMxtuPbu5T2SWeD1SxLWy9T0g7yChAJoKUvtXMiiRzrGs5AEMPveElBzmGGRucL5",
+	"myxuBaRrHnnS7fRF2A2LXpE2XEUOB4oJ3SuPF3VjZps7XaLccGSnS7B4zhWXd4Hc6dbXt5hdlApbhm4e",
+	"eiyng4Q1goZFjUbvCda54B/d3HIU08kAOpzPl9/YIiTLH9vRWComcKK8MyN39vfL3dxgXt4QxkK5kqFM",
+	"E6o1m6TaDeDLmM44i/2RWBmL5EhwZVBI5cOkOuQUni8RK8wcK1AJ5zuRKzpDoAGcUJEuAFWZyLSwGGh/",
+	"f5WB/Tkrd2CzVpTXqz0elz7wRizBTO2xvMoZqRG0mwwtwsreYEy0bm2nc7z6AFVce/7Adh2P1f/U6ZJf",
+	"Kur4FXN/kShLscqmJ0wXBIFqreUXUqZEiiL8H+YzyowWMpEZa5GM4qiFMRWAQYa7fJzy6MJZc7bT5Vi6",
+	"JEzLWfpCpkzYaWcVLadDntNoDIPPrCVIhhlTYxKWRo4eEEazhMOQOAb8bGbnZtviK2w9G7Lr1Iiwc6qX",
+	"msPlbu2La0Tn20G7VupKkiHNQEBhx3WZxSxbVDMKGlNfhPAvdEH3pljaDlFThhNzFis1RcMWuxqraUJo",
+	"CwanQDsWBDDauSwupuz08uYs5jzJleEVkLsxYITGcf0YnhErd19fXbGaQ8pG7RA8I7BdLfaATMrHvXcD",
+	"3BWsrbWoiDQHXb2k5UI/2WvUylYDzBEI1w9fpIf7wnB4ETB8CIhvtmUhjSshWY/5eRc3GwGfmwW4kJcc",
+	"klCza40ZIW07ODBPls1f07NjGSyNW0ZjSb1pra7yFPmgL/gQZunjqG5BmGGngl3hpEaXWGTnbJETpqYT",
+	"I4d6eKN7O6zskSIhj3vAj7hWfQGki+qiM8/tNP6yf628qJ4d35jPDlOsmNs44UoV40uxo5Ri3hV9xSHR",
+	"DGbyCq1goG0I6+u55RpDjsfuO4p9tG8PSBhTTd0PBUme2m3+ePr6lVvJr7/8H/aPBIsLfsfx0j3o1dym",
+	"xnBzg8cjOZmgMSfcTLPtfWeaHBA+EjhNreOvlom4WNKnm2I892L2Xkn6cyLiwA2ntiIWTjpKpLI1CYhS",
+	"HfJMggsxPx9nqjOsmOwLIB/lTX61jzoTsbnX3Q7IXncvIL/+8g+cly+zmAuazQB6hJk3OEsLh96Whsb2",
+	"fBP5x/dnICFL3nFMHq96UkoDu5s4bB4WZbCyfgy5G2peVhUICA6SEzEO7HYO6kd9UZrX7WKgNfO6O8S2",
+	"PqDaH6jujX9uq0imxYh11Rf+HG+ztLcnL0iT+uCQWd6J3KhTDApaoFluYOsdUTeKjTHnjbPNzddEjlS9",
+	"FW4Ocn1hfbb0ABaA/MDNK/e2tFBie08uMvX2uk+frNH4YX7lVulCFmo5DdJ47pZhETPndeCjeWb4H1OW",
+	"LrjuLDJVSxyttPrUmNGZeea/f+62n374tB1sP735Q+MuRuqcVChNnWgYHrfdF2Xm1xeWofQbhvMZkPUb",
+	"KmX0gmX9Rq/f8MIt/UbQh4/ADz+wJJEBUWOI8jMyYCMu/gL3cM0m5zzG583/t+Ey+s36jd6QJooFfRuC",
+	"iM8pvnGnu/Okvb3d3nlytt3tdbu97u5/9Rs3hiv4XNT8XfDEfAM3/TJerBWdhvc4hvegR6nP7MzHC7Yr",
+	"d72D/69A9nMO/vr5ylCq2zwFZtaGEW4o5lsLNLZac/VYEOo4eo+ERtvxeHpzmiXkj+TRX3wG9OdH5I+E",
+	"iUjG7O3J8ZEDTrOOzbVaLoueK81E7qA0rCFGBFSGAaEuAlwbJCxpGhESTphSdMQMsyyJGsN8mIiNXlVW",
+	"4oyyxZJhXiBTqFcdcpRAzyFoqu7EeONeaqzryLBme6T89rv23n6Tf+933XrbbWOddj45zB66+azs5pN6",
+	"6OEYQHFtnbbbeYsRsEXshDxyxfhoDBUpcpIyzUTEmeqQ93BZgWKbsYRqw4+0RGsIPP+9vgi7nSfhVtjt",
+	"7Fnq3g23wp0QZvJ7XvEXMGRphIp7Rjl4xLw+3XJIQs114sbV5yuxlcleZ/D7tgty2Plb7Rbk1vd1mgXl",
+	"0FnRu9th0kPr7odOOqtbd6cFzdUxrqq4XbuHjsfRsMBOeg6DjA1ZxkTE1H074Hgs46EBzu+nPr/oH1ng",
+	"QqnTlmv3bi5OXOXYZhvebIiSEKlWU9LiBtaLcbj7xYRHITQejNGNd69eiRlfunc16nMBCb1HQ/Tchb6m",
+	"GZImOhb93jF9gc1jjFl0YHVAlz46FfzjlIEOa32HbqP3bmpdopLPp9t9nSYzq8jT9ZhZoNs9iLD4d917",
+	"ZT0l7IoNxlJerOnyyAfB32vOba0z5D0u5Lk3av537BOp7GYd10gO2wfXyErXiMXaAmYekucYvdhDcsJG",
+	"XGnIh3TBkKK4pkB2cGe6GY/WdwkhYz4SDCOSp5qKmGYxsQeu+uKKzkgztKtocwh0ur80nzCl6ST1L5rX",
+	"UQ3jiC63g19/+UfYKooI3QBeCDkbqgrNy8eKRXYOL8hhGMRrkGh3Jx+9O9NMtVwQb34Eb4eE0ywJQcr2",
+	"xYCRcKx1qvClIHoxXqpkgn4gShIp0wGNLgKSZvwS2iAmXFy0ExnRJCBH3786hCie6w/XFzSOM6YUaZbL",
+	"Lx8pEr5//u0Pr1//dH744sXr9+dvTo7fHZ49/7ORiSG4n66ZgmFvGKSM2SVLZDphQrcWtURa7AOqUONv",
+	"1RVUWebX8QjVLmLhgN7MUhKLc1p8GNT74DO6TYYSIhChc0y9nqdX9JZb9V92b87bJ8csMbyfM3VQTgE0",
+	"/BKSeiTh+hZTv3EV8/zmYWbvV3akrIdc94keljByq8CspZq1W84j5RSMWtWaXEFCDCamGZXDGNyp7WtG",
+	"mtjNGWoWAihLuaIc2sNgaZUioWDX+txWOZxTHbYCEqpp5Ap4mpTsXF+3inoglNgZ09ksb+JoNIu+kFOd",
+	"Zyl59GS0FBaTve1u6xbk4in+zwqA/TNo/nY7s3U0/wJXHqh/87YCFT6VxT6afSEOsPXJ/n92bn4Aqrpb",
+	"IeZqFHd4t7Rs8yW9sBLRLczjJtBOEersuCuMmYoYUyshvEvKxo1NZofaBCydKljGLVgBPFghngXNCMub",
+	"+euUTR/k5qaHYjARE1qgB+DBAoXs9plSH8wT2eXi7EuvUw8mmZq77Sy3WEZTzPvOEVJmfMQFFEhMs6TR",
+	"a2w15nMjD0v9f6aCgNmazGyi9oReMHM5LN5iDOLe1hbcN5ZK977pftMFsrJgmPMryIS52QpFrmFsxLCT",
+	"47W5F0VyZeGhm9/AGybThM2/3nvcm/o2/7wXH7OOA555LfKakFMMkw0C25Y0yPvmtbyPeDVT9Rmofu5s",
+	"kbEWQFmTq0A1KsRQYrUqpL55H/Cy3OY/cFQ0v8sz3dA9kU2FKIGmQ07kVLPaDhlFeXqHHEJqsoJSKZKH",
+	"DR4pl5U892yR8lzKDUa25sbN2Xr8mh1kDKpQaaLKbcEfKTKg0QXw3iZwSiwY94FPU96+YLM60J+iW6o4",
+	"UZuP5wyZug8t/E5O4DXfKSr7f/2f//WoCttwGp3T5SWqHqFFDjyLC79WyrK2OwNMrMbqLCNBwCEHtcoD",
+	"KXUJqnAMgiY1y/qB0cRIIusTO3xzTLwbbCahWaK/JBv2sG/PJZIyQv3/BQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
