@@ -196,11 +196,12 @@ func LoadConfig(name string, args []string, getenv func(string) string, out io.W
 }
 
 func usage(out io.Writer, name string, list []setting) {
-	fmt.Fprintf(out, "Usage: controller [serve|migrate|token|sessions|machines] [flags]\n\n"+
+	fmt.Fprintf(out, "Usage: controller [serve|migrate|token|sessions|machines|webhooks] [flags]\n\n"+
 		"  serve    run the API (default)\n  migrate  apply pending database migrations and exit\n"+
 		"  token    print a development JWT (flags: -tenant, -role, -ttl)\n"+
 		"  sessions list|show|end|cancel   operate on interviews of every tenant\n"+
-		"  machines list|gc                the provider's view; destroy orphans\n\n"+
+		"  machines list|gc                the provider's view; destroy orphans\n"+
+		"  webhooks failures <endpoint>    an endpoint's failing deliveries\n\n"+
 		"Settings of %s (flag, environment variable, default):\n", name)
 	for _, s := range list {
 		def := s.def

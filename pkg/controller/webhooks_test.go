@@ -177,6 +177,21 @@ func TestWebhooksSurviveAnOutageAndStayInTheirTenant(t *testing.T) {
 		_, _, _, n := ra.snapshot()
 		return n >= 6
 	})
+	// The operator sees the endpoint's failing deliveries.
+	var failures struct {
+		Items []struct {
+			EventType      string `json:"event_type"`
+			Status         string `json:"status"`
+			LastStatusCode *int   `json:"last_status_code"`
+		} `json:"items"`
+	}
+	eventually(t, "the CLI to list a failed attempt", 30*time.Second, func() bool {
+		cliJSON(t, localCLIEnv(c), &failures, "webhooks", "failures", epA)
+		return len(failures.Items) > 0
+	})
+	if f := failures.Items[0]; f.Status != "pending" || f.LastStatusCode == nil || *f.LastStatusCode != 500 || f.EventType != "interview.cancelled" {
+		t.Fatalf("CLI failure = %+v, want a pending interview.cancelled that got 500", f)
+	}
 	ra.setMode("hang")
 	select {
 	case <-ra.timedOut:
