@@ -61,6 +61,7 @@ type Config struct {
 
 	WebhookRetrySchedule string
 	WebhookAllowPrivate  bool
+	JobRescueAfter       time.Duration
 }
 
 // setting binds one Config field to its environment variable and flag.
@@ -154,6 +155,7 @@ func settings(c *Config) []setting {
 		{env: "CORS_ORIGINS", help: "browser origins (scheme://host[:port], comma-separated, or *) allowed to call the API from other sites; empty: CORS off", set: str(&c.CORSOrigins)},
 		{env: "WEBHOOK_RETRY_SCHEDULE", def: webhooks.DefaultRetrySchedule, help: "delays between webhook attempts, comma-separated; after the last one a delivery has failed", set: str(&c.WebhookRetrySchedule)},
 		{env: "WEBHOOK_ALLOW_PRIVATE", def: "false", help: "let webhooks use http and reach loopback, private and link-local addresses (tests and local runs only)", set: boolean(&c.WebhookAllowPrivate)},
+		{env: "JOB_RESCUE_AFTER", def: "6m", help: "how long a job may stay running before it is taken for dead (its replica died) and run again; at least 1m, above every job's time limit", set: dur(&c.JobRescueAfter)},
 		{env: "DEMO", def: "false", help: "serve the demo page (recruiter view and interview room) at /demo/; for development, not production", set: boolean(&c.Demo)},
 	}
 }
@@ -254,6 +256,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.InternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("INTERNAL_URL must be an http(s) URL, not %q", c.InternalURL))
 		}
+	}
+	if c.JobRescueAfter < time.Minute {
+		errs = append(errs, errors.New("JOB_RESCUE_AFTER must be at least 1m (above every job's time limit)"))
 	}
 	if _, err := webhooks.ParseRetrySchedule(c.WebhookRetrySchedule); err != nil {
 		errs = append(errs, err)

@@ -55,6 +55,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	// before anything that changes interviews runs, so every hook is in
 	// place for the first change.
 	q := newJobQueue()
+	q.rescueAfter = cfg.JobRescueAfter
 	hooks, err := addWebhooks(cfg, db, q, logger.With("component", "webhooks"), reg)
 	if err != nil {
 		return err
