@@ -126,6 +126,12 @@ type Config struct {
 	// CORSOrigins are the browser origins (scheme://host[:port], or "*"
 	// for any) allowed to call the API from other sites; empty: CORS off.
 	CORSOrigins []string
+	// SeparateMetrics serves /metrics only through MetricsHandler (its own
+	// listener, METRICS_ADDR); Handler then answers it 404.
+	SeparateMetrics bool
+	// SeparateInternal serves /internal/v1/* only through InternalHandler
+	// (its own listener, INTERNAL_ADDR); Handler then answers them 404.
+	SeparateInternal bool
 	// Webhooks manages webhook endpoints and deliveries; nil: the
 	// webhook routes answer 503.
 	Webhooks WebhookService
@@ -226,6 +232,7 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 	e.Pre(takeAccessToken)
 	e.Use(middleware.RequestID())
 	e.Use(s.accessLog)
+	e.Use(s.onListener)
 	if cors != nil {
 		e.Use(cors.middleware)
 	}
@@ -244,7 +251,9 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 	return s, nil
 }
 
-// Handler returns the API as an http.Handler.
+// Handler returns the API as an http.Handler: the public listener's, which
+// serves every route but those Config moves to InternalHandler and
+// MetricsHandler.
 func (s *Server) Handler() http.Handler { return s.echo }
 
 // handleHealthz answers "GET /healthz": the process is up.

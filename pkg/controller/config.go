@@ -20,6 +20,8 @@ import (
 type Config struct {
 	DatabaseURL         string
 	ListenAddr          string
+	MetricsAddr         string
+	InternalAddr        string
 	Provider            string
 	InternalURL         string
 	JWTSecret           string
@@ -27,6 +29,9 @@ type Config struct {
 	AccessTokenSecret   string
 	JWTAudience         string
 	Realtime            string
+	RealtimeModel       string
+	RealtimeVoice       string
+	TranscribeModel     string
 	MaxDuration         time.Duration
 	HeartbeatInterval   time.Duration
 	HeartbeatTimeout    time.Duration
@@ -116,13 +121,18 @@ func settings(c *Config) []setting {
 	return []setting{
 		{env: "DATABASE_URL", help: "PostgreSQL URL (required)", set: str(&c.DatabaseURL), secret: true},
 		{env: "LISTEN_ADDR", def: ":8080", help: "address of the HTTP API", set: str(&c.ListenAddr)},
+		{env: "METRICS_ADDR", help: "address of a listener serving only /metrics (and /healthz); when set, the API's listener answers /metrics 404", set: str(&c.MetricsAddr)},
+		{env: "INTERNAL_ADDR", help: "address of a listener serving only the session VMs' /internal/v1/* (and /healthz); when set, the API's listener answers them 404", set: str(&c.InternalAddr)},
 		{env: "PROVIDER", def: "local", help: "machine provider: local (child processes) or fly", set: str(&c.Provider)},
-		{env: "INTERNAL_URL", help: "URL session VMs use to reach the controller (default: http://127.0.0.1:<port of LISTEN_ADDR>)", set: str(&c.InternalURL)},
+		{env: "INTERNAL_URL", help: "URL session VMs use to reach the controller (default: http://127.0.0.1:<port of INTERNAL_ADDR, else of LISTEN_ADDR>)", set: str(&c.InternalURL)},
 		{env: "JWT_SECRET", help: "HS256 secret of tenant JWTs, at least 16 bytes (this and/or JWKS_URL is required)", set: str(&c.JWTSecret), secret: true},
 		{env: "JWKS_URL", help: "JWKS URL of ES256/RS256 tenant JWTs, e.g. https://<ref>.supabase.co/auth/v1/.well-known/jwks.json", set: str(&c.JWKSURL)},
 		{env: "ACCESS_TOKEN_SECRET", help: "secret signing interview access tokens (default: derived from JWT_SECRET; required without it)", set: str(&c.AccessTokenSecret), secret: true},
 		{env: "JWT_AUDIENCE", def: "authenticated", help: "required aud claim of tenant JWTs", set: str(&c.JWTAudience)},
 		{env: "REALTIME", def: "simulated", help: "interviewer the VMs run: simulated, openai, or synthetic (no browser; a scripted candidate, for load and chaos runs)", set: str(&c.Realtime)},
+		{env: "REALTIME_MODEL", def: "gpt-realtime", help: "OpenAI Realtime model that conducts the interview (REALTIME=openai)", set: str(&c.RealtimeModel)},
+		{env: "REALTIME_VOICE", def: "marin", help: "the interviewer's voice (REALTIME=openai)", set: str(&c.RealtimeVoice)},
+		{env: "TRANSCRIBE_MODEL", def: "gpt-4o-transcribe", help: "model that transcribes the candidate's answers (REALTIME=openai)", set: str(&c.TranscribeModel)},
 		{env: "SYNTHETIC_TURN", def: "1s", help: "pace of the scripted candidate when REALTIME=synthetic", set: dur(&c.SyntheticTurn)},
 		{env: "ADOPT_AFTER", def: "15s", help: "how long a start may stay provisioning without its launcher before the reconciler adopts it", set: dur(&c.AdoptAfter)},
 		{env: "DEADLINE_GRACE", def: "30s", help: "time past an interview's max duration before the reconciler fails it", set: dur(&c.DeadlineGrace)},

@@ -68,6 +68,11 @@ type Config struct {
 	Realtime string
 	// SyntheticTurn is the scripted candidate's pace in synthetic mode.
 	SyntheticTurn time.Duration
+	// RealtimeModel, RealtimeVoice and TranscribeModel are handed to each
+	// VM in its configuration: the realtime model, the interviewer's voice
+	// and the transcription model in openai mode (empty: the VM's
+	// defaults).
+	RealtimeModel, RealtimeVoice, TranscribeModel string
 	// Region is the preferred machine region.
 	Region string
 	// HeartbeatInterval is how often VMs report.
@@ -537,7 +542,8 @@ func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMCon
 		SyntheticTurnMS: s.cfg.SyntheticTurn.Milliseconds(),
 		Deadline:        started.Add(iv.MaxDuration()), MaxDurationS: iv.MaxDurationS,
 		HeartbeatIntervalMS: s.cfg.HeartbeatInterval.Milliseconds(), IdleTimeoutMS: s.cfg.IdleTimeout.Milliseconds(),
-		Position: session.Position{Title: pos.Title, Description: pos.Description, Competencies: pos.Competencies},
+		Position:      session.Position{Title: pos.Title, Description: pos.Description, Competencies: pos.Competencies},
+		RealtimeModel: s.cfg.RealtimeModel, RealtimeVoice: s.cfg.RealtimeVoice, TranscribeModel: s.cfg.TranscribeModel,
 	}, nil
 }
 
