@@ -435,3 +435,40 @@ func TestWebhookRegistrationRefusesPrivateTargets(t *testing.T) {
 	}
 	c.mustCall(t, 404, "DELETE", "/v1/webhooks/"+uuid.NewString(), tok, nil)
 }
+
+// TestWebhookRegistrationIsIdempotent: the same Idempotency-Key and body
+// replay the first answer (one endpoint, the same secret); delete removes
+// the endpoint.
+func TestWebhookRegistrationIsIdempotent(t *testing.T) {
+	c := startController(t, fastWebhooks(nil))
+	tok := token(t, uuid.NewString(), "admin")
+	r := newReceiver(t)
+	post := func() (int, string, map[string]any) {
+		req, _ := http.NewRequest("POST", c.base+"/v1/webhooks", strings.NewReader(`{"url":"`+r.srv.URL+`/h","events":["interview.completed"]}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "register-once")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, resp.Header.Get("Idempotent-Replayed"), out
+	}
+	code1, _, first := post()
+	code2, replayed, second := post()
+	if code1 != 201 || code2 != 201 || replayed != "true" || first["id"] != second["id"] || first["secret"] != second["secret"] {
+		t.Fatalf("two posts with one key: %d %v, then %d (replayed %q) %v", code1, first, code2, replayed, second)
+	}
+	if items := c.mustCall(t, 200, "GET", "/v1/webhooks", tok, nil)["items"].([]any); len(items) != 1 {
+		t.Fatalf("endpoints = %v, want one", items)
+	}
+	c.mustCall(t, 204, "DELETE", "/v1/webhooks/"+first["id"].(string), tok, nil)
+	if items := c.mustCall(t, 200, "GET", "/v1/webhooks", tok, nil)["items"].([]any); len(items) != 0 {
+		t.Fatalf("endpoints after delete = %v, want none", items)
+	}
+}
