@@ -37,7 +37,7 @@ func main() {
 	}
 }
 
-var allCases = []string{"start", "burst", "ingest", "live", "scale", "local"}
+var allCases = []string{"start", "burst", "ingest", "live", "scale", "local", "webhooks"}
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
@@ -150,6 +150,15 @@ func run(ctx context.Context, args []string) error {
 		}
 		note("local", err)
 	}
+	if has("webhooks") {
+		logf("case 7: webhooks")
+		wh, err := env.RunWebhooks(ctx, res.WebhooksCfg)
+		res.Webhooks, res.WebhooksErr = &wh, err
+		if err != nil && wh.Received == 0 {
+			res.Webhooks = nil
+		}
+		note("webhooks", err)
+	}
 	if dl, _ := ctx.Deadline(); *profile != "none" && time.Until(dl) < 2*time.Minute {
 		logf("profile: skipped, %s of the budget left", time.Until(dl).Round(time.Second))
 	} else if *profile != "none" {
@@ -176,6 +185,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.ScaleCfg = bench.ScaleConfig{Interviews: 10_000, Tenants: 100, HeartbeatInterval: 20 * time.Second,
 		SegmentEvery: 30 * time.Second, ReconcileInterval: 10 * time.Second, Settle: 15 * time.Second, Window: 30 * time.Second}
 	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Settle: 3 * time.Second}
+	res.WebhooksCfg = bench.WebhooksConfig{Interviews: 1000, Concurrency: 32}
 	if quick {
 		res.StartCfg.Samples = 15
 		res.BurstCfg.Starts, res.BurstCfg.RateScale = 40, max(burstScale, 10)
@@ -183,6 +193,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 		res.LiveCfg.Subscribers, res.LiveCfg.Duration = 200, 8*time.Second
 		res.ScaleCfg.Interviews, res.ScaleCfg.Settle, res.ScaleCfg.Window = 1000, 5*time.Second, 10*time.Second
 		res.LocalCfg.Sequential, res.LocalCfg.Concurrent = 10, 5
+		res.WebhooksCfg.Interviews = 200
 	}
 }
 
