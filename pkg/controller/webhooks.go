@@ -17,7 +17,7 @@ import (
 )
 
 // webhookConcurrency is how many deliveries one replica works at once.
-const webhookConcurrency = 20
+const webhookConcurrency = 50
 
 // interviewEvents maps the statuses that send a webhook to their event.
 var interviewEvents = map[session.State]webhooks.EventType{
