@@ -44,6 +44,10 @@ type Results struct {
 	Local    *Local
 	LocalErr error
 
+	ScheduledCfg ScheduledConfig
+	Scheduled    *Scheduled
+	ScheduledErr error
+
 	WebhooksCfg WebhooksConfig
 	Webhooks    *Webhooks
 	WebhooksErr error
@@ -213,14 +217,27 @@ func (r *Results) Rows() []Row {
 				Limit: "—", Ratio: "—", Target: "0"}, 2))
 		}
 	}
+	if sc := r.Scheduled; sc != nil {
+		boot := fmt.Sprintf("create %s, boot %s", sc.Cfg.CreateDelay, sc.Cfg.BootDelay)
+		rows = append(rows,
+			metRow(Row{Case: "7", Figure: "scheduled start → ready p50, pre-warmed (" + boot + ")",
+				Ours: fms(sc.Warm.P50), Limit: fms(sc.Floor.P50) + " (boot floor)", Ratio: ratio(ms(sc.Warm.P50), ms(sc.Floor.P50)),
+				Target: "≤ 1.05×"}, ms(sc.Warm.P50)/ms(sc.Floor.P50)/1.05),
+			metRow(Row{Case: "7", Figure: "scheduled start → ready p99, pre-warmed (" + boot + ")",
+				Ours: fms(sc.Warm.P99), Limit: fms(sc.Floor.P99) + " (boot floor)", Ratio: ratio(ms(sc.Warm.P99), ms(sc.Floor.P99)),
+				Target: "≤ 1.05×"}, ms(sc.Warm.P99)/ms(sc.Floor.P99)/1.05),
+			Row{Case: "7", Figure: "cold start → ready p50 / p99 (same fake, no schedule)",
+				Ours: fms(sc.Cold.P50) + " / " + fms(sc.Cold.P99), Limit: "—", Ratio: ratio(ms(sc.Cold.P50), ms(sc.Warm.P50)) + " of warm",
+				Target: "≥ 2.3 s expected"})
+	}
 	if wh := r.Webhooks; wh != nil {
 		n := fmt.Sprintf("%d interviews cancelled at once", wh.Interviews)
 		rows = append(rows,
-			Row{Case: "7", Figure: "webhook state change → receiver p50, " + n, Ours: fms(wh.Latency.P50), Limit: "—", Ratio: "—"},
-			Row{Case: "7", Figure: "webhook state change → receiver p99, " + n, Ours: fms(wh.Latency.P99), Limit: "—", Ratio: "—"},
-			Row{Case: "7", Figure: "webhook deliveries per second, " + n, Ours: fmt.Sprintf("%.0f msg/s", wh.PerSecond), Limit: "—", Ratio: "—"})
+			Row{Case: "8", Figure: "webhook state change → receiver p50, " + n, Ours: fms(wh.Latency.P50), Limit: "—", Ratio: "—"},
+			Row{Case: "8", Figure: "webhook state change → receiver p99, " + n, Ours: fms(wh.Latency.P99), Limit: "—", Ratio: "—"},
+			Row{Case: "8", Figure: "webhook deliveries per second, " + n, Ours: fmt.Sprintf("%.0f msg/s", wh.PerSecond), Limit: "—", Ratio: "—"})
 		if wh.Received != wh.Interviews {
-			rows = append(rows, metRow(Row{Case: "7", Figure: "webhook messages missing", Ours: fmt.Sprint(wh.Interviews - wh.Received),
+			rows = append(rows, metRow(Row{Case: "8", Figure: "webhook messages missing", Ours: fmt.Sprint(wh.Interviews - wh.Received),
 				Limit: "—", Ratio: "—", Target: "0"}, 2))
 		}
 	}
@@ -280,7 +297,8 @@ func (r *Results) Markdown() string {
 		name string
 		err  error
 	}{{"1 start latency", r.StartErr}, {"2 burst admission", r.BurstErr}, {"3 ingest", r.IngestErr},
-		{"4 live transcript", r.LiveErr}, {"5 scale", r.ScaleErr}, {"6 local provider", r.LocalErr}, {"7 webhooks", r.WebhooksErr}} {
+		{"4 live transcript", r.LiveErr}, {"5 scale", r.ScaleErr}, {"6 local provider", r.LocalErr},
+		{"7 scheduled start", r.ScheduledErr}, {"8 webhooks", r.WebhooksErr}} {
 		if e.err != nil {
 			w("\n**Case %s did not complete:** `%s`\n", e.name, oneLine(e.err.Error()))
 		}
@@ -403,6 +421,15 @@ func (r *Results) methods(w func(string, ...any)) {
 	}
 	w("\n\n")
 
+	w("**7. Scheduled start.** The fake Fly API with a %s create delay (placement and image pull) and a %s boot. ", r.ScheduledCfg.CreateDelay, r.ScheduledCfg.BootDelay)
+	w("Warm: %d interviews scheduled a minute ahead (`PREWARM_LEAD=10m`), each pre-warmed (created with `skip_launch`), then started one at a time, `POST /start?wait=60` until ready. ", r.ScheduledCfg.Samples)
+	w("Boot floor: a machine created with `skip_launch` beforehand, then started directly through the flymachines client until its VM reports ready to a stand-in controller. ")
+	w("Cold: the same start of interviews without a schedule (create and boot).")
+	if sc := r.Scheduled; sc != nil {
+		w(" Warm %s; floor %s; cold %s.", sumText(sc.Warm), sumText(sc.Floor), sumText(sc.Cold))
+	}
+	w("\n\n")
+
 	w("**6. Local provider.** `PROVIDER=local`: each interview is a real sessionvm child process of the controller. ")
 	w("%d starts one at a time (alternating with the floor, 2 warm-up pairs dropped), then %d at once; `POST /start?wait=60` until ready. ", r.LocalCfg.Sequential, r.LocalCfg.Concurrent)
 	w("Floor (bare VM): sessionvm started directly with its listener inherited as fd 3, as the provider does, reporting ready to the ")
@@ -413,7 +440,7 @@ func (r *Results) methods(w func(string, ...any)) {
 			mib(l.VMPeak), l.Failures, errText(l.FirstError))
 	}
 	w("\n\n")
-	w("**7. Webhooks.** One tenant registers a receiver (a real HTTP server in the harness, `WEBHOOK_ALLOW_PRIVATE=true`) for ")
+	w("**8. Webhooks.** One tenant registers a receiver (a real HTTP server in the harness, `WEBHOOK_ALLOW_PRIVATE=true`) for ")
 	w("`interview.cancelled`; %d of its interviews are cancelled, %d at a time. Each cancel creates the delivery and its River job in ", r.WebhooksCfg.Interviews, r.WebhooksCfg.Concurrency)
 	w("its own transaction; one controller works the queue. Latency: from the event's `timestamp` (taken in that transaction) to the ")
 	w("receiver reading the message; throughput: messages received per second from the first cancel to the last message.")

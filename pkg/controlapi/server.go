@@ -100,6 +100,9 @@ type Config struct {
 	Auth AuthConfig
 	// MaxDuration is the default and the upper bound of max_duration_s.
 	MaxDuration time.Duration
+	// Regions are the regions an interview may ask for; the first is the
+	// default (none: interviews have no region).
+	Regions []string
 	// DefaultStartWait is how long a start waits when ?wait= is absent.
 	DefaultStartWait time.Duration
 	// StreamKeepAlive is the idle period after which a transcript stream

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,10 +65,28 @@ type Config struct {
 	ShutdownTimeout     time.Duration
 	Demo                bool
 	CORSOrigins         string
+	Regions             string
+	PrewarmLead         time.Duration
+	PrewarmTTL          time.Duration
 
 	WebhookRetrySchedule string
 	WebhookAllowPrivate  bool
 	JobRescueAfter       time.Duration
+}
+
+// regions returns the regions interviews may ask for: REGIONS, else the
+// FLY_REGION list, else the local provider's single region.
+func (c *Config) regions() []string {
+	var out []string
+	for _, r := range strings.Split(cmp.Or(c.Regions, c.FlyRegion), ",") {
+		if r = strings.TrimSpace(r); r != "" && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{"local"}
+	}
+	return out
 }
 
 // setting binds one Config field to its environment variable and flag.
@@ -148,6 +168,9 @@ func settings(c *Config) []setting {
 		{env: "FLY_API_TOKEN", help: "Fly API token (fly provider)", set: str(&c.FlyAPIToken), secret: true},
 		{env: "FLY_APP", help: "Fly app of the session machines (fly provider)", set: str(&c.FlyApp)},
 		{env: "FLY_REGION", help: "preferred regions of session machines, comma-separated: a capacity error in one tries the next", set: str(&c.FlyRegion)},
+		{env: "REGIONS", help: "regions an interview may ask for, comma-separated; the first is the default (default: FLY_REGION, or local)", set: str(&c.Regions)},
+		{env: "PREWARM_LEAD", def: "10m", help: "how long before scheduled_at an interview's machine is created without booting (0: no pre-warm)", set: dur(&c.PrewarmLead)},
+		{env: "PREWARM_TTL", def: "30m", help: "how long past scheduled_at a pre-warmed machine waits for its start before it is destroyed", set: dur(&c.PrewarmTTL)},
 		{env: "FLY_RATE_LIMIT", def: "1", help: "Machines API requests per second the controller allows itself per action and machine (or app), burst 2; Fly documents 1/s, burst 3 (fly provider)", set: float(&c.FlyRateLimit)},
 		{env: "OPENAI_API_KEY", help: "realtime API key handed to local VMs as a platform secret (local provider, REALTIME=openai; on Fly it is a secret of the session app)", set: str(&c.OpenAIAPIKey), secret: true},
 		{env: "OPENAI_BASE_URL", help: "realtime API origin for local VMs (default in the VM: https://api.openai.com)", set: str(&c.OpenAIBaseURL)},
@@ -266,6 +289,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.InternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("INTERNAL_URL must be an http(s) URL, not %q", c.InternalURL))
 		}
+	}
+	if c.PrewarmLead < 0 || c.PrewarmTTL <= 0 {
+		errs = append(errs, errors.New("PREWARM_LEAD must not be negative and PREWARM_TTL must be positive"))
 	}
 	if c.JobRescueAfter < time.Minute {
 		errs = append(errs, errors.New("JOB_RESCUE_AFTER must be at least 1m (above every job's time limit)"))

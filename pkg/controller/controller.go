@@ -23,6 +23,7 @@ import (
 	"github.com/interviewvm/controlplane/pkg/controlapi"
 	"github.com/interviewvm/controlplane/pkg/livefeed"
 	"github.com/interviewvm/controlplane/pkg/postgres"
+	"github.com/interviewvm/controlplane/pkg/prewarm"
 	"github.com/interviewvm/controlplane/pkg/provision"
 )
 
@@ -119,11 +120,24 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		Interval: cfg.ReconcileInterval, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		AdoptAfter: cfg.AdoptAfter, DeadlineGrace: cfg.DeadlineGrace,
 	}, lifecycle, db, machines, logger.With("component", "reconciler"), reg)
+	// The leader also pre-warms the machines of scheduled interviews.
+	prewarmer := prewarm.New(prewarm.Config{
+		Lead: cfg.PrewarmLead, TTL: cfg.PrewarmTTL, Interval: prewarmInterval(cfg),
+		CreateTimeout: cfg.ProvisionTimeout,
+	}, db, machines, lifecycle, logger.With("component", "prewarm"), reg)
 	leadCtx, stopLeading := context.WithCancel(context.WithoutCancel(ctx))
 	leading := make(chan struct{})
 	go func() {
 		defer close(leading)
-		db.Lead(leadCtx, postgres.LeaderLockID, time.Second, reconciler.SetLeader, reconciler.Run)
+		db.Lead(leadCtx, postgres.LeaderLockID, time.Second, reconciler.SetLeader, func(ctx context.Context) {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				prewarmer.Run(ctx)
+			}()
+			reconciler.Run(ctx)
+			<-done
+		})
 	}()
 	defer func() { stopLeading(); <-leading }()
 
@@ -142,7 +156,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		Auth: controlapi.AuthConfig{
 			Secret: cfg.JWTSecret, JWKSURL: cfg.JWKSURL, Audience: cfg.JWTAudience, AccessSecret: cfg.AccessTokenSecret,
 		},
-		MaxDuration:     cfg.MaxDuration,
+		MaxDuration: cfg.MaxDuration, Regions: cfg.regions(),
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
 		Demo: demoPage(cfg.Demo), CORSOrigins: controlapi.ParseOrigins(cfg.CORSOrigins),
@@ -190,4 +204,14 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		}
 	}
 	return serveErr
+}
+
+// prewarmInterval is the period of pre-warm passes: the reconciler's, but
+// at least a few passes per lead window.
+func prewarmInterval(cfg Config) time.Duration {
+	iv := cfg.ReconcileInterval
+	if cfg.PrewarmLead > 0 && iv > cfg.PrewarmLead/4 {
+		iv = max(cfg.PrewarmLead/4, 100*time.Millisecond)
+	}
+	return iv
 }

@@ -37,7 +37,7 @@ func main() {
 	}
 }
 
-var allCases = []string{"start", "burst", "ingest", "live", "scale", "local", "webhooks"}
+var allCases = []string{"start", "burst", "ingest", "live", "scale", "local", "scheduled", "webhooks"}
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
@@ -150,8 +150,17 @@ func run(ctx context.Context, args []string) error {
 		}
 		note("local", err)
 	}
+	if has("scheduled") {
+		logf("case 7: scheduled start (pre-warmed) vs the boot floor and a cold start")
+		sc, err := env.RunScheduled(ctx, res.ScheduledCfg)
+		res.ScheduledErr = err
+		if err == nil {
+			res.Scheduled = &sc
+		}
+		note("scheduled", err)
+	}
 	if has("webhooks") {
-		logf("case 7: webhooks")
+		logf("case 8: webhooks")
 		wh, err := env.RunWebhooks(ctx, res.WebhooksCfg)
 		res.Webhooks, res.WebhooksErr = &wh, err
 		if err != nil && wh.Received == 0 {
@@ -185,6 +194,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.ScaleCfg = bench.ScaleConfig{Interviews: 10_000, Tenants: 100, HeartbeatInterval: 20 * time.Second,
 		SegmentEvery: 30 * time.Second, ReconcileInterval: 10 * time.Second, Settle: 15 * time.Second, Window: 30 * time.Second}
 	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Settle: 3 * time.Second}
+	res.ScheduledCfg = bench.ScheduledConfig{CreateDelay: 2 * time.Second, BootDelay: 300 * time.Millisecond, Samples: 20}
 	res.WebhooksCfg = bench.WebhooksConfig{Interviews: 1000, Concurrency: 32}
 	if quick {
 		res.StartCfg.Samples = 15
@@ -193,6 +203,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 		res.LiveCfg.Subscribers, res.LiveCfg.Duration = 200, 8*time.Second
 		res.ScaleCfg.Interviews, res.ScaleCfg.Settle, res.ScaleCfg.Window = 1000, 5*time.Second, 10*time.Second
 		res.LocalCfg.Sequential, res.LocalCfg.Concurrent = 10, 5
+		res.ScheduledCfg.Samples = 5
 		res.WebhooksCfg.Interviews = 200
 	}
 }
