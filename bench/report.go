@@ -48,6 +48,10 @@ type Results struct {
 	Scheduled    *Scheduled
 	ScheduledErr error
 
+	WebhooksCfg WebhooksConfig
+	Webhooks    *Webhooks
+	WebhooksErr error
+
 	Profile *Profile
 }
 
@@ -226,6 +230,17 @@ func (r *Results) Rows() []Row {
 				Ours: fms(sc.Cold.P50) + " / " + fms(sc.Cold.P99), Limit: "—", Ratio: ratio(ms(sc.Cold.P50), ms(sc.Warm.P50)) + " of warm",
 				Target: "≥ 2.3 s expected"})
 	}
+	if wh := r.Webhooks; wh != nil {
+		n := fmt.Sprintf("%d interviews cancelled at once", wh.Interviews)
+		rows = append(rows,
+			Row{Case: "8", Figure: "webhook state change → receiver p50, " + n, Ours: fms(wh.Latency.P50), Limit: "—", Ratio: "—"},
+			Row{Case: "8", Figure: "webhook state change → receiver p99, " + n, Ours: fms(wh.Latency.P99), Limit: "—", Ratio: "—"},
+			Row{Case: "8", Figure: "webhook deliveries per second, " + n, Ours: fmt.Sprintf("%.0f msg/s", wh.PerSecond), Limit: "—", Ratio: "—"})
+		if wh.Received != wh.Interviews {
+			rows = append(rows, metRow(Row{Case: "8", Figure: "webhook messages missing", Ours: fmt.Sprint(wh.Interviews - wh.Received),
+				Limit: "—", Ratio: "—", Target: "0"}, 2))
+		}
+	}
 	return rows
 }
 
@@ -283,7 +298,7 @@ func (r *Results) Markdown() string {
 		err  error
 	}{{"1 start latency", r.StartErr}, {"2 burst admission", r.BurstErr}, {"3 ingest", r.IngestErr},
 		{"4 live transcript", r.LiveErr}, {"5 scale", r.ScaleErr}, {"6 local provider", r.LocalErr},
-		{"7 scheduled start", r.ScheduledErr}} {
+		{"7 scheduled start", r.ScheduledErr}, {"8 webhooks", r.WebhooksErr}} {
 		if e.err != nil {
 			w("\n**Case %s did not complete:** `%s`\n", e.name, oneLine(e.err.Error()))
 		}
@@ -423,6 +438,14 @@ func (r *Results) methods(w func(string, ...any)) {
 		w(" Sequential: ours %s, floor %s. Concurrent: ours %s, floor %s. Peak RSS (VmHWM) of a VM %.1f MiB; failures %d%s.",
 			sumText(l.Sequential), sumText(l.FloorSequential), sumText(l.Concurrent), sumText(l.FloorParallel),
 			mib(l.VMPeak), l.Failures, errText(l.FirstError))
+	}
+	w("\n\n")
+	w("**8. Webhooks.** One tenant registers a receiver (a real HTTP server in the harness, `WEBHOOK_ALLOW_PRIVATE=true`) for ")
+	w("`interview.cancelled`; %d of its interviews are cancelled, %d at a time. Each cancel creates the delivery and its River job in ", r.WebhooksCfg.Interviews, r.WebhooksCfg.Concurrency)
+	w("its own transaction; one controller works the queue. Latency: from the event's `timestamp` (taken in that transaction) to the ")
+	w("receiver reading the message; throughput: messages received per second from the first cancel to the last message.")
+	if wh := r.Webhooks; wh != nil {
+		w(" Latency %s; %.0f msg/s; %d received, %d duplicates.", sumText(wh.Latency), wh.PerSecond, wh.Received, wh.Duplicate)
 	}
 	w("\n\n")
 }

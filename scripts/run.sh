@@ -15,6 +15,7 @@ export DATABASE_URL="${DATABASE_URL:-$(scripts/pg.sh url)}"
 export LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
 export PROVIDER=local REALTIME="${REALTIME:-simulated}"
 export DEMO="${DEMO:-true}" # the demo page at /demo/
+export WEBHOOK_ALLOW_PRIVATE="${WEBHOOK_ALLOW_PRIVATE:-true}" # local receivers over http
 export SESSIONVM_BIN="$ROOT/bin/sessionvm"
 
 TENANT="${TENANT:-$(cat .data/dev-tenant 2>/dev/null || true)}"

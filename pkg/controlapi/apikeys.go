@@ -75,7 +75,7 @@ func (s *Server) apiKeyPrincipal(c echo.Context, raw string) (Principal, error) 
 func requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if r := principal(c).Role; r != RoleAdmin {
-			return session.Errorf(session.EFORBIDDEN, "role %s may not manage API keys: admin only", r)
+			return session.Errorf(session.EFORBIDDEN, "role %s may not do this: admin only", r)
 		}
 		return next(c)
 	}

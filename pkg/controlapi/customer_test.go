@@ -208,6 +208,8 @@ var candidateTables = map[string]string{
 	"idempotency_keys":      `SELECT count(*) FROM interviews.idempotency_keys WHERE subject_ids && ($1::uuid || $2::uuid[])`,
 	"insights":              `SELECT count(*) FROM interviews.insights WHERE interview_id = ANY($2::uuid[])`,
 	"api_keys":              "",
+	"webhook_deliveries":    `SELECT count(*) FROM interviews.webhook_deliveries WHERE interview_id = ANY($2::uuid[])`,
+	"webhook_endpoints":     "",
 	"tenants":               "",
 	"companies":             "",
 	"positions":             "",

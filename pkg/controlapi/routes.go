@@ -65,10 +65,17 @@ var idempotentOps = map[string]bool{
 	"createCandidate": true,
 	"createInterview": true,
 	"createAPIKey":    true,
+
+	"createWebhookEndpoint": true,
 }
 
 // adminOps are the operations only the admin role may call.
-var adminOps = map[string]bool{"createAPIKey": true, "listAPIKeys": true, "deleteAPIKey": true}
+var adminOps = map[string]bool{
+	"createAPIKey": true, "listAPIKeys": true, "deleteAPIKey": true,
+
+	"createWebhookEndpoint": true, "listWebhookEndpoints": true, "deleteWebhookEndpoint": true,
+	"listWebhookDeliveries": true, "retryWebhookDelivery": true,
+}
 
 func has(list []string, v string) bool {
 	for _, x := range list {

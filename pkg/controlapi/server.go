@@ -138,6 +138,9 @@ type Config struct {
 	// SeparateInternal serves /internal/v1/* only through InternalHandler
 	// (its own listener, INTERNAL_ADDR); Handler then answers them 404.
 	SeparateInternal bool
+	// Webhooks manages webhook endpoints and deliveries; nil: the
+	// webhook routes answer 503.
+	Webhooks WebhookService
 }
 
 // maxBody bounds every request body.

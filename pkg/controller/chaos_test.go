@@ -116,6 +116,8 @@ func TestChaos(t *testing.T) {
 		"REALTIME=synthetic", "SYNTHETIC_TURN=150ms", "HEARTBEAT_INTERVAL=200ms", "HEARTBEAT_TIMEOUT=4s",
 		"RECONCILE_INTERVAL=500ms", "ADOPT_AFTER=2s", "PROVISION_TIMEOUT=60s", "LOG_FORMAT=json",
 		"RATE_LIMIT=1000", "RATE_BURST=1000",
+		"WEBHOOK_ALLOW_PRIVATE=true", "WEBHOOK_RETRY_SCHEDULE=500ms,500ms,500ms,500ms,500ms,1s,1s,1s,1s,1s,2s,2s,2s,2s,2s,5s,5s,5s,5s,5s",
+		"JOB_RESCUE_AFTER=1m",
 	}}
 	defer func() {
 		c.kill()
@@ -126,7 +128,12 @@ func TestChaos(t *testing.T) {
 	}()
 	c.start()
 	ctl := &controller{base: c.base, dbURL: dbURL, logs: c.logs}
-	tok := token(t, uuid.NewString(), "recruiter")
+	tenant := uuid.NewString()
+	tok := token(t, tenant, "recruiter")
+	// The tenant's backend follows every interview through webhooks.
+	hooks := newReceiver(t)
+	ctl.registerWebhook(t, token(t, tenant, "admin"), hooks,
+		"interview.ready", "interview.in_progress", "interview.completed", "interview.failed", "interview.cancelled")
 
 	const n = 30
 	ids := make([]string, n)
@@ -377,7 +384,50 @@ func TestChaos(t *testing.T) {
 	if got := statuses["completed/ended_by_user"]; got < n-killedVMs {
 		t.Errorf("completed interviews = %d, want at least %d (all but the %d whose VM was killed)", got, n-killedVMs, killedVMs)
 	}
-	fmt.Printf("chaos: %d sessions, %d kills, %d faults, %d leaked machines, %d lost segments\n", sessions, kills, faults, leaked, lost)
+
+	// 7. The webhooks: every terminal interview's event is stored, and every
+	// stored message reaches the receiver (a job left running by a killed
+	// controller is rescued after JOB_RESCUE_AFTER).
+	lostHooks := func() (missing []string) {
+		rows, err := db.Query(context.Background(), `SELECT s.id::text || ' ' || s.status, d.message_id
+			FROM interviews.interview_sessions s LEFT JOIN interviews.webhook_deliveries d
+			ON d.interview_id = s.id AND d.event_type = 'interview.' || s.status`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		_, acked, _, _ := hooks.snapshot()
+		for rows.Next() {
+			var iv string
+			var msg *string
+			if err := rows.Scan(&iv, &msg); err != nil {
+				t.Fatal(err)
+			}
+			if msg == nil || acked[*msg] == 0 {
+				missing = append(missing, iv)
+			}
+		}
+		return missing
+	}
+	var missing []string
+	deadline := time.Now().Add(150 * time.Second)
+	for missing = lostHooks(); len(missing) > 0 && time.Now().Before(deadline); missing = lostHooks() {
+		time.Sleep(500 * time.Millisecond)
+	}
+	if len(missing) > 0 {
+		t.Errorf("terminal events never delivered: %v", missing)
+	}
+	_, acked, invalid, _ := hooks.snapshot()
+	if len(invalid) > 0 {
+		t.Errorf("webhooks the reference library refused: %v", invalid)
+	}
+	for id, k := range acked {
+		if k != 1 {
+			t.Logf("webhook-id %s acknowledged %d times (a rescued job sends again; receivers deduplicate)", id, k)
+		}
+	}
+	fmt.Printf("chaos: %d sessions, %d kills, %d faults, %d leaked machines, %d lost segments, %d webhooks delivered, %d lost webhooks\n",
+		sessions, kills, faults, leaked, lost, len(acked), len(missing))
 }
 
 // vmPIDsAll returns the pids of every live sessionvm process of the tests.

@@ -37,6 +37,8 @@ const cliUsage = `Usage:
                                               (--prewarmed: only those created ahead of a scheduled interview)
   controller machines gc --dry-run|--apply [--json]
                                               destroy machines whose session is terminal or unknown
+  controller webhooks failures <endpoint-id> [--limit N] [--json]
+                                              an endpoint's latest deliveries whose last attempt failed
 
 Every setting of "controller --help" applies (DATABASE_URL, PROVIDER, FLY_*, …),
 from the environment or as a flag.
@@ -84,6 +86,11 @@ var cliCommands = map[string]map[string]cliCommand{
 			fs.BoolVar(&o.dryRun, "dry-run", false, "only show what would be destroyed")
 			fs.BoolVar(&o.apply, "apply", false, "destroy them")
 		}, run: (*cli).machinesGC},
+	},
+	"webhooks": {
+		"failures": {args: "<endpoint-id>", flags: func(fs *flag.FlagSet, o *cliOptions) {
+			fs.IntVar(&o.limit, "limit", 20, "deliveries to show (1-1000)")
+		}, run: (*cli).webhooksFailures},
 	},
 }
 

@@ -35,10 +35,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve", "migrate":
 	case "token":
 		return runToken(args, getenv, stdout, stderr)
-	case "sessions", "machines":
+	case "sessions", "machines", "webhooks":
 		return runCLI(ctx, cmd, args, getenv, stdout, stderr)
 	default:
-		return fmt.Errorf("unknown command %q (want serve, migrate, token, sessions or machines)", cmd)
+		return fmt.Errorf("unknown command %q (want serve, migrate, token, sessions, machines or webhooks)", cmd)
 	}
 	cfg, err := LoadConfig("controller "+cmd, args, getenv, stderr)
 	if err != nil {

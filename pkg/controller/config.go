@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/interviewvm/controlplane/pkg/webhooks"
 )
 
 // Config is every setting of the controller. Each has an environment
@@ -68,6 +70,10 @@ type Config struct {
 	PrewarmTTL          time.Duration
 	Insights            string
 	InsightsModel       string
+
+	WebhookRetrySchedule string
+	WebhookAllowPrivate  bool
+	JobRescueAfter       time.Duration
 }
 
 // regions returns the regions interviews may ask for: REGIONS, else the
@@ -184,6 +190,9 @@ func settings(c *Config) []setting {
 		{env: "LOG_FORMAT", def: "auto", help: "text, json, or auto (text on a terminal, JSON otherwise)", set: str(&c.LogFormat)},
 		{env: "SHUTDOWN_TIMEOUT", def: "15s", help: "grace period for in-flight requests on SIGINT/SIGTERM", set: dur(&c.ShutdownTimeout)},
 		{env: "CORS_ORIGINS", help: "browser origins (scheme://host[:port], comma-separated, or *) allowed to call the API from other sites; empty: CORS off", set: str(&c.CORSOrigins)},
+		{env: "WEBHOOK_RETRY_SCHEDULE", def: webhooks.DefaultRetrySchedule, help: "delays between webhook attempts, comma-separated; after the last one a delivery has failed", set: str(&c.WebhookRetrySchedule)},
+		{env: "WEBHOOK_ALLOW_PRIVATE", def: "false", help: "let webhooks use http and reach loopback, private and link-local addresses (tests and local runs only)", set: boolean(&c.WebhookAllowPrivate)},
+		{env: "JOB_RESCUE_AFTER", def: "6m", help: "how long a job may stay running before it is taken for dead (its replica died) and run again; at least 1m, above every job's time limit", set: dur(&c.JobRescueAfter)},
 		{env: "DEMO", def: "false", help: "serve the demo page (recruiter view and interview room) at /demo/; for development, not production", set: boolean(&c.Demo)},
 	}
 }
@@ -226,11 +235,12 @@ func LoadConfig(name string, args []string, getenv func(string) string, out io.W
 }
 
 func usage(out io.Writer, name string, list []setting) {
-	fmt.Fprintf(out, "Usage: controller [serve|migrate|token|sessions|machines] [flags]\n\n"+
+	fmt.Fprintf(out, "Usage: controller [serve|migrate|token|sessions|machines|webhooks] [flags]\n\n"+
 		"  serve    run the API (default)\n  migrate  apply pending database migrations and exit\n"+
 		"  token    print a development JWT (flags: -tenant, -role, -ttl)\n"+
 		"  sessions list|show|end|cancel   operate on interviews of every tenant\n"+
-		"  machines list|gc                the provider's view; destroy orphans\n\n"+
+		"  machines list|gc                the provider's view; destroy orphans\n"+
+		"  webhooks failures <endpoint>    an endpoint's failing deliveries\n\n"+
 		"Settings of %s (flag, environment variable, default):\n", name)
 	for _, s := range list {
 		def := s.def
@@ -295,6 +305,12 @@ func (c *Config) Validate() error {
 	}
 	if c.PrewarmLead < 0 || c.PrewarmTTL <= 0 {
 		errs = append(errs, errors.New("PREWARM_LEAD must not be negative and PREWARM_TTL must be positive"))
+	}
+	if c.JobRescueAfter < time.Minute {
+		errs = append(errs, errors.New("JOB_RESCUE_AFTER must be at least 1m (above every job's time limit)"))
+	}
+	if _, err := webhooks.ParseRetrySchedule(c.WebhookRetrySchedule); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.LogFormat {
 	case "auto", "text", "json":

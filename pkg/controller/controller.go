@@ -56,6 +56,48 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		}
 	}
 
+	// Durable jobs: features with jobs add their workers and queues to q
+	// before open, and enqueue through jc in transition hooks. This comes
+	// before anything that changes interviews runs, so every hook is in
+	// place for the first change.
+	q := newJobQueue()
+	q.rescueAfter = cfg.JobRescueAfter
+	hooks, err := addWebhooks(cfg, db, q, logger.With("component", "webhooks"), reg)
+	if err != nil {
+		return err
+	}
+	defer hooks.close()
+	ins, err := addInsights(cfg, db, q, logger.With("component", "insights"), reg)
+	if err != nil {
+		return err
+	}
+	jc, err := q.open(db, logger.With("component", "jobs"), reg)
+	if err != nil {
+		return err
+	}
+	hooks.attach(jc)
+	ins.setQueue(jc)
+	if len(q.queues) > 0 {
+		if err := jc.Start(context.WithoutCancel(ctx)); err != nil {
+			return fmt.Errorf("start job queue: %w", err)
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			if err := jc.Stop(sctx); err != nil {
+				// Jobs still running past the grace period are cancelled:
+				// they return (an analysis snoozes) and any replica runs
+				// them again, rather than waiting for River's rescuer.
+				logger.Warn("stop job queue: cancelling the jobs still running", "error", err)
+				cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := jc.StopAndCancel(cctx); err != nil {
+					logger.Warn("stop job queue", "error", err)
+				}
+			}
+		}()
+	}
+
 	lns, err := listen(cfg)
 	if err != nil {
 		return err
@@ -123,39 +165,6 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	}()
 	defer func() { stopListen(); <-listening }()
 
-	// Durable jobs: features with jobs add their workers and queues to q
-	// before open, and enqueue through jc in transition hooks.
-	q := newJobQueue()
-	ins, err := addInsights(cfg, db, q, logger.With("component", "insights"), reg)
-	if err != nil {
-		return err
-	}
-	jc, err := q.open(db, logger.With("component", "jobs"), reg)
-	if err != nil {
-		return err
-	}
-	ins.setQueue(jc)
-	if len(q.queues) > 0 {
-		if err := jc.Start(context.WithoutCancel(ctx)); err != nil {
-			return fmt.Errorf("start job queue: %w", err)
-		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-			defer cancel()
-			if err := jc.Stop(sctx); err != nil {
-				// Jobs still running past the grace period are cancelled:
-				// they return (an analysis snoozes) and any replica runs
-				// them again, rather than waiting for River's rescuer.
-				logger.Warn("stop job queue: cancelling the jobs still running", "error", err)
-				cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if err := jc.StopAndCancel(cctx); err != nil {
-					logger.Warn("stop job queue", "error", err)
-				}
-			}
-		}()
-	}
-
 	api, err := controlapi.New(controlapi.Config{
 		Auth: controlapi.AuthConfig{
 			Secret: cfg.JWTSecret, JWKSURL: cfg.JWKSURL, Audience: cfg.JWTAudience, AccessSecret: cfg.AccessTokenSecret,
@@ -166,6 +175,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		Demo: demoPage(cfg.Demo), CORSOrigins: controlapi.ParseOrigins(cfg.CORSOrigins),
 		Insights:        ins,
 		SeparateMetrics: lns.metrics != nil, SeparateInternal: lns.internal != nil,
+		Webhooks: hooks,
 	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, registry)
 	if err != nil {
 		return err

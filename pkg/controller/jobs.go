@@ -25,6 +25,9 @@ const rescueStuckJobsAfter = 6 * time.Minute
 type jobQueue struct {
 	workers *river.Workers
 	queues  map[string]int
+	// rescueAfter overrides rescueStuckJobsAfter when set
+	// (JOB_RESCUE_AFTER).
+	rescueAfter time.Duration
 }
 
 func newJobQueue() *jobQueue {
@@ -38,6 +41,9 @@ func (q *jobQueue) queue(name string, n int) { q.queues[name] = n }
 // nothing until started.
 func (q *jobQueue) open(db *postgres.DB, logger *slog.Logger, reg prometheus.Registerer) (*jobs.Client, error) {
 	cfg := jobs.Config{RescueStuckJobsAfter: rescueStuckJobsAfter}
+	if q.rescueAfter > 0 {
+		cfg.RescueStuckJobsAfter = q.rescueAfter
+	}
 	if len(q.queues) > 0 {
 		cfg.Workers, cfg.Queues = q.workers, q.queues
 	}

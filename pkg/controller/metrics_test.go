@@ -271,7 +271,10 @@ var optionalFamilies = map[string]string{
 	"interview_pgxpool_idle_conns":                   "gauge",
 	"interview_pgxpool_total_conns":                  "gauge",
 	"interview_pgxpool_canceled_acquire_total":       "counter",
-	"up": "gauge",
+	// The job queue's, once its queues have registered in river_queue.
+	"interview_jobs_oldest_available_age_seconds": "gauge",
+	"interview_jobs_queue_depth":                  "gauge",
+	"up":                                          "gauge",
 }
 
 var (

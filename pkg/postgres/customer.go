@@ -232,6 +232,7 @@ func eraseInterviewsTx(ctx context.Context, tx pgx.Tx, where string, arg string)
 	sel := `SELECT id FROM interviews.interview_sessions WHERE ` + where
 	for _, q := range []string{
 		`DELETE FROM interviews.idempotency_keys WHERE subject_ids && ARRAY(` + sel + `)`,
+		`DELETE FROM interviews.webhook_deliveries WHERE interview_id IN (` + sel + `)`,
 		`DELETE FROM interviews.transcript_segments WHERE session_id IN (` + sel + `)`,
 		`DELETE FROM interviews.session_events WHERE session_id IN (` + sel + `)`,
 		`DELETE FROM interviews.insights WHERE interview_id IN (` + sel + `)`,

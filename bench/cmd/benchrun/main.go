@@ -37,7 +37,7 @@ func main() {
 	}
 }
 
-var allCases = []string{"start", "burst", "ingest", "live", "scale", "local", "scheduled"}
+var allCases = []string{"start", "burst", "ingest", "live", "scale", "local", "scheduled", "webhooks"}
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
@@ -159,6 +159,15 @@ func run(ctx context.Context, args []string) error {
 		}
 		note("scheduled", err)
 	}
+	if has("webhooks") {
+		logf("case 8: webhooks")
+		wh, err := env.RunWebhooks(ctx, res.WebhooksCfg)
+		res.Webhooks, res.WebhooksErr = &wh, err
+		if err != nil && wh.Received == 0 {
+			res.Webhooks = nil
+		}
+		note("webhooks", err)
+	}
 	if dl, _ := ctx.Deadline(); *profile != "none" && time.Until(dl) < 2*time.Minute {
 		logf("profile: skipped, %s of the budget left", time.Until(dl).Round(time.Second))
 	} else if *profile != "none" {
@@ -186,6 +195,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 		SegmentEvery: 30 * time.Second, ReconcileInterval: 10 * time.Second, Settle: 15 * time.Second, Window: 30 * time.Second}
 	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Settle: 3 * time.Second}
 	res.ScheduledCfg = bench.ScheduledConfig{CreateDelay: 2 * time.Second, BootDelay: 300 * time.Millisecond, Samples: 20}
+	res.WebhooksCfg = bench.WebhooksConfig{Interviews: 1000, Concurrency: 32}
 	if quick {
 		res.StartCfg.Samples = 15
 		res.BurstCfg.Starts, res.BurstCfg.RateScale = 40, max(burstScale, 10)
@@ -194,6 +204,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 		res.ScaleCfg.Interviews, res.ScaleCfg.Settle, res.ScaleCfg.Window = 1000, 5*time.Second, 10*time.Second
 		res.LocalCfg.Sequential, res.LocalCfg.Concurrent = 10, 5
 		res.ScheduledCfg.Samples = 5
+		res.WebhooksCfg.Interviews = 200
 	}
 }
 

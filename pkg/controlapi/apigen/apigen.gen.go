@@ -257,6 +257,60 @@ func (e VMConfigRealtime) Valid() bool {
 	}
 }
 
+// Defines values for WebhookDeliveryStatus.
+const (
+	WebhookDeliveryStatusFailed    WebhookDeliveryStatus = "failed"
+	WebhookDeliveryStatusPending   WebhookDeliveryStatus = "pending"
+	WebhookDeliveryStatusSucceeded WebhookDeliveryStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the WebhookDeliveryStatus enum.
+func (e WebhookDeliveryStatus) Valid() bool {
+	switch e {
+	case WebhookDeliveryStatusFailed:
+		return true
+	case WebhookDeliveryStatusPending:
+		return true
+	case WebhookDeliveryStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WebhookEventType.
+const (
+	WebhookEventTypeInsightsFailed      WebhookEventType = "insights.failed"
+	WebhookEventTypeInsightsReady       WebhookEventType = "insights.ready"
+	WebhookEventTypeInterviewCancelled  WebhookEventType = "interview.cancelled"
+	WebhookEventTypeInterviewCompleted  WebhookEventType = "interview.completed"
+	WebhookEventTypeInterviewFailed     WebhookEventType = "interview.failed"
+	WebhookEventTypeInterviewInProgress WebhookEventType = "interview.in_progress"
+	WebhookEventTypeInterviewReady      WebhookEventType = "interview.ready"
+)
+
+// Valid indicates whether the value is a known member of the WebhookEventType enum.
+func (e WebhookEventType) Valid() bool {
+	switch e {
+	case WebhookEventTypeInsightsFailed:
+		return true
+	case WebhookEventTypeInsightsReady:
+		return true
+	case WebhookEventTypeInterviewCancelled:
+		return true
+	case WebhookEventTypeInterviewCompleted:
+		return true
+	case WebhookEventTypeInterviewFailed:
+		return true
+	case WebhookEventTypeInterviewInProgress:
+		return true
+	case WebhookEventTypeInterviewReady:
+		return true
+	default:
+		return false
+	}
+}
+
 // APIKey defines model for APIKey.
 type APIKey struct {
 	CreatedAt time.Time          `json:"created_at"`
@@ -938,8 +992,89 @@ type VMPosition struct {
 	Title       string  `json:"title"`
 }
 
+// WebhookDelivery defines model for WebhookDelivery.
+type WebhookDelivery struct {
+	Attempts      int                 `json:"attempts"`
+	CreatedAt     time.Time           `json:"created_at"`
+	EndpointID    *openapi_types.UUID `json:"endpoint_id,omitempty"`
+	EventType     WebhookEventType    `json:"event_type"`
+	ID            openapi_types.UUID  `json:"id"`
+	InterviewID   *openapi_types.UUID `json:"interview_id,omitempty"`
+	LastAttemptAt *time.Time          `json:"last_attempt_at,omitempty"`
+	LastError     *string             `json:"last_error,omitempty"`
+
+	// LastStatusCode The receiver's last HTTP status; null before an answer.
+	LastStatusCode *int `json:"last_status_code"`
+
+	// MessageID The `webhook-id` of every attempt.
+	MessageID     *string               `json:"message_id,omitempty"`
+	NextAttemptAt *time.Time            `json:"next_attempt_at"`
+	Status        WebhookDeliveryStatus `json:"status"`
+}
+
+// WebhookDeliveryStatus defines model for WebhookDelivery.Status.
+type WebhookDeliveryStatus string
+
+// WebhookDeliveryList defines model for WebhookDeliveryList.
+type WebhookDeliveryList struct {
+	Items []WebhookDelivery `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *NextCursor `json:"next_cursor"`
+}
+
+// WebhookEndpoint defines model for WebhookEndpoint.
+type WebhookEndpoint struct {
+	CreatedAt   time.Time `json:"created_at"`
+	Description string    `json:"description"`
+
+	// Disabled True once the receiver answered 410 Gone; it gets nothing more.
+	Disabled bool               `json:"disabled"`
+	Events   []WebhookEventType `json:"events"`
+	ID       openapi_types.UUID `json:"id"`
+	URL      string             `json:"url"`
+}
+
+// WebhookEndpointCreate defines model for WebhookEndpointCreate.
+type WebhookEndpointCreate struct {
+	Description *string            `json:"description,omitempty"`
+	Events      []WebhookEventType `json:"events"`
+
+	// URL Example: https://backend.example.com/hooks/interviews
+	URL string `json:"url"`
+}
+
+// WebhookEndpointCreated defines model for WebhookEndpointCreated.
+type WebhookEndpointCreated struct {
+	CreatedAt   time.Time `json:"created_at"`
+	Description string    `json:"description"`
+
+	// Disabled True once the receiver answered 410 Gone; it gets nothing more.
+	Disabled bool               `json:"disabled"`
+	Events   []WebhookEventType `json:"events"`
+	ID       openapi_types.UUID `json:"id"`
+
+	// Secret The signing secret. Shown only in this answer; store it safely.
+	Secret string `json:"secret"`
+	URL    string `json:"url"`
+}
+
+// WebhookEndpointList defines model for WebhookEndpointList.
+type WebhookEndpointList struct {
+	Items []WebhookEndpoint `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *NextCursor `json:"next_cursor"`
+}
+
+// WebhookEventType defines model for WebhookEventType.
+type WebhookEventType string
+
 // Cursor defines model for Cursor.
 type Cursor = string
+
+// DeliveryID defines model for DeliveryID.
+type DeliveryID = openapi_types.UUID
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
@@ -1097,6 +1232,31 @@ type CreatePositionParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListWebhookEndpointsParams defines parameters for ListWebhookEndpoints.
+type ListWebhookEndpointsParams struct {
+	// Limit Page size, 1 to 100.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page. Absent for the first page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateWebhookEndpointParams defines parameters for CreateWebhookEndpoint.
+type CreateWebhookEndpointParams struct {
+	// IdempotencyKey A key the client chooses for this create (1 to 255 printable ASCII characters, e.g. a
+	// UUID) so that retrying it cannot create twice: see "Retrying creates safely" above.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListWebhookDeliveriesParams defines parameters for ListWebhookDeliveries.
+type ListWebhookDeliveriesParams struct {
+	// Limit Page size, 1 to 100.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page. Absent for the first page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // ReportVMEndedJSONRequestBody defines body for ReportVMEnded for application/json ContentType.
 type ReportVMEndedJSONRequestBody = Ended
 
@@ -1132,6 +1292,9 @@ type CreatePositionJSONRequestBody = PositionCreate
 
 // UpdatePositionJSONRequestBody defines body for UpdatePosition for application/json ContentType.
 type UpdatePositionJSONRequestBody = PositionUpdate
+
+// CreateWebhookEndpointJSONRequestBody defines body for CreateWebhookEndpoint for application/json ContentType.
+type CreateWebhookEndpointJSONRequestBody = WebhookEndpointCreate
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -1246,6 +1409,21 @@ type ServerInterface interface {
 	// UpdatePosition Update a position
 	// (PATCH /v1/positions/{id})
 	UpdatePosition(ctx echo.Context, id ID) error
+	// ListWebhookEndpoints List webhook endpoints
+	// (GET /v1/webhooks)
+	ListWebhookEndpoints(ctx echo.Context, params ListWebhookEndpointsParams) error
+	// CreateWebhookEndpoint Register a webhook endpoint
+	// (POST /v1/webhooks)
+	CreateWebhookEndpoint(ctx echo.Context, params CreateWebhookEndpointParams) error
+	// DeleteWebhookEndpoint Delete a webhook endpoint
+	// (DELETE /v1/webhooks/{id})
+	DeleteWebhookEndpoint(ctx echo.Context, id ID) error
+	// ListWebhookDeliveries List an endpoint's deliveries
+	// (GET /v1/webhooks/{id}/deliveries)
+	ListWebhookDeliveries(ctx echo.Context, id ID, params ListWebhookDeliveriesParams) error
+	// RetryWebhookDelivery Send a delivery again
+	// (POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry)
+	RetryWebhookDelivery(ctx echo.Context, id ID, deliveryID DeliveryID) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -1987,6 +2165,132 @@ func (w *ServerInterfaceWrapper) UpdatePosition(ctx echo.Context) error {
 	return err
 }
 
+// ListWebhookEndpoints converts echo context to params.
+func (w *ServerInterfaceWrapper) ListWebhookEndpoints(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListWebhookEndpointsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListWebhookEndpoints(ctx, params)
+	return err
+}
+
+// CreateWebhookEndpoint converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateWebhookEndpoint(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateWebhookEndpointParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateWebhookEndpoint(ctx, params)
+	return err
+}
+
+// DeleteWebhookEndpoint converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteWebhookEndpoint(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteWebhookEndpoint(ctx, id)
+	return err
+}
+
+// ListWebhookDeliveries converts echo context to params.
+func (w *ServerInterfaceWrapper) ListWebhookDeliveries(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListWebhookDeliveriesParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListWebhookDeliveries(ctx, id, params)
+	return err
+}
+
+// RetryWebhookDelivery converts echo context to params.
+func (w *ServerInterfaceWrapper) RetryWebhookDelivery(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// ------------- Path parameter "delivery_id" -------------
+	var deliveryID DeliveryID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "delivery_id", ctx.Param("delivery_id"), &deliveryID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter delivery_id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.RetryWebhookDelivery(ctx, id, deliveryID)
+	return err
+}
+
 // This is a simple interface which specifies echo.Route addition functions which
 // are present on both echo.Echo and echo.Group, since we want to allow using
 // either of them for path registration
@@ -2063,6 +2367,11 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/api-keys", wrapper.ListAPIKeys, options.OperationMiddlewares["listAPIKeys"]...)
 	router.POST(options.BaseURL+"/v1/api-keys", wrapper.CreateAPIKey, options.OperationMiddlewares["createAPIKey"]...)
 	router.DELETE(options.BaseURL+"/v1/api-keys/:id", wrapper.DeleteAPIKey, options.OperationMiddlewares["deleteAPIKey"]...)
+	router.GET(options.BaseURL+"/v1/webhooks", wrapper.ListWebhookEndpoints, options.OperationMiddlewares["listWebhookEndpoints"]...)
+	router.POST(options.BaseURL+"/v1/webhooks", wrapper.CreateWebhookEndpoint, options.OperationMiddlewares["createWebhookEndpoint"]...)
+	router.DELETE(options.BaseURL+"/v1/webhooks/:id", wrapper.DeleteWebhookEndpoint, options.OperationMiddlewares["deleteWebhookEndpoint"]...)
+	router.GET(options.BaseURL+"/v1/webhooks/:id/deliveries", wrapper.ListWebhookDeliveries, options.OperationMiddlewares["listWebhookDeliveries"]...)
+	router.POST(options.BaseURL+"/v1/webhooks/:id/deliveries/:delivery_id/retry", wrapper.RetryWebhookDelivery, options.OperationMiddlewares["retryWebhookDelivery"]...)
 	router.GET(options.BaseURL+"/internal/v1/sessions/:id/config", wrapper.GetVMConfig, options.OperationMiddlewares["getVMConfig"]...)
 	router.POST(options.BaseURL+"/internal/v1/sessions/:id/ready", wrapper.ReportVMReady, options.OperationMiddlewares["reportVMReady"]...)
 	router.POST(options.BaseURL+"/internal/v1/sessions/:id/heartbeat", wrapper.ReportVMHeartbeat, options.OperationMiddlewares["reportVMHeartbeat"]...)
@@ -2079,278 +2388,297 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L37cttGmij+Kl3cqTLpAWlKljwxVVNzFNmZKPFtJDnZc0IfoQk0yY7AbhjdkMTxT7+aU3VqH2Br32Cr",
-	"5hX2/32AfYg8yan+vm6gAYIXSbSd7PifxAJx6f76u18/tCI5S6VgQqvW4ENrymjMMvjnccxmqdRM6BOW",
-	"JnTOYnM1ZirKeKq5FK1BK9RZzkJyNWWC6ClXhAp1xTLCFdFTRpSWGYvdRTkmVBBGs4SzjGTsfc6UJldc",
-	"T/FmOmNDERafjebd79k8PCB0pJjQROopy664Yr2haAUtFU3ZjJolMZHPWoOfWmYtrXdBS89T1hq0lM64",
-	"mLRuboLWCdPZ/HCsWba4hVMWSREroiW5olyTERvLjBGdzbmYEDqhXPRaQYtd01masNZg3//0jAs+M1/v",
-	"F5/lQrMJy+C7/3yCmzxuAN3ZlDkYPFCExwGhinCBoGDZJcseKJLIiSJtcymiSQKX5JVAeHNNEC6CdSor",
-	"bD2+/uH9X/ujvf95/fTi+93ZdzviRP/h6k1cgVodSjdBK6UZnTFtz/8oz5TMmhceCnatzyO4IzQHa5aY",
-	"ZuySy1yRlE5YjxzisY1lBr+OeaY0/tQKWty86X3OsnkraAk6M0vB11UWOaPXL5iY6GlrsL+zGxh4u793",
-	"mg76+FnzeuXoZxYhnKug+sNoL+6z/XH3Kd3Z7e5Fj0fdr+InrLs73qH90dPoq/gPzC03pXparpYbcJoD",
-	"5JmhDIN8/srHMptR3Rq08hzubFhriejfs/niug/JBZsD6KKEG0hGUykVUxaiXJEoY1Qz0t4xyLu7v0/S",
-	"jAtNRwkjh6dHx8ckmtKMRuZAA8J6kx6hQ/H27fGzDlGS6CnVJGMW0bkmERVCavdWfcUjNiCKMTJEAjK3",
-	"4Y+KKDpmyXzYInQkLy1FllDdH/ejJ2yHdh+P/hB39+Jd1n06/op2d6Ld0eN4j+2Pn/QdVJHjlHCt0f8y",
-	"dNjd36+jQ0q1Zpl55//+iXT//3e//10j3F/wGdeL4H5DJ4wo/lcWEIDnTr+/DFETeIO/sJiNaZ7o1mC/",
-	"H5hVIlPY6feDkkXsNLKIU6YUl2IZ4ir8mbTNM9klZ1cdi8PbR8kb87BKpVAMGMDXNP4z1eyKAnJGUhhZ",
-	"YP5J0zThETXLfPSzMmv94H3mdxkbtwatf3pUSpZH+Kt69DzLZHZiP4KfXNxzsdUHivzwkkQyT2JiMHNk",
-	"OCaNpiwmMrNShcVkRONk3iNHMmYkHNH4fIKrDg2YPIH2z13LjrvIj5sWam9/5HFuWOXXNLZXNoBFQQgf",
-	"WsxsGB+J8egvacLjc8v5W0FrxpSiE/Obk4gjGc8HxCyKGTLgTP3Uf9e7Ynwy1QMi8tmIZWSWKwDIDITV",
-	"lArSB3za4jm49cSSKYD/jOpoalmPFNqwFtKmZMaVMrxBZmRGE4NlLCZjzhIj08glTXJGZK6JHA9FRsWE",
-	"BUYPyMWFMLKsuLF8lsP5ojjouIOtQS48ANZooUcUnauhuJryaIpvJFTE5Go6R9a0JSw4kmKc8OieOBC5",
-	"t/iHXyA9AeiaZzXDXVi+PDL6FM00i7d90D7BKW2Yf3HkNEnkFR55GyQI16DcsWzGBU2K03F72ibNfSOz",
-	"EY9jJu4H7nHxmgqxyYQRs2fUVjNG464UyXzbsNXywuhqigD2klGuCdeKwOdndA5AjqWFcIgLCslVxjUX",
-	"k05gCKG4nytHNb2hQLgXmwu3iuiW75/xGZO5/qzsP+bI/J1lIYjmM+bwzrL6c40r3Sb6eYrIsfgmMdz3",
-	"nry/fOH5BZufc3E+xtf6iEnrlhFXpKYTGURQmicJyXIhnF6zpSM4bLbMyIJhtrCKglMv26fBUdAkCSUJ",
-	"1zphJKGaZQPDVbSxaSZMK89aKO0jPH2D4wua8wnLFdqm2zuaDN/pn0vjQVxRRcydoJNTASaqW/V2OQlX",
-	"DSdQfN7ajQlVmuzukanMM9W0JtJ2F2ZMT2UcDIVRIQ2XMVpHZ9kRIjxCC/9XUn8jc3FPmAupz8fwGh/M",
-	"htTx6hbB90oSlUdTawY6aBUmtWaCCu32Xqxrm8zkldQnjMafS5M2tGogGxo5Nw/NeYdcnKeZnGRMqZC0",
-	"za9WvSBzpgNL2mkmL7mxQLiYgDCSlyzrFOKnFPvblD7WJnol9Qt+yT4tyJzBBQAjiRQTlpGEXzLSZiJm",
-	"cUDGlCdogURURCxJWNwZAEL98BLVcqVlCpobu+YWrYbi48LqraC5nsqM/3UjVrg1WeHp/leZFJMCfqD3",
-	"AMZQqwOB+w+Zj73JUVwOi2dCm2UimznzwGlQE/wUNYkEr90qMM+kfEGzySdGOd/uM3iXmCVkaNSB/s1i",
-	"0t4hL/nXwNK/O339KiBP9sj39sLpszcF49ZSnsPz4bYB85KKub2q7sf4M6rZOfhQ6iJWSjKjYu4gorYp",
-	"AxA+/rfDAWpXuQKUFJosLMCB9X0uNT1n1xFjMYtD0gZWSYzBgLQ/FChECE2AxRqdSIHmbr1BBv0jKaI8",
-	"y8yXgKMU7Fn1yI+UaxKCdtQFT3VIFHqmFw7Su2ndOXqO75vgXhhwSwaz4vhr1F6zgtFMAtIeEHadgitr",
-	"u6rAImsCVyhXpQsicJ8OgPvMmUb7LagoVTSPORMRM+8aCnBDEcUngsUrONv2iPKtoJeUJ3SUsE/J8mOW",
-	"GkkoojlGJmKq6YgqFjgZCDpDzLKOAWlsrNUSGm7Bdd3qM+E0u05ZpFn8vMTRu3v2NMsETRa9OoImBO/e",
-	"ppkm5hgRw1db/3643+8T99GQtBM5mbC4lJulQRX6gAs7W1N1ix3Cew7fHNvYRprJlGWao2sZwwjxOdUV",
-	"x3RMNesaU37ROx20eLyBEztoGRvo3Fgr9uVVsP2IkUoGsRUwlyoESkrru52nMV7SZCaVYfYRI5TMuMg1",
-	"Rtwa1y3yxJIk+t8XFojO+g+LP6QZG/Pr5jjABZs/UNYq3tnxAjukHfKL8xDUza/AG9wJiJZEsyQxTylC",
-	"U5rpatSLX5w/Hh8+vf7L7qgJhJlEFF+FoHiyJ+ZODBy4qMNPGIaAXdpXFVsL/IOvHVUZuEUrzSwEP3IE",
-	"zwBJxjE3QKHJGw+dxjRRLKhhmINyuenDs1Oi5iJqBX4cycVoGuNIw+HpR4CPD5p1u44/Ke1cNMUh0SqK",
-	"MqZ75HQqrwSoPWhEFxH/A4z1Q1AaQoMG4byAHL84/+mw+79o96/97tPz7rsPe49vfrcJ+X40Gvt1YD3C",
-	"fDkWvOAYcaqiANdsVv3H+kWbd9qP0Cyj8LcXxV/3klfsWtuMgIWdwyKqb1u+oxML5jpfpppQQQ7fHANr",
-	"ntE5ieUBKTzivo8emJlN+qDxjAsIe0ZZzjVEkvGZhlSQoHUY6aachh+nkkQUXGnUhkCiKRUTNiChMQ9C",
-	"0raLi2iSdALwfOhMJgn8Br43PmbRPEowe4NHhg+Hl7NwKNra8yv88PKB2UkqM63MHZlR8iNevidlGZcx",
-	"j8xNlGckkTLt9EjIheKTqVYhMY9ksaG8oaCCJnPF1QMicx3JGRtAjs2lsTFA6meMKinKx88rHiB7DV0a",
-	"IbmaSsVIOM6kWbcRKaGWIaEQYqx65nOBAIoBXLm1UtypGJgZvC+AZE5lhsdktwshbPx+80ll0ZRrFuk8",
-	"a8CXbyEqVfNwjTJ5wTKjfYfT+SjjaOGBToo/KWMrY0zNrCqyzmadUYEvHwpMvekqHjNyNeUJIzMWc0rG",
-	"ibxSZMT0FbMaxCiTV8ZyNK+rLIVlJOYZi3Qyr0IFF9W42yMqYh5bMXd/fs9mlCeV2/FK063XqC2e8yVJ",
-	"SlGutJwVuUfGCDL8F5OQhBQM3NCKgY6xljOP8yQ5X8qeN5RTM6apMTuW6wQN7165M7yNGIpTB4TNUj33",
-	"N8gy5na4wNbQ8D/faOlNMqN83odOUJyYf0De1itSpYndFih1J/2pwKBSgaIx/R/2r14kZ74C7NbqKVaP",
-	"d6uK1eP1uLfSILK3Hj9bwCJPxYspeSEvWUIjVl3N7h3UPB/LVi3tpbuvfryLp7nynLYh60s+8tnFfbGU",
-	"t2m8Cf7NuPCv7izFyC1jHU2S1+PW4KfN8e9dnc/VMfJzIN4i/F0CUYNO/xqYmhG+RoBf8CQB9zxJpYID",
-	"Au29Av3K8wupipjqCQwTeGevtUIpL+n1dK40m5GYKT4RTY/gGps+KC8Z6R+QjCVU80sGJu+UWZeInztV",
-	"ZKd6WytW0O898c14mY8ST55iqtUy+82u7d1K0B+LFPMnbsF6a6AuwfUM4KScgqnQb6k0nZM8JbmImVEX",
-	"KaQHVlGwf6fjuCcaLz08MXdZbBTPMdjgHB9YhFWLB8iuoyRX/JK9dLmWqHwsHmxDvvZWDlm5ndZY1iWP",
-	"mYhYhX1Xb3mfS82akn8vWTaims+IykdWOwFMNifOJjMmNESur3UjrSn2vlmbK3Vd9xoCS4grDi0u9JO9",
-	"VmPCqg8k85XAbqEJRAsCaJnel1GkjeZfVSQzx1fx+PZX59X6uHebY3af8hcUlKfYjAVCsEgvt1AiJwYf",
-	"qMJk+FlyoapGwyLHpVHElDqHCMXi679mNGOZjV8UGeG+hRY+sjbno4chyWSuDS8UyZy0QX5ASqW9+xA+",
-	"dWbeFXZ6Q/FniE5pR4z+FlI6YQER7NJQLymsbj8Y2yBwU54xtdwhG/p7DSF+bmwtKMCIIpbW0XOl7aPi",
-	"9DzPkkYpJZNcM/L25IWhpfDN69Mz8uhy51EZiHv0gcc3BeBUnIZVz+lU61QNHj2iKe95unDtJZtUFfgf",
-	"adoGwGJbG0HA9tYaJA52/ueDKiZWjrOJIp6L+AScDk2HPSdUeEY7pFT0SFgkvFqLPZLikmUKiJCMueBq",
-	"CvfB/eej+Tk4ZQZEyRmTgg0F5PLE5n2kLTMyzcWE5OA3mdHr8zhHeg4HEJI1mEMyKojMdY+EPE5YkUA4",
-	"IEI6Oh2KCKnbZlhB3mFYZH2EgzIDpEfCIlXGuVPwY/UMdmu1DYXMXMINrDKacsHOE6l0+WDMFU1TQ+ng",
-	"02A00yNGtbdYe6OhmNS8FD1LXEyqnocCvnDNgyFK+QJALWOCl9AwRqbbIfKnyg7h4XLdGEKqLrHR2fHc",
-	"rOCWSpH9ol9rYe9blHEG5Bk1KEPalKRU8Mhm6DgvnHmbQgdZiB6ykFAb4uFCaUZjDNgD2Aw4S9IZSZkw",
-	"Kgpn9VJRC+Elxd57cdE4j1h8QPqlb6FR7K4qKzME66hrpcFSkGGdyO3z3vIbyTjLZPaMaWt01XxSEPOs",
-	"b/olIkM3YzQ2xlFAlKAX7DyiivXI95Dub55Ug8V0ftLe6/c7wWLI3Pyw0wmGwst1Ntcem5vLXD1zac9c",
-	"wsTGc/OLTZ6B3/at0xZTsAgV8VCsyFQ1jzw1j5QJNaS9t/MYV6jy1JAZi8/BOXhugAe/78NCl2RPkvbe",
-	"7i74fP0kFPAf1hNMhqK9twvf94K5+wggv8LFXNy1UCtC6+YiLLSeHG1+2DPy/RW7woMAPzuymAHRhjP5",
-	"pRnmFjKaA5P59uzsTdXVW8hEP5HTr8Gi3b+++8lGfN49/F2zpWsj5QvaUz6jwkckOgbbQE2NWiUhZ0cd",
-	"YFUKo5C6Y5hrSjPFaiV+ZUbpOukHWF0uaoEqgtZ1F6LtXQCeWbV3GK3Bfn83KKs7Bnv9p4FXfTDY6z8O",
-	"WrUzMQ/tBStSw/EtS/KTB3u7u0GZeTDYN1ZavcRosAe22wJZmB/2A+/0BntmKVVMNJ94GlRTtvBSQRit",
-	"wd7O42AhrWew19+Bq2WOyn4f7muiHvOS/RvHdorEh0a+CnlyckyMDjrH9AeXH76gRBdZGmuTLSyrq+ME",
-	"vqCRQV7aRJFF14ofQWpS7PX6NWGg6iZo3cbtP87kbN2Lj53ydQrEXBUodUMdFCobQoJ8KTWVmSbsOk2o",
-	"AI2hKM+uSLQGbfbW66odBARLYYPwtsCCcenJrPGm1g4tiZnSmF8BxZWb+FoRARrM3HRKVYMrB0zCRIpJ",
-	"LXKlNJ2jhsloNLXIwzW5gpTEaSbzyTQwP8ssZllADBCAJ4MqCWdQJP9LAWVCUkyksZ4wgqWbUsFdCdfG",
-	"231jdrW43SXeYQuDxuMpXambBZyKGnKbv+8q0RQ5PDt9oDoByQV/nzNCZw66GFQxb4BHFBQfgvPkgov4",
-	"gFAS55jexSzvUCTc6z8ltSxtL/qhVTdj77t7f9jZWesbW8D/bxlN9NSi9gJWquK6U9jlBQRLaTxv7mhQ",
-	"Mdrw6SZQf+v08Vtq2zS6YPFyzXbKJ1PmKbdlnJfQyOgOCYsnS1xKq3XbUT4eswy+Dc4p1dSwAX+Bdg0G",
-	"yVH0GybUW/v+1Rp7fV+e0n4nPV1nTS7d1jdYQeC54lKptCJKkjHN7vAlxWM2oqIhgHsKzMS6wCH3wJq0",
-	"mKNfD1w/UDZ3QBllcNZrQPRFXFyOdYdAWYv4TqPCuV0YqEJzkTO0TxutxvuaPfajTWRy7BIRFleqNZul",
-	"TWh4aH9xwHWZ3S4jwzvNxQPzHdubx/YWHM4Nsqew9O+VPxUZSzgT1bUtCvX6t++QqRBn4Lk4913lVUA/",
-	"t7+gn1oR+wQZMcjYMcCfY4TeiLXCbV60UkEnN9wVcetJXDyRQlFc9FiZ1xSnWlb/lDXSaZrMDzApomxS",
-	"swmYC8o73zTxQcYsWZI9Ba7rWioKaYeKz/IELelCjI7HCTdqqnki67h8h1xonhCsL276uJxxrVey5rOF",
-	"4IIiCRtrKP/XkoyxzpPANpAX1SIY3onIS5bRJDkvvP/Vb/3Xv9uA0H/+B9xBfvk//5cUF6FOzcqmktQC",
-	"sktiFvEZTZQ9sFwkTGFu2XzFmbnwAWYwzWZMxLQ5Fmr0fzkmodKZFJPzOVNhQEL7PyHNf+1PQoa3W4Tn",
-	"43aH2nQGOXMNmbyjdg/YQy/kGhKJuaawCJDi6XSaPV6LmkrKRGxWFbRcMbJTXIJW4SYEsxPz6UcJa2Tv",
-	"RuIYMXNLnqPy2Yxm88Z7c+dbqNkAIs01erNVheqWRb2Clsz1LZ+pq8X+N+vvWxRJC097fKI4BMcOfHSo",
-	"k80CvpYQq0kh/wQ8AeCg2MCpGziC46NBKThr2a8V+dQsi+1eG4RxLSVwpf3s33sDfmyMYW3Kas07qZgv",
-	"uX29BL1L1p6Iz0stZ8O8lFLfeRcsaMq65AQVAxBp1kgxZwZaToTdzxZ50I2LGyyN4XFdNOehxVvRmL17",
-	"rcQnTk7cVAqjn3vzQ7KO8YYjOqukBhfiwAhit3iLSY1n4sduzlWTRx6LDxMgbKMTuaLCRjb3q8qrdAk7",
-	"mxJsmrErms1W46gi9vB80BI6tQEfbFpIM03aaca6+L5Ok253N3wGwbi6MOmHlzY9nMWlQnDXr00aVRQs",
-	"Oja/mT37QGl7J1Q2IiRTCtXw+IzqNGecGNLPk3V1VxU2lCZUCKODSIT6QYV4jUpr33l3GNgQ6/JF4XGP",
-	"2ISKSreDe33S6ki39MNuM5O4Iu+qxFSRbZ424YmfoCprFxjNiqxkxxxrct87B48MPKlSw6ACe2uEvVJl",
-	"uFOmc12r2IylV/UL4Os2LO3S/O+vdNQMixQ3ROxNjl/ZwvMF4hrLqitp2TfvnIR9S+Fjl+utsZRG5BlC",
-	"D4KheZqyjIxkLuJBtR2qzf8aivbevi3EVM54iqQY80luTOCCUXcObIYh14WXd6/fr7l2d75a16fxLim5",
-	"txdgm7HreiGOpbcA9AUnwhzAwpPnfz5+/eo0JG2Ln2V3pc5BCSgDFZJwhf7UKZt9NBZP2iffHJHHjx8/",
-	"7fTIoZO7XJN2+Obk+Y+HJy/PXzw/fBZ2sKuCv1Oj4DlBxUvhfcX1VOaajKTU0KVGSU+OQzCEwY947Juo",
-	"4vW48HJeupIdbSOhvzSHPntCf11iNSKqf2BeSRyYASQsMCgcuPPDDgtlJpQvg8sEJ66GAhMCnTrsehkV",
-	"JV5ckTw9qJRmzejc+bt71YZHg6IDFLy6yPPCHDP89BVHKymWVyLwvfW4kHGSY1bamTV2Bn4eW0BCmwYW",
-	"DIWXM1bNyyrg4WdXVX0o3qpRXOLPfkZX4WYpk7WaPCzF+W2rIONj1FGsEyqH0CQ7rIn8sBL52RoHX8aR",
-	"VyzilkzzhLnfVZUzktL+KJiezDXUJRrUFewKEFQCl42Z0pmcb54m2xS2eVmatWt6hBYGK/Qs16po+eEq",
-	"WwnXi3kPy2x493ApzGyL46UlC7Um9MXausO8338cGY0O/sXsBVSRvqpcs5vY2cWrtTzf8pWozXUfj3fp",
-	"02iHdV1u71O6s9tshuJumvfqtUdxLTvGiS3HTWREk2YkWoqIXu6F9kBZs9iaEVNTzdaeCGYjtEPLdtF9",
-	"TSHFtPi3uyzTtLgMvkLzzwI1w4D88re/11rVu462G9k3NlkfF94koV5u4L/wW8o31sVUwfE2hWbgTyqe",
-	"jDLm53ufDrDfBnQP3+sH2PnYCCVzYb/f97p2VIDwoUW1ag1ak4wxMZU5ZlnM6HWF+z5p2K8n1Bv6mStl",
-	"yDN0Xfq1JBOmLfO4xlb8zrPhtY90HfrXmrmYD7Kg3tjUkzVcpGwe6vpIwKkeOIuANAVQ/TgE3rZkBkMZ",
-	"rSmQ/D6pR/iS8qNNqPfGKoVNubLVWG8VKsc2TpPFGK+yocwJv2Ri49Qcr9RvW2HZVeV+z+tuPKrKBd/V",
-	"qXob50fQ0lw3Fgutc4vgc9X9LQRC1hRWu6O+k7fh3pH/NNeWPRzjo/tovNq/dhbPv3aW1eY3jSywgK5X",
-	"G8gElxkZ0eiCiZgwMeGCufqBu1cJ1s7LHU8FSqvOYBsmVkG6n93CcivZkoL+28K1++LRAjSh4a43teEW",
-	"VOrKWjZQWXlcplcFpSb2w0vIpHCa8B2yqGye210qiKscvyZwJkJmLD6oJ+4pTWep7YfCZ9jJSUNagJdG",
-	"s3kVXlmvsyi8DR5a0K6BS1HIujwhrtHYUymjF2wtyZ7a20D8XOvFBTUf1WIJrPuefc+7xuMEe+OIJslt",
-	"T5MmKwKg4MKIGxL5Dt8ck4zpPBMsdimzGAILX0jsaxgSbOJXU8ozHZ33d3Yf7+0/+cNXT+koitn4timv",
-	"Cy403MMKyJw1F7oeCsLSKZuxjCZuEhK2I4N8JpfOiHmgS/vwLBYGVGpSN8PpJdlXZ7WPwm2WamCdXKE3",
-	"m2hZBfQk1d2M0WTZB8GCWNWR7YDkCr3bSKYjvyq47ix2WLG+DBS/W6n0dLtvPMCS2op8zqIPiZfltqQn",
-	"16mxAd9Yz1ZDto6XD7Khp3RZ+kzz6s3ni+bsdQlaVHevlpl4m5/St43lBsUCmhZeZts1Gx0Ja7TvK/lh",
-	"FYOsyNqgIiZCFrmTXLk+31BxNYXKAg7ZIoTGcSWlsmKjLcsTPBYkVOx9iGbPxmZOuWErG9dWI3iJSQVE",
-	"VoPyMLpoyldemg7/HIqQFHtv7XywZW0VBo4/vHU+90Lesvv46pV/TXU0vaVo8Y9ooyOoKCU11XC1brjs",
-	"ZFZvyh10Y5olZDa6KGjxyCKvX6UOFVGriioEmbT8TurOUmorFlgE8gzJ5ZlwOcVtGIESGg0ihNDFiGHG",
-	"TKdaZAUn2Uxynma1WkYdvjnG/NuyzN48S3hc/ZabN7RxjxFnwhRDNrxPBGQnILsBeQyewCJwN6GpwtJr",
-	"R6OrSWbLGt8d9Lu1LoIfXh5BOHoJv0AWSn1HesJoJhShI2knRK3qDHKPPMiY0Thp9PL7GUgwd4HVGxsS",
-	"ifqjvBKk7RpLVvordDanmLJVAL6fJuezJTVzcqwZVKsosyRKikehKm7Gk4R7aW23RBy/30HjCp6LuNxt",
-	"pVdEx/nAioCjFdfKtYs4IH1o4jBKmKrzk81KexbjYYv3pJ7vcRUu/PDSd3UUiuc6ZjEgfhFBG8IUAcEH",
-	"WNwJSChTJii3DUxP7HsNj8EBZqGaCz1lmkcwaMZBa2AowL6l7DFTJGqAAl2krXvrwSb8iaR2PN6USgXz",
-	"Fjp+Y9hKTjSsz9CxW0hzCjqS46Y+yOJl54aLN+IOaOoLW4Q2OtBpghTvAKvhDvhxj5wxb7tVJ2kt98uz",
-	"UAru0ZAR1kzQiwTm4Wsz6/Rd6Q2uFydgqFow9xRjzaHHe3rCmjyDW2iIt6ETe0OnKEZF8ozr+Sk0eKqa",
-	"T9jj6S8wyXZNbAb7/Vgrsk3Vsk5RTsa/PXkRFI2asMfUaD4U4Z+fN3clKlWhR1hnGBatzYpbkchDqLE+",
-	"lXkWuYk2TQN5aw2K3FGl3Pa9blo+dG8Ac/kbRzXf/XjWakzQnspMdxN+yeLStAYd31ttJmfQYASSTar9",
-	"rCqJxcUkux9g0glAS4ra7qF914p+TkVHr8Ami3OthiIs7fWwR16n9H0OTTPQa6K8uemgNsLmS3BNtU49",
-	"LrjEHXOGLaq7TnWxLo6KLpOxiPFLppy/iYlLnkkBtmQ7PH1+enr8+tX52evvn78KOz2CgBjLzFZo2zcB",
-	"DFxvCwMMe92CotrULABRAMAsa969WV7m8DbcP3LCcnJFDUn4xXlrcSiKTcJ07cthKMMvf/t72LGIUXTo",
-	"oinvXrC5CnvkWBNqdIWxnfFp3wFdidzMz6Foh9DiPMRe4dhtzfxhG6MvaZHegXHylHz345mb/kE1ThG9",
-	"knkS3woWhi42o5ZDcpqnMA2mC1mqmo8ShgOWvvvxbEC+Pd3df0LaakqNgYW40zEqwnPzw6MT/Pm7H78/",
-	"7fTI0ZQZ03cAM3WoEUYB4jhU0o3G5n80j73cxrDaOqjTI2cIUzyEQsaFAWGJYkMR0jQ9d5lBvfL3AwQV",
-	"PmaWf27+DsltDmMoytPYCNw3wKnGcomjF+1TSKgEq/fwmFxKHlXHSJ24VRXT4R8+dBJTPXxI2oAMrvXr",
-	"UPgypQM09PBhoaeohw+DIgefPHxYfsj8YG5GlqanbHZQNK/IKuraUOAkrNJy8LlpyTQCgsObXaN2Sn5k",
-	"o5OzI3Rw+33XPTVqKOpN2A+PKwoBrtGImHqnd4hkkinLDFsYChiwGcsodw4v4B8gd4B9Z3mZwVzOvg5p",
-	"yh+Bcpny3pzOkrBz4NdNwP8U+Ge1k4eV22GB0K4HpupjRxs3gYZOKBfKWIOwxH/6J3JkjGkBZzkUXfLw",
-	"4Xenr189fIjPXZnNuGxoKojRf9CyV3SuvFxfs+xytJGKgZ6MXfsIav+7ViYbpCXkpBxOx5mCUQBGTYn0",
-	"oDrBG3/K2M/YLg9bq+3BNKJqo68ervz4mUFH88zbt8fPFGmHqLwOiNFdw8AH44wLrcglywBX9joH5OFD",
-	"o1C6N7i8ObPesDA6Q5uyA8j39uzIfhia/cCTyZWBy5ReorSAtkLhhyGWMA5bgw9D6Ag1bA2GLZszVrQz",
-	"w6SxYSsYunZRcNsvf/v7sHVzE5K2YgyWU+lnZNBjlFERTY3ID83bwwB7WoX2NSFp44ht1/Eq5ipNKLAQ",
-	"s/wXXGlYPY5DNusFZXbYGvz0y9/+/i4Y+lHmclH/n8iT5CYMiGBXZasbAllCofdEiIRBFax+de5QaN4Z",
-	"QgMuIJiM2bGZxT09EkLXKBBOkBi10++bNxcse79vOD18BlFIgtoyILHEjok5T6DcHlp7YW46QgJYezR/",
-	"+HBg6cZ2hxmxRJpTt+EgK1Wdm7Cc9+byx7nukUM70c21jTFLtK/zusPskbLfXEDYNY10Mkc5W8zBFKxY",
-	"3rV++NARhxvXj+Pt3p590/2q8H+9evuiOtBpaLCr3w9BMuYipRykZZ5lckI14BVTEU2ZvTn+ytx8QKiw",
-	"niUj3AzEGwnQevfxztJLjat25M5jVQLW4lpEswx4gKhND7NRRDT/i6m6kDXNIbffGEMAUsEqDPKBIomc",
-	"gB9X2e4EtJj6DN+bl+M+uVvjazgqmfEJF7BKKwSUy2OzP+G/gQvKDKobMG336PXJ6fnrk+M/H786RUcr",
-	"yBg95XDuRodrpxnDBmw4gVOR8NCOP7SezCMcFNc9m6csqM+FDsgLqnQXjJfu8bPwwGERHN11ClNWXBA2",
-	"IN7wu4D4kPVerLsnzPABVGsqIADSFJKYfZkP2MFsFlqYS6JwHm1GVZ4xA7PwzeHZ0behbVJmOwNjbQgg",
-	"LNfEGFeqR8Jnz188P3se4gBXX7IT7AlWum7M+1HemcOcSBkHVvss5C4uxPBnPPV2BlDW0i3OMbpjNzoP",
-	"tXyju3gmxi//8q+exz6wzc89eyHsADcpuk9Y+nci3iwecBDmuzVI5gEm41HbVsTsZ5zBmceKlIlQyonm",
-	"w1Lz5FKYLYSF8hySX/72b3b+nlXPHqhGTdmo6+0qqg2IbfWMIujnK20Tlo12OwVmYFlcJGeGjIzOar7l",
-	"qbskSiifkTbwhWU6bwdlbqH4ggAodd8BsbovNqws1V+goKuMa1YqwnANUMrowKQd7vUfE69/pxT4hMLT",
-	"Dn2bC6FF6ybV2AP6Uhg5qysouPtoDnOSCIHFW73krtZYs/4P0z9JsfdOTTQsmmDQfoxB9QZsDQy3MUyf",
-	"MpDaMbiLzWgROo3elwKnFr0T1i1j2fbqBtFGXw9BIjc7LzoAGa5q/p1mj0WDe0JJQs3rm9qgC8Zim6bu",
-	"2ohHGYsNGdFENe4d/Fdu71SjZKj4q6gi4Z/8LfwxXHROYXEZqS5/0S1lx726BZubfIcUaaPNElEBNUxM",
-	"xI75ovJsrc/vfjxD3ca2TXeL4YJQ8vbkheMhL4p6qQVW61VOAe9rY+Z92IG/qkVTeMnO+Wr/8JLkadBU",
-	"EmWf9cuihqINsrCoh7L32Joo/KMscuqRbwy3oWJOhBTdateHaqdvjGcaFjUUrjIKtGR4ua07Ro3Hr5Zq",
-	"LqlCFlTehhPKXENDC02QqmXFmLKDCYcCQ/bYPFFMkDhC0i7M5KBEVhV41nXgeJHqEE0vmLWyMNQ+FGFN",
-	"CSjVIlB8d/f3SZpxoalh9IenR8fHntZnWIIxhIDSQHKSaGqs+06PfCMzsrs3FFOZZyogaaGnDgyFFPqR",
-	"4STVAenFKFNs/hqQlOopwM7YOh2SgUahypJQyzIC2+gX2Ka9OyjfbbcVNugmA2Mps/DA1y+LJgvGnD1o",
-	"XrKbqFyYvoXSvbtLlrRTbnhV4fnD3bi3FbUGtkNRtePj8ibQAwMAnDxPScK1ThhJqAbv7VAc2pfgBsje",
-	"9bUFmzWSIYeAQv9UBA5J+AUjKgfeZDSrw2KFwMu8puR0KPbhfZCAaYE5wLVg9o1/zmbvdt44QrnnzPZS",
-	"sGBjF1RqslwMRZtWNJaAZIZmwVqDKlpq++xm7rxhjaOM0QuFuQvOD9Kxsz/tMoeCcXOYPfI9jJ/NzAJT",
-	"7ZRza9MDI6bG/FZTQ2boqbEwQ8CaJ5mIsnlaeBSo2evQ6Hog7kpdp057dhIFBljKyseaF+3wzXEraFnH",
-	"QmvQ2un1e31o8+x0va6QmqnWoHU2T3lEE0/ZHSfyarBOtP7pinL9x91+WPjpi+3t9vukTclufxct6KEY",
-	"thBNfW4+bA1sjqc924Cgf6BAW905IFNkiMi1w2VzOw6GAorE6IQVTNEYcydnR28Yy46KzpAhQlsKBjPO",
-	"pdHfows4IwrzvsFsECwJbOdK8O2NxywbCi3LMIgdJ2Fft1KvbVI+rKJrm7X7FteALLqwYHXmqk1ZxlGP",
-	"EGwh30hjxdVdgGZVtwpTGay6seHklLcGrce9fu8xtj3HxmWPptDo9a/m3xPWkG9kTr3kU2kmQXWxjsJv",
-	"z87e9DBeja6747g1MO/51r41aGXWlQRf2+33bze03LUmacmL1sazyCu9axtGkb9Ne5XoY2vw0zuvMVvr",
-	"Bb9kAsuXNZ0oaG/rNqha78yjK+I8UZFI0wjPO+TTkCMcFoIDvbFxQCPUiyyeO4F9M+AW32gArHX7Q1sL",
-	"irPLboLWHn696aXFKh99TWNX+QCP7Kx/xKZhv4U+7oZMWYzPPt342VdSm8PG8Lhth7Lu0foQ/homfajF",
-	"I396d1NBrrP6bN0KwDyUK7rkv7sx9JrRGdMw7X5JwXp5i9sdlKyvRlbmJpvc/QOQHqGb2h4LTehY27aW",
-	"P7x0Q26A8dlmBGi5FnwrID+j33FsZ3Oza67VgFxN5/CXWS1yV+3PK+G6bA/Z9maVoMfBU+qdbm7T91g1",
-	"F3YoQtduOaw4GhdoDavGf3iJg2Ew+4Ep/bXEnOytEBq++6aaXGGbDtSoe6+pTj+SGWQ6/2YocG/n8frH",
-	"zqR8AUMcPjHJAqkCwuHZNxPqamKb+s3NPxLBIUqHjblNIZKDdbNoliTKkaaWZCIJDk3QcjGTEoeCi1KP",
-	"t/mFWlp4gKMa6DPsrKKYssH7x6Ga8v03lnQ+khys9wxvEIc/ThkGaSxwv9DiFmnRHzt/R3rMihqaj0OL",
-	"RsZUKyzRk4ZT3cH8UAe1jGV0OSnnDustJaQT227nYxBRpRC1kY6+SJxPgOVlOgY0wE0lx8qgWyO6rhZe",
-	"bR/b0e2z4/qGFL3US5sfXfBYRNWmoHPRBHDceVEuGEtxr+gM0+xad4YCrORyRgdKLH/uBZYxoWPb8+LZ",
-	"ADeKvB9e2tc7jW+CMTVsthcWFUvoqFUQsnH+i8KDtkCKXEyY0l5V28ehxnrF1EYqYf8jfP4wulhm9Xkn",
-	"hGXXX3jAfXkAEBWhZGQOHXO6FoYVLGcGfmx4qS/CnNzrlInDN8dlLpmr9Dp8cww5mf/z8OWLRm+DffI0",
-	"ZdHtHA5uTSX+1fPJG3GsvtLVTpwzuwdS7Zyy1KEDvGidG8xK8phqiISXnl+BlizuCIIIOF0F8zbJfv9x",
-	"IwhP8KNb85KhRrM1R9kJtnO+CVr7/cebIHw5O2/V0ZjX8nUONi/YvRJ/i8FZLtZVzRgLiqwlPWU8sym8",
-	"CgMO3EgtiJPbMHkTl0+4soF+KAW5lfB8wWfcMLa1N7o+LO8+IiPHTUADmoazfi2so12OC1B+VDa+yL83",
-	"QLFviumU5ondpxux7pdUOG1W3Z+De25iVWR7+KhcoO27m2UK05ELZjQljVCXNuKb6w8UCS/YPMRMfdRT",
-	"9h4Tw4We7OVZMhRlbHZAdvefkIyKWM7IiGvVAW/WVF4JDGNNWcb8TsVWOYLfDBs7/fawu7v/pEdOGTC2",
-	"oaCKrM5gOQB9yeWjYKmwl5ASQkpOj4SCzlhoI8yQWlkuOyBCFvGu8nLH9oYmKZNpwm5BuRgysoURtyVd",
-	"L0AHRTnvPo5yh6uznbk20ux2Psq346X+fBsNv2AupA6CDthoD6voYgDph1ZDfH3ZEuxTJZR18QSs41fM",
-	"dDZRMz3kORbfJG722a11zb3d3Vt97Hs2P8FJu5+fPSJeESocc2tmkTVZDwYrMszmdiDPGDrwDfe6YPMe",
-	"eW5rEIAKbPoApnS6YDtkd7vMBSlczlqNkwzFClaCqylYyXpvCC4z/rVLUFz66ideSf0NzFv+/Dh1wi7l",
-	"xXqcujWvd4Gyy51HZSrVZmqnn3pVVTyl06ioNoKez1ivUbk8Kr/4m9Yvi31somKWYPuiZK5VMiMfQxy+",
-	"exc3UTSL23skHOdJco6amNHTMj6bsfiAhGxGeRLaNFcqSPg/bCaMkjOGnjUpyEjq6VAoHtskfQHeN80U",
-	"9Aiw1UB2tCUfcxZ3luhskDtZpiUvV+GOvOZcv0otrljg51HkSvisUeJKJPiiuX3R3NZpbsRvitfIdhZk",
-	"5lr17aRWPTOwhQWqmgCI1T+g2XndfMboxFGlHeL5RDEtxNbp4Ph5YbPncJJymeRbvojjvNceOYSK+8aP",
-	"cRDymLk9FG3n6/vhZTnFoOPKE+/K5xAIPp+7hYpZIWW/HGsdDf+zvfX4N0C7t1VUkdi3k4njl8Q2sdhD",
-	"0Yg4IxbRGUPEwhRKrqH3OM5jgeIzyECfuyzoIxkzyEYtR/rfgx3c3mm7NRbyPAP3+HoOEjgVe8E3voIY",
-	"+p9QcpYS84slt0UE+TP0YNkAPe5gyUF6M7aWrGnDtnbUKxstCumheHTg68aBU4jNP8rRQSFp2zryKGHU",
-	"yAfdCYYidBWKIWlDAUVkP3Q1NaJgRtN7qME51MRWKeIjarG2nfsnDjSvpUWEwnIt9ovo+xyiDwuhSs2t",
-	"OuVxSm3xTYWElkq626vZn5WLIaHcQlMuSzY28y75xXw175Kt40vmrhReKua0XqxnlFlRFgN9iDz4L4lz",
-	"HpfLW+C8dV9O4qnmqjoVp7ek7VkxuXUz5GsYc9O4jGoGnU1RXUC5JWuqzoUtF3bL5vG/LVdddeLjGled",
-	"167pi6tunauO+xRUyc3Bixu46mrGhN+vAsPDrvAXjFwkda/cukdeWTMXSiyhjG8obI8eN7Xyfv64Y6/h",
-	"+6/SH1cfsPyJ/XF+q/xGTaY4rWrX5H88j9zep9NUKtYctg4pWrPKzDZKw0HVscQiZsKuDU23ZeY3abK1",
-	"30OBUrrjlJmy15LTZr44HDfjnKeuZZ/P+5bxzwVN6lYh45qesOhDLFr9NPgEfU8gKf2AQ1E4ArfjB/T5",
-	"6xc/4G/HGDqrl3IU7j/MJP/HdAJuQNPBclOogWBB5QmgSM2WoRlatCPQGvNsVxBU/9NJfU/Wf/ElbtuX",
-	"uBGWbdOZ+GPRFKEiIDxNPCia1a1yOFb70odBzVRv8jaSDZyNgbeSc6rhvThdOeyRQzHH/qpF5yPMY9/r",
-	"P10uu+AF672UVVr7iLr95/FSrqVy56Vcptl/EcyfWzBjz1ejz7OsSq/GvLYOzXpAr+7QrHvU/rt5NBtM",
-	"1Ntp5I9QVb59xeHKUsMjeGldlx+v7OoWu0C9sgo7tHmlYm4bUjZU33qt2tqenuFd7/QMt8SaIHSuuHpG",
-	"r6/bnd0s8Jlfh9ZSWjz/ffWXTQz1I0vZv4YEHTiSe1jLj5iIt0yYh+pCVYZYYFcJowBBP0do+FJvaGWb",
-	"qKVLq+BtH0csA4ZCXL/BYpU2ofvE+Wh+niuWGfo8LBqX7ZaNK7ypMUXL0kr+BrSNw8aXbjiA7Zc5YrYD",
-	"TXuv/3RgCQOIXyjNaNw5ILjeWi9MbDxaMgh7E3ROFLIr07v7C5iIV3CJ3U/DJZ7DfupnSBVxqaBfGMZn",
-	"ZhjPRVyNK0wyGrFxniTz2zKOSzd+c3l3Myt40fhZmOobEJnEXkf/VxJa73NBrRNrRVjy+aWtev5o4hC+",
-	"sCwqdmZnjYN78IsNv00MrWjoDxRJitbCDuBbteqXYDcXik+mK/AbZk5WKKloKRbUnclcERVhg1A7GMWP",
-	"OTxQS6baQAdwKAGdZDCE+2c56pEQY+eQsB+mrr1x2ZjxZzkiV9SsoE0TJd0AmqHImM44U52AhLabbFj6",
-	"IbNcKAiFCNdwxutZjKN3QpguEh5YkTijMevm6VDA1hT2PxZSn1uSG8HUIZdoqyWCYIClnd4mZQaXisim",
-	"ShmLpp3eUDyn0bS8d04mTBdBUWuwyYyFqPNjyxHXaxXZBk1c+jCPmYgYeZ9LzdTBUNjmWPB3iPL3kmUj",
-	"qvmMqHyE0fzFAb3FXGnbvgQMRGz3GmcyTc0JwmBHmQvbJju0P5y7RRh9JJSXLKNJcm538EfyX/9ukeA/",
-	"/wOukV/+z/8tLwYEEMC8XkuyS2IW8RlNVADgyW23+OosYGOV7C0Zl210GO1nl8hsKIw9KyShgiZzxRXU",
-	"b+A1XeB2bC1jewuH3qmNbb7A12pp6KMaLfYby9qR2KV+YdJbLr+jtb5wD1QB6wp/tsdzd59ro43xl5zl",
-	"UMwkjH7p0BFzJByqeihv1HRMmai4O3MF6HyFrBxfMhQWqQ9s71XcgDVEPI5rjQZs3gsDpMD7GpckZzjx",
-	"mAuupkzdwwWQsSwXy2lp95PQEgA8PsChGNj2T+WJq+lf1ofYQS/8ovZ/Xno9NNj913qQArSRZmpdoha5",
-	"MRkRTbbtz4MhQm58Q9EpntrZGDjPsPg+TvjA3A03HwL74bnyoSQhPMZhGd5YPdsdZkIvjdYDMz5sQ76I",
-	"CkK1NipH0YM8SXBMs5Gnka4P6y/76O/29+r9Zd3ULDfMwpC5P64CWVIx2W5Fp0zbqOrIQPzjxFH8L9y1",
-	"y6ztrYYQhHEuBQz/IWn/lcSWTp/U87/f390IyH+mml3hLOj9TXZv7z/DSdjbbX3mzWn96d1N8GHJxON6",
-	"T7QT7DXr03obOcVMxqzjMTXLMtbzNBWnW2ZpZ7VJBo5TlZMH7KTQogsoaa8fFqDJTCo9FE/2yPf8azuV",
-	"rtT73Wxhrh0R+jpaOa5Upkx4zLJwix4eVzgm6jf+wJDqhALS3u3vBGRhMGdnCUeE2PFmLJHs93cf7ftG",
-	"zA8vy4y8Yhr1At804LU87fTZm42Zpj3/xsTvJ/v7j5+sS/1uNECKoy1OjuDB9Vp1Rhu0rrszet0dyXje",
-	"Hc2h8QR8+HYZqgv72HidFqRf+PUXfr1tfv382jqBPY3tgdf+2DYLY6SqrCFGNnHzxlE34ZjpaNquDXEJ",
-	"yAccIzUgw9ab16dnw1YAmTcD/La5L3Djzwbkw7Dl8+BhazAUwzqFmVcMW5VGaMOWeb8bDdMivydNk2Fu",
-	"bjqot4qhCNOop5g+YTOp2bOSJNsfNDD/YQv3bz6m4nRA6BXl2phePc2udbtz08HsgjWSTbuB+FuUbd/I",
-	"rJxeilNpcbcLUodlJOYZi3QyHzgujnORqSAsnbIZy2hiR/0PhR3LPwKPZ4MEq44VASHj5KpdQdEVwM3W",
-	"Fs42GAojdJ3CUJuouMrWCdfr90PxcaQZFlqc+h1iP6I/rfKdJaKifmZFD7h/dLnxRQysEwM2QXMJBt1d",
-	"hdc001tmcG/cKDO1wIK8xAbDYTDagt3HQ/NHaPYjRexGspofRjApI57DAL4uefhwt99/+LBgiDBIlcZz",
-	"KDFZ8Ne7fIEKh+kM/FmpdsQ1zj6309SMqk/1wkC16hBTLcnPkoueW9WuWdXiNDc7wAf31/RlLD4tp56G",
-	"OK0KUydgHiNkvrcXZsDBiHSZJEvdiG7w/l7/qYNYBTpFmle7ceRmUEnWQo+OHXtqluZevgsvh5AQPWfX",
-	"EWMxi8OSW9usP3cUdmqhIjN6zWf5DFqZSWG7PUOuf2VMqwpImFHNzmFOofdmrkhuTgN7zWspyYyKuetS",
-	"qHrka6mnOFEcDtcbuR0CMp2w1I6pBF9VsQTYHTjFpfAhpqYwrF4YvLtHji+8fkX9X5WavpVXkGcJHfqp",
-	"HbNdjpyx3nUALRYzWgJqjzPs2aNwnDmLOwHpm0ee9HtDEfbDsvW2zeIhhyPFhB5Up7W7qf3t3T5RJBcJ",
-	"U6UuweIFV1zRVHu331wubHZRqRMey2xGdWvQimU+SlgraFnUaA2eYNkw/tEvLEeRz0YwMGaxmtnWdFv+",
-	"2I2mUjEBjYHbzozc3d+vNseF8cNjmLLpKrAzTajWbJZqN88Yo8CxP2E0Y5GcCK4MCqliNmePnMLzFWKF",
-	"Ea4lKuG4THJF5wg0gBMq0iWgagMul9ZW7++vM7A/ZiE0bNaK8ma1x+PSB97ESkXnikzlVcFIjaDdZlgG",
-	"VvYGw05Naztd4NUHqOLa8we263is/m9dffKpojKfsZQKibKSeNL2hOmS3JhGa/mFlCmRosyKDIuRr0YL",
-	"mcmMdUhGcXLVlArAIMNd3uc8unDWnG0cPpWupsVylqGQKRN2eGxNy+kRyO3Y7fedJUjGGVNTElYmuB8Q",
-	"RrOEw8xdBvxsTi5pwmNXy46d/EN2nRoRdk71SnO4OvxmecuNxekabjKNkmRMMxBQmAEis5hly1pwgMY0",
-	"FCH8H4bKeEPBbcPNnGEUeblSU/a/c8knqGlCaAvm0EF3OwQw2rksLocWDoped+Y8yZXhFZC/M2KExnHz",
-	"VMMJqw6zWd8ApICUjdoheCZgu1rsAZnUdnK4H+CuYG2dZT05CtA1S1ou9JO9VqNstUlCH1lqeFBaliVY",
-	"Bgy/pKB8lBQU7WOqY37exe0mBi6MVl7KSw5JqNm1xkTZrp3DvJhTNrBTriyNW0ZjSb1tra4XVOkuZKR2",
-	"j5+FwVDwsTEYdMfm7DHDTgW7wsHXLt/aji0lJ0zlMyOHBnijezus7IEiIY8HwI+4VkMBpIvqojPPwb9n",
-	"1ETfv1Zd1MBOwy5GsSpWjsGecaXKafDYoFMx74q+4pB/PxSY2DswRlkI6xu45RpDjsfuO4q9t28PSBhT",
-	"Td0PJUme2m1+d/r6lVvJL3/7N2zHDRYX/A4GYDiA0Rddagw3vA1SiWZozAk3InZn35kmB4RPBA6n7fmr",
-	"ZSIul/ThBt+1mr3XkgydiDhAHk+ciIWTjhKpbIknolSPPJPgQizOx5nqDBtQDAWQj/IG6dtHnYnY3uvv",
-	"BGSvvxeQX/729w6kM8ks5oJmc4AegdRPZ2nBOw8rM/gHvon83Y9nICEr3nGsqVtIGQNxb3M82uNMzoYC",
-	"FmWwssl9HnawwRSrqQoEBAcpiDgAA9M5qB8MRQiIdSrzLGKhi4E6PwATsfP/94jtJEU1UVOZ6a7BiDgo",
-	"l91VkUwhxcEsmquhwGGOmO9plvb25AVpUx8cMisGuxh1ikHyLsweCGz7CNSNYmPMxeXAgsJ8TeRENVvh",
-	"5iA3F9ZnKw9gCchdyq+/paUS23tymam313/6ZIM+Wosrt0oXslDLaZDGC7cMi5g5rwMfzTPD/5iydMF1",
-	"b5mpWuFoldWnxozOzDP/+6d+9+m7DzvBztOb37XuYqQuSIXKEK+W4XE7kKLsMb+hsAxl2DKcz4Bs2FIp",
-	"oxcsG7YGw5YXbhm2giF8BH74liWJDIiaQpSfkRGbcPEnuIdrNjvnMT5v/r0Dl9FvNmwNxjRRLBjaEER8",
-	"TvGNu/3dJ92dne7uk7Od/qDfH/Qf/69h68ZwBZ+Lmr9Lnlhs4GZYxYuNotPwHsfwvuhR6iM78/GCHXLS",
-	"7OD/C5D9goP/G5kk8qou0aDzSfsUmFkXJuKimO8s0dgazdVjQajj6AMSGm3H4+ntPEvI78mDP/kM6I8P",
-	"yO8JE5GM2duT4yMHnHYTm+t0XHEhV5qJwkFpWEOMCKgMA0JdBLg2SFiocSDhjClFJ8wwy4qoMcyHidjo",
-	"VVUlzihbLBkXdcOletUjRwm0cIQZNU6Mt+6lxrpikw27TRa333WUyZvie7/pSSZuG5t0Ryxg9qU54trm",
-	"iKmHHo4BlNc2mWJSdGwDW8QOHC4KqSolRj3yI8MkfszTT6g2/EhLtIbA8z8YirDfexI+Cvu9PUvdj8NH",
-	"4W5IZowKzyv+AmZWTlBxzygHj5g39kSOSai5TliIdo5XwASNXrxBK/ftvuiw89fafNGt7/P0Xiygs2YU",
-	"isOkL5NQvjQmXD8JJS1prolx1cXtxi0JPY6GfQek5zDI2JhlTERM3behoMcyvvQT/O20LSrbcZe4UCki",
-	"dtNzzMWZK6jfbv/ALVESItV6Slo+D2Q5Dvc/mfAohcYXY3Trw0DWYsanHgWC+lxAQu/RED13oa9phqSN",
-	"jkW/Fd9QYC8+YxYdWB3QpY/mgr/PGeiw1nfoNnrvGSEVKvl4ut3n6b23jjxd670lut0XERb/plvSrVPC",
-	"bu/gemeeyC6XO829AiuMDZi77USTWEY5huucmUhkxidcQFw7z5LWoPWotejSPqyUbeWCJDKCJAKMr83o",
-	"BTOXw/ItU63TwaNHcN9UKj34qv9VH7ibhcPClD2ZMNdhuHQRx2QsMzvEu9lkLn3iJWAXN/AGBrEvvt57",
-	"3Jt9svi8p9bYOBjPvIYvbQgFQX/fwDbZCoouMB3vI16qS3PgwA95lI7GAMvZXSW/zMhYYpIheCy9D3jO",
-	"yeYPrO9BsKb1yzLwFzXZi989KmulC8cotKUntr+Ll+lFTiS0CWkoqCizmXvkECJZCjJrSCFlHigXxFp4",
-	"toyQVUJJKJbcsBebvt2wg4xB0iJNVLW55gMFfW8gJbYNgg/zi/1DL8Y8L773tEzQ/uVf/rXSFOWVxNxT",
-	"515WA0LLUCaLyxrHlGVdBxuMj2GSzVDYIBOknI6k1JXdAngETRqW9S2jiZ4WId/DN8fEu8E6hM0S/SVZ",
-	"6WXfXkh61bp5d/P/AgAA//8=",
+	"7L3rctvGtiD8Kl08u8qkN0hTsuQdU7XrjGI7iRLfjiTHZyb0EE2gSXYEdsPohiRuf/5qT9XUPMDUvMFU",
+	"7VeY//MA5yHyJFO9VjfQAMGLJNpOzvGfxAJx6V697tcPrUjOUymY0Ko1+NCaMRqzDP55ErN5KjUT+pSl",
+	"CV2w2FyNmYoynmouRWvQCnWWs5BczZggesYVoUJdsYxwRfSMEaVlxmJ3UU4IFYTRLOEsIxl7nzOlyRXX",
+	"M7yZztlQhMVno0X3J7YIjwgdKyY0kXrGsiuuWG8oWkFLRTM2p2ZJTOTz1uCXlllL613Q0ouUtQYtpTMu",
+	"pq2PH4PWKdPZ4niiWba8hTMWSREroiW5olyTMZvIjBGdLbiYEjqlXPRaQYtd03masNbg0P/0nAs+N1/v",
+	"F5/lQrMpy+C7/3qKmzxpAN35jDkY3FOExwGhinCBoGDZJcvuKZLIqSJtcymiSQKX5JVAeHNNEC6CdSor",
+	"bD28/vn93/rjg/98/fjip/35j3viVP/l6nVcgVodSh+DVkozOmfanv+TPFMya154KNi1HkVwR2gO1iwx",
+	"zdgll7kiKZ2yHjnGY5vIDH6d8Exp/KkVtLh50/ucZYtW0BJ0bpaCr6ssck6vnzMx1bPW4HBvPzDwdn/v",
+	"NR30U5bwS5YtTp42r/uKjWdSXpDY3geQL9aTUj0rl+PuGXEDOHNUPDM0YNDMX+NEZnOqW4NWnsOdy6ta",
+	"tRo5/pVFulhDeYB/GR/EfXY46T6me/vdg+jhuPtN/Ih19yd7tD9+HH0T/4U1L/ruay3J7ye2WF73Mblg",
+	"CzjQKOHmfKOZlIope85ckShjVDPS3jMktX94SNKMC03HCSPHZ09OTkg0oxmNDJoFhPWmPUKH4s2bk6cd",
+	"oiTRM6pJxiz5cU0iKoTU7q36ikdsQBRjZIhkbW7DHxVRdMKSxbBF6FheWj5RQvVw0o8esT3afTj+S9w9",
+	"iPdZ9/HkG9rdi/bHD+MDdjh51HdQRT5YwrXGlVYh6f7hYR1JU6o1y8w7/+svpPv/v/vznxrh/pzPuV4G",
+	"92s6ZUTxv7GAADz3+v1V5JPAG/yFxWxC80S3Bof9wKwSWdVevx+UjGuvkXGdMaW4FKsQV+HPpG2eyS45",
+	"u+qspqM7ouRH87BKpVAM2NK3NP6eanZFATkjKYyEMv+kaZrwiJplPvhVmbV+8D7zp4xNWoPWPz0o5d0D",
+	"/FU9eJZlMju1H8FPLu+52Oo9RX5+QSKZJzExmDk2fJxGMxYTmVlZx2IypnGy6JEnMmYkHNN4NMVVhwZM",
+	"npj9164VEl2UEk0Ltbc/8OQJrPJbGtsrW8CiIIQPLWY2jI/EePSXNOHxyMqjVtCaM6Xo1Pzm5PRYxosB",
+	"MYtihgw4U7/03/WuGJ/O9ICIfD5mGZnnCgAyBxE6o4L0AZ92eA5uPbFkCuA/pzqaWdYjhTashbQpmXOl",
+	"DG+QGZnTxGAZi8mEs8RIWnJJk5wRmWsiJ0ORUTFlgdFOcnEhjIQtbiyf5XC+KKQ67mBrkAuPgDVa6BFF",
+	"F2oormY8muEbCRUxuZotkDXtCAueSDFJeHRHHIjcW/zDL5CeAHTNs5rhLixfHhstj2aaxbs+aJ/glDbM",
+	"vzhymiTyCo+8DRKEa1A5WTbngibF6bg97ZLmvpPZmMcxE3cD96R4TYXYZMKI2TPq0BmjcVeKZLFr2Gp5",
+	"YTRIRQB7yTjXhGtF4PNzugAgx9JCOMQFheQq45qLaScwhFDcz5Wjmt5QINyLzYU7RXTL98/5nMlcf1H2",
+	"H3Nk/s7eEUTzOXN4Z1n9SONKd4l+niJyIr5LDPe9I+8vXzi6YIsRF6MJvtZHTFq317giNZ3IIILSPElI",
+	"lgvh9JodHcFxs71IlszFpVUUnHrVPg2OgiZJKEm41gkjCdUsGxiuoo2lNWVaeTZMabXh6RscX9KcT1mu",
+	"0GLe3dFk+E7/XBoP4ooqYu4EnZwKMJzdqnfLSbhqOIHi89aaTajSZP+AzGSeqaY1kba7MGd6JuNgKIwK",
+	"abiM0To6q44Q4RFa+L+U+juZizvCXEg9msBrfDAbUserOwTfS0lUHs2sGeigVRj6mgkqtNt7sa5dMpOX",
+	"Up8yGn8pTdrQqoFsaOTcIjTnHXIxSjM5zZhSIWmbX616QRZMB5a000xecmOBcDEFYSQvWdYpxE8p9ncp",
+	"faxN9FLq5/ySfV6QOYMLAEYSKaYsIwm/ZKTNRMzigEwoT9ACiaiIWJKwuDMAhPr5BarlSssUNDd2zS1a",
+	"DcWnhdUbQXM9kxn/21ascGeywtP9rzIppgX8QO8BjKFWBwKnJDIfe5OjuBwWz4Q2y0Q2c+6B06Am+Clq",
+	"Egleu1Ngnkv5nGbTz4xyvt1n8C4xS8jQqAP9m8WkvUde8G+Bpf949uplQB4dkJ/shbOnrwvGraUcwfPh",
+	"rgHzgoqFvaruxvgzqtkIfCh1ESslmVOxcBBRu5QBCB//2+EAtatcAUoKTZYW4MD6Ppeajth1xFjM4pC0",
+	"gVUSYzAg7Q8FChFCE2CxRidSoLlbb5BB/0iKKM8y8yXgKAV7Vj3ylnJNQtCOuuA/D4lCf/nSQXo3bTpH",
+	"zx3/MbgTBtyQwaw5/hq116xgNJOAtAeEXafgytqtKrDMmsAVylXpggjcpwPgPgum0X4LKkoVzWPORMTM",
+	"u4YC3FBE8alg8RrOtjuifCPoJeUJHSfsc7L8mKVGEopogfGSmGo6pooFTgaCzhCzrGNAGhtrtYSGW3Bd",
+	"t/pCOM2uUxZpFj8rcfT2nj3NMkGTZa+OoAnBu3dppokFxunw1da/Hx72+8R9NCTtRE6nLC7lZmlQhT7g",
+	"ws7OVN1ih/Ce49cnNraRZjJlmeboWsYwQjyiuuKYjqlmXWPKL3ungxaPt3BiBy1jA42MtWJfXgXbW4yf",
+	"MoitgLlUIVBSWt/tPI3xkiZzqQyzjxihZM5FrjEO2LhukSeWJNH/vrRAdNZ/WP4hzdiEXzfHAS7Y4p6y",
+	"VvHenhfYIe2QX4xCUDe/AW9wJyBaEs2SxDylCE1ppqtRL34xejg5fnz9L/vjJhBmElF8HYLiyZ6aOzFw",
+	"4KIOv2AYAnZpX1VsLfAPvnZUZTgZrTSzEPzIE3gGSDKOuQEKTV576DShiWJBDcMclMtNH5+fEbUQUSvw",
+	"40guRtMYRxoOzz4BfHzQbNp1/Flp56IpDolWUZQx3SNnM3klQO1BI7rIQzjCDAQIlUNo0CCcF5DjF6Nf",
+	"jrv/hXb/1u8+HnXffTh4+PFP25DvJ6Ox3wfWI8xXY8FzjhGnKgpwzebVf2xetHmn/QjNMgp/e7kFm17y",
+	"kl1rm6ewtHNYRPVtq3d0asFc58tUEyrI8esTYM1zuiCxPCKFR9z30QMzs6koNJ5zAWHPKMu5hkgyPtOQ",
+	"oBK0jiPdlGnxdiZJRMGVRm0IJJpRMWUDEhrzICRtu7iIJkknAM+HzmSSwG/ge+MTFi2iBHNKeGT4cHg5",
+	"D4eirT2/ws8v7pmdpDLTytyRGSU/4uV7UpZxGfPI3ER5RhIp006PhFwoPp1pFRLzSBYbyhsKKmiyUFzd",
+	"IzLXkZyzAWT+XBobA6R+xqiSonx8VPEA2Wvo0gjJ1UwqRsJJJs26jUgJtQwJhRBj1TOfCwRQDODKrZXi",
+	"TsXAzOB9ASRzKnM8JrtdCGHj95tPKotmXLNI51kDvvwAUamah2ucyQuWGe07nC3GGUcLD3RS/EkZWxlj",
+	"amZVkXU264wKfPlQYEJQV/GYkasZTxiZs5hTMknklSJjpq+Y1SDGmbwylqN5XWUpLCMxz1ikk0UVKrio",
+	"xt0+oSLmsRVzd+f3bE55UrkdrzTdeo3a4oivSJ2KcqXlvMiIMkaQ4b+YGiWkYOCGVgx0jI2ceZInyWgl",
+	"e95STs2ZpsbsWK0TNLx77c7wNmIoTh0RNk/1wt8gy5jb4RJbQ8N/tNXSm2RG+bwPnaA4Mf+AvK1XpEoT",
+	"uy1Q6lb6U4FBpQJFY/qf7F+9SM59Bdit1VOsHu5XFauHm3FvrUFkbz15uoRFnooXU/JcXrKERqy6mv1b",
+	"qHk+lq1b2gt3X/14l09z7TntQtaXfOSLi/tiKW/SeBv8m3PhX91biZE7xjqaJK8mrcEv2+Pfuzqfq2Pk",
+	"l0C8Zfi7BKIGnf4VMDUjfI0Av+BJAu55kkoFBwTaewX6leeXUhUxARUYJvDOXmuNUl7S69lCaTYnMVN8",
+	"KpoewTU2fVBeMtI/IhlLqOaXDEzeGbMuET93qsiZ9bZWrKDfe+Sb8TIfJ548xVSrVfabXdu7taA/ESnm",
+	"T9yA9dZAXYLrKcBJOQVTod9SabogeUpyETOjLlJID6yiYP9Wx3FHNF55eGLhstgonmOwxTneswirlg+Q",
+	"XUdJrvgle+FyLVH5WD7YhizynRyycjutsaxLHjMRsQr7rt7yPpeaNSX/XrJsTDWfE5WPrXYCmGxOnE3n",
+	"TGiIXF/rRlpT7H2zNlfquu41BJYQVxxaXOhHB63GhFUfSOYrgd1CE4iWBNAqvS+jSBvNv6pIZo6v4vEd",
+	"rs+r9XHvJsfsPuUvKChPsRkLhGCRXm2hRE4M3lOFyfCr5EJVjYZljkujiCk1ggjF8uu/ZTRjmY1fFBnh",
+	"voUWPrA254P7Iclkrg0vFMmCtEF+QEqlvfsYPnVu3hV2ekPxPUSntCNGfwspnbKACHZpqJcUVrcfjG0Q",
+	"uCnPmFrtkA39vYYQPze2FpSFRBFL6+i51vZRcTrKs6RRSskk14y8OX1uaCl8/ersnDy43HtQBuIefODx",
+	"xwJwKk7Dqud0pnWqBg8e0JT3PF249pJtqgr8jzRtA2Cxq40gYHsbDRIHO//zQRUTK8fZRBHPRHwKToem",
+	"w14QKjyjHVIqeiQsEl6txR5JcckyBURIJlxwNYP74P7ReDECp8yAKDlnUrChgFye2LyPtGVGZrmYkhz8",
+	"JnN6PYpzpOdwACFZgzkko4LIXPdIyOOEFQmEAyKko9OhiJC6bYYV5B2GRdZHOCgzQHokLFJlnDsFP1bP",
+	"YLdW21DIzCXcwCqjGRdslEilywdjrmiaGkoHnwajmR4zqr3F2hsNxaTmpehZ4mJa9TwU8IVrHgxRyhcA",
+	"ahkTvISGMTLdDpE/VXYID5frxhBSdYmNzo5nZgU3VIrsF/1aC3vfsowzIM+oQRnSpiSlgkc2Q8d54czb",
+	"FDrIQvSQhYTaEA8XSjMaY8AewGbAWZLOWMqEUVE4q1eKWggvKfbei4vGecTiI9IvfQuNYnddsZshWEdd",
+	"aw2WggzrRG6f95bfSMZZJrOnTFujq+aTgphnfdMvEBm6GaOxMY4CogS9YKOIKtYjP0G6v3lSDZbT+Un7",
+	"oN/vBMshc/PDXicYCi/X2Vx7aG4uc/XMpQNzCRMbR+YXmzwDvx1apy2mYBEq4qFYk6lqHnlsHikTakj7",
+	"YO8hrlDlqSEzFo/AOTgywIPfD2GhK7InSftgfx98vn4SCvgP6wkmQ9E+2Ifve8HcQwSQX+FiLu5bqBWh",
+	"dXMRFlpPjjY/HBj5/pJd4UGAnx1ZzIBow5n80gxzCxkvgMn8cH7+uurqLWSin8jp12DR7t/e/WIjPu/u",
+	"/6nZ0rWR8iXtKZ9T4SMSnYBtoGZGrZKQs6OOsCqFUUjdMcw1pZlitRK/MqN0k/QDrC4XtUQVQeu6C9H2",
+	"LgDPrNo7jNbgsL8flNUdg4P+48CrPhgc9B8GrdqZmIcOgjWp4fiWFfnJg4P9/aDMPBgcGiutXmI0OADb",
+	"bYkszA+HgXd6gwOzlCommk88DqopW3ipIIzW4GDvYbCU1jM46O/B1TJH5bAP9zVRj3nJ4UfHdorEh0a+",
+	"CnlyckKMDrrA9AeXH76kRBdZGhuTLSyrq+MEvqCRQV7aRJFl14ofQWpS7PXmNWGg6mPQuonbf5LJ+aYX",
+	"nzjl6wyIuSpQ6oY6KFQ2hAT5UmomM03YdZpQARpDUTRekWgN2uyN11U7CAiWwgbhbYEF48qT2eBNrR1a",
+	"EjOlMb8Ciiu38bUiAjSYuemMqgZXDpiEiRTTWuRKabpADZPRaGaRh2tyBSmJs0zm01lgfpZZzLKAGCAA",
+	"TwZVEs6gSP6XAsqEpJhKYz1hBEs3pYK7Eq6tt/va7Gp5uyu8wxYGjcdTulK3CzgVle02f99VoilyfH52",
+	"T3UCkgv+PmeEzh10Mahi3gCPKCg+BOfJBRfxEaEkzjG9i1neoUh40H9MalnaXvRDq27G3ncP/rK3t9E3",
+	"toT/PzCa6JlF7SWsVMV1p7DLCwiW0njR3GehYrTh002g/sHp4zfUtml0weLVmu2MT2fMU27LOC+hkdEd",
+	"EhZPV7iU1uu243wyYRl8G5xTqqmNBP4CTSQMkqPoN0yot/H96zX2+r48pf1WerrOmly6re+wgsBzxaVS",
+	"aUWUJBOa3eJLisdsTEVDAPcMmIl1gUPugTVpMUe/Hri+p2zugDLK4LzXgOjLuLga646BspbxnUaFc7sw",
+	"UIXmImdonzZajXc1e+xHm8jkxCUiLK9UazZPm9Dw2P7igOsyu11GhneaywfmO7a3j+0tOZwbZE9h6d8p",
+	"fyoylnAmqmtbFur1b98iUyHOwHMx8l3lVUA/s7+gn1oR+wQZM8jYMcBfYITeiLXCbV40eEEnN9wVcetJ",
+	"XD6RQlFc9liZ1xSnWlb/lDXSaZosjjApomydsw2YC8obbZv4IGOWrMieAtd1LRWFtEPF53mClnQhRieT",
+	"hBs11TyRdVy+Qy40TwjWFzd9XM651mtZ8/lScEGRhE00lP9rSSZY50lgG8iLahEM70TkJctokowK73/1",
+	"W//2v21A6P/+H7iD/Pbf/jspLkKdmpVNJakFZJ/ELOJzmih7YLlImMLcssWaM3PhA8xgms+ZiGlzLNTo",
+	"/3JCQqUzKaajBVNhQEL7PyHNf+1PQoY3W4Tn43aH2nQGOXNtoryjdg/YQy/kGhKJuaawCJDi6XSaPV7L",
+	"mkrKRGxWFbRcMbJTXIJW4SYEsxPz6ccJa2TvRuIYMXNDnqPy+Zxmi8Z7c+dbqNkAIs01erNVhepWRb2C",
+	"lsz1DZ+pq8X+N+vvWxZJS097fKI4BMcOfHSok80SvpYQq0kh/wQ8AeCg2MCpGziC46NBKThr2a8V+dQs",
+	"i+1eG4RxLSVwrf3s3/sR/NgYw9qW1Zp3UrFYcftmCXqbrD0Rj0otZ8u8lFLfeRcsacq65AQVAxBp1kgx",
+	"ZwZaToQ92ZZ50EcXN1gZw+O6aM5Di7eiMXv7WonPnJy4rRRGP/f2h2Qd4w1HdF5JDS7EgRHEbvEWkxrP",
+	"xI/djFSTRx6LDxMgbKMTuaLCRjb3u8qrdAk72xJsmrErms3X46gi9vB80BI6swEfbKVIM03aaca6+L5O",
+	"k253O3wGwbi+MOnnFzY9nMWlQnDbr00bVRQsOja/mT37QGl7J1S2RyQzCtXw+IzqNGecGNLPk011VxU2",
+	"lCZUCKODSIT6UYV4jUpr33l7GNgQ6+pF4XGP2ZSKSreDO33S6kg39MPuMpO4Iu+qxFSRbZ424YmfoCpr",
+	"lxjNmqxkxxxrct87B48MPKlSw6ACe2uEvVZluFWmc12r2I6lV/UL4Os2LO3S/O+udNQMixQ3ROxNjl/Z",
+	"wvMl4prIqitp1TdvnYR9Q+Fjl+utsZRG5ClCD4KheZqyjIxlLuJBtUmrzf8aivbBoS3EVM54iqSY8Glu",
+	"TOCCUXeObIYh14WX96Dfr7l2977Z1KfxNim5Nxdg27HreiGOpbcA9AUnwhzAwtNn35+8enkWkrbFz7K7",
+	"UueoBJSBCkm4Qn/qjM0/GYsn7dPvnpCHDx8+7vTIsZO7XJN2+Pr02dvj0xej58+On4Yd7Krg79QoeE5Q",
+	"8VJ4X3E9k7kmYyk1dKlR0pPjEAxh8CMe+zaqeD0uvJqXrmVHu0joL82hL57QX5dYjYjqH5hXEgdmAAkL",
+	"DAoH7vyww0KZCeXL4DLBiauhwIRApw67XkZFiRdXJE+PKqVZc7pw/u5eteHRoOgABa8u8rwwxww/fcXR",
+	"SorllQh8bz0uZJLkmJV2bo2dgZ/HFpDQpoEFQ+HljFXzsgp4+NlVVR+Kt2oUl/izn9FVuFnKZK0mD0tx",
+	"frsqyPgUdRSbhMoxtO4OayI/rER+dsbBV3HkNYu4IdM8Ze53VeWMpLQ/CqYncw11iQZ1BbsCBJXAZWOm",
+	"dCYX26fJNoVtXpRm7YYeoYXBCp3UtSpafrjKVsL1ct7DKhvePVwKM9vieGXJQq01frG27jDv9x9GRqOD",
+	"fzF7AVWkbyrX7Cb29vFqLc+3fCVqc92Hk336ONpjXZfb+5ju7Tebobib5r167VFcy45JYstxExnRpBmJ",
+	"ViKil3uhPVDWLLZmxNRUs40ngtkI7dCyXXRfU0gxLf7tLss0LS6Dr9D8s0DNMCC//f0ftQb6rqPtVvaN",
+	"TdbHhTdJqBdb+C/8RveNdTFVcLxJoRn4o4ono4z5+d6nI+y3Ad3DD/oBdj42QslcOOz3va4dFSB8aFGt",
+	"WoPWNGNMzGSOWRZzel3hvo8a9usJ9YZ+5koZ8gzd7AAtyZRpyzyucUCA82x47SPd3ICNZi7mgyypNzb1",
+	"ZAMXKZuHuj4ScKpHziIgTQFUPw6Bt62YDFFGawokv0vqEb6k/GgT6r22SmFTrmw11luFyomN02Qxxqts",
+	"KHPKL5nYOjXHK/XbVVh2Xbnfs7obj6pywbd1qt7E+RG0NNeNxUKb3CL4XHV/S4GQDYXV7qhv5W24c+Q/",
+	"zbVlDyf46CEar/avveXzr51ltflNIwssoOvVBjLBZUbGNLpgIiZMTLlgrn7g9lWCtfNyx1OB0roz2IWJ",
+	"VZDuF7ew3Ep2pKD/sXDtrni0BE1ouOtNbbgBlbqyli1UVh6X6VVBqYn9/AIyKZwmfIssKpvndpsK4irH",
+	"rwmcqZAZi4/qiXtK03lq+6HwOXZy0pAW4KXRbF+FV9brLAtvg4cWtBvgUhSyrk6IazT2VMroBdtIsmf2",
+	"NhA/13p5Qc1HtVwC675n3/Ou8TjB3nhCk+Smp0mTNQFQcGHEDYl8x69PSMZ0ngkWu5RZDIGFzyX2NQwJ",
+	"NvGrKeWZjkb9vf2HB4eP/vLNYzqOYja5acrrkgsN97AGMufNha7HgrB0xuYso4mbhITtyCCfyaUzYh7o",
+	"yj48y4UBlZrU7XB6RfbVee2jcJulGlgnV+jNJlpWAT1NdTdjNFn1QbAg1nVkOyK5Qu82kunYrwquO4sd",
+	"VmwuA8XvVio93e4bD7CktiKfs+hD4mW5rejJdWZswNfWs9WQrePlg2zpKV2VPtO8evP5ojl7XYIW1d3r",
+	"ZSbe5qf07WK5QbGApoWX2XbNRkfCGu37Sn5YxSArsjaoiImQRe4kV67PN1RczaCygEO2CKFxXEmprNho",
+	"q/IETwQJFXsfotmztZlTbtjKxo3VCF5iUgGR9aA8ji6a8pVXpsM/gyIkxd5bOx9sWVuFgUMZb5zPvZS3",
+	"7D6+fuXfUh3Nbiha/CPa6ggqSklNNVyvG646mfWbcgfdmGYJmY0uClo8sszr16lDRdSqogpBJi2/lbqz",
+	"ktqKBRaBPENyeSZcTnEbRqCERoMIIXQxZpgx06kWWcFJNpOcp1mtl1HHr08w/7YsszfPEh5Xv+XmDW3d",
+	"Y8SZMMWQDe8TAdkLyH5AHoInsAjcTWmqsPTa0eh6ktmxxncL/W6ji+DnF08gHL2CXyALpb4jPWE0E4rQ",
+	"sbQTotZ1BrlDHmTMaJw0evn9DCSYu8DqjQ2JRP1RXgnSdo0lK/0VOttTTNkqAN9Pk9F8Rc2cnGgG1SrK",
+	"LImS4lGoipvzJOFeWtsNEcfvd9C4gmciLndb6RXRcT6wIuBoxbVy7SKOSB+aOIwTpur8ZLvSnuV42PI9",
+	"qed7XIcLP7/wXR2F4rmJWQyIX0TQhjBFQPABFncCEsqUCcptA9NT+17DY3CAWagWQs+Y5hEMmnHQGhgK",
+	"sG8pe8wUiRqgQBdp6956sAl/IqkdjzejUsG8hY7fGLaSEw3rM3TsFtKcgo7kuK0PsnjZyHDxRtwBTX1p",
+	"i9BGBzpNkOIdYDXcAj/ukDPmbbfqJK3lfnkWSsE9GjLCmgl6mcA8fG1mnb4rvcH14gQMVUvmnmKsOfR4",
+	"R09Yk2dwBw3xtnRib+0UfYszl91o5vXVbA1FabdLWU8l395vD9WFtuJ/PfTtZqDI+tzcv30o4cZlVVAV",
+	"aoFzp7o5eFFRStb8M+ZbjppbqGCuV8S4nUpOlfZbb1Sy9AkVXt+DFWurZEBAX4uV+mFoZ3Z3eRyW/RUs",
+	"WJrj8ex6N3BbV1ak8sj2oijU7HdbhYs9XPOyXL3ClKXjWN7RRk2vRnO7iEfUyfiLhyUcKVpa302L6hr/",
+	"XP4d1aZVNhXYC9qjlnIe9MFen3wvBTsiXONESee0mNvalmXDCXDlxkdUYU71M9qS99gOb1vgMzZjsyut",
+	"hzALcG2Lse40bxXFXB3mac6p2AF4S0/DXzbEoCxEl5v22eBlpXGf+Y7y+uY1tU69iaO7ckhbg/8GCXR1",
+	"YvwYLHWTANfwCmWUTwWHMX13HOhxNVMs8mZ6/PkBzPT465+2UDthecuwebcMnR2yUw9gvxN2WmC3J/ZK",
+	"q7/M/3RXqpmg5XU/FbS8WiSFejd6vfzc7AXvO/bCOhmrWJRnXC/OoINo1T+PTUT/Jbea57rkH2woacMU",
+	"bapWtSJ1TqQ3p8+DohMoYut4MRTh98+a216WvrYH2MgiLHrnFreiFRnCKZzJPIvcyERu1vsetuEyDusd",
+	"MB3+pNwOVmlaPrQHg3jMd04G/Pj2vNVYATiTme4acR+XsRtwInurzeQcOthBNnO1YWqlcq0YlfwzjNID",
+	"aElR2z30h13TMLRoGRvYakSu1VCEZUAo7JFXKX2fQ1c2DMvZxnDYXdaIV9h8CS7Dhj0ze0W87xxnoHSd",
+	"b8zG0CrOMivzlQtoMnHJMykgWNEOz56dnZ28ejk6f/XTs5dhp0cQEBOZ2RZA9k0AA9c8zQDDXregqHbN",
+	"DcDXAMAsmyp5w2LN4W25fzS1y9FoNSThF6PW8tQ9W+Xj5uPA1K/f/v6PsGMRo2gBS1PevWALFfbIiSY0",
+	"0jgIGvqe4jug7aUbKj8U7RBm6IQ4jAbb+Zo/7OSdFTN4OoExwCn58e25Gy9HNY6pv5J5Et8IFoYutqOW",
+	"Y3KWpzBusAtlUJqPE4YTPH98ez4gP5ztHz4ibTWjRhNE3OkQmZFn5ocHp/jzj29/Ouv0yJMZiy5YPACp",
+	"SHWesQBxHFo1jCfmfzSPveKZsNqbstMj5whTPITCiRIGhCWKDUVI03TkUs975e9HCCp8zCx/ZP4OyU0O",
+	"YyjK09gK3B+BU03kikwCDIBAxQ6EVY5PyKXkUXVO6alblSvAIffvO5eMun+ftAEZ3GyBofCdFh2gofv3",
+	"C0eYun8/KIo8yf375YfMD+ZmZGl6xuZHRXe0rOIPHAoctVq6pn1uWjKNwNBtNCsmAVHylo1Pz59gBoU/",
+	"2Mfz0w1FfcrP8UnF44RrNCKmPkoIUuXIjGWGLQwFTHCPZZS7iCrwD5A7wL6zvCyRg5OgkeFlNOUPwHuZ",
+	"8t6CzpOwc+QX5sL/FCQAaCcPK7fDAqEfpAG3NendiEM6pVwoTbiGJf7TP5EnUhh5aM5yKLrk/v0fz169",
+	"vH8fn7sym3HldlQQo5Jh6EjRhfKKycyyy9mZKgZ60uxaPwC9uGtlskFaQk7L6cecKZg1ZRSOSA+KPqQT",
+	"zpIYf8rYr9iPGXv3HsC4y2on2R6u/OSpQUfzzJs3J08VaYdoig2IscTCwAfjnAutyCXLAFcOOkfk/n1j",
+	"t7o3uMIMs96wsGpDmxMOyPfm/In9MHSThCeTKwOXGb1EaQF9K8MPQ+yRMWwNPgyh5eiwNRi2bFFC0S8X",
+	"qxKGrWDo/DZw229//8ew9fFjSNqKMVhOpWGmQY9xRkU0MyI/NG8PA2yaGtrXhKTNAQFdS9WYqzShwELM",
+	"8o3KDasHNQLWC4rtsDX45be//+NdMPQV3HJR/5/Ik+RjGBDBrspeigTS0EPviRAJgypY/frk9NC8M4QO",
+	"r0AwGbNz2Yt7eiSEtqQgnCDzfq/fN28uWPZh33B6+AyikAS1ZUBiiS25c55APyfoHYvFjwgJYO3R4v79",
+	"gaUb235wzBJpTt3mG1mp6uLQ5UBhV6DIdY8c25HBri+hWaJ9ndd+8ICUDY0Dwq5ppJMFytli0LpgxfKu",
+	"9f37jjggYjdmSOvkzfl33W+KAOvLN8+rE0OHBrv6/RAkYy5SykFa5lkmp1QDXjEV0ZTZm+NvzM1HhAob",
+	"ujTCzUC8kQBt+gjeWaZB4KodufNYlYC1uBbRLAMeIGrjaW2aGsaXoNW7LbkICIfiUcWEBpAKVmGQ9xRJ",
+	"5BQSBZRtf2W0FLsG871FOU+euzW+gqOSGZ9yAau0QkC5Qgn7E/4buKDMoHwW68KevDo9G706Pfn+5OUZ",
+	"RvJBxhjr2izS6HDtNGPY4RdHvCsSHtv52jZU/gQnEXeNhRiQk7IBcPcntgjIc6p0F4yX7snT8MhhERzd",
+	"dQpj/FyWX0C86coB8SHrvVh3T5nhA6jWVEAApCkkMfsyH7CTfy20MFlZwamzjKo8YwZm4evj8yc/hLYL",
+	"rh09gcXHgLBcE2NcqR4Jnz57/uz8GZgx/nQAONCMUC82aN6P8s4c5lTKOLDaZyF3cSGGP+OptzOAspZu",
+	"cY7RnbjZzKjlG93FMzF++x//00sJCex0Hc9eCDvATYr2Zpb+nYg3iwcchAHCDZJ5gNUe1PatM/uZZHDm",
+	"sSJlpr1yovm41Dy5FGYLYaE8h+S3v/8v5w1F9eyeatSUjbrerqLagNhZIiiCfr3StiLOaLczYAaWxUVy",
+	"bsjI6KzmW566S6KE8jlpA19YpfN2UOYWii8IgFL3HRCr+2JH9FL9BQq6yrhmpSIM1wCljA5M2uFB/yHx",
+	"GsRLgU8oPO3Qt7kQWrRuUk08oK+EkbO6goK7jxcwiJMQWLzVS25rjTXr/zBenhR779REw7IJBv1tGfiE",
+	"YGtguE1gvKmB1J7BXZx2gNBp9L4UOLXsnbBuGcu2108gMfp6CBK52XnRAchwVfPvNHssGtwTShJqXt80",
+	"Z0cwFts6SDenJspYbMiIJqpx7+C/cnunGiVDxV9FFQn/2d/CX8Nl5xR2LyDV5S+7pdAJRd2CzU2+Q4q0",
+	"0WaJqIAieSZix3xRebbW549vz1G3sXN53GK4IJS8OX3ueMjzoiB/idV6pfnA+9pY2hl24K9qVT5esoNk",
+	"2z+/IHkaNNXc22f9uvuhaIMsLAru7T226B7/KKvoe+Q7w22oWBAhRbfaVqw6SgYT5gyLGgpXeg9aMrzc",
+	"NrZBjccvx2+u2UcWVN6GI3Bdx2wLTZCqZUsCZR3lQ4E5odidW0yROELSLszkoERWFXjWdeB4keoQTS+Y",
+	"tbIwJjMUYU0JKNUiUHz3Dw9JmnGhqWH0x2dPTk48rc+wBGMIAaWB5CTRzFj3nR75TmZk/2AoZjLPVEDS",
+	"Qk8dGAop9CPDSSyfsVeKWfk4XSAgKdUzgJ2xdTokA41ClT1HLMsIbDgb2Ka9OyjfbbcVNugmA2Mps/DI",
+	"1y+LLl7GnD1qXjK1+ndh+hZK9/4+WTGvo+FVhecPd+PeVhSz2haY1Zbiq6eMDAwAMoNGhJKEa50wklAN",
+	"3tuhOLYvwQ2Qg+trCzZrJEOSKoUG/QgckvALRiBerpTRrI6LFQIv86be0KE4hPdBhY8F5gDXgund/jmb",
+	"vaOXxToNes5sLwWLzUkApSbLxVC0aUVjCUhmaBasNWjTQu0gh8ydN6xxnDF6oTAS5fwgHRuLssscCsbN",
+	"YfbIT2yBwLhgqXbKubXpgRFTY36rmSEz9NRYmCFgzZNMRNkiLTwK1Ox1aHQ9EHelrlOnPTvqDDN4ytYa",
+	"NS/a8euTVtCyjoXWoLXX6/f6MEfE6XpdITVTrUHrfJHyiCaesjtJ5NVgk2j95yvK9V/3+2Hhpy+2t9/v",
+	"kzYl+/19tKCHYthCNPW5+bA1sEVE9mwDgv6BAm1154jMkCEi1w5XDYY7GgroQkCnrGCKxpg7PX/ymrHs",
+	"SdF6PERoS8EIzWMujf4eXcAZUWLURjAbBEsC2xodfHuTCcuGQssyDGLnldnXrdVrm5QPq+jaaUC+xTUg",
+	"yy4sWJ25amvicJY4BFvId9JYcXUXoFnVjcJUBqs+2nzFlLcGrYe9fu8hRl6xM+6DGUwS+Jv597QpymtO",
+	"veRTaSZBdbGOwh/Oz1/3MCESXXcncWtg3vODfWvQyqwrCb623+/bMhhts/B9sPyqahNKy0kGLXnhmp/M",
+	"N7ZcqQxHAC91vQdDrxJ9bA1+eed1/m0955dMYFRU06mC+Qlug6r1zjy6Js4TFZnajfC8RcI2eYLT6CBH",
+	"hWJnqkaoF2nitwL7dsAtvtEAWOv2h75pFIfjfgxaB/j1ppcWq3zwLY1daS08srf5EVvn9wYGBRkyZTE+",
+	"+3jrZ19KbQ4b84dsv71Nj74R7DoFXRNcpXVM+lCLR/7y7mMFuaodWu+pKsA8lCvGML37aOg1o3NmFK+V",
+	"CR3lLW530BNpPbIyNzrv9h+A/FvdNFdDaEIn2vZN//mFm6IIjM92u0LLteBbAfkV/Y4TmyvCrrlWA3I1",
+	"W8BfZrXIXbU/EI/rsv942xuGhx4HT6l3urmtD2HVYquhCN08j7DiaFyiNWxL9PMLnDyIaRtM6W8lFv3t",
+	"hNDw3R+rWSG2q1WNug+aGkFFMoNSuj8MBR7sPdz82LmUz2FK2GcmWSBVQDg8+2ZCXU9sM396ziciOETp",
+	"sDF5PkRysG4WzZJEOdLUkkwlwalcWi6X6gwFVpMVerwtYNHSwgMc1UCfYWcdxZQThD4N1ZTv/2hJ5xPJ",
+	"wfpQmgZx+HbGMEhjgfuVFndIiynLuIx5dAd6zIoi7U9Di0bGVFt4oCdNgaoP5oc6qpXEoctJOXdYbyUh",
+	"ndo8u09BRJVOJ4109FXifAYsL9MxYMICpJuq2yC6rlb27x7b0e2z5xrTFcN6SpsfXfBYpd+moHPRBHDc",
+	"eVEuGEtxr+gM0+xad4YCrORyCBxKLH+wGtbJo2Pb8+LZADeKvJ9f2Nc7jW+KMTXs5hwWJfHoqFUQsnH+",
+	"i8KDtkSKXEyZ0l7bhE9DjfWS/K1Uwv4n+PxxdLHK6vNOCPv6fOUBd+UBQFSEkrE5dMzpWpqGtZoZ+LHh",
+	"lb4Ic3KvUiaOX5+UuWSulcDx6xPIyfzPxy+eN3ob7JNnKYtu5nBwayrxr54Z3ohj9ZWud+Kc2z2Qal3L",
+	"SocO8KJNbjAryWOqIRJeen4FWrK4Iwgi4Pg+zNskh/2HjSA8xY/uzEuGGs3OHGWnOC/kY9A67D/cBuHL",
+	"4czrjsa8lm9ysHnB7rX4W0xmdbGuasZYUGQt6RnjmU3hVRhw4EZqQZzchsmbuHzClQ30Q63xjYTncz7n",
+	"WFKz4UZXAvLuEzJy3ASUwDSc9SthHe1yUoDyk7LxZf69BYp9V4w/N0/sP96Kdb+gwmmz6u4c3HMTqyLb",
+	"w0flAm3ffVylMD1xwYympBHq0kZ8c/2eIuEFW4SYqY96ysFDYrjQo4M8S4aijM0OyP7hI5JREcs5GXOt",
+	"OuDNKkuzZixj/igMqxxh2ZYxT3447u4fPuqRMwaMbSioIuszWKA4sshHwV40XkJKCCk5PRIKOmehjTBD",
+	"amW57IAIWcS7yssdO3yEpEymCbsB5WLIyBZG3JR0vQAdFOW8+zTKHa7OFk1updntfZJvxyv9+TYafsFc",
+	"SB0EHdb7YZuGGED6odUQX1+1BPtUCWVdPAHr+B0znW3UTA95TsR3iRuue2Nd82B//0Yf+4ktTiHZ4HfA",
+	"HhGvCBWOuTWzyJqsB4MVGWZzv7mnDB34hntdsEWPPLM1CEAFNn0AUzpdsB2yu13mghQuZ63GSYZiDSvB",
+	"1RSsZLM3BJcZ/94lKC59/RMvpf5O5uL3gFOn7FJebMapG/N6Fyi73HtQplJtp3b6qVdVxVM6jYpqI+j5",
+	"nPUalcsn5Rf/0PplsY9tVMwSbF+VzI1KZuRjiMN37+I2imZxe4+EkzxJRqiJGT0t4/M5i49IyOaUJ6FN",
+	"c6WChP/JZsIoOWfoWZOCjKWeDYXisU3SF+B900xBEypbDWRnp/MJZ3Fnhc4GuZNlWvJqFe6J1/31d6nF",
+	"FQv8MopcCZ8NSlyJBF81t6+a2ybNjfhdlxvZzpLM3Ki+ndaqZwa2sEBVEwCx+gc0O69d5ASdOKq0Qzyf",
+	"KKaF2Dod6ORoBDDcQCFJsEzyLV/EFVTc9MgxVNw3foyDkMfM7aFoO1/fzy/KMVkdV554Wz6HQPD53A1U",
+	"zAop++VYm2j4X+2tJ38A2r2poorEvptMHL8ktonFHotGxBmziM4ZIhamUHINw21w4B8Un0EG+sJlQT+R",
+	"MYNs1EnCI+3SN2/LDm7utN0ZC3mWgXt8MwcJnIq95BtfQwz9zyg5S4n51ZLbIYJ8Dz1YtkCPW1hykN6M",
+	"vctr2rCtHfXKRotCeigeHfi6ceAUYvOPcjZlSNq2jjxKGDXyQXeCoQhdhWJI2lBAEdkPXc2MKJjT9A5q",
+	"cA41sVWK+IRarJ0X9JkDzRtpEaGwWov9Kvq+hOjDQqhSc6uOEZ9RW3xTIaGVku7mavYX5WJIKDfQlL3G",
+	"gFt5l/xivpp3ydbxJQtXCi8Vc1ov1jPKrCiLgT5EHvxXxDlP/L6FNc5b9+UknmquqmMXeyvanhVNU7dD",
+	"voY5io3LqGbQ2RTVJZRbsSZ/6rC/sBtOJ/pjueqqI8U3uOq8dk1fXXWbXHWVzp+V3By8uIWrrmZM+P0q",
+	"MDzsCn/ByEVS98qte+SlNXOhxBLK+IbC9uhxY9Hv5o878SYK/S79cbVJ2p/bH+fPYmrUZIrTqo7l+I/n",
+	"kTv4fJpKxZrD1iFF73+Z2UZp85SKBYklFjETdm1oui0zv0mTrf0eCpTSHafMlL2WnDbz1eG4Hec8cy37",
+	"fN63in8uaVI3ChnX9IRlH2LR6qfBJ+h7AknpBxyKwhG4Gz+gz1+/+gH/OMbQeb2Uo3D/YSb5f0wn4BY0",
+	"Haw2hRoIFlSeAIrUbBmaoUU7Y7cxz3YNQfU/n9T3ZP1XX+KufYlbYdkunYlvi6YIFQHhaeJB0axuncOx",
+	"OvgoDGqmepO3kWzhbAy8lYyohvdmbMqlCHvkWCywv2rR+Qjz2A/6j1fLLnjBZi9lldY+oW7/ZbyUG6nc",
+	"eSlXafZfBfOXFszY89Xo8yyr0qsxr61Dsx7Qqzs06x61f28ezQYT9WYa+QNUlW9ecbi21PAJvLSuy0/W",
+	"dnWLXaBeWYUd2rxSsbANKRuqb71WbW1Pz/Cud3qGW2JNEDpXXD2j19ft1m4W+MzvQ2spLZ5/v/rLNob6",
+	"E0vZv4cEHTiSO1jLD5iId0yYx+pCVYZYYFcJowBBP0do+FJvaGWbqKUrq+BtH0csA4ZCXL/BYpU2ofvE",
+	"aLwY5Yplhj6Pi8Zl+2XjCm9qTNGytJK/AW3jsPGlGw5g+2WOme1A0z7oPx5YwgDiF0ozGneOCK631gsT",
+	"G4+WDMLeBJ0ThezK9Pb+AibiNVxi//NwiWewn/oZUkVcKuhXhvGFGcYzEVfjCtOMRmySJ8nipoyjmLy2",
+	"uruZFbxo/Dj1yRs9JJPY6+j/UkLrfS6odWKtCUs+c8PqPpk4hC+siopBaNa5B7/a8LvE0IqGfk+RpGgt",
+	"7AC+U6t+BXa7oWUr8RuGmlcoqWgpFtSdyVwRFWGDUDsYxY853FMrptpAB3AoAZ1m5nDIr3LcIyHGziFh",
+	"P0xde+OyMeOvckyuqFlBmyZKugE0Q5ExnXGmOgEJbTfZsPRDZrlQEAoRruGM17MYR++EMF0kPLIicU5j",
+	"1s3ToYCtKex/LKQeWZIbw9Qhl2irJYJggKWd3iZlBpeKyKZKGYtmnd5QPKPRrLx3gRM3LcitwSYzFqLO",
+	"jy1HXK9VZBs0cenDPGYiYuR9LjVTR0Nhm2PB3yHK30uWjanmc6LyMUbzC3tvqd2Ca18CBiK2e40zmabm",
+	"BGFyuMyFbZMd2h9GbhFGHwnlJctokozsDv5K/u1/WyT4v/8HrpHf/tt/Ly8GBBDAvF5Lsk9iFvE5TVQA",
+	"4Mltt3hdzlpKWGaskoOyU0HN6NWeJXtPgU/H2LNCEiposlBcQf0GXtMFbsfWMra3cOid2tjmC3ytloY+",
+	"qdFiv7GqHYld6lcmvePyO1rrC3dPFbCu8Gd7PLf3uTbaGP+SsxyKmYTRLx06Yo6EQ1UP5Y2ajikTFXdn",
+	"rgCdr5CV40uGwiL1ke29ihuwhojHca3RgM17YYAUeF/jkuQMJ55wwdWMqTu4ADKW5WI1Le1/FloCgMdH",
+	"OBQD2/6pPHE1/av6EDvohV/V/i9Lr8cGu/9WD1KANtJMrSvUIjcmI6LJrv15METIjW8oOsVTOxsD5xkW",
+	"38cJH5i74eZDYD88Vz6UJITHOCzDG6tnu8NM6aXRemDGh23IF1FBqNZG5Sh6kCcJQWmeJCzSNV2gV/bR",
+	"3+8f1PvLuqlZbpiFIXN/XAWypGKy3ZpOmbZR1RMD8U8TR/G/cNsus7a3GkIQxrkUMPwPSfsvJbZ0+qye",
+	"/8P+/lZA/p5qdoUDqg+32b29/5zPmcz1blufeXNaf3n3MfiwYuJxvSfaKfaa9Wm9jZxiLmPW8ZiaZRmb",
+	"eZqK0x2ztPPaJAPHqcrJA3ZSaNEFlLQ3DwvQZC6VHopHB+Qn/q2dSlfq/W62MNeOCH0drRxXKlMmPGZZ",
+	"uEWPTyocE/Ubf2BIdUIBae/39wKyNJizs4IjQux4O5ZIDvv7Dw59I+bnF2VGXjGNeolvGvBannb29PXW",
+	"TNOef2Pi96PDw4ePNqV+NxogxdEWJ0fw4HqtOqMNWtfdOb3ujmW86I4X0HgCPnyzDNWlfWy9TgvSr/z6",
+	"K7/eNb9+dm2dwJ7Gds9rf2ybhTFSVdYQI5u4eeOom3DCdDRr14a4BOQDjpEakGHr9auz82ErgMybAX7b",
+	"3Be48WcD8mHY8nnwsDUYimGdwswrhq1KI7Rhy7zfjYZpkT+TpskwHz92UG8VQxGmUU8xfcrmUrOnJUm2",
+	"P2hg/sMW7t98TMXpgNAryrUxvXqaXet252MHsws2SDbtBuLvULZ9J7NyeilOpcXdLkkdlpGYZyzSyWLg",
+	"uDjORaaCsHTG5iyjiR31PxR2LP8YPJ4NEqw6VgSEjJOrdgVFVwA3W1s422AojNB1CkNtouI6WyfcrN8P",
+	"xaeRZlhoceZ3iP2E/rTKd1aIivqZFT3g/qPLja9iYJMYsAmaKzDo9iq8ppneMYN77UaZqSUW5CU2GA6D",
+	"0RbsPh6aP0KzHyliN5LV/DCGSRnxAgbwdcn9+/v9/v37BUOEQao0XkCJyZK/3uULVDhMZ+DPSrUjrnH2",
+	"uZ2mZlR9qpcGqlWHmGpJfpVc9Nyq9s2qlqe52QE+uL+mL2PxaTn1NMRpVZg6AfMYIfO9vTQDDkakyyRZ",
+	"6UZ0g/cP+o8dxCrQKdK82o0jN4NKshZ6dOzYU7M09/J9eDmEhOiIXUeMxSwOS25ts/7cUdiphYrM6TWf",
+	"53NoZSaF7fYMuf6VMa0qIGFGNRvBnELvzVyR3JwG9prXUpI5FQvXpVD1yLdSz3CiOByuN3I7BGQ6Zakd",
+	"Uwm+qmIJsDtwikvhQ0zNYFi9MHh3hxxfeP2a+r8qNf0gryDPEjr0Uztmuxw5Y73rAFosZrQE1J5k2LNH",
+	"4ThzFncC0jePPOr3hiLsh2XrbZvFQ47Higk9qE5rd1P72/t9okguEqZKXYLFS664oqn2fr+5XNjsolIn",
+	"PJHZnOrWoBXLfJywVtCyqNEaPMKyYfyjX1iOIp+PYWDMcjWzrem2/LEbzaRiAhoDt50ZuX94WG2OC+OH",
+	"JzBl01VgZ5pQrdk81W6eMUaBY3/CaMYiORVcGRRSxWzOHjmD5yvECiNcS1TCcZnkii4QaAAnVKRLQNUG",
+	"XK6srT483GRgf8pCaNisFeXNao/HpY+8iZWKLhSZyauCkRpBu8uwDKzsNYadmtZ2tsSrj1DFtecPbNfx",
+	"WP3vuvrkc0VlvmApFRJlJfGk7QnTFbkxjdbycylTIkWZFRkWI1+NFjKXGeuQjOLkqhkVgEGGu7zPeXTh",
+	"rDnbOHwmXU2L5SxDIVMm7PDYmpbTI5Dbsd/vO0uQTDKmZiSsTHA/IoxmCYeZuwz42YJc0oTHrpYdO/mH",
+	"7Do1ImxE9VpzuDr8ZnXLjeXpGm4yjZJkQjMQUJgBIrOYZatacIDGNBQh/B+GynhDwW3DzZxhFHm1UlP2",
+	"v3PJJ6hpQmgL5tBBdzsEMNq5LC6HFg6KXnfmPMmV4RWQvzNmhMZx81TDKasOs9ncAKSAlI3aIXimYLta",
+	"7AGZ1HZyuB/grmBtnVU9OQrQNUtaLvSjg1ajbLVJQp9YanhQWpUlWAYMv6agfJIUFO1jqmN+3sXdJgYu",
+	"jVZeyUuOSajZtcZE2a6dw7ycUzawU64sjVtGY0m9ba2u51TpLmSkdk+ehsFQ8IkxGHTH5uwxw04Fu8LB",
+	"1y7f2o4tJadM5XMjhwZ4o3s7rOyeIiGPB8CPuFZDAaSL6qIzz8G/Z9RE379WXdTATsMuRrEqVo7BnnOl",
+	"ymnw2KBTMe+KvuKQfz8UmNg7MEZZCOsbuOUaQ47H7juKvbdvD0gYU03dDyVJntlt/nj26qVbyW9//1/Y",
+	"jhssLvgdDMBwAKMvutQYbngbpBLN0ZgTbkTs3qEzTY4InwocTtvzV8tEXC7pw0d813r2XksydCLiCHk8",
+	"cSIWTjpKpLIlnohSPfJUgguxOB9nqjNsQDEUQD7KG6RvH3UmYvugvxeQg/5BQH77+z86kM4ks5gLmi0A",
+	"egRSP52lBe88rszgH/gm8o9vz0FCVrzjWFO3lDIG4t7meLQnmZwPBSzKYGWT+zzsYIMpVlMVCAgOUhBx",
+	"AAamc1DfG4oQEOtM5lnEQhcDdX4AJmLn/+8R20mKaqJmMtNdgxFxUC67qyKZQoqDWTRXQ4HDHDHf0yzt",
+	"zelz0qY+OGRWDHYx6hSD5F2YPRDY9hGoG8XGmIvLgQWF+ZrIqWq2ws1Bbi+sz9cewAqQu5Rff0srJbb3",
+	"5CpT76D/+NEWfbSWV26VLmShltMgjRduGRYxc15HPppnhv8xZemC694qU7XC0SqrT40ZnZln/usv/e7j",
+	"dx/2gr3HH//Uuo2RuiQVKkO8WobH7UGKssf8hsIylGHLcD4DsmFLpYxesGzYGgxbXrhl2AqG8BH44QeW",
+	"JDIgagZRfkbGbMrFP8M9XLP5iMf4vPn3HlxGv9mwNZjQRLFgaEMQ8YjiG/f7+4+6e3vd/Ufne/1Bvz/o",
+	"P/wvw9ZHwxV8Lmr+LnlisYGPwypebBWdhvc4hvdVj1Kf2JmPF+yQk2YH/78A2S85+L+TSSKv6hINOp+0",
+	"z4CZdWEiLor5zgqNrdFcPRGEOo4+IKHRdjye3s6zhPyZ3PtnnwH99R75M2EikjF7c3ryxAGn3cTmOh1X",
+	"XMiVZqJwUBrWECMCKsOAUBcBrg0SFmocSDhnStEpM8yyImoM82EiNnpVVYkzyhZLJkXdcKle9ciTBFo4",
+	"wowaJ8Zbd1JjXbHJlt0mi9tvO8rkdfG9P/QkE7eNbbojFjD72hxxY3PE1EMPxwDKa9tMMSk6toEtYgcO",
+	"F4VUlRKjHnnLMIkf8/QTqg0/0hKtIfD8D4Yi7PcehQ/Cfu/AUvfD8EG4H5I5o8Lzij+HmZVTVNwzysEj",
+	"5o09kRMSaq4TFqKd4xUwQaMXb9DKXbsvOuz8vTZfdOv7Mr0XC+hsGIXiMOnrJJSvjQk3T0JJS5prYlx1",
+	"cbt1S0KPo2HfAek5DDI2YRkTEVN3bSjosYyv/QT/OG2LynbcJS5Uiojd9Bxzce4K6nfbP3BHlIRItZmS",
+	"Vs8DWY3D/c8mPEqh8dUY3fkwkI2Y8blHgaA+F5DQezREz13oa5ohaaNj0W/FNxTYi8+YRUdWB3Tpo7ng",
+	"73MGOqz1HbqN3nlGSIVKPp1u92V6720iT9d6b4Vu91WExX/olnTbKWFXbDyT8mJLlwcTcSq50EsuD0Oc",
+	"Mtc4y8tmqq7Sw5qdIW9xIc/cF/7YPpHabrZxjRSw/eoa2egasVhbwsxD8gKjV3tITtmUKw35kC4YUhbX",
+	"lMgO7kw3Mtv6LiFkzKeCYUTyTFMR0ywm9sDVUFzRBWmHdhVdDoFO95fmc6Y0naf+RfM6qmG64+Ve8Nvf",
+	"/xF2yiJCDCfew5CzoarQvHymWDQKi7jomCr26MAg0cN9klERyzmB2riOC+KZVc/klcDUmxnLWI+EeZaE",
+	"IGWHYsxIONM6VfhSEL0YL1UyQT8QJYmU6ZhGFwFJM34JXaUTLi66iYxoEpAn3788hiiea7c7FDSOM6YU",
+	"aVfLL+8pEr599u0Pr179NDp+/vzV29Hr05Ofj8+f/dXIxBDcT9dMwexcDFLG7JIlMp0zoTur2kSs9gHV",
+	"qPH36gqqLfPLeIQaFxGv0iEyS0ksLmgx8FqP25qXrz6jrz6jlRlKiECELjH1Zp5e01tuNM7CvbmYRhGz",
+	"xPB+ztRRNQXQ8EtI6pGErxpQsdqBtMxvbuBH+morfwpHynbIdZfoYQUjH5SYtVazdsu5p5yC0ahakytI",
+	"iMHENKNyGIO76LLUxuEYULMQQFnKFeXQHgZLqxQJBbvWI1vlMKI6hIb3eeQKeNqU7F9fd/x2dpilrLNF",
+	"0dvaaBZDIXNdZCl59GS0FBaTg71+5wbk4in+T0uA/XvQ/O12Ftto/iWufKX+3dsKVPhUFvto9pk4wIMP",
+	"9t+LkfkBqOp2hZibUdzh3dqyzRf0wkpEtzC/Z5uIbZ0dd4UxuYgxtRLCu6Rq3NhkdqhNwNKpkmXcgBXA",
+	"gzXiWdHIranr2lfK2e2MMSZiQkv0qHdB8xWym2dKvTNPZJersy+9Tj2YZGrutqNxYxnlmPddIKTM+JQL",
+	"KJDIs6Q1aD1oLedGHlf6/+SCgNmaLGyi9pxeMHM5LN9iDOLBgwdw30wqPfim/00fyMqCYcmvIBPmRlWV",
+	"uYaxEcNOjjfmXpTJlaWHbnkDr5lME7b8eu9xb4ju8vNefMw6DnjmdQ5uQ04xDIoKbLf2oGgn3PE+4tVM",
+	"NWeg+rmzZcZagH0RXUtImZGJxGpVSH3zPuBluTV/YHMzyw09hFeBv2jut/zdJ2XTvSLDDt0itlGwVzJI",
+	"TiX0m23ozFGWxffIMaREKyjRIkW44p5y2dBLz5ap1pWcZGSnbmqw7QPQsIOMQfUrTVR1Sss9BQ2Ugee3",
+	"gUNjobp/6DTl3Qu2aILMGbrDSkyyeYDOgGr60MrvFIyl4TtlR4Hf/sf/rHTxfSmxWNrlQ6oBoWXuPYtL",
+	"f1rKsq47A0zoxqowI7nAEQg10mMpdQWqcAyCJg3L+oHRxEhA64s7fn1CvBtsBqNZor8kG26xby8koTLK",
+	"xP8LAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

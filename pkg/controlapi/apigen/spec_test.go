@@ -137,8 +137,8 @@ func TestSpecConventions(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != 37 {
-		t.Errorf("%d operations, want 37", len(seen))
+	if len(seen) != 42 {
+		t.Errorf("%d operations, want 42", len(seen))
 	}
 }
 
@@ -250,8 +250,8 @@ func TestSecurity(t *testing.T) {
 			t.Errorf("Security()[%s] = %v, want %v", op, got[op], schemes)
 		}
 	}
-	if len(got) != 37 {
-		t.Errorf("Security() has %d operations, want 37", len(got))
+	if len(got) != 42 {
+		t.Errorf("Security() has %d operations, want 42", len(got))
 	}
 	got["createPosition"][0] = "changed"
 	if Security()["createPosition"][0] != SchemeTenantAPIKey {
@@ -283,6 +283,10 @@ func TestSessionJSONMatchesSchemas(t *testing.T) {
 	apiKey := session.APIKey{ID: id, TenantID: tenant, Name: "ATS", Role: "viewer", Prefix: "ik_abcdefgh", CreatedAt: now}
 	used := apiKey
 	used.LastUsedAt = &now
+	endpoint := session.WebhookEndpoint{ID: id, TenantID: tenant, URL: "https://example.com/h", Events: []string{"interview.completed"}, CreatedAt: now}
+	code := 500
+	delivery := session.WebhookDelivery{ID: id, EndpointID: id, InterviewID: id, MessageID: "msg_x", EventType: "interview.completed",
+		Status: "pending", Attempts: 1, LastStatusCode: &code, LastError: "answered 500", LastAttemptAt: &now, NextAttemptAt: &now, CreatedAt: now}
 	tests := map[string]struct {
 		schema string
 		value  any
@@ -314,6 +318,10 @@ func TestSessionJSONMatchesSchemas(t *testing.T) {
 		"api key":            {"APIKey", apiKey},
 		"api key, used":      {"APIKey", used},
 		"api keys":           {"APIKeyList", map[string]any{"items": []session.APIKey{apiKey, used}, "next_cursor": nil}},
+		"webhook endpoint":   {"WebhookEndpoint", endpoint},
+		"webhook endpoints":  {"WebhookEndpointList", map[string]any{"items": []session.WebhookEndpoint{endpoint}, "next_cursor": nil}},
+		"webhook created":    {"WebhookEndpointCreated", map[string]any{"id": id, "url": "https://example.com/h", "events": []string{"insights.ready"}, "description": "", "disabled": false, "created_at": now, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3kOgYWybsmU="}},
+		"webhook deliveries": {"WebhookDeliveryList", map[string]any{"items": []session.WebhookDelivery{delivery, {ID: id, EndpointID: id, MessageID: "msg_y", EventType: "insights.failed", Status: "succeeded", CreatedAt: now}}, "next_cursor": nil}},
 		"error, idempotency": {"ErrorResponse", map[string]any{"error": map[string]string{"code": session.EIDEMPOTENCYREUSED, "message": "m"}}},
 	}
 	opts := []openapi3.SchemaValidationOption{

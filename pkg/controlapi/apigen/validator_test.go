@@ -337,3 +337,19 @@ func TestValidatorSkipper(t *testing.T) {
 		t.Errorf("skipped request: got %d %s, want 200", rec.Code, rec.Body)
 	}
 }
+
+func (s stub) CreateWebhookEndpoint(c echo.Context, _ CreateWebhookEndpointParams) error {
+	return s.answer(c, "createWebhookEndpoint")
+}
+func (s stub) ListWebhookEndpoints(c echo.Context, _ ListWebhookEndpointsParams) error {
+	return s.answer(c, "listWebhookEndpoints")
+}
+func (s stub) DeleteWebhookEndpoint(c echo.Context, _ ID) error {
+	return s.answer(c, "deleteWebhookEndpoint")
+}
+func (s stub) ListWebhookDeliveries(c echo.Context, _ ID, _ ListWebhookDeliveriesParams) error {
+	return s.answer(c, "listWebhookDeliveries")
+}
+func (s stub) RetryWebhookDelivery(c echo.Context, _ ID, _ DeliveryID) error {
+	return s.answer(c, "retryWebhookDelivery")
+}

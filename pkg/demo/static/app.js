@@ -91,6 +91,36 @@ function action(id, fn) {
 const short = (id) => id.slice(0, 8);
 const text = (id, value) => { $(id).textContent = value; };
 
+// ---- webhooks: register a receiver, list what each endpoint was sent
+
+const WEBHOOK_EVENTS = ["interview.ready", "interview.in_progress", "interview.completed",
+  "interview.failed", "interview.cancelled", "insights.ready", "insights.failed"];
+
+async function registerWebhook() {
+  const { body } = await api("POST", "/v1/webhooks", {
+    url: $("webhook-url").value.trim(), events: WEBHOOK_EVENTS, description: "demo page",
+  });
+  text("webhook-out", `✓ endpoint ${short(body.id)} registered; its signing secret (shown once): ${body.secret}`);
+  $("webhook-out").classList.add("done");
+}
+
+async function showWebhooks() {
+  const list = $("webhook-events");
+  list.replaceChildren();
+  const { body: endpoints } = await api("GET", "/v1/webhooks?limit=20");
+  for (const ep of endpoints.items) {
+    const { body: deliveries } = await api("GET", `/v1/webhooks/${ep.id}/deliveries?limit=50`);
+    for (const d of deliveries.items) {
+      const li = document.createElement("li");
+      const code = d.last_status_code === null ? "no answer yet" : `HTTP ${d.last_status_code}`;
+      li.textContent = `${new Date(d.created_at).toLocaleTimeString()} ${d.event_type} → ${ep.url}: ` +
+        `${d.status} after ${d.attempts} attempt(s), ${code}`;
+      list.append(li);
+    }
+  }
+  if (!list.children.length) text("webhook-out", "No event sent yet.");
+}
+
 // ---- recruiter view
 
 function addCompetency(name = "", weight = "") {
@@ -532,6 +562,8 @@ function init() {
   action("start", start);
   action("answer-form", async () => sendAnswer());
   action("end", end);
+  action("webhook-form", registerWebhook);
+  action("show-webhooks", showWebhooks);
   refresh();
 }
 
