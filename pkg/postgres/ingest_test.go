@@ -85,7 +85,7 @@ func TestGroupCommitIngestIsExactUnderConcurrency(t *testing.T) {
 					defer inner.Done()
 					_, err := db.AppendTranscript(ctx, id, segsOf(1000, 1001, "never"), func(*session.Interview) error { return refused }, noEvents)
 					if !errors.Is(err, refused) {
-						errs <- fmt.Errorf("refused batch: err = %v", err)
+						errs <- fmt.Errorf("refused batch: err = %w", err)
 					}
 				}()
 				inner.Wait()
