@@ -172,10 +172,12 @@ func TestOnlyTheirOwnersImport(t *testing.T) {
 		{module + "/pkg/localvm", []string{"pkg/controller"}, "only the wiring picks the machine provider"},
 		{module + "/pkg/flymachines", []string{"pkg/flymachines", "pkg/flyvm", "pkg/controller", "bench"}, "the Fly client is the fly provider's"},
 		{module + "/pkg/postgres", []string{"pkg/postgres", "pkg/controller", "bench"}, "only the wiring opens the database"},
-		{pgx, []string{"pkg/postgres", "bench"}, "SQL lives in pkg/postgres"},
+		{pgx, []string{"pkg/postgres", "pkg/jobs", "pkg/controller", "bench"},
+			"SQL lives in pkg/postgres (River's pkg/jobs runs on the pool; the wiring passes transactions from the store's hooks to it)"},
 		{echo, []string{"pkg/controlapi"}, "the HTTP framework is the API's"},
-		{river, []string{"pkg/jobs", "pkg/controller"}, "River's client and workers live in pkg/jobs"},
-		{openaiGo, []string{"pkg/insights"}, "the Responses API scorer is pkg/insights'"},
+		{river, []string{"pkg/jobs", "pkg/webhooks", "pkg/insights", "pkg/controller"},
+			"River's client lives in pkg/jobs; the workers in the packages whose jobs they work"},
+		{openaiGo, []string{"pkg/insights", "pkg/realtime"}, "the OpenAI SDK is used by the Realtime client and the Responses API scorer only"},
 	}
 	for _, r := range rules {
 		for path, p := range pkgs {

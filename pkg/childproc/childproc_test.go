@@ -243,8 +243,12 @@ func TestStopContextEnds(t *testing.T) {
 	logs.awaitOutput(t, "started")
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
-	if err := p.Stop(ctx, time.Hour); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Stop = %v, want the context's error", err)
+	// Stop returns when ctx ends, not after the hour. It answers the
+	// context's error, or nil when the SIGKILLed process happened to be
+	// reaped before it looked (on a busy machine the reaper can win that
+	// race: both are correct, as documented).
+	if err := p.Stop(ctx, time.Hour); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Stop = %v, want the context's error or nil", err)
 	}
 	// The group was SIGKILLed all the same.
 	if e := p.Wait(); e.Code != 128+int(syscall.SIGKILL) {

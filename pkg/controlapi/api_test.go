@@ -307,7 +307,11 @@ func TestTranscriptStreamResumes(t *testing.T) {
 		}
 	}
 	post(seg(4, "candidate", "four, live"))
-	if ev := s.next(t); ev.id != "4" {
+	ev := s.next(t)
+	for ev.name == ":" { // more keep-alives while the post is on its way (a busy machine)
+		ev = s.next(t)
+	}
+	if ev.id != "4" {
 		t.Fatalf("after keep-alives the stream sent %+v, want segment 4 (nothing repeated)", ev)
 	}
 	s.resp.Body.Close() // the client drops; more arrives meanwhile

@@ -219,12 +219,14 @@ func TestCandidateErasure(t *testing.T) {
 	tok := tenantToken(t, newTenant(), "recruiter")
 	marker := "erase-me-" + newTenant()[:8]
 	cand := e.must(201, "POST", "/v1/candidates", tok, map[string]any{"full_name": "Ada " + marker,
-		"email": marker + "@example.com", "external_id": marker, "metadata": map[string]string{"note": marker}})
+		"email": marker + "@example.com", "external_id": marker, "metadata": map[string]string{"note": marker}},
+		"Idempotency-Key", "cand-"+marker) // its stored answer holds their data too
 	cid := cand["id"].(string)
 	pos := e.must(201, "POST", "/v1/positions", tok, map[string]any{"title": "Eng", "competencies": []map[string]any{{"name": "Go", "weight": 1}}})
 	newIV := func(candidate string) string {
 		return e.must(201, "POST", "/v1/interviews", tok, map[string]any{"candidate_id": candidate, "position_id": pos["id"],
-			"external_id": candidate[:8] + "-" + newTenant()[:8], "metadata": map[string]string{"note": marker}})["id"].(string)
+			"external_id": candidate[:8] + "-" + newTenant()[:8], "metadata": map[string]string{"note": marker}},
+			"Idempotency-Key", "iv-"+newTenant())["id"].(string)
 	}
 	// Three interviews: one live with a transcript, one cancelled, one scheduled.
 	live, cancelled, scheduled := newIV(cid), newIV(cid), newIV(cid)

@@ -45,7 +45,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	defer db.Close()
 	reg.MustRegister(db.Collector(), db.FleetCollector())
 	if cfg.MigrateOnStart {
-		if err := db.Migrate(ctx); err != nil {
+		if err := migrate(ctx, db, logger.With("component", "migrate")); err != nil {
 			return err
 		}
 	}
@@ -103,6 +103,26 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		db.Listen(listenCtx, feed.Publish)
 	}()
 	defer func() { stopListen(); <-listening }()
+
+	// Durable jobs: features with jobs add their workers and queues to q
+	// before open, and enqueue through jc in transition hooks.
+	q := newJobQueue()
+	jc, err := q.open(db, logger.With("component", "jobs"), reg)
+	if err != nil {
+		return err
+	}
+	if len(q.queues) > 0 {
+		if err := jc.Start(context.WithoutCancel(ctx)); err != nil {
+			return fmt.Errorf("start job queue: %w", err)
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			if err := jc.Stop(sctx); err != nil {
+				logger.Warn("stop job queue", "error", err)
+			}
+		}()
+	}
 
 	api, err := controlapi.New(controlapi.Config{
 		Auth: controlapi.AuthConfig{

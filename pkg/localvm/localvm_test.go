@@ -313,9 +313,20 @@ func TestChildEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", e.p.pid(m.ID)))
-	if err != nil {
-		t.Fatal(err)
+	// Start returns once the kernel has begun the child's exec; until
+	// the exec has laid out the new stack, /proc shows an empty
+	// environment (seen on a busy machine). Read it once it is there.
+	var raw []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		raw, err = os.ReadFile(fmt.Sprintf("/proc/%d/environ", e.p.pid(m.ID)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(raw) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	got := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 	slices.Sort(got)

@@ -50,6 +50,8 @@ type DB struct {
 
 	ingestOnce sync.Once
 	ingest     *ingester // group commit of transcript batches, started on first use
+
+	hooks []TransitionHook // see OnTransition
 }
 
 // Open connects to url and checks the connection.

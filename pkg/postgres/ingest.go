@@ -354,6 +354,27 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 		b.Queue(`UPDATE interviews.interview_sessions s SET transcript_acked_seq = a.acked, updated_at = now()
 			FROM unnest($1::uuid[], $2::bigint[]) AS a(id, acked) WHERE s.id = a.id`, upIDs, upAcks)
 	}
+	var transitioned []string
+	for id, old := range before {
+		if ivs[id].Status != old.Status {
+			transitioned = append(transitioned, id)
+		}
+	}
+	if len(transitioned) > 0 {
+		// Rare on this path (the last segments complete an interview whose
+		// VM already ended): the rows are written first, then each
+		// transition's hooks run in this transaction before it commits.
+		if err = conn.SendBatch(ctx, b).Close(); err != nil {
+			return nil, err
+		}
+		slices.Sort(transitioned)
+		for _, id := range transitioned {
+			if err = db.runHooks(ctx, openTx{conn.Conn()}, *ivs[id], before[id].Status); err != nil {
+				return nil, err
+			}
+		}
+		b = &pgx.Batch{}
+	}
 	slices.Sort(changed)
 	for _, payload := range notifyPayloads(changed) {
 		b.Queue(`SELECT pg_notify($1, $2)`, notifyChannel, payload)

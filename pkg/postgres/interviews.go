@@ -90,7 +90,7 @@ func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id strin
 	var fnErr error
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
 		var err error
-		iv, fnErr, err = updateInterviewTx(ctx, tx, id, fn)
+		iv, fnErr, err = db.updateInterviewTx(ctx, tx, id, fn)
 		return err
 	})
 	if fnErr != nil {
@@ -119,7 +119,7 @@ func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string
 		if err != nil {
 			return err
 		}
-		iv, fnErr, err = updateInterviewTx(ctx, tx, id, func(iv *session.Interview) ([]session.Event, error) {
+		iv, fnErr, err = db.updateInterviewTx(ctx, tx, id, func(iv *session.Interview) ([]session.Event, error) {
 			return fn(iv, live)
 		})
 		return err
@@ -139,7 +139,7 @@ const notifyChannel = "interview_changed"
 
 // updateInterviewTx is UpdateInterview inside tx. fnErr is fn's error,
 // err any other; with either, the caller must roll back.
-func updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
+func (db *DB) updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
 	fn func(iv *session.Interview) ([]session.Event, error)) (iv session.Interview, fnErr, err error) {
 	iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+`
 		FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id))
@@ -162,6 +162,9 @@ func updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
 		return iv, nil, err
 	}
 	if iv.Status != before.Status {
+		if err := db.runHooks(ctx, tx, iv, before.Status); err != nil {
+			return iv, nil, err
+		}
 		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, iv.ID); err != nil {
 			return iv, nil, err
 		}

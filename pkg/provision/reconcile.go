@@ -290,7 +290,13 @@ func (r *Reconciler) session(ctx context.Context, iv session.Interview, running 
 		r.fail(iv, session.ReasonMachineLost, "machine_lost", rep)
 		return
 	case !hasMachine:
-		// Live, not provisioning, yet without a machine: it cannot serve.
+		// Live, not provisioning, yet without a machine: it cannot serve —
+		// unless its launcher is still recording the machine (the VM can
+		// report ready first), or the machine was created after this pass
+		// listed machines (the VM was that fast): a later pass sees it.
+		if r.svc.Launching(iv.ID) || now.Sub(iv.StateChangedAt) < r.cfg.AdoptAfter {
+			return
+		}
 		r.fail(iv, session.ReasonMachineLost, "machine_lost", rep)
 		return
 	}

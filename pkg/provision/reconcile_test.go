@@ -420,6 +420,34 @@ func TestReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T) {
 	}
 }
 
+// TestReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce: the VM
+// reported ready before its machine was recorded, and this pass listed
+// machines before the machine was created (seen under load): the session
+// is left for a later pass, and failed only once AdoptAfter has passed
+// without any machine.
+func TestReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce(t *testing.T) {
+	r := newRig(t)
+	iv := r.interview(session.StateProvisioning)
+	_, err := r.db.UpdateInterview(context.Background(), session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
+		now := r.clock.Now()
+		cur.LastHeartbeatAt = &now
+		ev, err := cur.Transition(session.StateReady, "", session.ActorVM, now)
+		return []session.Event{ev}, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := r.pass(); rep.Failed["machine_lost"] != 0 {
+		t.Fatalf("a session that just became ready was failed: %+v", rep)
+	}
+	r.wantStatus(iv.ID, session.StateReady, "")
+	r.clock.Advance(testReconcile.AdoptAfter)
+	if rep := r.pass(); rep.Failed["machine_lost"] != 1 {
+		t.Fatalf("no machine after AdoptAfter: report = %+v", rep)
+	}
+	r.wantStatus(iv.ID, session.StateFailed, session.ReasonMachineLost)
+}
+
 // TestReconcilerDeletesExpiredIdempotencyKeys: a pass deletes expired keys
 // of every tenant, keeps live ones, and sweeps at most once a minute.
 func TestReconcilerDeletesExpiredIdempotencyKeys(t *testing.T) {

@@ -1,0 +1,75 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// TransitionHook runs inside the transaction that changes an interview's
+// status, after the row and its timeline events are written: whatever it
+// writes (a webhook delivery, an analysis job) commits with the change or
+// not at all. iv is the interview after the change, from its status
+// before. An error rolls the whole change back.
+//
+// Hooks run in the scope of the change: a tenant's transaction (role
+// interview_app, app.tenant_id set) or the system scope (the internal
+// API, the reconciler).
+type TransitionHook func(ctx context.Context, tx pgx.Tx, iv session.Interview, from session.State) error
+
+// OnTransition adds a hook run on every status change. Hooks are added
+// while the controller is assembled, before it serves.
+func (db *DB) OnTransition(h TransitionHook) {
+	db.hooks = append(db.hooks, h)
+}
+
+func (db *DB) runHooks(ctx context.Context, tx pgx.Tx, iv session.Interview, from session.State) error {
+	if iv.Status == from {
+		return nil
+	}
+	for _, h := range db.hooks {
+		if err := h(ctx, tx, iv, from); err != nil {
+			return fmt.Errorf("on %s → %s of interview %s: %w", from, iv.Status, iv.ID, err)
+		}
+	}
+	return nil
+}
+
+// openTx is a pgx.Tx over a connection on which the caller opened the
+// transaction itself (the pipelined ingest path sends BEGIN in a batch).
+// Hooks may run statements in it; ending it stays the caller's job.
+type openTx struct{ conn *pgx.Conn }
+
+var errOpenTx = errors.New("postgres: a transition hook cannot end or nest the transaction it runs in")
+
+func (t openTx) Begin(context.Context) (pgx.Tx, error) { return nil, errOpenTx }
+func (t openTx) Commit(context.Context) error          { return errOpenTx }
+func (t openTx) Rollback(context.Context) error        { return errOpenTx }
+func (t openTx) CopyFrom(ctx context.Context, name pgx.Identifier, cols []string, src pgx.CopyFromSource) (int64, error) {
+	return t.conn.CopyFrom(ctx, name, cols, src)
+}
+func (t openTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return t.conn.SendBatch(ctx, b)
+}
+
+// LargeObjects is not offered to hooks (pgx builds it only from its own
+// transactions); the zero value it returns must not be used.
+func (t openTx) LargeObjects() pgx.LargeObjects { return pgx.LargeObjects{} }
+func (t openTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	return t.conn.Prepare(ctx, name, sql)
+}
+func (t openTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return t.conn.Exec(ctx, sql, args...)
+}
+func (t openTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return t.conn.Query(ctx, sql, args...)
+}
+func (t openTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return t.conn.QueryRow(ctx, sql, args...)
+}
+func (t openTx) Conn() *pgx.Conn { return t.conn }

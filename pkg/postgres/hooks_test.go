@@ -1,0 +1,98 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// TestTransitionHooksRunInTheTransaction: a hook sees the change inside
+// its transaction on both write paths (a tenant's update, the VM's
+// transcript ingest), and a hook's error rolls the whole change back.
+func TestTransitionHooksRunInTheTransaction(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	tenant := uuid.NewString()
+	c, p := seed(t, db, tenant)
+	sc := session.TenantScope(tenant)
+
+	var mu sync.Mutex
+	var seen []string
+	failNext := false
+	db.OnTransition(func(ctx context.Context, tx pgx.Tx, iv session.Interview, from session.State) error {
+		var inTx string
+		if err := tx.QueryRow(ctx, `SELECT status FROM interviews.interview_sessions WHERE id = $1`, iv.ID).Scan(&inTx); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, string(from)+">"+inTx)
+		if failNext {
+			failNext = false
+			return errors.New("hook refused")
+		}
+		return nil
+	})
+	iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	// A refused hook: nothing of the change is written.
+	failNext = true
+	_, err = db.UpdateInterview(ctx, sc, iv.ID, func(iv *session.Interview) ([]session.Event, error) {
+		ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, now)
+		return []session.Event{ev}, err
+	})
+	if err == nil {
+		t.Fatal("update with a failing hook succeeded")
+	}
+	if got, _ := db.Interview(ctx, sc, iv.ID); got.Status != session.StateScheduled {
+		t.Fatalf("status after a failed hook = %s, want scheduled", got.Status)
+	}
+	if evs, _ := db.Events(ctx, sc, iv.ID); len(evs) != 0 {
+		t.Fatalf("events after a failed hook = %+v, want none", evs)
+	}
+	// The tenant's path.
+	if _, err := db.UpdateInterview(ctx, sc, iv.ID, func(iv *session.Interview) ([]session.Event, error) {
+		ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, now)
+		return []session.Event{ev}, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A change that is not a transition runs no hook.
+	if _, err := db.UpdateInterview(ctx, sc, iv.ID, func(iv *session.Interview) ([]session.Event, error) {
+		iv.Machine = &session.Machine{ID: "m1", Name: "interview-x", State: "started", Provider: "local", Addr: "127.0.0.1:1"}
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The ingest path: the batch's after-callback moves the interview on.
+	if _, err := db.AppendTranscript(ctx, iv.ID, []session.Segment{{Seq: 1, Speaker: session.SpeakerInterviewer, Text: "Hello", ItemID: "i1"}},
+		func(*session.Interview) error { return nil },
+		func(iv *session.Interview) ([]session.Event, error) {
+			ev, err := iv.Transition(session.StateReady, "", session.ActorVM, now)
+			return []session.Event{ev}, err
+		}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"scheduled>provisioning", "scheduled>provisioning", "provisioning>ready"}
+	if len(seen) != len(want) {
+		t.Fatalf("hooks saw %v, want %v", seen, want)
+	}
+	for i := range want {
+		if seen[i] != want[i] {
+			t.Fatalf("hooks saw %v, want %v", seen, want)
+		}
+	}
+}
