@@ -155,3 +155,48 @@ func TestGroupCommitAcksOnlyContiguousSeqs(t *testing.T) {
 		t.Fatalf("malformed id: %v, want invalid", err)
 	}
 }
+
+// TestRecordHeartbeatsWritesLiveSessionsInOneBatch: live interviews get
+// their heartbeat and are returned as they stand; others are left alone.
+func TestRecordHeartbeatsWritesLiveSessionsInOneBatch(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	tenant := uuid.NewString()
+	c, p := seed(t, db, tenant)
+	sc := session.TenantScope(tenant)
+	mk := func() session.Interview {
+		iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return iv
+	}
+	live, idle := mk(), mk() // idle stays scheduled: not live
+	now := time.Now()
+	if _, err := db.UpdateInterview(ctx, sc, live.ID, func(iv *session.Interview) ([]session.Event, error) {
+		ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, now)
+		return []session.Event{ev}, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	at := now.Add(time.Second).Truncate(time.Microsecond)
+	got, err := db.RecordHeartbeats(ctx, []session.HeartbeatRecord{
+		{ID: live.ID, At: at, Stats: session.VMStats{LastSeq: 9, BufferedSegments: 2, Retries: 1}},
+		{ID: idle.ID, At: at},
+		{ID: uuid.NewString(), At: at},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[live.ID].Status != session.StateProvisioning {
+		t.Fatalf("returned %+v, want only the live one", got)
+	}
+	iv, err := db.Interview(ctx, sc, live.ID)
+	if err != nil || iv.LastHeartbeatAt == nil || !iv.LastHeartbeatAt.Equal(at) || iv.VM.LastSeq != 9 || iv.VM.BufferedSegments != 2 || iv.VM.Retries != 1 {
+		t.Fatalf("live after batch: %+v %v", iv, err)
+	}
+	iv, err = db.Interview(ctx, sc, idle.ID)
+	if err != nil || iv.LastHeartbeatAt != nil {
+		t.Fatalf("not-live interview written: %+v %v", iv, err)
+	}
+}
