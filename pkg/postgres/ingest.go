@@ -277,7 +277,9 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 
 	// 2. One insert of every segment; list every stored seq above each
 	// acknowledgement (the rows inserted now are not visible to this
-	// statement's own snapshot, hence the union).
+	// statement's own snapshot, hence the union). The lateral subquery
+	// keeps that listing an index range scan per interview: a join would
+	// let the planner scan the whole (large) table.
 	ackIDs := make([]string, 0, len(before))
 	acks := make([]int64, 0, len(before))
 	for id, iv := range before {
@@ -292,8 +294,9 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 			RETURNING session_id, seq)
 		SELECT session_id::text, seq, true FROM ins
 		UNION ALL
-		SELECT t.session_id::text, t.seq, false FROM interviews.transcript_segments t
-			JOIN unnest($8::uuid[], $9::bigint[]) AS a(sid, acked) ON t.session_id = a.sid AND t.seq > a.acked
+		SELECT a.sid::text, t.seq, false FROM unnest($8::uuid[], $9::bigint[]) AS a(sid, acked)
+			CROSS JOIN LATERAL (SELECT seq FROM interviews.transcript_segments
+				WHERE session_id = a.sid AND seq > a.acked) t
 		ORDER BY 1, 2`,
 		sids, tids, seqs, speakers, texts, items, failed, ackIDs, acks)
 	if err != nil {
