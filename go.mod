@@ -3,7 +3,6 @@ module github.com/interviewvm/controlplane
 go 1.26.8
 
 require (
-	github.com/IBM/pgxpoolprometheus v1.1.3
 	github.com/MicahParks/keyfunc/v3 v3.9.1
 	github.com/coder/websocket v1.8.15
 	github.com/getkin/kin-openapi v0.153.0

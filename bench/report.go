@@ -44,6 +44,10 @@ type Results struct {
 	Local    *Local
 	LocalErr error
 
+	ScheduledCfg ScheduledConfig
+	Scheduled    *Scheduled
+	ScheduledErr error
+
 	Profile *Profile
 }
 
@@ -209,6 +213,19 @@ func (r *Results) Rows() []Row {
 				Limit: "—", Ratio: "—", Target: "0"}, 2))
 		}
 	}
+	if sc := r.Scheduled; sc != nil {
+		boot := fmt.Sprintf("create %s, boot %s", sc.Cfg.CreateDelay, sc.Cfg.BootDelay)
+		rows = append(rows,
+			metRow(Row{Case: "7", Figure: "scheduled start → ready p50, pre-warmed (" + boot + ")",
+				Ours: fms(sc.Warm.P50), Limit: fms(sc.Floor.P50) + " (boot floor)", Ratio: ratio(ms(sc.Warm.P50), ms(sc.Floor.P50)),
+				Target: "≤ 1.05×"}, ms(sc.Warm.P50)/ms(sc.Floor.P50)/1.05),
+			metRow(Row{Case: "7", Figure: "scheduled start → ready p99, pre-warmed (" + boot + ")",
+				Ours: fms(sc.Warm.P99), Limit: fms(sc.Floor.P99) + " (boot floor)", Ratio: ratio(ms(sc.Warm.P99), ms(sc.Floor.P99)),
+				Target: "≤ 1.05×"}, ms(sc.Warm.P99)/ms(sc.Floor.P99)/1.05),
+			Row{Case: "7", Figure: "cold start → ready p50 / p99 (same fake, no schedule)",
+				Ours: fms(sc.Cold.P50) + " / " + fms(sc.Cold.P99), Limit: "—", Ratio: ratio(ms(sc.Cold.P50), ms(sc.Warm.P50)) + " of warm",
+				Target: "≥ 2.3 s expected"})
+	}
 	return rows
 }
 
@@ -265,7 +282,8 @@ func (r *Results) Markdown() string {
 		name string
 		err  error
 	}{{"1 start latency", r.StartErr}, {"2 burst admission", r.BurstErr}, {"3 ingest", r.IngestErr},
-		{"4 live transcript", r.LiveErr}, {"5 scale", r.ScaleErr}, {"6 local provider", r.LocalErr}} {
+		{"4 live transcript", r.LiveErr}, {"5 scale", r.ScaleErr}, {"6 local provider", r.LocalErr},
+		{"7 scheduled start", r.ScheduledErr}} {
 		if e.err != nil {
 			w("\n**Case %s did not complete:** `%s`\n", e.name, oneLine(e.err.Error()))
 		}
@@ -368,7 +386,7 @@ func (r *Results) methods(w func(string, ...any)) {
 	w("`HEARTBEAT_TIMEOUT=5m` keeps the first ones alive meanwhile. ")
 	w("After %s of settling, over %s: the controller's resident memory (VmRSS, highest sample) from /proc/<pid>/status, ", r.ScaleCfg.Settle, r.ScaleCfg.Window)
 	w("its CPU time (utime + stime from /proc/<pid>/stat) per second of wall time, and each reconcile pass's duration ")
-	w("(`reconciler_pass_duration_seconds`, scraped every 2 s; several passes between two scrapes share the growth evenly) with `RECONCILE_INTERVAL=%s`. A pass lists the app's machines ", r.ScaleCfg.ReconcileInterval)
+	w("(`interview_reconciler_pass_duration_seconds`, scraped every 2 s; several passes between two scrapes share the growth evenly) with `RECONCILE_INTERVAL=%s`. A pass lists the app's machines ", r.ScaleCfg.ReconcileInterval)
 	w("from the fake Fly API and every live interview from PostgreSQL, and checks each.")
 	if s := r.Scale; s != nil {
 		w(" Controller: %s. All started (202 then ready) in %s; peak RSS (VmHWM) %.0f MiB; goroutines %.0f, open fds %.0f; ",
@@ -385,6 +403,15 @@ func (r *Results) methods(w func(string, ...any)) {
 			w("at the %.2f ms of controller CPU per transaction measured here, about %.1f cores for the controller alone, before PostgreSQL's share.",
 				perTx*1000, perTx*atDefault)
 		}
+	}
+	w("\n\n")
+
+	w("**7. Scheduled start.** The fake Fly API with a %s create delay (placement and image pull) and a %s boot. ", r.ScheduledCfg.CreateDelay, r.ScheduledCfg.BootDelay)
+	w("Warm: %d interviews scheduled a minute ahead (`PREWARM_LEAD=10m`), each pre-warmed (created with `skip_launch`), then started one at a time, `POST /start?wait=60` until ready. ", r.ScheduledCfg.Samples)
+	w("Boot floor: a machine created with `skip_launch` beforehand, then started directly through the flymachines client until its VM reports ready to a stand-in controller. ")
+	w("Cold: the same start of interviews without a schedule (create and boot).")
+	if sc := r.Scheduled; sc != nil {
+		w(" Warm %s; floor %s; cold %s.", sumText(sc.Warm), sumText(sc.Floor), sumText(sc.Cold))
 	}
 	w("\n\n")
 

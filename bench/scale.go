@@ -58,7 +58,7 @@ type Scale struct {
 // a real VM, heartbeating and posting segments, and measures the
 // controller process: resident memory (/proc/<pid>/status), CPU time
 // (/proc/<pid>/stat) over a window, and the duration of every reconcile
-// pass in it (the reconciler_pass_duration_seconds histogram, scraped
+// pass in it (the interview_reconciler_pass_duration_seconds histogram, scraped
 // every 2 s: each pass is the growth of its sum between scrapes).
 func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	res := Scale{Interviews: cfg.Interviews, Window: cfg.Window, HeartbeatInterval: cfg.HeartbeatInterval,
@@ -220,7 +220,7 @@ func scrapePasses(ctx context.Context, base string) (count, sum float64, err err
 	if err != nil {
 		return 0, 0, err
 	}
-	return m["reconciler_pass_duration_seconds_count"], m["reconciler_pass_duration_seconds_sum"], nil
+	return m["interview_reconciler_pass_duration_seconds_count"], m["interview_reconciler_pass_duration_seconds_sum"], nil
 }
 
 // scrapeMetrics reads the samples of /metrics, keyed by name and labels
@@ -283,26 +283,27 @@ func countStatus(ctx context.Context, dbURL, status string) (int, error) {
 }
 
 // PoolStats is the controller's connection pool activity over a period,
-// from its pgxpool_* metrics.
+// from its interview_pgxpool_* metrics.
 type PoolStats struct {
-	Max                float64 // pgxpool_max_conns
+	Max                float64 // interview_pgxpool_max_conns
 	Acquires, Waited   float64 // acquires, and those that found the pool empty
 	WaitTotal, AvgWait time.Duration
 }
 
-type poolSample struct{ max, acquires, empty, emptyNS float64 }
+type poolSample struct{ max, acquires, empty, emptyWaitS float64 }
 
 func scrapePool(ctx context.Context, base string) (poolSample, error) {
 	m, err := scrapeMetrics(ctx, base)
 	if err != nil {
 		return poolSample{}, err
 	}
-	return poolSample{m["pgxpool_max_conns"], m["pgxpool_acquire_count"], m["pgxpool_empty_acquire"], m["pgxpool_empty_acquire_wait_time_ns"]}, nil
+	return poolSample{m["interview_pgxpool_max_conns"], m["interview_pgxpool_acquire_total"], m["interview_pgxpool_empty_acquire_total"],
+		m["interview_pgxpool_empty_acquire_wait_time_seconds_total"]}, nil
 }
 
 func poolDelta(a, b poolSample) PoolStats {
 	p := PoolStats{Max: b.max, Acquires: b.acquires - a.acquires, Waited: b.empty - a.empty,
-		WaitTotal: time.Duration(b.emptyNS - a.emptyNS)}
+		WaitTotal: time.Duration((b.emptyWaitS - a.emptyWaitS) * float64(time.Second))}
 	if p.Waited > 0 {
 		p.AvgWait = time.Duration(float64(p.WaitTotal) / p.Waited)
 	}

@@ -123,6 +123,14 @@ func TestLinkRules(t *testing.T) {
 			why: "the lifecycle declares the store and Machines interfaces it needs",
 		},
 		{
+			who: []string{"pkg/prewarm"},
+			never: []string{
+				pgx, echo, module + "/pkg/postgres", module + "/pkg/flymachines", module + "/pkg/flyvm",
+				module + "/pkg/localvm", module + "/pkg/controlapi", module + "/pkg/provision",
+			},
+			why: "the pre-warmer declares the store, machines and lifecycle interfaces it needs",
+		},
+		{
 			who:   []string{"pkg/flymachines"},
 			never: []string{module + "/pkg/session", module + "/pkg/provision", pgx, echo},
 			why:   "the Fly client speaks Fly's types only",

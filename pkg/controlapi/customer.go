@@ -223,6 +223,8 @@ type interviewPatchInput struct {
 	MaxDurationS *int              `json:"max_duration_s"`
 	ExternalID   json.RawMessage   `json:"external_id"`
 	Metadata     map[string]string `json:"metadata"`
+	ScheduledAt  *string           `json:"scheduled_at"`
+	Region       *string           `json:"region"`
 }
 
 // handleInterviewPatch handles "PATCH /v1/interviews/{id}": only while the
@@ -251,6 +253,19 @@ func (s *Server) handleInterviewPatch(c echo.Context) error {
 			return err
 		}
 		patch.Metadata = in.Metadata
+	}
+	if in.ScheduledAt != nil {
+		t, err := parseScheduledAt(*in.ScheduledAt)
+		if err != nil {
+			return err
+		}
+		patch.ScheduledAt = &t
+	}
+	if in.Region != nil {
+		if err := s.checkRegion(*in.Region); err != nil {
+			return err
+		}
+		patch.Region = in.Region
 	}
 	out, err := s.catalog.PatchInterview(c.Request().Context(), principal(c).Scope(), id, patch)
 	if err != nil {

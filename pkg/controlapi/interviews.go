@@ -74,6 +74,35 @@ type interviewInput struct {
 	MaxDurationS *int              `json:"max_duration_s"`
 	ExternalID   *string           `json:"external_id"`
 	Metadata     map[string]string `json:"metadata"`
+	ScheduledAt  *string           `json:"scheduled_at"`
+	Region       *string           `json:"region"`
+}
+
+// parseScheduledAt reads an RFC 3339 scheduled_at.
+func parseScheduledAt(v string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, session.Errorf(session.EINVALID, "scheduled_at must be an RFC 3339 date-time, like 2026-01-02T15:04:05Z")
+	}
+	return t.UTC(), nil
+}
+
+// checkRegion accepts one of the configured regions.
+func (s *Server) checkRegion(v string) error {
+	for _, r := range s.cfg.Regions {
+		if v == r {
+			return nil
+		}
+	}
+	return session.Errorf(session.EINVALID, "region must be one of %v", s.cfg.Regions)
+}
+
+// defaultRegion is the region of an interview created without one.
+func (s *Server) defaultRegion() string {
+	if len(s.cfg.Regions) == 0 {
+		return ""
+	}
+	return s.cfg.Regions[0]
 }
 
 func bodyUUID(field, v string) (string, error) {
@@ -127,6 +156,20 @@ func (s *Server) handleInterviewCreate(c echo.Context) error {
 		return err
 	}
 	iv.Metadata = in.Metadata
+	if in.ScheduledAt != nil {
+		t, err := parseScheduledAt(*in.ScheduledAt)
+		if err != nil {
+			return err
+		}
+		iv.ScheduledAt = &t
+	}
+	iv.Region = s.defaultRegion()
+	if in.Region != nil {
+		if err := s.checkRegion(*in.Region); err != nil {
+			return err
+		}
+		iv.Region = *in.Region
+	}
 	out, err := s.catalog.CreateInterview(c.Request().Context(), principal(c).Scope(), iv)
 	if err != nil {
 		return err

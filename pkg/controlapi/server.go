@@ -100,6 +100,9 @@ type Config struct {
 	Auth AuthConfig
 	// MaxDuration is the default and the upper bound of max_duration_s.
 	MaxDuration time.Duration
+	// Regions are the regions an interview may ask for; the first is the
+	// default (none: interviews have no region).
+	Regions []string
 	// DefaultStartWait is how long a start waits when ?wait= is absent.
 	DefaultStartWait time.Duration
 	// StreamKeepAlive is the idle period after which a transcript stream
@@ -126,6 +129,12 @@ type Config struct {
 	// CORSOrigins are the browser origins (scheme://host[:port], or "*"
 	// for any) allowed to call the API from other sites; empty: CORS off.
 	CORSOrigins []string
+	// SeparateMetrics serves /metrics only through MetricsHandler (its own
+	// listener, METRICS_ADDR); Handler then answers it 404.
+	SeparateMetrics bool
+	// SeparateInternal serves /internal/v1/* only through InternalHandler
+	// (its own listener, INTERNAL_ADDR); Handler then answers them 404.
+	SeparateInternal bool
 }
 
 // maxBody bounds every request body.
@@ -223,6 +232,7 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 	e.Pre(takeAccessToken)
 	e.Use(middleware.RequestID())
 	e.Use(s.accessLog)
+	e.Use(s.onListener)
 	if cors != nil {
 		e.Use(cors.middleware)
 	}
@@ -241,7 +251,9 @@ func New(cfg Config, catalog Catalog, lifecycle Lifecycle, health Health, feed F
 	return s, nil
 }
 
-// Handler returns the API as an http.Handler.
+// Handler returns the API as an http.Handler: the public listener's, which
+// serves every route but those Config moves to InternalHandler and
+// MetricsHandler.
 func (s *Server) Handler() http.Handler { return s.echo }
 
 // handleHealthz answers "GET /healthz": the process is up.

@@ -133,6 +133,34 @@ func TestChaos(t *testing.T) {
 	for i := range ids {
 		ids[i] = ctl.seed(t, tok)
 	}
+	// Scheduled interviews: the leader pre-warms their machines through
+	// the faults and kills below; two start warm, two are cancelled.
+	const nScheduled = 4
+	sched := make([]string, nScheduled)
+	{
+		pos := ctl.mustCall(t, 201, "POST", "/v1/positions", tok, map[string]any{
+			"title": "Scheduled", "competencies": []map[string]any{{"name": "Go", "weight": 1}}})
+		cand := ctl.mustCall(t, 201, "POST", "/v1/candidates", tok, map[string]any{"full_name": "Sam", "email": "sam@example.com"})
+		at := time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
+		for i := range sched {
+			sched[i] = ctl.mustCall(t, 201, "POST", "/v1/interviews", tok, map[string]any{
+				"candidate_id": cand["id"], "position_id": pos["id"], "scheduled_at": at})["id"].(string)
+		}
+	}
+	post := func(path string) {
+		for try := 0; try < 100; try++ {
+			req, _ := http.NewRequest("POST", c.base+path, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode < 500 {
+					return
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 	start := func(from, to int) {
 		for _, id := range ids[from:to] {
 			// Like a frontend, retry a start that got no answer (the
@@ -185,6 +213,12 @@ func TestChaos(t *testing.T) {
 	fake.SetBootDelay(100 * time.Millisecond)
 	fault(flymachinestest.OpDestroy, 2, flymachinestest.Fault{Status: 500})
 	start(20, n)
+	// Two scheduled interviews start (warm when their machine is
+	// pre-warmed by now, joining the create when it is in flight), one is
+	// cancelled.
+	post("/v1/interviews/" + sched[0] + "/start?wait=0")
+	post("/v1/interviews/" + sched[1] + "/start?wait=0")
+	post("/v1/interviews/" + sched[2] + "/cancel")
 
 	// 3. Interviews run and stream; some VMs die.
 	eventually(t, "most interviews to be running", 60*time.Second, func() bool {
@@ -206,8 +240,10 @@ func TestChaos(t *testing.T) {
 	killController(0)
 	time.Sleep(2 * time.Second)
 
-	// 5. Every interview is ended (or already over).
-	for _, id := range ids {
+	// 5. Every interview is ended (or already over); the scheduled one
+	// never started is cancelled, with its pre-warmed machine.
+	post("/v1/interviews/" + sched[3] + "/cancel")
+	for _, id := range append(ids, sched[:2]...) {
 		req, _ := http.NewRequest("POST", c.base+"/v1/interviews/"+id+"/end", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
@@ -314,8 +350,21 @@ func TestChaos(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if sessions != n {
-		t.Fatalf("sessions = %d, want %d", sessions, n)
+	if sessions != n+nScheduled {
+		t.Fatalf("sessions = %d, want %d", sessions, n+nScheduled)
+	}
+	for _, id := range sched {
+		var status string
+		var prewarmed *time.Time
+		var reason *string
+		if err := db.QueryRow(context.Background(), `SELECT status, end_reason, prewarmed_at FROM interviews.interview_sessions WHERE id = $1`, id).
+			Scan(&status, &reason, &prewarmed); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("scheduled interview %s: %s %v, pre-warmed %v", id, status, deref(reason), prewarmed != nil)
+	}
+	if got := statuses["cancelled/cancelled"]; got != 2 {
+		t.Errorf("cancelled scheduled interviews = %d, want 2", got)
 	}
 	if segments == 0 {
 		t.Fatal("no transcript was streamed at all")
@@ -368,4 +417,11 @@ func tail(s string, n int) string {
 		return s
 	}
 	return s[len(s)-n:]
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

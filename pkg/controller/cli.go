@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,7 +32,9 @@ const cliUsage = `Usage:
   controller sessions show <id> [--json]      the interview, its timeline and phase durations
   controller sessions end <id> [--wait D]     end gracefully (the VM flushes its transcript)
   controller sessions cancel <id> [--wait D]  cancel in any non-terminal state, destroy its machine
-  controller machines list [--json]           the provider's machines and the session of each
+  controller machines list [--prewarmed] [--json]
+                                              the provider's machines and the session of each
+                                              (--prewarmed: only those created ahead of a scheduled interview)
   controller machines gc --dry-run|--apply [--json]
                                               destroy machines whose session is terminal or unknown
 
@@ -54,6 +57,7 @@ type cliOptions struct {
 	cursor         string
 	wait           time.Duration
 	dryRun, apply  bool
+	prewarmed      bool
 }
 
 var cliCommands = map[string]map[string]cliCommand{
@@ -73,7 +77,9 @@ var cliCommands = map[string]map[string]cliCommand{
 		}, run: (*cli).sessionsCancel},
 	},
 	"machines": {
-		"list": {run: (*cli).machinesList},
+		"list": {flags: func(fs *flag.FlagSet, o *cliOptions) {
+			fs.BoolVar(&o.prewarmed, "prewarmed", false, "only machines pre-warmed for a scheduled interview")
+		}, run: (*cli).machinesList},
 		"gc": {flags: func(fs *flag.FlagSet, o *cliOptions) {
 			fs.BoolVar(&o.dryRun, "dry-run", false, "only show what would be destroyed")
 			fs.BoolVar(&o.apply, "apply", false, "destroy them")
@@ -464,8 +470,11 @@ type machineRow struct {
 	SessionStatus session.State `json:"session_status,omitempty"`
 	// Orphan: the machine's session is terminal or unknown, so nothing
 	// needs the machine.
-	Orphan bool   `json:"orphan"`
-	Note   string `json:"note,omitempty"`
+	Orphan bool `json:"orphan"`
+	// Prewarmed: the machine was created ahead of its scheduled interview
+	// and waits, not booted, for the start.
+	Prewarmed bool   `json:"prewarmed"`
+	Note      string `json:"note,omitempty"`
 	// Action is what gc did: "would destroy", "destroyed" or "error: …".
 	Action string `json:"action,omitempty"`
 }
@@ -517,6 +526,12 @@ func (c *cli) machineRows(ctx context.Context) ([]machineRow, provision.Machines
 				r.Orphan, r.Note = true, "interview is "+string(iv.Status)
 			case iv.Machine != nil && iv.Machine.ID != "" && iv.Machine.ID != m.ID:
 				r.Note = "interview runs on machine " + iv.Machine.ID + " (left to the reconciler)"
+			case iv.Status == session.StateScheduled && iv.PrewarmedAt != nil && iv.Machine != nil && iv.Machine.ID == m.ID:
+				r.Prewarmed = true
+				r.Note = "pre-warmed at " + iv.PrewarmedAt.UTC().Format(time.RFC3339)
+				if iv.ScheduledAt != nil {
+					r.Note += " for " + iv.ScheduledAt.UTC().Format(time.RFC3339)
+				}
 			case iv.Status == session.StateScheduled:
 				r.Note = "interview not started"
 			}
@@ -553,6 +568,9 @@ func (c *cli) machinesList(ctx context.Context, _ []string) error {
 		return err
 	}
 	stop()
+	if c.opts.prewarmed {
+		rows = slices.DeleteFunc(rows, func(r machineRow) bool { return !r.Prewarmed })
+	}
 	return c.printMachines(rows, false)
 }
 

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +20,8 @@ import (
 type Config struct {
 	DatabaseURL         string
 	ListenAddr          string
+	MetricsAddr         string
+	InternalAddr        string
 	Provider            string
 	InternalURL         string
 	JWTSecret           string
@@ -25,6 +29,9 @@ type Config struct {
 	AccessTokenSecret   string
 	JWTAudience         string
 	Realtime            string
+	RealtimeModel       string
+	RealtimeVoice       string
+	TranscribeModel     string
 	MaxDuration         time.Duration
 	HeartbeatInterval   time.Duration
 	HeartbeatTimeout    time.Duration
@@ -56,6 +63,24 @@ type Config struct {
 	ShutdownTimeout     time.Duration
 	Demo                bool
 	CORSOrigins         string
+	Regions             string
+	PrewarmLead         time.Duration
+	PrewarmTTL          time.Duration
+}
+
+// regions returns the regions interviews may ask for: REGIONS, else the
+// FLY_REGION list, else the local provider's single region.
+func (c *Config) regions() []string {
+	var out []string
+	for _, r := range strings.Split(cmp.Or(c.Regions, c.FlyRegion), ",") {
+		if r = strings.TrimSpace(r); r != "" && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{"local"}
+	}
+	return out
 }
 
 // setting binds one Config field to its environment variable and flag.
@@ -110,13 +135,18 @@ func settings(c *Config) []setting {
 	return []setting{
 		{env: "DATABASE_URL", help: "PostgreSQL URL (required)", set: str(&c.DatabaseURL), secret: true},
 		{env: "LISTEN_ADDR", def: ":8080", help: "address of the HTTP API", set: str(&c.ListenAddr)},
+		{env: "METRICS_ADDR", help: "address of a listener serving only /metrics (and /healthz); when set, the API's listener answers /metrics 404", set: str(&c.MetricsAddr)},
+		{env: "INTERNAL_ADDR", help: "address of a listener serving only the session VMs' /internal/v1/* (and /healthz); when set, the API's listener answers them 404", set: str(&c.InternalAddr)},
 		{env: "PROVIDER", def: "local", help: "machine provider: local (child processes) or fly", set: str(&c.Provider)},
-		{env: "INTERNAL_URL", help: "URL session VMs use to reach the controller (default: http://127.0.0.1:<port of LISTEN_ADDR>)", set: str(&c.InternalURL)},
+		{env: "INTERNAL_URL", help: "URL session VMs use to reach the controller (default: http://127.0.0.1:<port of INTERNAL_ADDR, else of LISTEN_ADDR>)", set: str(&c.InternalURL)},
 		{env: "JWT_SECRET", help: "HS256 secret of tenant JWTs, at least 16 bytes (this and/or JWKS_URL is required)", set: str(&c.JWTSecret), secret: true},
 		{env: "JWKS_URL", help: "JWKS URL of ES256/RS256 tenant JWTs, e.g. https://<ref>.supabase.co/auth/v1/.well-known/jwks.json", set: str(&c.JWKSURL)},
 		{env: "ACCESS_TOKEN_SECRET", help: "secret signing interview access tokens (default: derived from JWT_SECRET; required without it)", set: str(&c.AccessTokenSecret), secret: true},
 		{env: "JWT_AUDIENCE", def: "authenticated", help: "required aud claim of tenant JWTs", set: str(&c.JWTAudience)},
 		{env: "REALTIME", def: "simulated", help: "interviewer the VMs run: simulated, openai, or synthetic (no browser; a scripted candidate, for load and chaos runs)", set: str(&c.Realtime)},
+		{env: "REALTIME_MODEL", def: "gpt-realtime", help: "OpenAI Realtime model that conducts the interview (REALTIME=openai)", set: str(&c.RealtimeModel)},
+		{env: "REALTIME_VOICE", def: "marin", help: "the interviewer's voice (REALTIME=openai)", set: str(&c.RealtimeVoice)},
+		{env: "TRANSCRIBE_MODEL", def: "gpt-4o-transcribe", help: "model that transcribes the candidate's answers (REALTIME=openai)", set: str(&c.TranscribeModel)},
 		{env: "SYNTHETIC_TURN", def: "1s", help: "pace of the scripted candidate when REALTIME=synthetic", set: dur(&c.SyntheticTurn)},
 		{env: "ADOPT_AFTER", def: "15s", help: "how long a start may stay provisioning without its launcher before the reconciler adopts it", set: dur(&c.AdoptAfter)},
 		{env: "DEADLINE_GRACE", def: "30s", help: "time past an interview's max duration before the reconciler fails it", set: dur(&c.DeadlineGrace)},
@@ -132,6 +162,9 @@ func settings(c *Config) []setting {
 		{env: "FLY_API_TOKEN", help: "Fly API token (fly provider)", set: str(&c.FlyAPIToken), secret: true},
 		{env: "FLY_APP", help: "Fly app of the session machines (fly provider)", set: str(&c.FlyApp)},
 		{env: "FLY_REGION", help: "preferred regions of session machines, comma-separated: a capacity error in one tries the next", set: str(&c.FlyRegion)},
+		{env: "REGIONS", help: "regions an interview may ask for, comma-separated; the first is the default (default: FLY_REGION, or local)", set: str(&c.Regions)},
+		{env: "PREWARM_LEAD", def: "10m", help: "how long before scheduled_at an interview's machine is created without booting (0: no pre-warm)", set: dur(&c.PrewarmLead)},
+		{env: "PREWARM_TTL", def: "30m", help: "how long past scheduled_at a pre-warmed machine waits for its start before it is destroyed", set: dur(&c.PrewarmTTL)},
 		{env: "FLY_RATE_LIMIT", def: "1", help: "Machines API requests per second the controller allows itself per action and machine (or app), burst 2; Fly documents 1/s, burst 3 (fly provider)", set: float(&c.FlyRateLimit)},
 		{env: "OPENAI_API_KEY", help: "realtime API key handed to local VMs as a platform secret (local provider, REALTIME=openai; on Fly it is a secret of the session app)", set: str(&c.OpenAIAPIKey), secret: true},
 		{env: "OPENAI_BASE_URL", help: "realtime API origin for local VMs (default in the VM: https://api.openai.com)", set: str(&c.OpenAIBaseURL)},
@@ -246,6 +279,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.InternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("INTERNAL_URL must be an http(s) URL, not %q", c.InternalURL))
 		}
+	}
+	if c.PrewarmLead < 0 || c.PrewarmTTL <= 0 {
+		errs = append(errs, errors.New("PREWARM_LEAD must not be negative and PREWARM_TTL must be positive"))
 	}
 	switch c.LogFormat {
 	case "auto", "text", "json":

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/interviewvm/controlplane/pkg/controlapi"
 	"github.com/interviewvm/controlplane/pkg/livefeed"
 	"github.com/interviewvm/controlplane/pkg/postgres"
+	"github.com/interviewvm/controlplane/pkg/prewarm"
 	"github.com/interviewvm/controlplane/pkg/provision"
 )
 
@@ -31,12 +31,18 @@ import (
 // migrates it when MIGRATE_ON_START is set), builds the machine provider,
 // the lifecycle service, the reconciler (run while this replica holds the
 // leader lock), the live feed and the API, and serves HTTP on
-// cfg.ListenAddr. ready, when not nil, receives the API's address once it
-// listens. On return every goroutine it started has stopped. cfg must have
-// passed Validate.
+// cfg.ListenAddr, plus /metrics on cfg.MetricsAddr and the session VMs'
+// internal API on cfg.InternalAddr when those are set (the API's listener
+// then answers them 404). ready, when not nil, receives the API's address
+// once every listener listens. On return every goroutine it started has
+// stopped. cfg must have passed Validate.
 func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- string) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every family of ours is namespaced interview_ (the Go and process
+	// collectors keep their standard names): a shared Prometheus, like
+	// Fly's per-organisation one, tells them from other apps' metrics.
+	reg := prometheus.WrapRegistererWithPrefix(metricPrefix, registry)
 
 	db, err := postgres.Open(ctx, cfg.DatabaseURL, logger.With("component", "postgres"))
 	if err != nil {
@@ -50,14 +56,14 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	lns, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+		return err
 	}
+	defer lns.close()
 	internalURL := cfg.InternalURL
 	if internalURL == "" {
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		internalURL = "http://127.0.0.1:" + port
+		internalURL = lns.internalURL()
 	}
 
 	machines, closeMachines, err := newMachines(cfg, logger, reg)
@@ -72,7 +78,8 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 
 	lifecycle := provision.New(provision.Config{
 		Provider: cfg.Provider, ControllerURL: internalURL, Realtime: cfg.Realtime, Region: cfg.FlyRegion,
-		SyntheticTurn:     cfg.SyntheticTurn,
+		SyntheticTurn: cfg.SyntheticTurn, RealtimeModel: cfg.RealtimeModel, RealtimeVoice: cfg.RealtimeVoice,
+		TranscribeModel:   cfg.TranscribeModel,
 		HeartbeatInterval: cfg.HeartbeatInterval, IdleTimeout: cfg.IdleTimeout,
 		TenantMaxConcurrent: cfg.TenantMaxConcurrent, ProvisionTimeout: cfg.ProvisionTimeout,
 	}, db, machines, logger.With("component", "provision"), reg)
@@ -84,11 +91,24 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		Interval: cfg.ReconcileInterval, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		AdoptAfter: cfg.AdoptAfter, DeadlineGrace: cfg.DeadlineGrace,
 	}, lifecycle, db, machines, logger.With("component", "reconciler"), reg)
+	// The leader also pre-warms the machines of scheduled interviews.
+	prewarmer := prewarm.New(prewarm.Config{
+		Lead: cfg.PrewarmLead, TTL: cfg.PrewarmTTL, Interval: prewarmInterval(cfg),
+		CreateTimeout: cfg.ProvisionTimeout,
+	}, db, machines, lifecycle, logger.With("component", "prewarm"), reg)
 	leadCtx, stopLeading := context.WithCancel(context.WithoutCancel(ctx))
 	leading := make(chan struct{})
 	go func() {
 		defer close(leading)
-		db.Lead(leadCtx, postgres.LeaderLockID, time.Second, reconciler.SetLeader, reconciler.Run)
+		db.Lead(leadCtx, postgres.LeaderLockID, time.Second, reconciler.SetLeader, func(ctx context.Context) {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				prewarmer.Run(ctx)
+			}()
+			reconciler.Run(ctx)
+			<-done
+		})
 	}()
 	defer func() { stopLeading(); <-leading }()
 
@@ -128,37 +148,61 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		Auth: controlapi.AuthConfig{
 			Secret: cfg.JWTSecret, JWKSURL: cfg.JWKSURL, Audience: cfg.JWTAudience, AccessSecret: cfg.AccessTokenSecret,
 		},
-		MaxDuration:     cfg.MaxDuration,
+		MaxDuration: cfg.MaxDuration, Regions: cfg.regions(),
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
 		Demo: demoPage(cfg.Demo), CORSOrigins: controlapi.ParseOrigins(cfg.CORSOrigins),
-	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, reg)
+		SeparateMetrics: lns.metrics != nil, SeparateInternal: lns.internal != nil,
+	}, db, lifecycle, db, feed, logger.With("component", "api"), reg, registry)
 	if err != nil {
 		return err
 	}
 	defer api.Close()
-	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	logger.Info("controller listening", "addr", ln.Addr().String(), "internal_url", internalURL, "provider", cfg.Provider, "realtime", cfg.Realtime)
+	servers := lns.servers(api, slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
+	errc := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errc <- srv.serve() }()
+	}
+	logger.Info("controller listening", lns.logAttrs("internal_url", internalURL, "provider", cfg.Provider, "realtime", cfg.Realtime)...)
 	if ready != nil {
-		ready <- ln.Addr().String()
+		ready <- lns.public.Addr().String()
 	}
 
+	var serveErr error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
+	case serveErr = <-errc:
+		serveErr = fmt.Errorf("serve http: %w", serveErr)
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	api.CloseStreams() // live streams end now; clients resume elsewhere with Last-Event-ID
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		logger.Warn("http shutdown", "error", err)
+	for _, srv := range servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			logger.Warn("http shutdown", "listener", srv.name, "error", err)
+		}
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve http: %w", err)
+	// Every server has returned once Shutdown did; collect their errors
+	// (the one already read above excepted).
+	n := len(servers)
+	if serveErr != nil {
+		n--
 	}
-	return nil
+	for range n {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && serveErr == nil {
+			serveErr = fmt.Errorf("serve http: %w", err)
+		}
+	}
+	return serveErr
+}
+
+// prewarmInterval is the period of pre-warm passes: the reconciler's, but
+// at least a few passes per lead window.
+func prewarmInterval(cfg Config) time.Duration {
+	iv := cfg.ReconcileInterval
+	if cfg.PrewarmLead > 0 && iv > cfg.PrewarmLead/4 {
+		iv = max(cfg.PrewarmLead/4, 100*time.Millisecond)
+	}
+	return iv
 }

@@ -422,7 +422,7 @@ func TestReadyzAndMetrics(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, name := range []string{"interviews_started_total", "interview_start_duration_seconds", "go_goroutines", "process_resident_memory_bytes", "http_requests_total"} {
+	for _, name := range []string{"interview_interviews_started_total", "interview_interview_start_duration_seconds", "go_goroutines", "process_resident_memory_bytes", "interview_http_requests_total"} {
 		if !bytes.Contains(body, []byte(name)) {
 			t.Errorf("/metrics lacks %s", name)
 		}

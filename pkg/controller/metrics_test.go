@@ -66,26 +66,31 @@ func scrapeMetrics(t *testing.T, base string) scrape {
 func (s scrape) value(sample string) float64 { return s.samples[sample] }
 
 // promtool returns promtool's path. Without it the test is skipped on a
-// developer's machine, and fails in CI (CI set), which installs it.
+// developer's machine, and fails in CI (CI set), where `make test` has
+// installed it.
 func promtool(t *testing.T) string {
 	t.Helper()
 	p, err := exec.LookPath("promtool")
 	if err != nil {
 		if os.Getenv("CI") == "" {
-			t.Skip("promtool not found (Debian's prometheus package; .ci/run installs it)")
+			t.Skip("promtool not found (scripts/deps.sh promtool installs it; `make test` runs it)")
 		}
-		t.Fatal("promtool not found in CI: .ci/run must install Debian's prometheus package")
+		t.Fatal("promtool not found in CI: `make test` must install it (scripts/deps.sh promtool)")
 	}
 	return p
 }
 
-// thirdPartyLint lists metric families whose names we do not choose:
-// IBM/pgxpoolprometheus exports counters without the _total suffix and
-// durations in nanoseconds. promtool's findings about them are expected;
-// any other finding fails the test.
-var thirdPartyLint = []string{"pgxpool_"}
+// doublePrefixed are the families whose own names start with interview_
+// (pkg/provision's), so the controller's prefix makes them
+// interview_interview_…; any other such family was prefixed by its package
+// and again by the controller.
+var doublePrefixed = map[string]bool{
+	"start_duration_seconds": true, "start_phase_seconds": true, "duration_seconds": true,
+}
 
-// checkMetrics runs `promtool check metrics` on a scrape.
+// checkMetrics runs `promtool check metrics` on a scrape, which must find
+// nothing, and checks that every family is namespaced: interview_, or the
+// Go runtime's and the process's standard go_* and process_*.
 func checkMetrics(t *testing.T, s scrape) {
 	t.Helper()
 	cmd := exec.Command(promtool(t), "check", "metrics")
@@ -93,57 +98,67 @@ func checkMetrics(t *testing.T, s scrape) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
-	var problems []string
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		expected := false
-		for _, prefix := range thirdPartyLint {
-			expected = expected || strings.HasPrefix(line, prefix)
-		}
-		if !expected {
-			problems = append(problems, line)
-		}
-	}
-	if len(problems) > 0 {
-		t.Errorf("promtool check metrics (%v):\n%s", err, strings.Join(problems, "\n"))
+	if problems := strings.TrimSpace(out.String()); problems != "" || err != nil {
+		t.Errorf("promtool check metrics (%v):\n%s", err, problems)
 	}
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {
 		t.Fatalf("run promtool: %v", err)
+	}
+	for name, typ := range s.types {
+		if !strings.HasPrefix(name, "interview_") && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
+			t.Errorf("family %s lacks the interview_ namespace", name)
+		}
+		if rest, ok := strings.CutPrefix(name, "interview_interview_"); ok && !doublePrefixed[rest] {
+			t.Errorf("family %s is prefixed twice: its package must name it without interview_", name)
+		}
+		if typ == "counter" && !strings.HasSuffix(name, "_total") {
+			t.Errorf("counter %s does not end in _total", name)
+		}
 	}
 }
 
 // The families an operator's alerts and dashboard (fly/) rely on, present
 // on every controller whatever its provider.
 var requiredFamilies = map[string]string{
-	"interview_start_duration_seconds":          "histogram",
-	"interview_start_phase_seconds":             "histogram",
-	"interviews_started_total":                  "counter",
-	"interviews_ended_total":                    "counter",
-	"interviews":                                "gauge",
-	"interview_duration_seconds":                "histogram",
-	"transcript_segments_received_total":        "counter",
-	"transcript_ingest_errors_total":            "counter",
-	"transcript_batch_size":                     "histogram",
-	"transcript_ack_lag_segments":               "gauge",
-	"transcript_stream_subscribers":             "gauge",
-	"reconciler_runs_total":                     "counter",
-	"reconciler_last_success_timestamp_seconds": "gauge",
-	"reconciler_orphans_destroyed_total":        "counter",
-	"reconciler_sessions_failed_total":          "counter",
-	"leader":                                    "gauge",
-	"machines_live":                             "gauge",
-	"sessionvm_buffered_segments":               "gauge",
-	"sessionvm_retries":                         "gauge",
-	"http_requests_total":                       "counter",
-	"http_request_duration_seconds":             "histogram",
-	"pgxpool_acquired_conns":                    "gauge",
-	"pgxpool_max_conns":                         "gauge",
-	"pgxpool_empty_acquire":                     "counter",
-	"go_goroutines":                             "gauge",
-	"process_resident_memory_bytes":             "gauge",
+	"interview_interview_start_duration_seconds":          "histogram",
+	"interview_interview_start_phase_seconds":             "histogram",
+	"interview_interviews_started_total":                  "counter",
+	"interview_interviews_ended_total":                    "counter",
+	"interview_interviews":                                "gauge",
+	"interview_interview_duration_seconds":                "histogram",
+	"interview_transcript_segments_received_total":        "counter",
+	"interview_transcript_ingest_errors_total":            "counter",
+	"interview_transcript_batch_size":                     "histogram",
+	"interview_transcript_ack_lag_segments":               "gauge",
+	"interview_transcript_stream_subscribers":             "gauge",
+	"interview_reconciler_runs_total":                     "counter",
+	"interview_reconciler_last_success_timestamp_seconds": "gauge",
+	"interview_reconciler_orphans_destroyed_total":        "counter",
+	"interview_reconciler_sessions_failed_total":          "counter",
+	"interview_leader":                                    "gauge",
+	"interview_machines_live":                             "gauge",
+	"interview_sessionvm_buffered_segments":               "gauge",
+	"interview_sessionvm_retries":                         "gauge",
+	"interview_http_requests_total":                       "counter",
+	"interview_http_request_duration_seconds":             "histogram",
+	// The connection pool's, every one: a scrape that lacks one (or has it
+	// under another name) fails.
+	"interview_pgxpool_acquired_conns":                        "gauge",
+	"interview_pgxpool_constructing_conns":                    "gauge",
+	"interview_pgxpool_idle_conns":                            "gauge",
+	"interview_pgxpool_total_conns":                           "gauge",
+	"interview_pgxpool_max_conns":                             "gauge",
+	"interview_pgxpool_acquire_total":                         "counter",
+	"interview_pgxpool_canceled_acquire_total":                "counter",
+	"interview_pgxpool_empty_acquire_total":                   "counter",
+	"interview_pgxpool_new_conns_total":                       "counter",
+	"interview_pgxpool_max_lifetime_destroy_total":            "counter",
+	"interview_pgxpool_max_idle_destroy_total":                "counter",
+	"interview_pgxpool_acquire_duration_seconds_total":        "counter",
+	"interview_pgxpool_empty_acquire_wait_time_seconds_total": "counter",
+	"go_goroutines":                 "gauge",
+	"process_resident_memory_bytes": "gauge",
 }
 
 func TestMetricsMoveEndToEnd(t *testing.T) {
@@ -153,10 +168,10 @@ func TestMetricsMoveEndToEnd(t *testing.T) {
 	id := c.seed(t, tok)
 
 	const (
-		starts  = "interview_start_duration_seconds_count"
-		started = "interviews_started_total"
-		ended   = `interviews_ended_total{reason="ended_by_user"}`
-		length  = "interview_duration_seconds_count"
+		starts  = "interview_interview_start_duration_seconds_count"
+		started = "interview_interviews_started_total"
+		ended   = `interview_interviews_ended_total{reason="ended_by_user"}`
+		length  = "interview_interview_duration_seconds_count"
 	)
 	before := scrapeMetrics(t, c.base)
 	c.mustCall(t, 200, "POST", "/v1/interviews/"+id+"/start?wait=30", tok, nil)
@@ -169,8 +184,8 @@ func TestMetricsMoveEndToEnd(t *testing.T) {
 	if got := mid.value(started); got != before.value(started)+1 {
 		t.Errorf("%s went from %v to %v over one start", started, before.value(started), got)
 	}
-	if got := mid.value(`interview_start_phase_seconds_count{phase="vm_ready"}`); got < 1 {
-		t.Errorf(`interview_start_phase_seconds{phase="vm_ready"} count = %v after a start`, got)
+	if got := mid.value(`interview_interview_start_phase_seconds_count{phase="vm_ready"}`); got < 1 {
+		t.Errorf(`interview_interview_start_phase_seconds{phase="vm_ready"} count = %v after a start`, got)
 	}
 	if mid.value(ended) != before.value(ended) {
 		t.Errorf("%s moved before any end", ended)
@@ -183,8 +198,8 @@ func TestMetricsMoveEndToEnd(t *testing.T) {
 	// The reconciler (leader of its one-replica fleet) passes every 200ms.
 	eventually(t, "a reconciler pass and leadership", 10*time.Second, func() bool {
 		s := scrapeMetrics(t, c.base)
-		return s.value(`reconciler_runs_total{result="ok"}`) >= 1 && s.value("leader") == 1 &&
-			s.value("reconciler_last_success_timestamp_seconds") > 0
+		return s.value(`interview_reconciler_runs_total{result="ok"}`) >= 1 && s.value("interview_leader") == 1 &&
+			s.value("interview_reconciler_last_success_timestamp_seconds") > 0
 	})
 	after := scrapeMetrics(t, c.base)
 	if got := after.value(length); got != before.value(length)+1 {
@@ -232,29 +247,28 @@ func TestMetricsOfTheFlyProviderPassPromtool(t *testing.T) {
 	f.fake.FailNext(flymachinestest.OpCreate, 1, flymachinestest.Fault{Status: http.StatusTooManyRequests})
 	f.startReady(t, tok, id)
 	s := scrapeMetrics(t, f.base)
-	for _, name := range []string{"flymachines_requests_total", "flymachines_request_duration_seconds", "flymachines_retries_total"} {
+	for _, name := range []string{"interview_flymachines_requests_total", "interview_flymachines_request_duration_seconds", "interview_flymachines_retries_total"} {
 		if _, ok := s.types[name]; !ok {
 			t.Errorf("/metrics lacks %s", name)
 		}
 	}
-	if got := s.value(`flymachines_requests_total{code="429",op="create"}`); got != 1 {
-		t.Errorf(`flymachines_requests_total{code="429",op="create"} = %v, want the 1 injected`, got)
+	if got := s.value(`interview_flymachines_requests_total{code="429",op="create"}`); got != 1 {
+		t.Errorf(`interview_flymachines_requests_total{code="429",op="create"} = %v, want the 1 injected`, got)
 	}
 	checkMetrics(t, s)
 }
 
 // Families the alerts and the dashboard may name besides requiredFamilies:
-// the Fly client's (fly provider only), the rest of the pool's, and
-// Prometheus's own.
+// the Fly client's (fly provider only) and Prometheus's own.
 var optionalFamilies = map[string]string{
-	"flymachines_requests_total":           "counter",
-	"flymachines_request_duration_seconds": "histogram",
-	"flymachines_retries_total":            "counter",
-	"flymachines_ratelimit_waits_total":    "counter",
-	"pgxpool_idle_conns":                   "gauge",
-	"pgxpool_total_conns":                  "gauge",
-	"pgxpool_canceled_acquire_count":       "counter",
-	"up":                                   "gauge",
+	"interview_flymachines_requests_total":           "counter",
+	"interview_flymachines_request_duration_seconds": "histogram",
+	"interview_flymachines_retries_total":            "counter",
+	"interview_flymachines_ratelimit_waits_total":    "counter",
+	"interview_pgxpool_idle_conns":                   "gauge",
+	"interview_pgxpool_total_conns":                  "gauge",
+	"interview_pgxpool_canceled_acquire_total":       "counter",
+	"up": "gauge",
 }
 
 var (
@@ -374,8 +388,8 @@ func TestAlertsAndDashboardNameExportedMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, must := range []string{"machines_live", "interview_start_duration_seconds_bucket", "flymachines_requests_total",
-		"transcript_ack_lag_segments", "reconciler_last_success_timestamp_seconds", "leader", "http_requests_total"} {
+	for _, must := range []string{"interview_machines_live", "interview_interview_start_duration_seconds_bucket", "interview_flymachines_requests_total",
+		"interview_transcript_ack_lag_segments", "interview_reconciler_last_success_timestamp_seconds", "interview_leader", "interview_http_requests_total"} {
 		if !used[must] {
 			t.Errorf("no alert or panel queries %s (or the expression parser is broken)", must)
 		}

@@ -279,6 +279,8 @@ type call struct {
 	id      string // rate-limit scope: machine id, or app for create/list
 	policy  retryPolicy
 	timeout time.Duration // per attempt
+	// low yields to every other call of its rate-limit bucket.
+	low bool
 }
 
 type callKey struct{}
@@ -309,6 +311,8 @@ type request struct {
 	timeout time.Duration
 	// quiet lists statuses that are expected answers, logged at debug.
 	quiet []int
+	// low: see call.low.
+	low bool
 }
 
 const maxErrorBody = 8 << 10
@@ -328,7 +332,7 @@ func (c *Client) do(ctx context.Context, r request) error {
 		}
 		body = b
 	}
-	ctx = withCall(ctx, call{op: r.op, id: r.id, policy: r.policy, timeout: cmp.Or(r.timeout, c.attemptTimeout)})
+	ctx = withCall(ctx, call{op: r.op, id: r.id, policy: r.policy, timeout: cmp.Or(r.timeout, c.attemptTimeout), low: r.low})
 	req, err := retryablehttp.NewRequestWithContext(ctx, r.method, u, body)
 	if err != nil {
 		return fmt.Errorf("build %s request: %w", r.op, err)
@@ -515,7 +519,7 @@ type transport struct {
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ci := callFrom(req.Context())
 	if t.limiter != nil && ci.id != "" {
-		waited, err := t.limiter.wait(req.Context(), ci.op, ci.id)
+		waited, err := t.limiter.wait(req.Context(), ci.op, ci.id, ci.low)
 		if err != nil {
 			return nil, &rateLimitError{op: ci.op, err: err}
 		}

@@ -82,7 +82,7 @@ func (c *Client) createOnce(ctx context.Context, app string, req CreateRequest) 
 	var m Machine
 	err := c.do(ctx, request{
 		op: opCreate, id: "app:" + app, method: http.MethodPost, path: machinesPath(app),
-		body: req, out: &m, policy: retryUnsent,
+		body: req, out: &m, policy: retryUnsent, low: req.Background,
 	})
 	if err != nil {
 		return nil, err

@@ -24,6 +24,9 @@ type limiter struct {
 
 	mu      sync.Mutex
 	buckets map[bucketKey]*rate.Limiter
+	// urgent counts the requests waiting per bucket that are not low
+	// priority.
+	urgent  map[bucketKey]int
 	pruneAt int
 }
 
@@ -32,18 +35,63 @@ type bucketKey struct{ op, id string }
 const minPrune = 1024
 
 func newLimiter(action, get Limit) *limiter {
-	return &limiter{action: action, get: get, buckets: make(map[bucketKey]*rate.Limiter), pruneAt: minPrune}
+	return &limiter{action: action, get: get, buckets: make(map[bucketKey]*rate.Limiter), urgent: map[bucketKey]int{}, pruneAt: minPrune}
 }
 
 // wait blocks until the bucket of (op, id) admits one request, or ctx ends.
 // It returns how long the request was held.
-func (l *limiter) wait(ctx context.Context, op, id string) (time.Duration, error) {
+//
+// A low-priority request (a create nobody waits for: a pre-warm) never
+// reserves a future slot: it takes a token only when no other request of
+// the bucket waits and, when the burst allows, one token stays for a
+// request that may arrive next. So it never delays an urgent one.
+func (l *limiter) wait(ctx context.Context, op, id string, low bool) (time.Duration, error) {
 	b := l.bucket(op, id)
+	k := bucketKey{op, id}
 	start := time.Now()
-	if err := b.Wait(ctx); err != nil {
-		return time.Since(start), err
+	if !low {
+		l.mu.Lock()
+		l.urgent[k]++
+		l.mu.Unlock()
+		defer func() {
+			l.mu.Lock()
+			if l.urgent[k]--; l.urgent[k] <= 0 {
+				delete(l.urgent, k)
+			}
+			l.mu.Unlock()
+		}()
+		if err := b.Wait(ctx); err != nil {
+			return time.Since(start), err
+		}
+		return time.Since(start), nil
 	}
-	return time.Since(start), nil
+	need := 1.0
+	if b.Burst() >= 2 {
+		need = 2
+	}
+	for {
+		l.mu.Lock()
+		busy := l.urgent[k] > 0
+		l.mu.Unlock()
+		pause := 50 * time.Millisecond
+		if !busy {
+			now := time.Now()
+			tokens := b.TokensAt(now)
+			if tokens >= need && b.AllowN(now, 1) {
+				return time.Since(start), nil
+			}
+			if r := float64(b.Limit()); r > 0 && tokens < need {
+				pause = min(max(time.Duration((need-tokens)/r*float64(time.Second)), 5*time.Millisecond), 250*time.Millisecond)
+			}
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return time.Since(start), ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 func (l *limiter) bucket(op, id string) *rate.Limiter {

@@ -237,6 +237,10 @@ type CreateRequest struct {
 	// machines filtered by metadata.<RecoverKey>=<value> (and by Name, when
 	// set) and returns the machine it finds instead of creating another.
 	RecoverKey string `json:"-"`
+	// Background marks a create nobody waits for (a pre-warm): in the
+	// client's rate limiter it waits behind every other create of the app
+	// and never takes a slot one of them could use.
+	Background bool `json:"-"`
 }
 
 // ListOptions filters List.

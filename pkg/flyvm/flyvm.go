@@ -198,6 +198,7 @@ func (p *Provider) createRequest(spec session.MachineSpec) (flymachines.CreateRe
 		Config:     cfg,
 		SkipLaunch: spec.SkipLaunch,
 		RecoverKey: session.MetaSessionID,
+		Background: spec.Background,
 	}, nil
 }
 

@@ -179,16 +179,16 @@ func TestCollectorReportsDepthAndAge(t *testing.T) {
 			got[f.GetName()+"{"+labels(m)+"}"] = m.GetGauge().GetValue()
 		}
 	}
-	if v := got["interview_jobs_queue_depth{queue=backlog,state=available}"]; v != 3 {
+	if v := got["jobs_queue_depth{queue=backlog,state=available}"]; v != 3 {
 		t.Errorf("available depth %v, want 3 (all: %v)", v, got)
 	}
-	if v := got["interview_jobs_queue_depth{queue=backlog,state=scheduled}"]; v != 1 {
+	if v := got["jobs_queue_depth{queue=backlog,state=scheduled}"]; v != 1 {
 		t.Errorf("scheduled depth %v, want 1 (all: %v)", v, got)
 	}
-	if v, ok := got["interview_jobs_queue_depth{queue=backlog,state=running}"]; !ok || v != 0 {
+	if v, ok := got["jobs_queue_depth{queue=backlog,state=running}"]; !ok || v != 0 {
 		t.Errorf("running depth %v (present %v), want a 0", v, ok)
 	}
-	if v := got["interview_jobs_oldest_available_age_seconds{queue=backlog}"]; v < 90 {
+	if v := got["jobs_oldest_available_age_seconds{queue=backlog}"]; v < 90 {
 		t.Errorf("oldest available age %v, want at least 90 s", v)
 	}
 }

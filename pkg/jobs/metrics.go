@@ -10,10 +10,10 @@ import (
 )
 
 var (
-	depthDesc = prometheus.NewDesc("interview_jobs_queue_depth",
+	depthDesc = prometheus.NewDesc("jobs_queue_depth",
 		"Jobs waiting in each queue, by state: available (due now), scheduled and retryable (due later), running.",
 		[]string{"queue", "state"}, nil)
-	oldestDesc = prometheus.NewDesc("interview_jobs_oldest_available_age_seconds",
+	oldestDesc = prometheus.NewDesc("jobs_oldest_available_age_seconds",
 		"How long the oldest due job of each queue has been waiting for a worker (0 when none waits).",
 		[]string{"queue"}, nil)
 )
@@ -25,7 +25,9 @@ var pendingStates = []string{"available", "scheduled", "retryable", "running"}
 
 // Collector exports queue depth and the age of the oldest due job per
 // queue, read from river_job at each scrape (every replica reports the
-// whole queue). Register it once per process.
+// whole queue): jobs_queue_depth{queue,state} and
+// jobs_oldest_available_age_seconds{queue}, which the controller's
+// registerer prefixes with interview_. Register it once per process.
 func Collector(pool *pgxpool.Pool, logger *slog.Logger) prometheus.Collector {
 	return &collector{pool: pool, logger: logger}
 }

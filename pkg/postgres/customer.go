@@ -140,9 +140,11 @@ func (db *DB) PatchInterview(ctx context.Context, scope session.Scope, id string
 		iv, err = scanInterview(tx.QueryRow(ctx, `UPDATE interviews.interview_sessions SET
 			max_duration_s = coalesce($2, max_duration_s),
 			external_id = CASE WHEN $3 THEN $4 ELSE external_id END,
-			metadata = coalesce($5, metadata), updated_at = now()
+			metadata = coalesce($5, metadata),
+			scheduled_at = coalesce($6, scheduled_at), region = coalesce($7, region), updated_at = now()
 			WHERE id = $1 RETURNING `+interviewColumns,
-			id, patch.MaxDurationS, patch.ExternalID.Set, patch.ExternalID.Value, nilIfEmpty(patch.Metadata)))
+			id, patch.MaxDurationS, patch.ExternalID.Set, patch.ExternalID.Value, nilIfEmpty(patch.Metadata),
+			patch.ScheduledAt, patch.Region))
 		return err
 	})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -15,14 +16,16 @@ import (
 
 const interviewColumns = `id, tenant_id, candidate_id, position_id, company_id, status, end_reason,
 	architecture, max_duration_s, token_hash, machine_provider, machine_id, machine_name, machine_region,
-	machine_state, machine_addr, last_seq_reported, transcript_acked_seq, state_changed_at, vm_last_seq, vm_buffered_segments, vm_retries, created_at, started_at, ready_at, ended_at, last_heartbeat_at, external_id, metadata`
+	machine_state, machine_addr, last_seq_reported, transcript_acked_seq, state_changed_at, vm_last_seq, vm_buffered_segments, vm_retries, created_at, started_at, ready_at, ended_at, last_heartbeat_at, external_id, metadata,
+	scheduled_at, region, prewarm_claimed_at, prewarmed_at`
 
 func scanInterview(row pgx.Row) (session.Interview, error) {
 	var iv session.Interview
 	var provider, mid, mname, mregion, mstate, maddr *string
 	err := row.Scan(&iv.ID, &iv.TenantID, &iv.CandidateID, &iv.PositionID, &iv.CompanyID, &iv.Status, &iv.EndReason,
 		&iv.Architecture, &iv.MaxDurationS, &iv.TokenHash, &provider, &mid, &mname, &mregion,
-		&mstate, &maddr, &iv.LastSeqReported, &iv.AckedSeq, &iv.StateChangedAt, &iv.VM.LastSeq, &iv.VM.BufferedSegments, &iv.VM.Retries, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt, &iv.ExternalID, &iv.Metadata)
+		&mstate, &maddr, &iv.LastSeqReported, &iv.AckedSeq, &iv.StateChangedAt, &iv.VM.LastSeq, &iv.VM.BufferedSegments, &iv.VM.Retries, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt, &iv.ExternalID, &iv.Metadata,
+		&iv.ScheduledAt, &iv.Region, &iv.PrewarmClaimedAt, &iv.PrewarmedAt)
 	if err != nil {
 		return iv, err
 	}
@@ -51,10 +54,11 @@ func (db *DB) CreateInterview(ctx context.Context, scope session.Scope, iv sessi
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
 		var err error
 		out, err = scanInterview(tx.QueryRow(ctx, `INSERT INTO interviews.interview_sessions
-			(id, tenant_id, candidate_id, position_id, company_id, status, architecture, max_duration_s, external_id, metadata)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING `+interviewColumns,
+			(id, tenant_id, candidate_id, position_id, company_id, status, architecture, max_duration_s, external_id, metadata,
+			scheduled_at, region)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING `+interviewColumns,
 			iv.ID, iv.TenantID, iv.CandidateID, iv.PositionID, iv.CompanyID, iv.Status, iv.Architecture, iv.MaxDurationS,
-			iv.ExternalID, metadataOf(iv.Metadata)))
+			iv.ExternalID, metadataOf(iv.Metadata), iv.ScheduledAt, iv.Region))
 		return err
 	})
 	var pgErr *pgconn.PgError
@@ -197,12 +201,13 @@ func queueWriteInterview(b *pgx.Batch, iv *session.Interview, events []session.E
 		machine_name = $7, machine_region = $8, machine_state = $9, machine_addr = $10,
 		last_seq_reported = $11, started_at = $12, ready_at = $13, ended_at = $14,
 		last_heartbeat_at = $15, transcript_acked_seq = $16, state_changed_at = $17,
-		vm_last_seq = $18, vm_buffered_segments = $19, vm_retries = $20, updated_at = now()
+		vm_last_seq = $18, vm_buffered_segments = $19, vm_retries = $20,
+		prewarm_claimed_at = $21, prewarmed_at = $22, updated_at = now()
 		WHERE id = $1`,
 		iv.ID, iv.Status, iv.EndReason, iv.TokenHash, nullable(m.Provider), nullable(m.ID),
 		nullable(m.Name), nullable(m.Region), nullable(m.State), nullable(m.Addr),
 		iv.LastSeqReported, iv.StartedAt, iv.ReadyAt, iv.EndedAt, iv.LastHeartbeatAt, iv.AckedSeq, iv.StateChangedAt,
-		iv.VM.LastSeq, iv.VM.BufferedSegments, iv.VM.Retries)
+		iv.VM.LastSeq, iv.VM.BufferedSegments, iv.VM.Retries, iv.PrewarmClaimedAt, iv.PrewarmedAt)
 	for _, ev := range events {
 		b.Queue(`INSERT INTO interviews.session_events
 			(session_id, tenant_id, at, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
@@ -243,12 +248,16 @@ func (db *DB) Events(ctx context.Context, scope session.Scope, id string) ([]ses
 }
 
 // LiveInterviews returns every interview, of any tenant, whose VM may
-// exist. It runs in the system scope.
+// exist: the live ones, and the scheduled ones with a pre-warmed machine
+// or a pre-warm create in flight. It runs in the system scope.
 func (db *DB) LiveInterviews(ctx context.Context) ([]session.Interview, error) {
 	var out []session.Interview
 	err := db.inScope(ctx, session.SystemScope(), func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT `+interviewColumns+` FROM interviews.interview_sessions
-			WHERE status IN ('provisioning','ready','in_progress','ending') ORDER BY created_at`)
+			WHERE status IN ('provisioning','ready','in_progress','ending')
+				OR (status = 'scheduled' AND (prewarm_claimed_at IS NOT NULL
+					OR (machine_id IS NOT NULL AND machine_state IS DISTINCT FROM 'destroyed')))
+			ORDER BY created_at`)
 		if err != nil {
 			return err
 		}
@@ -257,6 +266,32 @@ func (db *DB) LiveInterviews(ctx context.Context) ([]session.Interview, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list live interviews: %w", mapError(err))
+	}
+	return out, nil
+}
+
+// PrewarmInterviews returns, across tenants, the interviews the pre-warmer
+// looks after: scheduled ones due by horizon, with a pre-warmed machine or
+// with a pre-warm claim, and provisioning ones whose pre-warm create is
+// still claimed. It runs in the system scope.
+func (db *DB) PrewarmInterviews(ctx context.Context, horizon time.Time) ([]session.Interview, error) {
+	var out []session.Interview
+	err := db.inScope(ctx, session.SystemScope(), func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT `+interviewColumns+` FROM interviews.interview_sessions
+			WHERE (status = 'scheduled' AND (
+				(scheduled_at IS NOT NULL AND scheduled_at <= $1)
+				OR prewarm_claimed_at IS NOT NULL
+				OR (machine_id IS NOT NULL AND machine_state IS DISTINCT FROM 'destroyed')))
+			OR (status = 'provisioning' AND prewarm_claimed_at IS NOT NULL)
+			ORDER BY scheduled_at NULLS FIRST, id`, horizon)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (session.Interview, error) { return scanInterview(r) })
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list interviews to pre-warm: %w", mapError(err))
 	}
 	return out, nil
 }

@@ -4,21 +4,82 @@ import (
 	"context"
 	"time"
 
-	"github.com/IBM/pgxpoolprometheus"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
 // Collector returns a Prometheus collector of the connection pool's
-// statistics, read from pgxpool.Stat at each scrape: pgxpool_acquired_conns,
-// pgxpool_idle_conns, pgxpool_total_conns, pgxpool_max_conns, and the
-// cumulative pgxpool_acquire_count, pgxpool_empty_acquire (acquires that
-// waited for a connection), pgxpool_canceled_acquire_count, … Register it
-// once per DB.
-func (db *DB) Collector() prometheus.Collector {
-	return pgxpoolprometheus.NewCollector(db.Pool, nil)
+// statistics, read from pgxpool.Stat at each scrape: the gauges
+// pgxpool_acquired_conns, pgxpool_constructing_conns, pgxpool_idle_conns,
+// pgxpool_total_conns and pgxpool_max_conns, and the counters
+// pgxpool_acquire_total, pgxpool_canceled_acquire_total,
+// pgxpool_empty_acquire_total (acquires that waited for a connection),
+// pgxpool_new_conns_total, pgxpool_max_lifetime_destroy_total,
+// pgxpool_max_idle_destroy_total, pgxpool_acquire_duration_seconds_total
+// and pgxpool_empty_acquire_wait_time_seconds_total. (The controller
+// registers it under its interview_ prefix.) Register it once per DB.
+func (db *DB) Collector() prometheus.Collector { return &poolCollector{db: db} }
+
+type poolCollector struct{ db *DB }
+
+// poolMetric is one statistic of pgxpool.Stat.
+type poolMetric struct {
+	desc  *prometheus.Desc
+	typ   prometheus.ValueType
+	value func(*pgxpool.Stat) float64
+}
+
+func poolGauge(name, help string, v func(*pgxpool.Stat) float64) poolMetric {
+	return poolMetric{prometheus.NewDesc("pgxpool_"+name, help, nil, nil), prometheus.GaugeValue, v}
+}
+
+func poolCounter(name, help string, v func(*pgxpool.Stat) float64) poolMetric {
+	return poolMetric{prometheus.NewDesc("pgxpool_"+name, help, nil, nil), prometheus.CounterValue, v}
+}
+
+var poolMetrics = []poolMetric{
+	poolGauge("acquired_conns", "Connections currently acquired from the pool.",
+		func(s *pgxpool.Stat) float64 { return float64(s.AcquiredConns()) }),
+	poolGauge("constructing_conns", "Connections being established.",
+		func(s *pgxpool.Stat) float64 { return float64(s.ConstructingConns()) }),
+	poolGauge("idle_conns", "Idle connections in the pool.",
+		func(s *pgxpool.Stat) float64 { return float64(s.IdleConns()) }),
+	poolGauge("total_conns", "Connections in the pool: acquired, idle and being established.",
+		func(s *pgxpool.Stat) float64 { return float64(s.TotalConns()) }),
+	poolGauge("max_conns", "Largest size of the pool.",
+		func(s *pgxpool.Stat) float64 { return float64(s.MaxConns()) }),
+	poolCounter("acquire_total", "Successful acquires of a connection from the pool.",
+		func(s *pgxpool.Stat) float64 { return float64(s.AcquireCount()) }),
+	poolCounter("canceled_acquire_total", "Acquires canceled by their context.",
+		func(s *pgxpool.Stat) float64 { return float64(s.CanceledAcquireCount()) }),
+	poolCounter("empty_acquire_total", "Successful acquires that waited for a connection because the pool was empty.",
+		func(s *pgxpool.Stat) float64 { return float64(s.EmptyAcquireCount()) }),
+	poolCounter("new_conns_total", "Connections the pool opened.",
+		func(s *pgxpool.Stat) float64 { return float64(s.NewConnsCount()) }),
+	poolCounter("max_lifetime_destroy_total", "Connections closed for exceeding their maximum lifetime.",
+		func(s *pgxpool.Stat) float64 { return float64(s.MaxLifetimeDestroyCount()) }),
+	poolCounter("max_idle_destroy_total", "Connections closed for exceeding their maximum idle time.",
+		func(s *pgxpool.Stat) float64 { return float64(s.MaxIdleDestroyCount()) }),
+	poolCounter("acquire_duration_seconds_total", "Time spent in successful acquires, summed.",
+		func(s *pgxpool.Stat) float64 { return s.AcquireDuration().Seconds() }),
+	poolCounter("empty_acquire_wait_time_seconds_total", "Time successful acquires waited for a connection from an empty pool, summed.",
+		func(s *pgxpool.Stat) float64 { return s.EmptyAcquireWaitTime().Seconds() }),
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range poolMetrics {
+		ch <- m.desc
+	}
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.db.Pool.Stat()
+	for _, m := range poolMetrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.value(st))
+	}
 }
 
 // FleetCollector exports what the database knows of every tenant's

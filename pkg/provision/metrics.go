@@ -15,6 +15,10 @@ type metrics struct {
 	segments     prometheus.Counter
 	batchSize    prometheus.Histogram
 	ingestErrors *prometheus.CounterVec
+
+	starts          *prometheus.CounterVec
+	prewarmOutcomes *prometheus.CounterVec
+	prewarmSeconds  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,6 +53,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.ingestErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "transcript_ingest_errors_total", Help: "Transcript batches refused, by reason (invalid, unauthenticated, not_live, store).",
 	}, []string{"reason"})
+	m.starts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "starts_total", Help: "Interview starts, by path: warm (a pre-warmed machine is booted) or cold (a machine is created).",
+	}, []string{"path"})
+	m.prewarmOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "prewarm_outcomes_total", Help: "Pre-warmed machines by outcome: used, expired, cancelled, failed (the create failed).",
+	}, []string{"outcome"})
+	m.prewarmSeconds = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "prewarm_machine_seconds_total", Help: "Machine-seconds spent pre-warmed (created, not booted), counted when each pre-warm ends.",
+	})
+	for _, p := range []string{"warm", "cold"} {
+		m.starts.WithLabelValues(p)
+	}
+	for _, o := range []string{"used", "expired", "cancelled", "failed"} {
+		m.prewarmOutcomes.WithLabelValues(o)
+	}
 	for _, r := range []string{"invalid", "unauthenticated", "not_live", "store"} {
 		m.ingestErrors.WithLabelValues(r)
 	}
@@ -59,7 +78,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.ended.WithLabelValues(string(r))
 	}
 	if reg != nil {
-		reg.MustRegister(m.started, m.ended, m.startLatency, m.phase, m.duration, m.segments, m.batchSize, m.ingestErrors)
+		reg.MustRegister(m.started, m.ended, m.startLatency, m.phase, m.duration, m.segments, m.batchSize, m.ingestErrors,
+			m.starts, m.prewarmOutcomes, m.prewarmSeconds)
 	}
 	return m
 }

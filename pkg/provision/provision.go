@@ -71,6 +71,11 @@ type Config struct {
 	Realtime string
 	// SyntheticTurn is the scripted candidate's pace in synthetic mode.
 	SyntheticTurn time.Duration
+	// RealtimeModel, RealtimeVoice and TranscribeModel are handed to each
+	// VM in its configuration: the realtime model, the interviewer's voice
+	// and the transcription model in openai mode (empty: the VM's
+	// defaults).
+	RealtimeModel, RealtimeVoice, TranscribeModel string
 	// Region is the preferred machine region.
 	Region string
 	// HeartbeatInterval is how often VMs report.
@@ -220,7 +225,7 @@ func newToken() (string, []byte) {
 // interview is a conflict.
 func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error) {
 	var token string
-	launched := false
+	launched, warm := false, false
 	iv, err := s.store.StartInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
 		switch iv.Status {
 		case session.StateScheduled:
@@ -231,7 +236,13 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 			if err != nil {
 				return nil, err
 			}
-			token, iv.TokenHash = newToken()
+			// A pre-warmed machine (or a pre-warm create in flight) carries
+			// the token already stored: the start only boots it.
+			warm = iv.PrewarmClaimedAt != nil || hasMachine(iv)
+			if !warm {
+				token, iv.TokenHash = newToken()
+				iv.PrewarmedAt = nil
+			}
 			launched = true
 			return []session.Event{ev}, nil
 		case session.StateProvisioning, session.StateReady, session.StateInProgress:
@@ -245,7 +256,13 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 	}
 	if launched {
 		s.metrics.started.Inc()
-		s.log(iv).Info("interview starting")
+		path := "cold"
+		if warm {
+			path = "warm"
+			s.PrewarmEnded(iv, PrewarmUsed)
+		}
+		s.metrics.starts.WithLabelValues(path).Inc()
+		s.log(iv).Info("interview starting", "path", path)
 		started := s.now()
 		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started, nil) })
 	}
@@ -301,25 +318,28 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	log := s.log(iv)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProvisionTimeout)
 	defer cancel()
-	name := session.MachineName(iv.Architecture, iv.TenantID, iv.ID)
-	spec := session.MachineSpec{
-		Name: name, SessionID: iv.ID, TenantID: iv.TenantID, Arch: iv.Architecture, Region: s.cfg.Region,
-		Env: map[string]string{
-			session.EnvSessionID:     iv.ID,
-			session.EnvSessionToken:  token,
-			session.EnvControllerURL: s.cfg.ControllerURL,
-		},
-		Metadata: map[string]string{
-			session.MetaSessionID: iv.ID,
-			session.MetaTenantID:  iv.TenantID,
-			session.MetaArch:      iv.Architecture,
-			session.MetaManagedBy: session.ManagedByValue,
-		},
-	}
+	spec := s.MachineSpec(iv, token)
+	name := spec.Name
 	var m session.Machine
 	var err error
+	if existing == nil && (iv.PrewarmClaimedAt != nil || hasMachine(&iv)) {
+		// Warm: the pre-warmed machine, or the one its create in flight
+		// is about to record; nil when the pre-warm was given up.
+		existing = s.awaitPrewarmed(ctx, iv.ID)
+		if existing == nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if token, err = s.renewToken(ctx, iv.ID); err != nil {
+				log.Warn("pre-warm gone and the start moved on", "error", err)
+				return
+			}
+			spec = s.MachineSpec(iv, token)
+			log.Info("pre-warm given up: starting cold")
+		}
+	}
 	if existing != nil {
-		m = *existing // adopted: created before a restart, with the session's token
+		m = *existing // pre-warmed, or adopted: created earlier with the session's token
 	} else if m, err = s.machines.Create(ctx, spec); err != nil {
 		if s.ctx.Err() != nil {
 			return // shutting down: the reconciler of the next leader adopts the session
@@ -334,6 +354,17 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		return
 	}
 	mid := m.ID
+	if m.State == session.MachineCreated || m.State == session.MachineStopped {
+		// Created without booting (pre-warmed): boot it.
+		if err := s.machines.Start(ctx, mid); err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			log.Error("start pre-warmed machine failed", "error", err)
+			s.fail(iv.ID, session.ReasonProvisionFailed, fmt.Sprintf("start machine %s: %v", mid, err))
+			return
+		}
+	}
 	m, err = s.machines.WaitStarted(ctx, mid)
 	if err != nil {
 		if s.ctx.Err() != nil {
@@ -487,6 +518,11 @@ func (s *Service) Cancel(ctx context.Context, scope session.Scope, id string) (s
 		return iv, err
 	}
 	s.metrics.ended.WithLabelValues(string(session.ReasonCancelled)).Inc()
+	if iv.PrewarmedAt != nil && iv.StartedAt == nil {
+		// Its pre-warmed machine goes unused. (A pre-warm still in flight
+		// is counted by the pre-warmer, which destroys what it creates.)
+		s.PrewarmEnded(iv, PrewarmCancelled)
+	}
 	s.destroy(iv)
 	return iv, nil
 }
@@ -557,7 +593,8 @@ func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMCon
 		SyntheticTurnMS: s.cfg.SyntheticTurn.Milliseconds(),
 		Deadline:        started.Add(iv.MaxDuration()), MaxDurationS: iv.MaxDurationS,
 		HeartbeatIntervalMS: s.cfg.HeartbeatInterval.Milliseconds(), IdleTimeoutMS: s.cfg.IdleTimeout.Milliseconds(),
-		Position: session.Position{Title: pos.Title, Description: pos.Description, Competencies: pos.Competencies},
+		Position:      session.Position{Title: pos.Title, Description: pos.Description, Competencies: pos.Competencies},
+		RealtimeModel: s.cfg.RealtimeModel, RealtimeVoice: s.cfg.RealtimeVoice, TranscribeModel: s.cfg.TranscribeModel,
 	}, nil
 }
 
@@ -801,6 +838,9 @@ func (s *Service) Retire(ctx context.Context, scope session.Scope, id string) er
 	}
 	if iv.Machine == nil || iv.Machine.ID == "" || iv.Machine.State == session.MachineDestroyed {
 		return nil
+	}
+	if iv.PrewarmedAt != nil && iv.StartedAt == nil && iv.Status != session.StateCancelled {
+		s.PrewarmEnded(iv, PrewarmCancelled) // erased before its start
 	}
 	if err := s.machines.Destroy(ctx, iv.Machine.ID); err != nil && !errors.Is(err, session.ErrMachineNotFound) {
 		s.log(iv).Error("destroy machine before erasure failed", "error", err)

@@ -235,6 +235,9 @@ func (r *Reconciler) sweep(ctx context.Context, now time.Time, rep *Report) {
 
 // session applies the rules to one live session.
 func (r *Reconciler) session(ctx context.Context, iv session.Interview, running map[string]session.Machine, now time.Time, rep *Report) {
+	if iv.Status == session.StateScheduled {
+		return // a pre-warmed machine: the pre-warmer looks after it
+	}
 	log := r.svc.log(iv)
 	hasMachine := iv.Machine != nil && iv.Machine.ID != "" && iv.Machine.State != session.MachineDestroyed
 	if !hasMachine && iv.Status != session.StateProvisioning {
@@ -385,7 +388,11 @@ func (r *Reconciler) adopt(ctx context.Context, iv session.Interview, running ma
 		}
 	}
 	token := ""
-	if found == nil {
+	if found == nil && (iv.PrewarmClaimedAt != nil || hasMachine(&iv)) {
+		// A pre-warmed start: the launcher boots the machine the pre-warmer
+		// records (or gives up on it and creates one cold).
+		found = nil
+	} else if found == nil {
 		// The machine was never created: the old token died with the
 		// launcher's memory, so the new machine gets a new one.
 		var hash []byte

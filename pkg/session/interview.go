@@ -64,6 +64,17 @@ type Interview struct {
 	StartedAt  *time.Time `json:"started_at"`
 	ReadyAt    *time.Time `json:"ready_at"`
 	EndedAt    *time.Time `json:"ended_at"`
+	// ScheduledAt is when the interview is planned to start, if known: its
+	// machine is pre-warmed ahead of it.
+	ScheduledAt *time.Time `json:"scheduled_at"`
+	// Region is the region the interview's machine runs in.
+	Region string `json:"region"`
+	// PrewarmedAt is when a pre-warmed (created, not booted) machine was
+	// recorded for the interview.
+	PrewarmedAt *time.Time `json:"prewarmed_at"`
+	// PrewarmClaimedAt is set while a pre-warm create is in flight (or was
+	// interrupted): no second machine may be created meanwhile.
+	PrewarmClaimedAt *time.Time `json:"-"`
 
 	// TokenHash is the SHA-256 of the VM's session token.
 	TokenHash       []byte     `json:"-"`
@@ -221,6 +232,9 @@ type CandidatePatch struct {
 
 // InterviewPatch changes a scheduled interview; nil fields stay as they are.
 type InterviewPatch struct {
+	// ScheduledAt reschedules; Region moves the (future) machine.
+	ScheduledAt  *time.Time
+	Region       *string
 	MaxDurationS *int
 	ExternalID   OptionalString
 	Metadata     map[string]string

@@ -183,6 +183,9 @@ type MachineSpec struct {
 	Metadata map[string]string
 	// SkipLaunch creates the machine without starting it.
 	SkipLaunch bool
+	// Background marks a create nobody waits for (a pre-warm): under rate
+	// limits it yields to every other create.
+	Background bool
 }
 
 // Environment variable names a session VM reads at boot.
@@ -215,6 +218,10 @@ type Event struct {
 	Reason string    `json:"reason,omitempty"`
 	Actor  string    `json:"actor"`
 }
+
+// EventMachinePrewarmed is the reason of the timeline event that records a
+// pre-warmed machine (the status does not change: from and to are equal).
+const EventMachinePrewarmed = "machine_prewarmed"
 
 // Actors recorded on events.
 const (

@@ -37,7 +37,7 @@ func main() {
 	}
 }
 
-var allCases = []string{"start", "burst", "ingest", "live", "scale", "local"}
+var allCases = []string{"start", "burst", "ingest", "live", "scale", "local", "scheduled"}
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
@@ -150,6 +150,15 @@ func run(ctx context.Context, args []string) error {
 		}
 		note("local", err)
 	}
+	if has("scheduled") {
+		logf("case 7: scheduled start (pre-warmed) vs the boot floor and a cold start")
+		sc, err := env.RunScheduled(ctx, res.ScheduledCfg)
+		res.ScheduledErr = err
+		if err == nil {
+			res.Scheduled = &sc
+		}
+		note("scheduled", err)
+	}
 	if dl, _ := ctx.Deadline(); *profile != "none" && time.Until(dl) < 2*time.Minute {
 		logf("profile: skipped, %s of the budget left", time.Until(dl).Round(time.Second))
 	} else if *profile != "none" {
@@ -176,6 +185,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.ScaleCfg = bench.ScaleConfig{Interviews: 10_000, Tenants: 100, HeartbeatInterval: 20 * time.Second,
 		SegmentEvery: 30 * time.Second, ReconcileInterval: 10 * time.Second, Settle: 15 * time.Second, Window: 30 * time.Second}
 	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Settle: 3 * time.Second}
+	res.ScheduledCfg = bench.ScheduledConfig{CreateDelay: 2 * time.Second, BootDelay: 300 * time.Millisecond, Samples: 20}
 	if quick {
 		res.StartCfg.Samples = 15
 		res.BurstCfg.Starts, res.BurstCfg.RateScale = 40, max(burstScale, 10)
@@ -183,6 +193,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 		res.LiveCfg.Subscribers, res.LiveCfg.Duration = 200, 8*time.Second
 		res.ScaleCfg.Interviews, res.ScaleCfg.Settle, res.ScaleCfg.Window = 1000, 5*time.Second, 10*time.Second
 		res.LocalCfg.Sequential, res.LocalCfg.Concurrent = 10, 5
+		res.ScheduledCfg.Samples = 5
 	}
 }
 

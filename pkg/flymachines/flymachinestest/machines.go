@@ -314,7 +314,15 @@ func validName(name string) bool {
 	return true
 }
 
-func (s *Server) handleCreate(_ *http.Request, body []byte, appName, _ string) reply {
+func (s *Server) handleCreate(r *http.Request, body []byte, appName, _ string) reply {
+	if s.createDelay > 0 {
+		// Placement and the image pull: the cost a pre-warm pays ahead.
+		select {
+		case <-time.After(s.createDelay):
+		case <-r.Context().Done():
+		case <-s.ctx.Done():
+		}
+	}
 	var in createBody
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -108,6 +108,12 @@ func WithRegion(region string) Option { return func(s *Server) { s.region = regi
 // A negative delay means machines never finish booting: waits never settle.
 func WithBootDelay(d time.Duration) Option { return func(s *Server) { s.bootDelay = d } }
 
+// WithCreateDelay is how long a create takes before it answers (default
+// 0): a host's placement and the image pull, which Fly pays on every
+// create, separate from the boot (WithBootDelay). A machine created with
+// skip_launch pays only this, and runs no process until it is started.
+func WithCreateDelay(d time.Duration) Option { return func(s *Server) { s.createDelay = d } }
+
 // WithStopDelay is how long a machine spends in "stopping" or "destroying"
 // (default 0).
 func WithStopDelay(d time.Duration) Option { return func(s *Server) { s.stopDelay = d } }
@@ -162,6 +168,7 @@ type Server struct {
 	token       string
 	region      string
 	bootDelay   time.Duration
+	createDelay time.Duration
 	stopDelay   time.Duration
 	waitScale   float64
 	listLag     time.Duration

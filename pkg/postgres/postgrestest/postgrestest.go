@@ -1,6 +1,7 @@
 // Package postgrestest gives each test its own migrated PostgreSQL
 // database, cloned from a template that is built once per migration set.
-// It needs TEST_DATABASE_URL (set by `make test`, from scripts/pg.sh).
+// It needs TEST_DATABASE_URL (set by `make test`, from the test cluster of
+// `scripts/pg.sh --test`).
 package postgrestest
 
 import (
@@ -27,8 +28,8 @@ const EnvURL = "TEST_DATABASE_URL"
 
 // New returns a fresh, migrated database and its URL; both are dropped
 // when the test ends. The test fails when no cluster is configured: run it
-// through `make test`, or start one with scripts/pg.sh and export
-// TEST_DATABASE_URL.
+// through `make test`, or start the test cluster with
+// `scripts/pg.sh --test start` and export TEST_DATABASE_URL=$(scripts/pg.sh --test url).
 func New(t testing.TB) (*postgres.DB, string) {
 	t.Helper()
 	dbURL := NewURL(t)
@@ -48,7 +49,7 @@ func NewURL(t testing.TB) string {
 	t.Helper()
 	admin := os.Getenv(EnvURL)
 	if admin == "" {
-		t.Fatalf("%s is not set: run `make test` (or scripts/pg.sh start and export %s=$(scripts/pg.sh url))", EnvURL, EnvURL)
+		t.Fatalf("%s is not set: run `make test` (or `scripts/pg.sh --test start` and export %s=$(scripts/pg.sh --test url))", EnvURL, EnvURL)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -1,0 +1,29 @@
+package controller
+
+import (
+	"io"
+	"testing"
+)
+
+func TestRealtimeAndListenerSettings(t *testing.T) {
+	cfg, err := LoadConfig("controller", nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RealtimeModel != "gpt-realtime" || cfg.RealtimeVoice != "marin" || cfg.TranscribeModel != "gpt-4o-transcribe" {
+		t.Errorf("realtime defaults = %q %q %q, want gpt-realtime marin gpt-4o-transcribe", cfg.RealtimeModel, cfg.RealtimeVoice, cfg.TranscribeModel)
+	}
+	if cfg.MetricsAddr != "" || cfg.InternalAddr != "" {
+		t.Errorf("METRICS_ADDR %q, INTERNAL_ADDR %q by default, want both unset", cfg.MetricsAddr, cfg.InternalAddr)
+	}
+	env := map[string]string{"REALTIME_MODEL": "m", "REALTIME_VOICE": "v", "TRANSCRIBE_MODEL": "tm",
+		"METRICS_ADDR": ":9091", "INTERNAL_ADDR": "fly-local-6pn:8081"}
+	cfg, err = LoadConfig("controller", []string{"--realtime-voice=cedar"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RealtimeModel != "m" || cfg.RealtimeVoice != "cedar" || cfg.TranscribeModel != "tm" ||
+		cfg.MetricsAddr != ":9091" || cfg.InternalAddr != "fly-local-6pn:8081" {
+		t.Errorf("config from the environment and flags = %+v", cfg)
+	}
+}

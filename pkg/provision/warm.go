@@ -1,0 +1,112 @@
+package provision
+
+import (
+	"context"
+	"time"
+
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// Outcomes of a pre-warmed machine (the outcome label of
+// prewarm_outcomes_total).
+const (
+	PrewarmUsed      = "used"
+	PrewarmExpired   = "expired"
+	PrewarmCancelled = "cancelled"
+	PrewarmFailed    = "failed"
+)
+
+// hasMachine reports whether the interview has a recorded machine that was
+// not destroyed.
+func hasMachine(iv *session.Interview) bool {
+	return iv.Machine != nil && iv.Machine.ID != "" && iv.Machine.State != session.MachineDestroyed
+}
+
+// NewToken returns a new random session token and its SHA-256, the hash
+// being what the interview stores.
+func (s *Service) NewToken() (string, []byte) { return newToken() }
+
+// MachineSpec is the machine of interview iv as a start creates it: its
+// name, region, metadata, and an environment carrying token. A pre-warm
+// creates exactly this machine, without booting it.
+func (s *Service) MachineSpec(iv session.Interview, token string) session.MachineSpec {
+	region := iv.Region
+	if region == "" {
+		region = s.cfg.Region
+	}
+	return session.MachineSpec{
+		Name: session.MachineName(iv.Architecture, iv.TenantID, iv.ID), SessionID: iv.ID, TenantID: iv.TenantID,
+		Arch: iv.Architecture, Region: region,
+		Env: map[string]string{
+			session.EnvSessionID:     iv.ID,
+			session.EnvSessionToken:  token,
+			session.EnvControllerURL: s.cfg.ControllerURL,
+		},
+		Metadata: map[string]string{
+			session.MetaSessionID: iv.ID,
+			session.MetaTenantID:  iv.TenantID,
+			session.MetaArch:      iv.Architecture,
+			session.MetaManagedBy: session.ManagedByValue,
+		},
+	}
+}
+
+// Changed wakes whoever waits on interview id in this process (a start
+// waiting for a pre-warm create to be recorded).
+func (s *Service) Changed(id string) { s.changed(id) }
+
+// PrewarmEnded accounts for the end of iv's pre-warm: its outcome and the
+// time its machine spent pre-warmed (from PrewarmedAt, when recorded).
+func (s *Service) PrewarmEnded(iv session.Interview, outcome string) {
+	s.metrics.prewarmOutcomes.WithLabelValues(outcome).Inc()
+	if iv.PrewarmedAt != nil {
+		s.metrics.prewarmSeconds.Add(max(s.now().Sub(*iv.PrewarmedAt).Seconds(), 0))
+	}
+}
+
+// awaitPrewarmed waits until the pre-warmed machine of provisioning
+// interview id is recorded and returns it; nil when the pre-warm was given
+// up (its claim cleared without a machine), the interview left
+// provisioning, or ctx ended. A pre-warmer on any replica records it: the
+// row is polled as well as watched.
+func (s *Service) awaitPrewarmed(ctx context.Context, id string) *session.Machine {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ch := s.watch(id)
+		cur, err := s.store.Interview(ctx, session.SystemScope(), id)
+		if err == nil {
+			if cur.Status != session.StateProvisioning {
+				return nil
+			}
+			if hasMachine(&cur) {
+				m := *cur.Machine
+				return &m
+			}
+			if cur.PrewarmClaimedAt == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// renewToken gives a provisioning interview whose pre-warm was given up a
+// new token for its cold create.
+func (s *Service) renewToken(ctx context.Context, id string) (string, error) {
+	token, hash := newToken()
+	_, err := s.store.UpdateInterview(ctx, session.SystemScope(), id, func(cur *session.Interview) ([]session.Event, error) {
+		if cur.Status != session.StateProvisioning || cur.PrewarmClaimedAt != nil || hasMachine(cur) {
+			return nil, session.Errorf(session.ECONFLICT, "interview is %s with a pre-warm", cur.Status)
+		}
+		cur.TokenHash = hash
+		cur.PrewarmedAt = nil
+		return nil, nil
+	})
+	return token, err
+}
