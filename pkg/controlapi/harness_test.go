@@ -143,7 +143,7 @@ func newEnvOn(t testing.TB, db *postgres.DB, dbURL string, opts ...option) *env 
 	}
 	reg := prometheus.NewRegistry()
 	lifecycle := provision.New(pcfg, db, e.machines, logger, reg)
-	feed := livefeed.New()
+	feed := livefeed.New(db, 0, logger, reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	listening := make(chan struct{})
 	go func() { defer close(listening); db.Listen(ctx, feed.Publish) }()
@@ -159,6 +159,7 @@ func newEnvOn(t testing.TB, db *postgres.DB, dbURL string, opts ...option) *env 
 		lifecycle.Close()
 		cancel()
 		<-listening
+		feed.Close()
 		if t.Failed() {
 			t.Logf("controller log:\n%s", e.logs.String())
 		}

@@ -9,12 +9,16 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/interviewvm/controlplane/pkg/livefeed"
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-// Feed wakes followers of an interview when it changes (livefeed.Hub).
+// Feed hands the new segments of an interview to its live streams
+// (livefeed.Hub): one store read per change, whatever the number of
+// streams. The channel closes when the stream fell too far behind (or the
+// feed stops); the client then resumes with Last-Event-ID.
 type Feed interface {
-	Subscribe(key string) (<-chan struct{}, func())
+	Subscribe(key string, after int64) (<-chan livefeed.Update, func())
 }
 
 // transcriptPage bounds the segments one read returns.
@@ -88,8 +92,10 @@ func (s *Server) handleTranscriptStream(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	scope := principal(c).Scope()
-	// Subscribe before the first read so no change falls between them.
-	wake, cancel := s.feed.Subscribe(id)
+	// Subscribe before the first read so no change falls between them:
+	// the stream's own reads catch up (and check access); from then on the
+	// feed's shared reader brings what is new.
+	updates, cancel := s.feed.Subscribe(id, last)
 	defer cancel()
 	segs, iv, err := s.catalog.Transcript(ctx, scope, id, last, transcriptPage)
 	if err != nil {
@@ -105,46 +111,61 @@ func (s *Server) handleTranscriptStream(c echo.Context) error {
 	w.Flush()
 	keepAlive := time.NewTicker(s.cfg.StreamKeepAlive)
 	defer keepAlive.Stop()
+	// more: the segments came from this stream's own read and filled a
+	// page, so it reads on; otherwise it waits for the feed (whose update
+	// says itself whether another follows).
+	// following: the feed's last update said another follows at once, so
+	// the interview's state in it is not the end yet.
+	more, following := len(segs) == transcriptPage, false
 	for {
+		sent := false
 		for _, seg := range segs {
+			if seg.Seq <= last {
+				continue // the feed and the catch-up read overlap
+			}
 			data, _ := json.Marshal(seg)
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: segment\ndata: %s\n\n", seg.Seq, data); err != nil {
 				return nil // the client went away
 			}
-			last = seg.Seq
+			last, sent = seg.Seq, true
 		}
-		if len(segs) > 0 {
+		if sent {
 			w.Flush()
 		}
-		if len(segs) < transcriptPage && iv.Status.Terminal() {
+		if !more && !following && iv.Status.Terminal() {
 			data, _ := json.Marshal(map[string]any{"status": iv.Status, "end_reason": iv.EndReason, "complete": iv.Status == session.StateCompleted})
 			_, _ = fmt.Fprintf(w, "event: end\ndata: %s\n\n", data)
 			w.Flush()
 			return nil
 		}
-		if len(segs) < transcriptPage {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-s.closing:
-				return nil
-			case <-keepAlive.C:
-				if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+		if more {
+			segs, iv, err = s.catalog.Transcript(ctx, scope, id, last, transcriptPage)
+			if err != nil {
+				if ctx.Err() != nil {
 					return nil
 				}
-				w.Flush()
-				segs = nil // sent already
-				continue
-			case <-wake:
+				s.logger.Warn("transcript stream read failed", "session_id", id, "error", err)
+				return nil // headers are sent: end the stream; the client resumes with Last-Event-ID
 			}
+			more = len(segs) == transcriptPage
+			continue
 		}
-		segs, iv, err = s.catalog.Transcript(ctx, scope, id, last, transcriptPage)
-		if err != nil {
-			if ctx.Err() != nil {
+		segs = nil
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.closing:
+			return nil
+		case <-keepAlive.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
 				return nil
 			}
-			s.logger.Warn("transcript stream read failed", "session_id", id, "error", err)
-			return nil // headers are sent: end the stream; the client resumes with Last-Event-ID
+			w.Flush()
+		case u, ok := <-updates:
+			if !ok {
+				return nil // dropped for falling behind (or the feed stopped): the client resumes with Last-Event-ID
+			}
+			segs, iv, following = u.Segments, u.Interview, u.More
 		}
 	}
 }

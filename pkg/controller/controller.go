@@ -156,7 +156,8 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 
 	// Interview changes on any replica reach this one's live streams
 	// through PostgreSQL LISTEN/NOTIFY.
-	feed := livefeed.New()
+	feed := livefeed.New(db, 0, logger.With("component", "livefeed"), reg)
+	defer feed.Close()
 	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
 	listening := make(chan struct{})
 	go func() {

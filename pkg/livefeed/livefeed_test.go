@@ -1,45 +1,168 @@
 package livefeed
 
 import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-func TestPublishWakesOnlyItsKeyAndCoalesces(t *testing.T) {
-	h := New()
-	a, cancelA := h.Subscribe("a")
-	b, cancelB := h.Subscribe("b")
-	defer cancelB()
-	for range 100 { // never blocks, however many
-		h.Publish("a")
+// memSource is an in-memory transcript that counts its reads.
+type memSource struct {
+	mu     sync.Mutex
+	segs   map[string][]session.Segment
+	status session.State
+	reads  map[string]int
+}
+
+func newMemSource() *memSource {
+	return &memSource{segs: map[string][]session.Segment{}, reads: map[string]int{}, status: session.StateInProgress}
+}
+
+func (m *memSource) add(id string, seq int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.segs[id] = append(m.segs[id], session.Segment{Seq: seq, Speaker: session.SpeakerCandidate, Text: "t"})
+}
+
+func (m *memSource) readsOf(id string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reads[id]
+}
+
+func (m *memSource) Transcript(_ context.Context, _ session.Scope, id string, after int64, limit int) ([]session.Segment, session.Interview, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reads[id]++
+	var out []session.Segment
+	for _, s := range m.segs[id] {
+		if s.Seq > after && len(out) < limit {
+			out = append(out, s)
+		}
 	}
+	return out, session.Interview{ID: id, Status: m.status}, nil
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// next waits for the next update of ch (the deadline only guards a hang).
+func next(t *testing.T, ch <-chan Update) (Update, bool) {
+	t.Helper()
 	select {
-	case <-a:
-	default:
-		t.Fatal("subscriber of a not woken")
+	case u, ok := <-ch:
+		return u, ok
+	case <-time.After(30 * time.Second):
+		t.Fatal("no update")
+		return Update{}, false
 	}
-	select {
-	case <-a:
-		t.Fatal("wake-ups did not coalesce")
-	default:
+}
+
+func TestReadsPerChangeDoNotDependOnSubscribers(t *testing.T) {
+	for _, n := range []int{1, 10, 100} {
+		src := newMemSource()
+		h := New(src, 0, quiet(), nil)
+		subs := make([]<-chan Update, n)
+		for i := range subs {
+			ch, cancel := h.Subscribe("iv", 0)
+			defer cancel()
+			subs[i] = ch
+		}
+		const posts = 5
+		for p := int64(1); p <= posts; p++ {
+			src.add("iv", p)
+			h.Publish("iv")
+			// Every subscriber receives the post's segment (coalesced
+			// wake-ups may deliver several at once).
+			for i, ch := range subs {
+				for got := false; !got; {
+					u, ok := next(t, ch)
+					if !ok {
+						t.Fatalf("n=%d: subscriber %d dropped", n, i)
+					}
+					got = len(u.Segments) > 0 && u.Segments[len(u.Segments)-1].Seq == p
+				}
+			}
+		}
+		if reads := src.readsOf("iv"); reads > posts {
+			t.Fatalf("n=%d subscribers: %d store reads for %d posts, want at most one per post", n, reads, posts)
+		}
+		h.Close()
 	}
-	select {
-	case <-b:
-		t.Fatal("subscriber of b woken by a")
-	default:
+}
+
+func TestSlowSubscriberIsDroppedWithoutBlockingOthers(t *testing.T) {
+	src := newMemSource()
+	h := New(src, 2, quiet(), nil)
+	defer h.Close()
+	slow, cancelSlow := h.Subscribe("iv", 0)
+	defer cancelSlow()
+	fast, cancelFast := h.Subscribe("iv", 0)
+	defer cancelFast()
+	other, cancelOther := h.Subscribe("other", 0)
+	defer cancelOther()
+	for p := int64(1); p <= 10; p++ {
+		src.add("iv", p)
+		h.Publish("iv")
+		for got := false; !got; { // fast keeps up
+			u, ok := next(t, fast)
+			if !ok {
+				t.Fatal("fast subscriber dropped")
+			}
+			got = len(u.Segments) > 0 && u.Segments[len(u.Segments)-1].Seq == p
+		}
 	}
-	h.Publish("")
-	select {
-	case <-b:
-	default:
-		t.Fatal("publish to everyone missed b")
+	// slow never read: its buffer of 2 overflowed, so it was dropped.
+	n := 0
+	for range slow {
+		n++
+	}
+	if n > 2 {
+		t.Fatalf("slow subscriber got %d buffered updates, buffer is 2", n)
 	}
 	if h.Subscribers() != 2 {
-		t.Fatalf("subscribers = %d", h.Subscribers())
+		t.Fatalf("subscribers = %d, want 2 (fast, other)", h.Subscribers())
 	}
-	cancelA()
-	cancelA()
+	if src.readsOf("other") != 0 {
+		t.Fatal("publishing iv read other")
+	}
+	// The empty key wakes every reader.
+	src.add("other", 1)
+	h.Publish("")
+	if u, ok := next(t, other); !ok || len(u.Segments) != 1 {
+		t.Fatalf("other after publish to everyone: %+v %v", u, ok)
+	}
+	cancelFast()
+	cancelFast()
 	if h.Subscribers() != 1 {
 		t.Fatalf("subscribers after cancel = %d", h.Subscribers())
 	}
-	h.Publish("a") // no subscriber left: nothing happens
+	h.Publish("iv") // no reader left: nothing happens
+}
+
+func TestNewSubscriberStartsFromItsOwnPositionAndCloseEndsAll(t *testing.T) {
+	src := newMemSource()
+	h := New(src, 0, quiet(), nil)
+	for p := int64(1); p <= 3; p++ {
+		src.add("iv", p)
+	}
+	ch, cancel := h.Subscribe("iv", 2)
+	defer cancel()
+	h.Publish("iv")
+	u, ok := next(t, ch)
+	if !ok || len(u.Segments) != 1 || u.Segments[0].Seq != 3 {
+		t.Fatalf("first update from 2: %+v", u)
+	}
+	h.Close()
+	if _, ok := next(t, ch); ok {
+		t.Fatal("channel open after Close")
+	}
+	late, _ := h.Subscribe("iv", 0)
+	if _, ok := next(t, late); ok {
+		t.Fatal("subscription after Close is open")
+	}
 }

@@ -48,6 +48,9 @@ type DB struct {
 	tenantsMu sync.Mutex
 	tenants   map[string]bool // tenants known to have a row
 
+	ingestOnce sync.Once
+	ingest     *ingester // group commit of transcript batches, started on first use
+
 	hooks []TransitionHook // see OnTransition
 }
 
@@ -68,8 +71,11 @@ func Open(ctx context.Context, url string, logger *slog.Logger) (*DB, error) {
 	return &DB{Pool: pool, logger: logger, Now: time.Now, tenants: map[string]bool{}}, nil
 }
 
-// Close closes the pool.
-func (db *DB) Close() { db.Pool.Close() }
+// Close stops transcript ingest and closes the pool.
+func (db *DB) Close() {
+	db.stopIngest()
+	db.Pool.Close()
+}
 
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.Pool.Ping(ctx) }

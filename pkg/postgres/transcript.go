@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -10,126 +11,39 @@ import (
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-// AppendTranscript stores a batch of segments of interview id in one
-// statement, idempotently on (session_id, seq): a seq already stored keeps
-// its first text. Before writing, check runs on the locked interview (the
-// caller authenticates the VM and checks the session is live there); after,
-// fn may change the interview knowing the new acknowledgement (AckedSeq,
-// the highest seq up to which nothing is missing). Subscribers are
-// notified at commit.
+// AppendTranscript stores a batch of segments of interview id,
+// idempotently on (session_id, seq): a seq already stored keeps its first
+// text. Before writing, check runs on the locked interview (the caller
+// authenticates the VM and checks the session is live there); after, fn
+// may change the interview knowing the new acknowledgement (AckedSeq, the
+// highest seq up to which nothing is missing). Subscribers are notified at
+// commit.
 //
-// Ingest is the hot write path, so the transaction is pipelined into three
-// round trips: begin, scope and lock; insert and read the seqs above the
-// acknowledgement; update, notify and commit.
+// Ingest is the hot write path, so it commits in groups (see ingester):
+// the batches of many VMs waiting at the same moment share one
+// transaction, one lock statement, one multi-row insert, one multi-row
+// acknowledgement update and one NOTIFY. The returned interview (and so
+// the VM's acknowledgement) is what was durably committed with the batch.
 func (db *DB) AppendTranscript(ctx context.Context, id string, segs []session.Segment,
 	check func(iv *session.Interview) error,
 	after func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error) {
-	var iv session.Interview
-	conn, err := db.Pool.Acquire(ctx)
-	if err != nil {
-		return iv, fmt.Errorf("append transcript of interview %s: %w", id, err)
+	if !validUUID(id) {
+		return session.Interview{}, fmt.Errorf("append transcript of interview %s: %w", id, session.Errorf(session.EINVALID, "malformed value"))
 	}
-	// A connection released inside a transaction is discarded by the pool,
-	// whatever went wrong below.
-	defer conn.Release()
-	rollback := func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK") }
-	fail := func(err error) (session.Interview, error) {
-		rollback()
-		return iv, fmt.Errorf("append transcript of interview %s: %w", id, mapError(err))
+	id = strings.ToLower(id) // as the interview's id reads back
+	db.ingestOnce.Do(db.startIngest)
+	req := &appendReq{ctx: ctx, id: id, segs: segs, check: check, after: after, done: make(chan appendRes, 1)}
+	if err := db.ingest.enqueue(req); err != nil {
+		return session.Interview{}, fmt.Errorf("append transcript of interview %s: %w", id, err)
 	}
-
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	if err := db.queueScope(ctx, b, session.SystemScope()); err != nil {
-		return iv, err
+	select {
+	case r := <-req.done:
+		return r.iv, r.err
+	case <-ctx.Done():
+		// The batch may still commit; the VM retries and the insert is
+		// idempotent.
+		return session.Interview{}, fmt.Errorf("append transcript of interview %s: %w", id, ctx.Err())
 	}
-	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id)
-	br := conn.SendBatch(ctx, b)
-	_, err = br.Exec()
-	if err == nil {
-		_, err = br.Exec()
-	}
-	if err == nil {
-		iv, err = scanInterview(br.QueryRow())
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fail(err)
-	}
-	if err := check(&iv); err != nil {
-		rollback()
-		return iv, err
-	}
-	before := iv
-
-	n := len(segs)
-	seqs, speakers, texts, items, failed := make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]bool, n)
-	for i, s := range segs {
-		seqs[i], speakers[i], texts[i], items[i], failed[i] = s.Seq, s.Speaker, s.Text, s.ItemID, s.Failed
-	}
-	// Insert, and list every stored seq above the acknowledgement (the rows
-	// inserted now are not visible to this statement's own snapshot, hence
-	// the union).
-	rows, err := conn.Query(ctx, `WITH ins AS (
-			INSERT INTO interviews.transcript_segments (session_id, tenant_id, seq, speaker, text, item_id, failed)
-			SELECT $1, $2, s.seq, s.speaker, s.text, s.item_id, s.failed
-			FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::boolean[]) AS s(seq, speaker, text, item_id, failed)
-			ON CONFLICT (session_id, seq) DO NOTHING
-			RETURNING seq)
-		SELECT seq, true FROM ins
-		UNION ALL
-		SELECT seq, false FROM interviews.transcript_segments WHERE session_id = $1 AND seq > $8
-		ORDER BY 1`,
-		iv.ID, iv.TenantID, seqs, speakers, texts, items, failed, iv.AckedSeq)
-	if err != nil {
-		return fail(err)
-	}
-	inserted, acked := false, iv.AckedSeq
-	var seq int64
-	var isNew bool
-	_, err = pgx.ForEachRow(rows, []any{&seq, &isNew}, func() error {
-		inserted = inserted || isNew
-		if seq == acked+1 {
-			acked = seq
-		}
-		return nil
-	})
-	if err != nil {
-		return fail(err)
-	}
-	iv.AckedSeq = acked
-	events, err := after(&iv)
-	if err != nil {
-		rollback()
-		return iv, err
-	}
-
-	b = &pgx.Batch{}
-	if iv.AckedSeq != before.AckedSeq || len(events) > 0 {
-		queueWriteInterview(b, &iv, events)
-	}
-	if inserted || len(events) > 0 {
-		b.Queue(`SELECT pg_notify($1, $2)`, notifyChannel, iv.ID)
-	}
-	if iv.Status != before.Status {
-		// Rare on this path (the last segments complete an interview
-		// whose VM already ended): the row is written first, then the
-		// transition's hooks run in this transaction before it commits.
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
-			return fail(err)
-		}
-		if err := db.runHooks(ctx, openTx{conn.Conn()}, iv, before.Status); err != nil {
-			return fail(err)
-		}
-		b = &pgx.Batch{}
-	}
-	b.Queue("COMMIT")
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return fail(err)
-	}
-	return iv, nil
 }
 
 // Transcript returns up to limit segments of interview id with seq above
@@ -210,6 +124,9 @@ func (db *DB) Listen(ctx context.Context, fn func(id string)) {
 	}
 }
 
+// listenOnce delivers notifications until the connection fails. A payload
+// may name several interviews, comma-separated (one NOTIFY per ingest
+// flush).
 func (db *DB) listenOnce(ctx context.Context, fn func(id string)) error {
 	conn, err := db.Pool.Acquire(ctx)
 	if err != nil {
@@ -229,6 +146,8 @@ func (db *DB) listenOnce(ctx context.Context, fn func(id string)) error {
 		if err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		fn(n.Payload)
+		for id := range strings.SplitSeq(n.Payload, ",") {
+			fn(id)
+		}
 	}
 }

@@ -40,6 +40,9 @@ type Store interface {
 		check func(iv *session.Interview) error,
 		after func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error)
 	Position(ctx context.Context, scope session.Scope, id string) (session.PositionRecord, error)
+	// RecordHeartbeats writes a batch of heartbeats and returns the
+	// interviews among them that are still live, as they now stand.
+	RecordHeartbeats(ctx context.Context, beats []session.HeartbeatRecord) (map[string]session.Interview, error)
 }
 
 // Machines is a machine provider: one VM per interview.
@@ -77,6 +80,9 @@ type Config struct {
 	Region string
 	// HeartbeatInterval is how often VMs report.
 	HeartbeatInterval time.Duration
+	// HeartbeatFlush is how often the heartbeats received are written, in
+	// one batch (default 1s).
+	HeartbeatFlush time.Duration
 	// IdleTimeout ends an interview no browser joins in time (0: never).
 	IdleTimeout time.Duration
 	// ProvisionTimeout bounds machine creation plus the VM's ready report.
@@ -98,6 +104,9 @@ type Service struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	beats     *beats        // heartbeats answered from memory, written in batches
+	beatsDone chan struct{} // closed when the heartbeat writer returned
 
 	mu       sync.Mutex
 	watchers map[string]chan struct{}
@@ -138,18 +147,28 @@ func New(cfg Config, store Store, machines Machines, logger *slog.Logger, reg pr
 	if cfg.ProvisionTimeout <= 0 {
 		cfg.ProvisionTimeout = 5 * time.Minute
 	}
+	if cfg.HeartbeatFlush <= 0 {
+		cfg.HeartbeatFlush = time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{
+	s := &Service{
 		cfg: cfg, store: store, machines: machines, logger: logger,
-		metrics: newMetrics(reg), now: time.Now,
+		metrics: newMetrics(reg), now: time.Now, beats: newBeats(), beatsDone: make(chan struct{}),
 		ctx: ctx, cancel: cancel, watchers: map[string]chan struct{}{}, launching: map[string]bool{},
 	}
+	// Not in wg: that one tracks launches and destroys.
+	go func() {
+		defer close(s.beatsDone)
+		s.flushBeats(ctx)
+	}()
+	return s
 }
 
 // Close stops background work and waits for it.
 func (s *Service) Close() {
 	s.cancel()
 	s.wg.Wait()
+	<-s.beatsDone
 }
 
 func (s *Service) goOwned(fn func(ctx context.Context)) {
@@ -173,6 +192,7 @@ func (s *Service) watch(id string) <-chan struct{} {
 }
 
 func (s *Service) changed(id string) {
+	s.beats.forget(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ch, ok := s.watchers[id]; ok {
@@ -598,23 +618,21 @@ func (s *Service) Ready(ctx context.Context, id, token string, req session.Ready
 
 // Heartbeat records a VM's heartbeat and tells it whether to go on.
 func (s *Service) Heartbeat(ctx context.Context, id, token string, hb session.Heartbeat) (session.HeartbeatAnswer, error) {
+	// Known session: from memory, written with the next batch (heartbeat.go).
+	if e, ok := s.beats.record(id, token, s.now(), hb); ok {
+		return heartbeatAnswer(e.status, e.endReason), nil
+	}
 	iv, err := s.vmUpdate(ctx, id, token, func(iv *session.Interview) ([]session.Event, error) {
 		now := s.now()
 		iv.LastHeartbeatAt = &now
-		iv.VM = session.VMStats{LastSeq: max(hb.LastSeq, 0), BufferedSegments: max(hb.BufferedSegments, 0), Retries: max(hb.Retries, 0)}
+		iv.VM = vmStats(hb)
 		return nil, nil
 	})
 	if err != nil {
 		return session.HeartbeatAnswer{}, err
 	}
-	if iv.Status == session.StateEnding {
-		reason := session.ReasonEndedByUser
-		if iv.EndReason != nil {
-			reason = *iv.EndReason
-		}
-		return session.HeartbeatAnswer{Action: session.ActionEnd, Reason: reason}, nil
-	}
-	return session.HeartbeatAnswer{Action: session.ActionContinue}, nil
+	s.beats.remember(iv)
+	return heartbeatAnswer(iv.Status, iv.EndReason), nil
 }
 
 // Ended records the VM's last report. The interview is completed, and its
