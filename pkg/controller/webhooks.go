@@ -63,6 +63,7 @@ func addWebhooks(cfg Config, db *postgres.DB, q *jobQueue, logger *slog.Logger, 
 func (w *webhookWiring) attach(jc *jobs.Client) {
 	w.jc = jc
 	w.db.OnTransition(w.onTransition)
+	w.db.OnInsights(w.onInsights)
 }
 
 // close releases the deliverer's idle connections; call it after the job
@@ -78,6 +79,18 @@ func (w *webhookWiring) onTransition(ctx context.Context, tx pgx.Tx, iv session.
 		return nil
 	}
 	return w.emitTx(ctx, tx, iv.TenantID, iv.ID, t, iv)
+}
+
+// onInsights sends insights.ready or insights.failed in the transaction
+// that stores an analysis' outcome (not_applicable sends nothing).
+func (w *webhookWiring) onInsights(ctx context.Context, tx pgx.Tx, iv session.Interview, status session.InsightsStatus) error {
+	switch status {
+	case session.InsightsReady:
+		return w.emitTx(ctx, tx, iv.TenantID, iv.ID, webhooks.EventInsightsReady, iv)
+	case session.InsightsFailed:
+		return w.emitTx(ctx, tx, iv.TenantID, iv.ID, webhooks.EventInsightsFailed, iv)
+	}
+	return nil
 }
 
 // emitTx sends event t about interview (the API's interview object) to

@@ -472,3 +472,26 @@ func TestWebhookRegistrationIsIdempotent(t *testing.T) {
 		t.Fatalf("endpoints after delete = %v, want none", items)
 	}
 }
+
+// TestInsightsEventsReachWebhooks: an endpoint subscribed to
+// insights.ready receives one message, verified, when the analysis of a
+// completed interview is stored — and nothing for the interview's own
+// status changes, which it did not subscribe to.
+func TestInsightsEventsReachWebhooks(t *testing.T) {
+	c := startController(t, fastWebhooks(map[string]string{"REALTIME": "synthetic", "SYNTHETIC_TURN": "50ms"}))
+	tok := token(t, uuid.NewString(), "admin")
+	r := newReceiver(t)
+	c.registerWebhook(t, tok, r, "insights.ready", "insights.failed")
+	id, _ := c.completedInterview(t, tok)
+	eventually(t, "the insights.ready message", 90*time.Second, func() bool {
+		evs, _, _, _ := r.snapshot()
+		return len(evs) >= 1
+	})
+	evs, _, invalid, _ := r.snapshot()
+	if len(invalid) > 0 {
+		t.Fatalf("messages that failed verification: %v", invalid)
+	}
+	if len(evs) != 1 || evs[0].Type != "insights.ready" || evs[0].InterviewID != id {
+		t.Fatalf("received %+v, want one insights.ready about %s", evs, id)
+	}
+}

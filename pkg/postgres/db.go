@@ -51,7 +51,8 @@ type DB struct {
 	ingestOnce sync.Once
 	ingest     *ingester // group commit of transcript batches, started on first use
 
-	hooks []TransitionHook // see OnTransition
+	hooks         []TransitionHook // see OnTransition
+	insightsHooks []InsightsHook   // see OnInsights
 }
 
 // Open connects to url and checks the connection.

@@ -28,6 +28,33 @@ func (db *DB) OnTransition(h TransitionHook) {
 	db.hooks = append(db.hooks, h)
 }
 
+// InsightsHook runs inside the transaction that stores the outcome of an
+// interview's analysis (ready, failed or not_applicable), after the row and
+// its timeline event are written: whatever it writes commits with them.
+type InsightsHook func(ctx context.Context, tx pgx.Tx, iv session.Interview, status session.InsightsStatus) error
+
+// OnInsights adds a hook run when an analysis outcome is stored. Hooks are
+// added while the controller is assembled, before it serves.
+func (db *DB) OnInsights(h InsightsHook) {
+	db.insightsHooks = append(db.insightsHooks, h)
+}
+
+func (db *DB) runInsightsHooks(ctx context.Context, tx pgx.Tx, id string, status session.InsightsStatus) error {
+	if len(db.insightsHooks) == 0 {
+		return nil
+	}
+	iv, err := scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1`, id))
+	if err != nil {
+		return fmt.Errorf("read interview %s for its insights hooks: %w", id, err)
+	}
+	for _, h := range db.insightsHooks {
+		if err := h(ctx, tx, iv, status); err != nil {
+			return fmt.Errorf("on insights %s of interview %s: %w", status, id, err)
+		}
+	}
+	return nil
+}
+
 func (db *DB) runHooks(ctx context.Context, tx pgx.Tx, iv session.Interview, from session.State) error {
 	if iv.Status == from {
 		return nil

@@ -144,10 +144,12 @@ func (db *DB) FinishInsights(ctx context.Context, in session.Insights) (ok bool,
 		if in.Status != session.InsightsReady {
 			reason = session.EventInsightsFailed
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO interviews.session_events (session_id, tenant_id, from_status, to_status, reason, actor)
+		if _, err = tx.Exec(ctx, `INSERT INTO interviews.session_events (session_id, tenant_id, from_status, to_status, reason, actor)
 			SELECT id, tenant_id, status, status, $2, $3 FROM interviews.interview_sessions WHERE id = $1`,
-			in.InterviewID, reason, session.ActorInsights)
-		return err
+			in.InterviewID, reason, session.ActorInsights); err != nil {
+			return err
+		}
+		return db.runInsightsHooks(ctx, tx, in.InterviewID, in.Status)
 	})
 	if err != nil {
 		return false, fmt.Errorf("store insights of interview %s: %w", in.InterviewID, mapError(err))
