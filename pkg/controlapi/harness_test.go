@@ -93,7 +93,7 @@ type env struct {
 	machines *machines
 	vm       *httptest.Server
 	vmSeen   chan *http.Request
-	logs     *bytes.Buffer
+	logs     *lockedBuffer
 }
 
 type option func(*controlapi.Config, *provision.Config)
@@ -107,7 +107,7 @@ func newEnv(t testing.TB, opts ...option) *env {
 // newEnvOn is newEnv on an existing database: a second controller replica.
 func newEnvOn(t testing.TB, db *postgres.DB, dbURL string, opts ...option) *env {
 	t.Helper()
-	e := &env{t: t, db: db, dbURL: dbURL, vmSeen: make(chan *http.Request, 100), logs: &bytes.Buffer{}}
+	e := &env{t: t, db: db, dbURL: dbURL, vmSeen: make(chan *http.Request, 100), logs: &lockedBuffer{}}
 	// The VM: answers SDP offers with an answer, and reports what it saw.
 	e.vm = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -132,7 +132,7 @@ func newEnvOn(t testing.TB, db *postgres.DB, dbURL string, opts ...option) *env 
 	t.Cleanup(e.vm.Close)
 	e.machines = newMachines(strings.TrimPrefix(e.vm.URL, "http://"))
 
-	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: e.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	acfg := controlapi.Config{
 		Auth: controlapi.AuthConfig{Secret: testSecret}, MaxDuration: time.Hour,
 		StreamKeepAlive: time.Hour, RateLimit: 1000, RateBurst: 1000, VMTimeout: 2 * time.Second,
@@ -167,15 +167,24 @@ func newEnvOn(t testing.TB, db *postgres.DB, dbURL string, opts ...option) *env 
 	return e
 }
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+// lockedBuffer is the captured controller log: written by server goroutines,
+// read by the test while requests (a closing stream's log line) may still be
+// writing.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
+func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func tenantToken(t testing.TB, tenant, role string) string {

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,7 +115,7 @@ func TestKeyNeverShows(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	const key = "sk-proj-SECRET-4f2a9c1e7b3d5a8f"
-	var logs bytes.Buffer
+	var logs lockedBuffer // the clients may log from their own goroutines
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	var errs []error
@@ -261,4 +262,23 @@ func TestVoiceDefaults(t *testing.T) {
 	if got != want {
 		t.Errorf("WithDefaults = %+v, want %+v", got, want)
 	}
+}
+
+// lockedBuffer is a log sink safe for writers on other goroutines and a
+// reader in the test.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
