@@ -185,11 +185,16 @@ func (r *Results) Rows() []Row {
 				Ours: fmt.Sprintf("%.0f MiB", mib(s.RSS)), Limit: "1,024 MiB (target)", Ratio: ratio(mib(s.RSS), 1024),
 				Target: "≤ 1 GiB"}, mib(s.RSS)/1024),
 			metRow(Row{Case: "5", Figure: fmt.Sprintf("reconcile pass, slowest of %d", passes.N),
-				Ours: fms(passes.Max), Limit: "2,000 ms (target)", Ratio: ratio(ms(passes.Max), 2000),
-				Target: "≤ 2 s", Profile: "scale"}, ms(passes.Max)/2000),
-			Row{Case: "5", Figure: fmt.Sprintf("controller CPU at %s heartbeats/s + %s segments/s",
-				thousands(s.Beats), thousands(s.Segments)), Ours: fmt.Sprintf("%.2f cores", s.CPU),
-				Limit: fmt.Sprintf("%d cores", r.Machine.Cores), Ratio: ratio(s.CPU, float64(r.Machine.Cores))})
+				Ours: fms(passes.Max), Limit: "1,000 ms (target)", Ratio: ratio(ms(passes.Max), 1000),
+				Target: "≤ 1 s", Profile: "scale"}, ms(passes.Max)/1000),
+			metRow(Row{Case: "5", Figure: fmt.Sprintf("controller CPU, %s VMs at `HEARTBEAT_INTERVAL=%s` (%s heartbeats/s + %s segments/s)",
+				thousands(float64(s.Ready)), s.HeartbeatInterval, thousands(s.Beats), thousands(s.Segments)), Ours: fmt.Sprintf("%.2f cores", s.CPU),
+				Limit: "0.5 core (target)", Ratio: ratio(s.CPU, 0.5), Target: "≤ 0.5 core"}, s.CPU/0.5))
+		if s.PGCPUErr == "" {
+			rows = append(rows, metRow(Row{Case: "5", Figure: "PostgreSQL CPU (whole cluster), same window",
+				Ours: fmt.Sprintf("%.2f cores", s.PGCPU), Limit: "0.5 core (target)", Ratio: ratio(s.PGCPU, 0.5),
+				Target: "≤ 0.5 core"}, s.PGCPU/0.5))
+		}
 		if s.Failed > 0 {
 			rows = append(rows, metRow(Row{Case: "5", Figure: "interviews failed during the run",
 				Ours: fmt.Sprint(s.Failed), Limit: "—", Ratio: "—", Target: "0"}, 2))
@@ -407,17 +412,16 @@ func (r *Results) methods(w func(string, ...any)) {
 		w(" Controller: %s. All started (202 then ready) in %s; peak RSS (VmHWM) %.0f MiB; goroutines %.0f, open fds %.0f; ",
 			settingsText(s.Settings), s.StartAll.Round(time.Second), mib(s.PeakRSS), s.Goroutines, s.OpenConns)
 		w("passes %s; failed interviews %d; synthetic VM errors %d%s. ", durList(s.Passes), s.Failed, s.VMErrors, errText(s.LastVMError))
-		w("Of a pass, the list call to the fake Fly API (%s machines as JSON, rendered by the fake in the harness) took %.0f ms on average. ",
+		w("Of a pass, the list call to the fake Fly API (%s machines in Fly's summary form, rendered by the fake in the harness) took %.0f ms on average. ",
 			thousands(float64(s.Ready)), ms(s.ListCall))
-		w("Database transactions: %.1f per start, %s/s in the window.", s.TxPerStart, thousands(s.TxPerSecond))
-		if s.TxPerSecond > 0 && s.CPU > 0 {
-			perTx := s.CPU / s.TxPerSecond
-			atDefault := float64(s.Ready)/2 + s.Segments
-			w(" At the product's default `HEARTBEAT_INTERVAL=2s` the same %s VMs would send %s heartbeats/s, each a transaction: ",
-				thousands(float64(s.Ready)), thousands(float64(s.Ready)/2))
-			w("at the %.2f ms of controller CPU per transaction measured here, about %.1f cores for the controller alone, before PostgreSQL's share.",
-				perTx*1000, perTx*atDefault)
+		w("Database transactions: %.1f per start, %s/s in the window. ", s.TxPerStart, thousands(s.TxPerSecond))
+		w("CPU over the window: controller %.2f cores; PostgreSQL ", s.CPU)
+		if s.PGCPUErr != "" {
+			w("not measured (%s)", oneLine(s.PGCPUErr))
+		} else {
+			w("%.2f cores (the whole cluster: utime + stime of the postmaster and each of its children from /proc, plus the reaped children's cutime + cstime)", s.PGCPU)
 		}
+		w("; the synthetic VMs run in the harness process and are not counted.")
 	}
 	w("\n\n")
 

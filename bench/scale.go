@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +37,11 @@ type Scale struct {
 	// CPU is the controller's CPU time over Window, in cores.
 	CPU    float64
 	Window time.Duration
+	// PGCPU is PostgreSQL's CPU time over Window, in cores: the whole
+	// cluster (postmaster, every backend and background process), read
+	// from /proc. PGCPUErr says why it was not measured (a remote server).
+	PGCPU    float64
+	PGCPUErr string
 	// Passes are the reconcile passes seen in the window (at least one).
 	Passes                []time.Duration
 	Beats, Segments       float64 // per second, over the window
@@ -137,6 +144,11 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	}
 
 	pid := f.Controller.PID
+	postmaster, pgErr := postmasterPID(ctx, f.Controller.DBURL)
+	var pg0 time.Duration
+	if pgErr == nil {
+		pg0, pgErr = TreeCPUTime(postmaster)
+	}
 	cpu0, err := CPUTime(pid)
 	if err != nil {
 		return res, err
@@ -147,12 +159,19 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 		return res, err
 	}
 	t0 := time.Now()
-	lastCount, lastSum, err := scrapePasses(ctx, f.API.Base)
-	if err != nil {
-		return res, err
-	}
-	list0, err := scrapeMetrics(ctx, f.API.Base)
-	if err != nil {
+	// A scrape may fail under this load: the window's first sample is
+	// taken again until one succeeds, so that no earlier pass is counted.
+	var lastCount, lastSum float64
+	var list0 map[string]float64
+	if err := waitFor(ctx, time.Minute, "a first metrics scrape", func() bool {
+		m, err := scrapeMetrics(ctx, f.API.Base)
+		if err != nil {
+			return false
+		}
+		list0 = m
+		lastCount, lastSum = m["interview_reconciler_pass_duration_seconds_count"], m["interview_reconciler_pass_duration_seconds_sum"]
+		return true
+	}); err != nil {
 		return res, err
 	}
 	tick := time.NewTicker(2 * time.Second)
@@ -193,13 +212,27 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	}
 	res.CPU = cpu1.Seconds() - cpu0.Seconds()
 	res.CPU /= elapsed.Seconds()
+	if pgErr == nil {
+		var pg1 time.Duration
+		if pg1, pgErr = TreeCPUTime(postmaster); pgErr == nil {
+			res.PGCPU = (pg1 - pg0).Seconds() / elapsed.Seconds()
+		}
+	}
+	if pgErr != nil {
+		res.PGCPUErr = pgErr.Error()
+	}
 	res.Beats = float64(vms.Beats.Load()-beats0) / elapsed.Seconds()
 	res.Segments = float64(vms.Segments.Load()-segs0) / elapsed.Seconds()
 	res.VMErrors, res.LastVMError = vms.Errors.Load(), vms.LastError()
-	if m, err := scrapeMetrics(ctx, f.API.Base); err == nil {
+	var m map[string]float64
+	if waitFor(ctx, 30*time.Second, "a last metrics scrape", func() bool {
+		var err error
+		m, err = scrapeMetrics(ctx, f.API.Base)
+		return err == nil
+	}) == nil {
 		res.Goroutines = m["go_goroutines"]
 		res.OpenConns = m["process_open_fds"]
-		const sum, count = `flymachines_request_duration_seconds_sum{op="list"}`, `flymachines_request_duration_seconds_count{op="list"}`
+		const sum, count = `interview_flymachines_request_duration_seconds_sum{op="list"}`, `interview_flymachines_request_duration_seconds_count{op="list"}`
 		if n := m[count] - list0[count]; n > 0 {
 			res.ListCall = time.Duration((m[sum] - list0[sum]) / n * float64(time.Second))
 		}
@@ -208,8 +241,8 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	if err != nil {
 		return res, err
 	}
-	e.logf("scale: RSS %.0f MiB (peak %.0f MiB), CPU %.2f cores, %d reconcile passes, max %s; %.0f heartbeats/s, %.0f segments/s, %.0f transactions/s; %d failed, %d VM errors",
-		mib(res.RSS), mib(res.PeakRSS), res.CPU, len(res.Passes), Summarize(res.Passes).Max.Round(time.Millisecond),
+	e.logf("scale: RSS %.0f MiB (peak %.0f MiB), CPU %.2f cores (PostgreSQL %.2f%s), %d reconcile passes, max %s; %.0f heartbeats/s, %.0f segments/s, %.0f transactions/s; %d failed, %d VM errors",
+		mib(res.RSS), mib(res.PeakRSS), res.CPU, res.PGCPU, errText(res.PGCPUErr), len(res.Passes), Summarize(res.Passes).Max.Round(time.Millisecond),
 		res.Beats, res.Segments, res.TxPerSecond, res.Failed, res.VMErrors)
 	return res, nil
 }
@@ -235,6 +268,12 @@ func scrapeMetrics(ctx context.Context, base string) (map[string]float64, error)
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		// promhttp answers 500 when a collector fails (a database gauge
+		// timing out under load): that body has no samples.
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil, fmt.Errorf("scrape %s/metrics: status %d", base, resp.StatusCode)
+	}
 	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -268,6 +307,28 @@ func xactCommits(ctx context.Context, dbURL string) (int64, error) {
 	var n int64
 	err = conn.QueryRow(ctx, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").Scan(&n)
 	return n, err
+}
+
+// postmasterPID returns the pid of the PostgreSQL server behind dbURL,
+// when it runs on this host: the parent of this connection's backend.
+func postmasterPID(ctx context.Context, dbURL string) (int, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return 0, err
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", backend)); err != nil || !strings.HasPrefix(string(comm), "postgres") {
+		return 0, fmt.Errorf("postgres backend %d is not on this host", backend)
+	}
+	pm, err := ParentPID(backend)
+	if err != nil {
+		return 0, fmt.Errorf("postgres backend %d is not on this host: %w", backend, err)
+	}
+	return pm, nil
 }
 
 // countStatus counts the interviews of a status in a database.

@@ -78,6 +78,7 @@ func (m *memMachines) Destroy(_ context.Context, id string) error {
 	m.destroyed = append(m.destroyed, id)
 	return nil
 }
+
 // summaryMachines is memMachines with Fly's summary list: machines
 // without their metadata, so without their session.
 type summaryMachines struct{ *memMachines }
@@ -245,7 +246,9 @@ func deref(r *session.EndReason) string {
 	return string(*r)
 }
 
-func TestOrphanMachinesAreDestroyedAfterGrace(t *testing.T) { bothListings(t, testOrphanMachinesAreDestroyedAfterGrace) }
+func TestOrphanMachinesAreDestroyedAfterGrace(t *testing.T) {
+	bothListings(t, testOrphanMachinesAreDestroyedAfterGrace)
+}
 
 func testOrphanMachinesAreDestroyedAfterGrace(t *testing.T, r *rig) {
 	unknown := r.mem.add(uuid.NewString())
@@ -349,7 +352,9 @@ func testStuckEndingFails(t *testing.T, r *rig) {
 	r.wantStatus(iv.ID, session.StateFailed, "")
 }
 
-func TestEndingWithCompleteTranscriptCompletesWhenMachineGone(t *testing.T) { bothListings(t, testEndingWithCompleteTranscriptCompletesWhenMachineGone) }
+func TestEndingWithCompleteTranscriptCompletesWhenMachineGone(t *testing.T) {
+	bothListings(t, testEndingWithCompleteTranscriptCompletesWhenMachineGone)
+}
 
 func testEndingWithCompleteTranscriptCompletesWhenMachineGone(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning, session.StateReady, session.StateEnding)
@@ -363,7 +368,9 @@ func testEndingWithCompleteTranscriptCompletesWhenMachineGone(t *testing.T, r *r
 	r.wantStatus(iv.ID, session.StateCompleted, "")
 }
 
-func TestAdoptionFindsTheMachineOrCreatesItOnce(t *testing.T) { bothListings(t, testAdoptionFindsTheMachineOrCreatesItOnce) }
+func TestAdoptionFindsTheMachineOrCreatesItOnce(t *testing.T) {
+	bothListings(t, testAdoptionFindsTheMachineOrCreatesItOnce)
+}
 
 func testAdoptionFindsTheMachineOrCreatesItOnce(t *testing.T, r *rig) {
 	// Interrupted after the create: the machine exists but was never recorded.
@@ -409,7 +416,9 @@ func testAdoptionFindsTheMachineOrCreatesItOnce(t *testing.T, r *rig) {
 	}
 }
 
-func TestProvisioningPastTimeoutFails(t *testing.T) { bothListings(t, testProvisioningPastTimeoutFails) }
+func TestProvisioningPastTimeoutFails(t *testing.T) {
+	bothListings(t, testProvisioningPastTimeoutFails)
+}
 
 func testProvisioningPastTimeoutFails(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning) // its launcher died with a controller
@@ -420,7 +429,9 @@ func testProvisioningPastTimeoutFails(t *testing.T, r *rig) {
 	r.wantStatus(iv.ID, session.StateFailed, session.ReasonProvisionFailed)
 }
 
-func TestSilenceCountsFromLeadershipOnly(t *testing.T) { bothListings(t, testSilenceCountsFromLeadershipOnly) }
+func TestSilenceCountsFromLeadershipOnly(t *testing.T) {
+	bothListings(t, testSilenceCountsFromLeadershipOnly)
+}
 
 func testSilenceCountsFromLeadershipOnly(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning, session.StateReady)
@@ -444,7 +455,9 @@ func passes(r *Reconciler) float64 {
 	return testutil.ToFloat64(r.metrics.runs.WithLabelValues("ok"))
 }
 
-func TestReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T) { bothListings(t, testReadySessionWithoutRecordedMachineIsAdoptedNotFailed) }
+func TestReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T) {
+	bothListings(t, testReadySessionWithoutRecordedMachineIsAdoptedNotFailed)
+}
 
 func testReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning)
@@ -471,7 +484,9 @@ func testReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T, r *r
 // machines before the machine was created (seen under load): the session
 // is left for a later pass, and failed only once AdoptAfter has passed
 // without any machine.
-func TestReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce(t *testing.T) { bothListings(t, testReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce) }
+func TestReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce(t *testing.T) {
+	bothListings(t, testReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce)
+}
 
 func testReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning)
@@ -497,7 +512,9 @@ func testReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce(t *testing.T, r 
 
 // TestReconcilerDeletesExpiredIdempotencyKeys: a pass deletes expired keys
 // of every tenant, keeps live ones, and sweeps at most once a minute.
-func TestReconcilerDeletesExpiredIdempotencyKeys(t *testing.T) { bothListings(t, testReconcilerDeletesExpiredIdempotencyKeys) }
+func TestReconcilerDeletesExpiredIdempotencyKeys(t *testing.T) {
+	bothListings(t, testReconcilerDeletesExpiredIdempotencyKeys)
+}
 
 func testReconcilerDeletesExpiredIdempotencyKeys(t *testing.T, r *rig) {
 	ctx := context.Background()

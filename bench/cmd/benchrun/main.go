@@ -191,7 +191,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.IngestCfg = bench.IngestConfig{VMs: 100, Batch: 50, Duration: 20 * time.Second, CopyConns: 4, CopyChunk: 10_000,
 		StoreDuration: 10 * time.Second, StorePoolMax: 32}
 	res.LiveCfg = bench.LiveConfig{Interviews: 100, Subscribers: 1000, PostEvery: time.Second, Duration: 30 * time.Second}
-	res.ScaleCfg = bench.ScaleConfig{Interviews: 10_000, Tenants: 100, HeartbeatInterval: 20 * time.Second,
+	res.ScaleCfg = bench.ScaleConfig{Interviews: 10_000, Tenants: 100, HeartbeatInterval: 2 * time.Second,
 		SegmentEvery: 30 * time.Second, ReconcileInterval: 10 * time.Second, Settle: 15 * time.Second, Window: 30 * time.Second}
 	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Settle: 3 * time.Second}
 	res.ScheduledCfg = bench.ScheduledConfig{CreateDelay: 2 * time.Second, BootDelay: 300 * time.Millisecond, Samples: 20}

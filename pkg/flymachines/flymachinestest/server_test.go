@@ -1,13 +1,13 @@
 package flymachinestest_test
 
 import (
-	"slices"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
