@@ -565,3 +565,29 @@ func TestCrashedVMFailsItsSession(t *testing.T) {
 		t.Fatalf("heartbeat after the crash = %d", r.status)
 	}
 }
+
+// TestHeartbeatsAreLoggedAtDebug: thousands of VMs heartbeat every couple
+// of seconds, so an accepted heartbeat's access log line is at debug; a
+// refused one stays at info, as every other request.
+func TestHeartbeatsAreLoggedAtDebug(t *testing.T) {
+	e := newEnv(t)
+	tok := tenantToken(t, newTenant(), "recruiter")
+	x := e.interview(tok)
+	xTok, _ := e.ready(tok, x)
+	e.must(200, "POST", "/internal/v1/sessions/"+x+"/heartbeat", xTok, session.Heartbeat{LastSeq: 1})
+	if r := e.do("POST", "/internal/v1/sessions/"+x+"/heartbeat", "wrong", nil); r.status != 401 {
+		t.Fatalf("heartbeat with a wrong token = %d", r.status)
+	}
+	levels := map[string]string{}
+	for line := range strings.SplitSeq(e.logs.String(), "\n") {
+		if !strings.Contains(line, `msg="http request"`) || !strings.Contains(line, "route=/internal/v1/sessions/:id/heartbeat") {
+			continue
+		}
+		level, _, _ := strings.Cut(strings.TrimPrefix(line[strings.Index(line, "level="):], "level="), " ")
+		status, _, _ := strings.Cut(line[strings.Index(line, "status=")+len("status="):], " ")
+		levels[status] = level
+	}
+	if levels["200"] != "DEBUG" || levels["401"] != "INFO" {
+		t.Fatalf("heartbeat access log levels by status = %v, want 200 at DEBUG and 401 at INFO", levels)
+	}
+}
