@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -25,8 +26,13 @@ type ScaleConfig struct {
 	HeartbeatInterval, SegmentEvery time.Duration
 	// ReconcileInterval is the controller's RECONCILE_INTERVAL.
 	ReconcileInterval time.Duration
-	// Settle is waited after the last VM is ready; Window is measured.
-	Settle, Window time.Duration
+	// QuietWindow watches reconcile passes once every VM is ready, before
+	// they begin to heartbeat; then the VMs are released, Settle is
+	// waited, and Window is measured.
+	QuietWindow, Settle, Window time.Duration
+	// WindowProfile, when set, receives a CPU profile of the harness over
+	// the window (with Env.InProcess, the controller's code is in it).
+	WindowProfile io.Writer
 }
 
 // Scale is case 5's result.
@@ -42,6 +48,11 @@ type Scale struct {
 	// from /proc. PGCPUErr says why it was not measured (a remote server).
 	PGCPU    float64
 	PGCPUErr string
+	// QuietPasses are the reconcile passes seen in QuietWindow, before the
+	// VMs begin to heartbeat (at least one); QuietListCall the average
+	// duration of their Fly list call.
+	QuietPasses   []time.Duration
+	QuietListCall time.Duration
 	// Passes are the reconcile passes seen in the window (at least one).
 	Passes                []time.Duration
 	Beats, Segments       float64 // per second, over the window
@@ -88,9 +99,10 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 		"FLY_RATE_LIMIT":     "1000000", // creating 10,000 machines is not what is measured
 		"HEARTBEAT_INTERVAL": cfg.HeartbeatInterval.String(),
 		"RECONCILE_INTERVAL": cfg.ReconcileInterval.String(),
-		// The VMs stay silent until the last one is ready: the first ones
-		// must not time out meanwhile.
-		"HEARTBEAT_TIMEOUT": "5m",
+		// The VMs stay silent until the last one is ready and the quiet
+		// passes are watched, then all send a first heartbeat (each a
+		// transaction) at once: the first ones must not time out meanwhile.
+		"HEARTBEAT_TIMEOUT": "10m",
 		"LOG_LEVEL":         "warn",
 	})
 	if err != nil {
@@ -134,15 +146,29 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	if tx1, err := xactCommits(ctx, f.Controller.DBURL); err == nil {
 		res.TxPerStart = float64(tx1-tx0) / float64(len(jobs))
 	}
+	// The reconcile passes over every machine while the VMs are quiet:
+	// what the pass itself costs, the fake Fly API's rendering included.
+	e.logf("scale: %d ready in %s (%.1f transactions per start); watching reconcile passes for %s with the VMs quiet", res.Ready, res.StartAll.Round(time.Second), res.TxPerStart, cfg.QuietWindow)
+	quiet, err := watchPasses(ctx, f.API.Base, cfg.QuietWindow, cfg.ReconcileInterval, nil)
+	if err != nil {
+		return res, err
+	}
+	res.QuietPasses, res.QuietListCall = quiet.passes, quiet.listCall
 	close(hold)
 	released = true
-	e.logf("scale: %d ready in %s (%.1f transactions per start); settling %s, then measuring %s", res.Ready, res.StartAll.Round(time.Second), res.TxPerStart, cfg.Settle, cfg.Window)
+	e.logf("scale: quiet passes %s (list call %s); VMs released: settling %s, then measuring %s", durList(res.QuietPasses), res.QuietListCall.Round(time.Millisecond), cfg.Settle, cfg.Window)
 	select {
 	case <-ctx.Done():
 		return res, ctx.Err()
 	case <-time.After(cfg.Settle):
 	}
 
+	if cfg.WindowProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.WindowProfile); err != nil {
+			return res, fmt.Errorf("profile the window: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	pid := f.Controller.PID
 	postmaster, pgErr := postmasterPID(ctx, f.Controller.DBURL)
 	var pg0 time.Duration
@@ -159,49 +185,20 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 		return res, err
 	}
 	t0 := time.Now()
-	// A scrape may fail under this load: the window's first sample is
-	// taken again until one succeeds, so that no earlier pass is counted.
-	var lastCount, lastSum float64
-	var list0 map[string]float64
-	if err := waitFor(ctx, time.Minute, "a first metrics scrape", func() bool {
-		m, err := scrapeMetrics(ctx, f.API.Base)
-		if err != nil {
-			return false
-		}
-		list0 = m
-		lastCount, lastSum = m["interview_reconciler_pass_duration_seconds_count"], m["interview_reconciler_pass_duration_seconds_sum"]
-		return true
-	}); err != nil {
-		return res, err
-	}
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for time.Since(t0) < cfg.Window || len(res.Passes) == 0 {
-		if time.Since(t0) > cfg.Window+2*cfg.ReconcileInterval+30*time.Second {
-			return res, fmt.Errorf("scale: no reconcile pass finished in the window")
-		}
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-tick.C:
-		}
+	loaded, err := watchPasses(ctx, f.API.Base, cfg.Window, cfg.ReconcileInterval, func() {
 		if rss, peak, err := RSS(pid); err == nil {
 			res.RSS, res.PeakRSS = max(res.RSS, rss), max(res.PeakRSS, peak)
 		}
-		count, sum, err := scrapePasses(ctx, f.API.Base)
-		if err != nil {
-			continue
-		}
-		if count > lastCount {
-			// Several passes between two scrapes share the growth evenly.
-			n := count - lastCount
-			for range int(n) {
-				res.Passes = append(res.Passes, time.Duration((sum-lastSum)/n*float64(time.Second)))
-			}
-			lastCount, lastSum = count, sum
-		}
+	})
+	if err != nil {
+		return res, err
 	}
+	res.Passes, res.ListCall = loaded.passes, loaded.listCall
+	m := loaded.last
 	elapsed := time.Since(t0)
+	if cfg.WindowProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	cpu1, err := CPUTime(pid)
 	if err != nil {
 		return res, err
@@ -224,19 +221,8 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	res.Beats = float64(vms.Beats.Load()-beats0) / elapsed.Seconds()
 	res.Segments = float64(vms.Segments.Load()-segs0) / elapsed.Seconds()
 	res.VMErrors, res.LastVMError = vms.Errors.Load(), vms.LastError()
-	var m map[string]float64
-	if waitFor(ctx, 30*time.Second, "a last metrics scrape", func() bool {
-		var err error
-		m, err = scrapeMetrics(ctx, f.API.Base)
-		return err == nil
-	}) == nil {
-		res.Goroutines = m["go_goroutines"]
-		res.OpenConns = m["process_open_fds"]
-		const sum, count = `interview_flymachines_request_duration_seconds_sum{op="list"}`, `interview_flymachines_request_duration_seconds_count{op="list"}`
-		if n := m[count] - list0[count]; n > 0 {
-			res.ListCall = time.Duration((m[sum] - list0[sum]) / n * float64(time.Second))
-		}
-	}
+	res.Goroutines = m["go_goroutines"]
+	res.OpenConns = m["process_open_fds"]
 	res.Failed, err = countStatus(ctx, f.Controller.DBURL, "failed")
 	if err != nil {
 		return res, err
@@ -247,13 +233,68 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	return res, nil
 }
 
-// scrapePasses returns the reconciler pass histogram's count and sum.
-func scrapePasses(ctx context.Context, base string) (count, sum float64, err error) {
-	m, err := scrapeMetrics(ctx, base)
-	if err != nil {
-		return 0, 0, err
+// watched is what watchPasses saw.
+type watched struct {
+	passes []time.Duration
+	// listCall is the average duration of the Fly list calls made meanwhile.
+	listCall time.Duration
+	// last is the last scrape.
+	last map[string]float64
+}
+
+// watchPasses scrapes the controller's metrics every 2 s for d (and on,
+// up to two reconcile intervals more, until a pass ends) and returns the
+// passes that ended meanwhile: each is the growth of the pass histogram's
+// sum between two scrapes (passes between the same two scrapes share it
+// evenly). A scrape may fail under load (promhttp answers 500 when a
+// database gauge times out): the first one is retried until it succeeds,
+// so that no earlier pass is counted; later ones are skipped. sample, when
+// set, runs at every tick.
+func watchPasses(ctx context.Context, base string, d, interval time.Duration, sample func()) (watched, error) {
+	const (
+		count, sum         = "interview_reconciler_pass_duration_seconds_count", "interview_reconciler_pass_duration_seconds_sum"
+		listSum, listCount = `interview_flymachines_request_duration_seconds_sum{op="list"}`, `interview_flymachines_request_duration_seconds_count{op="list"}`
+	)
+	var w watched
+	var first map[string]float64
+	if err := waitFor(ctx, time.Minute, "a first metrics scrape", func() bool {
+		m, err := scrapeMetrics(ctx, base)
+		first = m
+		return err == nil
+	}); err != nil {
+		return w, err
 	}
-	return m["interview_reconciler_pass_duration_seconds_count"], m["interview_reconciler_pass_duration_seconds_sum"], nil
+	w.last = first
+	t0 := time.Now()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for time.Since(t0) < d || len(w.passes) == 0 {
+		if time.Since(t0) > d+2*interval+30*time.Second {
+			return w, fmt.Errorf("scale: no reconcile pass finished in %s", time.Since(t0).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return w, ctx.Err()
+		case <-tick.C:
+		}
+		if sample != nil {
+			sample()
+		}
+		m, err := scrapeMetrics(ctx, base)
+		if err != nil {
+			continue
+		}
+		if n := m[count] - w.last[count]; n > 0 {
+			for range int(n) {
+				w.passes = append(w.passes, time.Duration((m[sum]-w.last[sum])/n*float64(time.Second)))
+			}
+		}
+		w.last = m
+	}
+	if n := w.last[listCount] - first[listCount]; n > 0 {
+		w.listCall = time.Duration((w.last[listSum] - first[listSum]) / n * float64(time.Second))
+	}
+	return w, nil
 }
 
 // scrapeMetrics reads the samples of /metrics, keyed by name and labels

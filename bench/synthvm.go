@@ -182,19 +182,25 @@ func (s *SyntheticVMs) run(ctx context.Context, v *SyntheticVM) {
 	if every <= 0 {
 		every = 2 * time.Second
 	}
-	// Spread the VMs over the interval, as VMs started at different times are.
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(every))))
+	// Spread the VMs over the interval, as VMs started at different times
+	// are; then beat on a ticker, as sessionvm does: a slow answer does
+	// not stretch the period (a tick missed meanwhile is dropped).
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(time.Duration(rand.Int64N(int64(every)))):
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		if !s.heartbeat(ctx, v) {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if !s.heartbeat(ctx, v) {
-			return
-		}
-		t.Reset(every)
 	}
 }
 
@@ -222,13 +228,18 @@ func (s *SyntheticVMs) postSegments(ctx context.Context, v *SyntheticVM) {
 	}
 }
 
+// heartbeat sends one heartbeat and reports whether to go on: as sessionvm
+// does, a VM keeps beating after a failed call (the controller's timeout
+// is the safety net) and stops on a refusal or an "end".
 func (s *SyntheticVMs) heartbeat(ctx context.Context, v *SyntheticVM) bool {
 	var ans session.HeartbeatAnswer
 	if err := v.call(ctx, "POST", "heartbeat", session.Heartbeat{}, &ans); err != nil {
-		if ctx.Err() == nil {
-			s.fail(err)
+		if ctx.Err() != nil {
+			return false
 		}
-		return false
+		s.fail(err)
+		var se *StatusError
+		return !errors.As(err, &se) || (se.Status != http.StatusUnauthorized && se.Status != http.StatusConflict)
 	}
 	s.Beats.Add(1)
 	return ans.Action == session.ActionContinue
