@@ -196,8 +196,11 @@ func (a *receiverAPI) register(ctx context.Context, url string, events []string)
 	if resp.status != http.StatusCreated {
 		return ep, fmt.Errorf("register webhook receiver: POST /v1/webhooks answered %d: %s", resp.status, resp.body)
 	}
-	if err := json.Unmarshal(resp.body, &ep); err != nil || ep.ID == "" || ep.Secret == "" {
-		return ep, fmt.Errorf("register webhook receiver: unexpected answer %s (%v)", resp.body, err)
+	if err := json.Unmarshal(resp.body, &ep); err != nil {
+		return ep, fmt.Errorf("register webhook receiver: decode answer %s: %w", resp.body, err)
+	}
+	if ep.ID == "" || ep.Secret == "" {
+		return ep, fmt.Errorf("register webhook receiver: the answer has no id or secret: %s", resp.body)
 	}
 	return ep, nil
 }
