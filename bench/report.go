@@ -406,14 +406,15 @@ func (r *Results) methods(w func(string, ...any)) {
 	w("keep-alive connection to the controller, as a real one does, heartbeats every `HEARTBEAT_INTERVAL=%s` and posts one segment every %s. ", r.ScaleCfg.HeartbeatInterval, r.ScaleCfg.SegmentEvery)
 	w("The VMs report ready at once but stay silent until the last one is ready, so that the load does not slow the 10,000 starts; ")
 	w("`HEARTBEAT_TIMEOUT=10m` keeps the first ones alive meanwhile (and through the burst of first heartbeats, each a transaction, when they are released). ")
-	w("Once all are ready, reconcile passes are watched for %s while the VMs are still quiet (the pass's own cost, the fake's rendering of the list included); then the VMs are released. ", r.ScaleCfg.QuietWindow)
-	w("After %s of settling, over %s: the controller's resident memory (VmRSS, highest sample) from /proc/<pid>/status, ", r.ScaleCfg.Settle, r.ScaleCfg.Window)
+	w("Once all are ready, reconcile passes are watched for %s while the VMs are still quiet (the pass's own cost, the fake's rendering of the list included); then the VMs are released, and once every first heartbeat was answered, ", r.ScaleCfg.QuietWindow)
+	w("after %s of settling, over %s: the controller's resident memory (VmRSS, highest sample) from /proc/<pid>/status, ", r.ScaleCfg.Settle, r.ScaleCfg.Window)
 	w("its CPU time (utime + stime from /proc/<pid>/stat) per second of wall time, and each reconcile pass's duration ")
 	w("(`interview_reconciler_pass_duration_seconds`, scraped every 2 s; several passes between two scrapes share the growth evenly) with `RECONCILE_INTERVAL=%s`. A pass lists the app's machines ", r.ScaleCfg.ReconcileInterval)
 	w("from the fake Fly API and every live interview from PostgreSQL, and checks each.")
 	if s := r.Scale; s != nil {
 		w(" Controller: %s. All started (202 then ready) in %s; peak RSS (VmHWM) %.0f MiB; goroutines %.0f, open fds %.0f; ",
 			settingsText(s.Settings), s.StartAll.Round(time.Second), mib(s.PeakRSS), s.Goroutines, s.OpenConns)
+		w("every VM's first heartbeat answered %s after their release; ", s.FirstBeats.Round(time.Second))
 		w("passes with the VMs quiet %s, under load %s; failed interviews %d; synthetic VM errors %d%s. ", durList(s.QuietPasses), durList(s.Passes), s.Failed, s.VMErrors, errText(s.LastVMError))
 		w("Of a pass, the list call to the fake Fly API (%s machines in Fly's summary form, rendered by the fake in the harness process, beside the synthetic VMs) took %.0f ms on average with the VMs quiet, %.0f ms under load. ",
 			thousands(float64(s.Ready)), ms(s.QuietListCall), ms(s.ListCall))

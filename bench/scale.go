@@ -53,6 +53,9 @@ type Scale struct {
 	// duration of their Fly list call.
 	QuietPasses   []time.Duration
 	QuietListCall time.Duration
+	// FirstBeats is how long after their release every VM's first
+	// heartbeat (each a transaction) was answered.
+	FirstBeats time.Duration
 	// Passes are the reconcile passes seen in the window (at least one).
 	Passes                []time.Duration
 	Beats, Segments       float64 // per second, over the window
@@ -156,7 +159,17 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	res.QuietPasses, res.QuietListCall = quiet.passes, quiet.listCall
 	close(hold)
 	released = true
-	e.logf("scale: quiet passes %s (list call %s); VMs released: settling %s, then measuring %s", durList(res.QuietPasses), res.QuietListCall.Round(time.Millisecond), cfg.Settle, cfg.Window)
+	e.logf("scale: quiet passes %s (list call %s); VMs released", durList(res.QuietPasses), res.QuietListCall.Round(time.Millisecond))
+	// Every VM's first heartbeat takes the full path (a transaction): the
+	// window begins once all were answered, and Settle later.
+	released0 := time.Now()
+	if err := waitFor(ctx, 5*time.Minute, "every VM's first heartbeat to be answered", func() bool {
+		return vms.Beating.Load() >= int64(res.Ready)
+	}); err != nil {
+		return res, fmt.Errorf("%w (%d of %d answered)", err, vms.Beating.Load(), res.Ready)
+	}
+	res.FirstBeats = time.Since(released0)
+	e.logf("scale: every first heartbeat answered in %s; settling %s, then measuring %s", res.FirstBeats.Round(time.Second), cfg.Settle, cfg.Window)
 	select {
 	case <-ctx.Done():
 		return res, ctx.Err()
@@ -257,7 +270,7 @@ func watchPasses(ctx context.Context, base string, d, interval time.Duration, sa
 	)
 	var w watched
 	var first map[string]float64
-	if err := waitFor(ctx, time.Minute, "a first metrics scrape", func() bool {
+	if err := waitFor(ctx, 2*time.Minute, "a first metrics scrape", func() bool {
 		m, err := scrapeMetrics(ctx, base)
 		first = m
 		return err == nil

@@ -48,8 +48,10 @@ type SyntheticVMs struct {
 	vms  map[string]*SyntheticVM // by machine id
 	byID map[string]*SyntheticVM // by session id
 
-	Ready     atomic.Int64
-	Errors    atomic.Int64
+	Ready  atomic.Int64
+	Errors atomic.Int64
+	// Beating counts the VMs whose first heartbeat was answered.
+	Beating   atomic.Int64
 	Beats     atomic.Int64
 	Segments  atomic.Int64
 	lastError atomic.Value
@@ -61,6 +63,9 @@ type SyntheticVM struct {
 
 	hc     *http.Client
 	cancel context.CancelFunc
+	// beating is set once a heartbeat was answered (only the VM's own
+	// goroutine reads and writes it).
+	beating bool
 }
 
 // NewSyntheticVMs returns a runner whose VMs share one HTTP transport
@@ -242,6 +247,10 @@ func (s *SyntheticVMs) heartbeat(ctx context.Context, v *SyntheticVM) bool {
 		return !errors.As(err, &se) || (se.Status != http.StatusUnauthorized && se.Status != http.StatusConflict)
 	}
 	s.Beats.Add(1)
+	if !v.beating {
+		v.beating = true
+		s.Beating.Add(1)
+	}
 	return ans.Action == session.ActionContinue
 }
 

@@ -271,6 +271,26 @@ func (r *Reconciler) list(ctx context.Context) (ms []session.Machine, summaries 
 // sessions would share tells nothing; such a machine stays unresolved.
 func resolveSessions(machines []session.Machine, live []session.Interview) {
 	byID := make(map[string]string, len(live))
+	for i := range live {
+		if m := live[i].Machine; m != nil && m.ID != "" {
+			byID[m.ID] = live[i].ID
+		}
+	}
+	var unresolved []*session.Machine
+	for i := range machines {
+		m := &machines[i]
+		if m.SessionID != "" {
+			continue
+		}
+		if id, ok := byID[m.ID]; ok {
+			m.SessionID = id
+		} else {
+			unresolved = append(unresolved, m)
+		}
+	}
+	if len(unresolved) == 0 {
+		return // the usual pass: every machine is recorded by its session
+	}
 	byName := make(map[string]string, len(live))
 	name := func(n, id string) {
 		if n == "" {
@@ -285,21 +305,12 @@ func resolveSessions(machines []session.Machine, live []session.Interview) {
 	for i := range live {
 		iv := &live[i]
 		if iv.Machine != nil && iv.Machine.ID != "" {
-			byID[iv.Machine.ID] = iv.ID
 			name(iv.Machine.Name, iv.ID)
 		}
 		name(session.MachineName(iv.Architecture, iv.TenantID, iv.ID), iv.ID)
 	}
-	for i := range machines {
-		m := &machines[i]
-		if m.SessionID != "" {
-			continue
-		}
-		if id, ok := byID[m.ID]; ok {
-			m.SessionID = id
-		} else {
-			m.SessionID = byName[m.Name]
-		}
+	for _, m := range unresolved {
+		m.SessionID = byName[m.Name]
 	}
 }
 

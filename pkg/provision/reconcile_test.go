@@ -117,7 +117,7 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 type rig struct {
-	t     *testing.T
+	t     testing.TB
 	db    *postgres.DB
 	mem   *memMachines
 	svc   *Service
@@ -142,7 +142,7 @@ func bothListings(t *testing.T, test func(t *testing.T, r *rig)) {
 	t.Run("summaries", func(t *testing.T) { test(t, newRig(t, true)) })
 }
 
-func newRig(t *testing.T, summaries bool) *rig {
+func newRig(t testing.TB, summaries bool) *rig {
 	t.Helper()
 	db, _ := postgrestest.New(t)
 	c := &clock{t: time.Now()}
