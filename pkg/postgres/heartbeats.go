@@ -13,8 +13,10 @@ import (
 
 // RecordHeartbeats writes a batch of heartbeats in one transaction (a
 // lock of the rows in id order, then one multi-row UPDATE) and returns the
-// interviews that are still live, as they now stand: the caller refreshes
-// what it answers VMs from them. A heartbeat of an interview that is no
+// interviews that are still live, with what answering their VMs needs as
+// it now stands: id, status, end reason and token hash (the other fields
+// are left zero: with 10,000 VMs a batch holds 5,000 interviews a second,
+// and reading them whole cost more than the update). A heartbeat of an interview that is no
 // longer live (or does not exist) writes nothing and is not returned.
 // Heartbeats are not lifecycle changes: no NOTIFY, no hooks.
 func (db *DB) RecordHeartbeats(ctx context.Context, beats []session.HeartbeatRecord) (map[string]session.Interview, error) {
@@ -53,14 +55,14 @@ func (db *DB) RecordHeartbeats(ctx context.Context, beats []session.HeartbeatRec
 				vm_buffered_segments = hb.h_buf, vm_retries = hb.h_retries, updated_at = now()
 			FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::int[], $5::bigint[]) AS hb(h_id, h_at, h_last, h_buf, h_retries)
 			WHERE id = hb.h_id AND status IN ('provisioning', 'ready', 'in_progress', 'ending')
-			RETURNING `+interviewColumns, ids, ats, lasts, bufs, retries)
+			RETURNING id, status, end_reason, token_hash`, ids, ats, lasts, bufs, retries)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			iv, err := scanInterview(rows)
-			if err != nil {
+			var iv session.Interview
+			if err := rows.Scan(&iv.ID, &iv.Status, &iv.EndReason, &iv.TokenHash); err != nil {
 				return err
 			}
 			out[iv.ID] = iv

@@ -41,7 +41,8 @@ type Store interface {
 		after func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error)
 	Position(ctx context.Context, scope session.Scope, id string) (session.PositionRecord, error)
 	// RecordHeartbeats writes a batch of heartbeats and returns the
-	// interviews among them that are still live, as they now stand.
+	// interviews among them that are still live, as they now stand: only
+	// their id, status, end reason and token hash.
 	RecordHeartbeats(ctx context.Context, beats []session.HeartbeatRecord) (map[string]session.Interview, error)
 }
 
