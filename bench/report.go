@@ -192,6 +192,14 @@ func (r *Results) Rows() []Row {
 			metRow(Row{Case: "5", Figure: fmt.Sprintf("controller CPU, %s VMs at `HEARTBEAT_INTERVAL=%s` (%s heartbeats/s + %s segments/s)",
 				thousands(float64(s.Ready)), s.HeartbeatInterval, thousands(s.Beats), thousands(s.Segments)), Ours: fmt.Sprintf("%.2f cores", s.CPU),
 				Limit: "0.5 core (target)", Ratio: ratio(s.CPU, 0.5), Target: "≤ 0.5 core"}, s.CPU/0.5))
+		if offered := float64(s.Ready) / s.HeartbeatInterval.Seconds(); s.Beats > 0 && s.Beats < 0.95*offered {
+			// The harness did not deliver every heartbeat: say what the
+			// controller's CPU would be at the full rate, all of it
+			// counted as heartbeat cost (an upper bound).
+			at := s.CPU * offered / s.Beats
+			rows = append(rows, Row{Case: "5", Figure: fmt.Sprintf("controller CPU scaled to the %s heartbeats/s offered (linear in the rate reached, upper bound)", thousands(offered)),
+				Ours: fmt.Sprintf("%.2f cores", at), Limit: "0.5 core (target)", Ratio: ratio(at, 0.5)})
+		}
 		if s.PGCPUErr == "" {
 			rows = append(rows, metRow(Row{Case: "5", Figure: "PostgreSQL CPU (whole cluster), same window",
 				Ours: fmt.Sprintf("%.2f cores", s.PGCPU), Limit: "0.5 core (target)", Ratio: ratio(s.PGCPU, 0.5),
