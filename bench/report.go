@@ -414,7 +414,7 @@ func (r *Results) methods(w func(string, ...any)) {
 	w("keep-alive connection to the controller, as a real one does, heartbeats every `HEARTBEAT_INTERVAL=%s` and posts one segment every %s. ", r.ScaleCfg.HeartbeatInterval, r.ScaleCfg.SegmentEvery)
 	w("The VMs report ready at once but stay silent until the last one is ready, so that the load does not slow the 10,000 starts; ")
 	w("`HEARTBEAT_TIMEOUT=10m` keeps the first ones alive meanwhile (and through the burst of first heartbeats, each a transaction, when they are released). ")
-	w("Once all are ready, reconcile passes are watched for %s while the VMs are still quiet (the pass's own cost, the fake's rendering of the list included); then the VMs are released, and once every first heartbeat was answered, ", r.ScaleCfg.QuietWindow)
+	w("Once all are ready, reconcile passes are watched for %s while the VMs are still quiet (the pass's own cost, the fake's rendering of the list included; the first pass to end is not counted, it may have begun during the starts); then the VMs are released, and once every first heartbeat was answered, ", r.ScaleCfg.QuietWindow)
 	w("after %s of settling, over %s: the controller's resident memory (VmRSS, highest sample) from /proc/<pid>/status, ", r.ScaleCfg.Settle, r.ScaleCfg.Window)
 	w("its CPU time (utime + stime from /proc/<pid>/stat) per second of wall time, and each reconcile pass's duration ")
 	w("(`interview_reconciler_pass_duration_seconds`, scraped every 2 s; several passes between two scrapes share the growth evenly) with `RECONCILE_INTERVAL=%s`. A pass lists the app's machines ", r.ScaleCfg.ReconcileInterval)

@@ -152,7 +152,7 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	// The reconcile passes over every machine while the VMs are quiet:
 	// what the pass itself costs, the fake Fly API's rendering included.
 	e.logf("scale: %d ready in %s (%.1f transactions per start); watching reconcile passes for %s with the VMs quiet", res.Ready, res.StartAll.Round(time.Second), res.TxPerStart, cfg.QuietWindow)
-	quiet, err := watchPasses(ctx, f.API.Base, cfg.QuietWindow, cfg.ReconcileInterval, nil)
+	quiet, err := watchPasses(ctx, f.API.Base, cfg.QuietWindow, cfg.ReconcileInterval, true, nil)
 	if err != nil {
 		return res, err
 	}
@@ -198,7 +198,7 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 		return res, err
 	}
 	t0 := time.Now()
-	loaded, err := watchPasses(ctx, f.API.Base, cfg.Window, cfg.ReconcileInterval, func() {
+	loaded, err := watchPasses(ctx, f.API.Base, cfg.Window, cfg.ReconcileInterval, false, func() {
 		if rss, peak, err := RSS(pid); err == nil {
 			res.RSS, res.PeakRSS = max(res.RSS, rss), max(res.PeakRSS, peak)
 		}
@@ -261,9 +261,10 @@ type watched struct {
 // sum between two scrapes (passes between the same two scrapes share it
 // evenly). A scrape may fail under load (promhttp answers 500 when a
 // database gauge times out): the first one is retried until it succeeds,
-// so that no earlier pass is counted; later ones are skipped. sample, when
-// set, runs at every tick.
-func watchPasses(ctx context.Context, base string, d, interval time.Duration, sample func()) (watched, error) {
+// so that no earlier pass is counted; later ones are skipped. With skip,
+// the first pass to end is not counted (it may have begun before the
+// watch, under other load). sample, when set, runs at every tick.
+func watchPasses(ctx context.Context, base string, d, interval time.Duration, skip bool, sample func()) (watched, error) {
 	const (
 		count, sum         = "interview_reconciler_pass_duration_seconds_count", "interview_reconciler_pass_duration_seconds_sum"
 		listSum, listCount = `interview_flymachines_request_duration_seconds_sum{op="list"}`, `interview_flymachines_request_duration_seconds_count{op="list"}`
@@ -297,7 +298,10 @@ func watchPasses(ctx context.Context, base string, d, interval time.Duration, sa
 		if err != nil {
 			continue
 		}
-		if n := m[count] - w.last[count]; n > 0 {
+		if n := m[count] - w.last[count]; n > 0 && skip {
+			// The first pass to end may have begun before the watch.
+			skip = false
+		} else if n > 0 {
 			for range int(n) {
 				w.passes = append(w.passes, time.Duration((m[sum]-w.last[sum])/n*float64(time.Second)))
 			}
