@@ -6,7 +6,9 @@
 // A start then only boots that machine (pkg/provision). A machine whose
 // interview was not started by scheduled_at + TTL, or was rescheduled out
 // of the window, is destroyed; a lost one is created again while the
-// window is open.
+// window is open. One pre-warmed for a region the interview no longer asks
+// for (its region was changed) is destroyed and created again in the new
+// region.
 //
 // Exactly one machine per interview: the create is claimed on the
 // interview's row first (prewarm_claimed_at, with the token's hash), so
