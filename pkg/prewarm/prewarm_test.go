@@ -724,3 +724,53 @@ func TestStartAfterExpiryIsCold(t *testing.T) {
 		t.Errorf("machine %+v", m)
 	}
 }
+
+// A controller accepted a start after a region change and died before its
+// launcher replaced the old region's machine: the reconciler of the next
+// leader resumes the start, which destroys that machine and creates one in
+// the new region; the old one is never booted.
+func TestResumedStartAfterARegionChangeReplacesTheMachine(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	iv := r.prewarmed(r.prewarmer(), r.scheduled(time.Minute).ID)
+	old := iv.Machine.ID
+	fra := "fra"
+	r.patch(iv.ID, session.InterviewPatch{Region: &fra})
+	now := r.clock.Now()
+	if _, err := r.db.UpdateInterview(ctx, session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
+		ev, err := cur.Transition(session.StateProvisioning, "", session.ActorUser, now)
+		return []session.Event{ev}, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec := provision.NewReconciler(provision.ReconcileConfig{Interval: time.Second, OrphanGrace: time.Minute, AdoptAfter: time.Second},
+		r.svc, r.db, r.mem, slog.New(slog.DiscardHandler), nil)
+	rec.Now = r.clock.Now
+	r.clock.Add(2 * time.Second)
+	rep, err := rec.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Adopted != 1 {
+		t.Fatalf("reconciler pass %+v, want the start adopted", rep)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := r.get(iv.ID)
+		if got.Machine != nil && got.Machine.ID != old && got.Machine.State == session.MachineStarted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the resumed start never recorded a new started machine: %s %+v", got.Status, got.Machine)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	r.svc.Close()
+	m := r.only(iv.ID)
+	r.mem.mu.Lock()
+	oldStarts := r.mem.starts[old]
+	r.mem.mu.Unlock()
+	if m.ID == old || m.Region != "fra" || oldStarts != 0 {
+		t.Errorf("machine %+v, the old one started %d times; want a new machine in fra and the old never booted", m, oldStarts)
+	}
+}
