@@ -3,7 +3,7 @@
 // root after starting the private PostgreSQL and building bin/controller
 // and bin/sessionvm:
 //
-//	benchrun [-quick] [-cases start,burst,ingest,live,scale,local] [-profile auto|none|start|ingest|live]
+//	benchrun [-quick] [-cases start,burst,ingest,live,scale,local] [-profile auto|none|start|ingest|live|scale|local]
 //
 // Every case that fails is reported in the document, not hidden; the exit
 // status is non-zero when one did.
@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string) error {
 	quick := fs.Bool("quick", false, "shortened sizes and durations, for developing the harness")
 	burstScale := fs.Float64("burst-rate-scale", 1, "multiply Fly's rate limits in the burst case (1: Fly's documented 1/s)")
 	burstSizes := fs.String("burst-sizes", "", "comma-separated burst sizes of the burst case (default 20,200; quick 20,40)")
-	profile := fs.String("profile", "auto", "profile the biggest gap (auto), none, or a case: start, ingest, live")
+	profile := fs.String("profile", "auto", "profile the biggest gap (auto), none, or a case: start, ingest, live, scale, local")
 	dbParams := fs.String("controller-db-params", "", "what-if: query parameters added to the controllers' DATABASE_URL, e.g. pool_max_conns=16")
 	timeout := fs.Duration("timeout", 12*time.Minute, "the whole run's budget (make bench must finish within 15 minutes from a fresh clone, build included)")
 	if err := fs.Parse(args); err != nil {
@@ -212,7 +212,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.LiveCfg = bench.LiveConfig{Interviews: 100, Subscribers: 1000, PostEvery: time.Second, Duration: 30 * time.Second}
 	res.ScaleCfg = bench.ScaleConfig{Interviews: 10_000, Tenants: 100, HeartbeatInterval: 20 * time.Second,
 		SegmentEvery: 30 * time.Second, ReconcileInterval: 10 * time.Second, Settle: 15 * time.Second, Window: 30 * time.Second}
-	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Settle: 3 * time.Second}
+	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Rounds: 3, Settle: 3 * time.Second}
 	res.ScheduledCfg = bench.ScheduledConfig{CreateDelay: 2 * time.Second, BootDelay: 300 * time.Millisecond, Samples: 20}
 	res.WebhooksCfg = bench.WebhooksConfig{Interviews: 1000, Concurrency: 32}
 	if quick {
@@ -273,6 +273,10 @@ func profileGap(ctx context.Context, env *bench.Env, res *bench.Results, which s
 		cfg := res.LiveCfg
 		cfg.Duration = min(cfg.Duration, 20*time.Second)
 		_, err = inproc.RunLive(ctx, cfg)
+	case "local":
+		cfg := res.LocalCfg
+		cfg.Sequential = min(cfg.Sequential, 10)
+		_, err = inproc.RunLocal(ctx, cfg)
 	case "scale":
 		// Both ends of every VM connection are in this process: fewer
 		// interviews keep it within its file descriptors.
