@@ -83,7 +83,7 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 	}
 	if len(events) == 0 && reflect.DeepEqual(iv, before) {
 		// Nothing changed (a repeated start, a no-op): no write.
-		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+		if err := commit(ctx, conn); err != nil {
 			return iv, nil, err
 		}
 		committed = true
@@ -106,7 +106,7 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 		if err := db.runHooks(ctx, openTx{conn}, iv, before.Status); err != nil {
 			return iv, nil, err
 		}
-		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+		if err := commit(ctx, conn); err != nil {
 			return iv, nil, err
 		}
 	}
