@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,68 +13,114 @@ import (
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-// RecordHeartbeats writes a batch of heartbeats (a lock of the rows in id
-// order, then one multi-row UPDATE; a second transaction for rows another
-// transaction held) and returns the
-// interviews that are still live, as they now stand: the caller refreshes
-// what it answers VMs from them. A heartbeat of an interview that is no
-// longer live (or does not exist) writes nothing and is not returned.
-// Heartbeats are not lifecycle changes: no NOTIFY, no hooks.
+// maxHeartbeatDeferrals is how many batches in a row a heartbeat may be
+// put off because its row was busy; the next batch waits for the row.
+const maxHeartbeatDeferrals = 2
+
+// deferredBeats are heartbeats whose rows another transaction (a
+// transcript flush) held when their batch was written: they go with the
+// next batch.
+type deferredBeats struct {
+	mu    sync.Mutex
+	beats map[string]deferredBeat
+}
+
+type deferredBeat struct {
+	rec   session.HeartbeatRecord
+	times int // batches it was put off
+}
+
+// RecordHeartbeats writes a batch of heartbeats and returns the interviews
+// that are still live, as they now stand: the caller refreshes what it
+// answers VMs from them. A heartbeat of an interview that is no longer
+// live (or does not exist) writes nothing and is not returned. Heartbeats
+// are not lifecycle changes: no NOTIFY, no hooks.
+//
+// The rows are locked with SKIP LOCKED, then updated in one statement.
+// Waiting in id order for a row a transcript flush holds would also hold
+// back every flush that needs a row already locked here: a convoy once a
+// batch. A heartbeat whose row was busy is returned as the interview reads
+// now (it is live) and written with the next batch; after
+// maxHeartbeatDeferrals of those, the batch waits for its row in a second
+// transaction (in id order, as ingest locks, so the two batched writers
+// cannot deadlock). A heartbeat is so written at most
+// maxHeartbeatDeferrals batches late.
 func (db *DB) RecordHeartbeats(ctx context.Context, beats []session.HeartbeatRecord) (map[string]session.Interview, error) {
 	out := make(map[string]session.Interview, len(beats))
-	if len(beats) == 0 {
-		return out, nil
+	times := map[string]int{}
+	byID := make(map[string]session.HeartbeatRecord, len(beats))
+	db.deferred.mu.Lock()
+	for id, d := range db.deferred.beats {
+		byID[id], times[id] = d.rec, d.times
 	}
-	beats = slices.Clone(beats)
-	slices.SortFunc(beats, func(a, b session.HeartbeatRecord) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
-	n := len(beats)
-	ids, ats, lasts, bufs, retries := make([]string, 0, n), make([]time.Time, 0, n), make([]int64, 0, n), make([]int32, 0, n), make([]int64, 0, n)
+	clear(db.deferred.beats)
+	db.deferred.mu.Unlock()
 	for _, b := range beats {
 		if !validUUID(b.ID) {
 			continue
 		}
-		ids, ats = append(ids, b.ID), append(ats, b.At)
-		lasts, bufs, retries = append(lasts, b.Stats.LastSeq), append(bufs, int32(min(b.Stats.BufferedSegments, 1<<31-1))), append(retries, b.Stats.Retries)
+		id := strings.ToLower(b.ID)
+		if old, ok := byID[id]; !ok || !b.At.Before(old.At) {
+			b.ID = id
+			byID[id] = b
+		}
 	}
-	// First the rows nobody holds (SKIP LOCKED): waiting in id order for a
-	// row a transcript flush holds would also hold back every flush that
-	// needs a row already locked here, once a second. Then, in a second
-	// transaction, the rows that were busy, waiting for them in id order
-	// (as transcript ingest locks), so the two batched writers cannot
-	// deadlock.
-	busy, err := db.writeHeartbeats(ctx, "FOR NO KEY UPDATE SKIP LOCKED", ids, ats, lasts, bufs, retries, out)
-	if err == nil && len(busy) > 0 {
-		var lasts2, retries2 []int64
-		sel := make([]string, 0, len(busy))
-		ats2, bufs2 := make([]time.Time, 0, len(busy)), make([]int32, 0, len(busy))
-		for i, id := range ids {
-			if busy[strings.ToLower(id)] {
-				sel, ats2, bufs2 = append(sel, id), append(ats2, ats[i]), append(bufs2, bufs[i])
-				lasts2, retries2 = append(lasts2, lasts[i]), append(retries2, retries[i])
+	if len(byID) == 0 {
+		return out, nil
+	}
+	all := make([]session.HeartbeatRecord, 0, len(byID))
+	for _, b := range byID {
+		all = append(all, b)
+	}
+	slices.SortFunc(all, func(a, b session.HeartbeatRecord) int { return strings.Compare(a.ID, b.ID) })
+
+	busy, err := db.writeHeartbeats(ctx, "FOR NO KEY UPDATE SKIP LOCKED", all, out)
+	if err != nil {
+		// Put back what was put off before: the caller re-queues the rest.
+		db.deferred.mu.Lock()
+		for id, n := range times {
+			if _, newer := db.deferred.beats[id]; !newer {
+				db.deferred.beats[id] = deferredBeat{rec: byID[id], times: n}
 			}
 		}
-		_, err = db.writeHeartbeats(ctx, "FOR NO KEY UPDATE", sel, ats2, lasts2, bufs2, retries2, out)
+		db.deferred.mu.Unlock()
+		return nil, fmt.Errorf("record %d heartbeats: %w", len(all), mapError(err))
 	}
-	if err != nil {
-		return nil, fmt.Errorf("record %d heartbeats: %w", len(beats), mapError(err))
+	var wait []session.HeartbeatRecord
+	db.deferred.mu.Lock()
+	for _, b := range all {
+		if !busy[b.ID] {
+			continue
+		}
+		if times[b.ID] >= maxHeartbeatDeferrals {
+			wait = append(wait, b)
+			continue
+		}
+		db.deferred.beats[b.ID] = deferredBeat{rec: b, times: times[b.ID] + 1}
+	}
+	db.deferred.mu.Unlock()
+	if len(wait) > 0 {
+		if _, err := db.writeHeartbeats(ctx, "FOR NO KEY UPDATE", wait, out); err != nil {
+			return nil, fmt.Errorf("record %d heartbeats: %w", len(wait), mapError(err))
+		}
 	}
 	return out, nil
 }
 
-// writeHeartbeats locks the live rows of ids (in id order, with the lock
-// clause lock), updates them and adds them to out, in one transaction. It
-// returns the ids that were live but not locked (skipped).
-func (db *DB) writeHeartbeats(ctx context.Context, lock string, ids []string, ats []time.Time, lasts []int64, bufs []int32, retries []int64, out map[string]session.Interview) (map[string]bool, error) {
+// writeHeartbeats locks the live rows of beats (sorted by id) with the
+// lock clause lock, updates them and adds them to out, in one
+// transaction. Live rows it could not lock (SKIP LOCKED) are read without
+// a lock, added to out, and returned as busy.
+func (db *DB) writeHeartbeats(ctx context.Context, lock string, beats []session.HeartbeatRecord, out map[string]session.Interview) (map[string]bool, error) {
+	n := len(beats)
+	ids, ats, lasts, bufs, retries := make([]string, 0, n), make([]time.Time, 0, n), make([]int64, 0, n), make([]int32, 0, n), make([]int64, 0, n)
+	for _, b := range beats {
+		ids, ats = append(ids, b.ID), append(ats, b.At)
+		lasts, bufs, retries = append(lasts, b.Stats.LastSeq), append(bufs, int32(min(b.Stats.BufferedSegments, 1<<31-1))), append(retries, b.Stats.Retries)
+	}
 	var busy map[string]bool
 	err := db.inScope(ctx, session.SystemScope(), func(tx pgx.Tx) error {
+		busy = nil
 		rows, err := tx.Query(ctx, `SELECT id::text FROM interviews.interview_sessions
 			WHERE id = ANY($1::uuid[]) AND status IN ('provisioning', 'ready', 'in_progress', 'ending') ORDER BY id `+lock, ids)
 		if err != nil {
@@ -82,6 +129,23 @@ func (db *DB) writeHeartbeats(ctx context.Context, lock string, ids []string, at
 		locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			return err
+		}
+		scan := func(rows pgx.Rows, mark bool) error {
+			defer rows.Close()
+			for rows.Next() {
+				iv, err := scanInterview(rows)
+				if err != nil {
+					return err
+				}
+				out[iv.ID] = iv
+				if mark {
+					if busy == nil {
+						busy = map[string]bool{}
+					}
+					busy[iv.ID] = true
+				}
+			}
+			return rows.Err()
 		}
 		rows, err = tx.Query(ctx, `UPDATE interviews.interview_sessions SET
 				last_heartbeat_at = GREATEST(last_heartbeat_at, hb.h_at), vm_last_seq = hb.h_last,
@@ -92,35 +156,19 @@ func (db *DB) writeHeartbeats(ctx context.Context, lock string, ids []string, at
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			iv, err := scanInterview(rows)
-			if err != nil {
-				return err
-			}
-			out[iv.ID] = iv
-		}
-		if err := rows.Err(); err != nil {
+		if err := scan(rows, false); err != nil {
 			return err
 		}
 		if len(locked) == len(ids) {
 			return nil
 		}
-		// Live rows not locked: held by another transaction.
-		rows, err = tx.Query(ctx, `SELECT id::text FROM interviews.interview_sessions
+		// Live rows not locked: another transaction holds them.
+		rows, err = tx.Query(ctx, `SELECT `+interviewColumns+` FROM interviews.interview_sessions
 			WHERE id = ANY($1::uuid[]) AND NOT id = ANY($2::uuid[]) AND status IN ('provisioning', 'ready', 'in_progress', 'ending')`, ids, locked)
 		if err != nil {
 			return err
 		}
-		skipped, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		busy = make(map[string]bool, len(skipped))
-		for _, id := range skipped {
-			busy[id] = true
-		}
-		return nil
+		return scan(rows, true)
 	})
 	return busy, err
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/interviewvm/controlplane/pkg/session"
 )
@@ -41,8 +42,11 @@ import (
 // acknowledged for what is not durable. If a flush of several batches
 // fails, each is retried alone so that one bad batch fails only itself.
 
-// ingestFlushers is the number of flushes in flight at once.
-const ingestFlushers = 2
+// ingestFlushers is the number of flushes in flight at once. Each has a
+// connection of its own (the ingester's pool), so that a burst of
+// transcript batches never takes the connections of other requests, and
+// other requests never hold back a flush.
+const ingestFlushers = 4
 
 // maxFlushSegments bounds the segments of one flush.
 const maxFlushSegments = 20000
@@ -66,6 +70,7 @@ type appendRes struct {
 
 type ingester struct {
 	db   *DB
+	pool *pgxpool.Pool // ingestFlushers connections
 	ctx  context.Context
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -78,7 +83,14 @@ type ingester struct {
 
 func (db *DB) startIngest() {
 	ctx, stop := context.WithCancel(context.Background())
-	in := &ingester{db: db, ctx: ctx, stop: stop, kick: make(chan struct{}, 1)}
+	in := &ingester{db: db, pool: db.Pool, ctx: ctx, stop: stop, kick: make(chan struct{}, 1)}
+	cfg := db.Pool.Config()
+	cfg.MaxConns, cfg.MinConns = ingestFlushers, 0
+	if pool, err := pgxpool.NewWithConfig(ctx, cfg); err == nil { // connects lazily
+		in.pool = pool
+	} else {
+		db.logger.Warn("transcript ingest shares the main pool", "error", err)
+	}
 	for range ingestFlushers {
 		in.wg.Add(1)
 		go in.run()
@@ -100,6 +112,9 @@ func (db *DB) stopIngest() {
 	in.mu.Unlock()
 	in.stop()
 	in.wg.Wait()
+	if in.pool != db.Pool {
+		in.pool.Close()
+	}
 	for _, r := range queued {
 		r.done <- appendRes{err: errors.New("store closed")}
 	}
@@ -159,10 +174,10 @@ func (in *ingester) run() {
 		if len(reqs) == 0 {
 			continue
 		}
-		res, err := in.db.flush(in.ctx, reqs)
+		res, err := in.db.flush(in.ctx, in.pool, reqs)
 		if err != nil && len(reqs) > 1 && in.ctx.Err() == nil {
 			for _, r := range reqs { // one bad batch fails only itself
-				one, err := in.db.flush(in.ctx, []*appendReq{r})
+				one, err := in.db.flush(in.ctx, in.pool, []*appendReq{r})
 				deliver([]*appendReq{r}, one, err)
 			}
 			continue
@@ -184,9 +199,9 @@ func deliver(reqs []*appendReq, res []appendRes, err error) {
 // flush commits reqs in one transaction. A request refused by its check
 // (or whose interview does not exist) gets its own error in res; err is
 // for the flush as a whole.
-func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, err error) {
+func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) (res []appendRes, err error) {
 	res = make([]appendRes, len(reqs))
-	conn, err := db.Pool.Acquire(ctx)
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
