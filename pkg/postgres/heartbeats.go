@@ -30,6 +30,52 @@ type deferredBeat struct {
 	times int // batches it was put off
 }
 
+// takeFor removes and returns the deferred heartbeats of the interviews
+// ivs: a transcript flush holding their rows writes them.
+func (d *deferredBeats) takeFor(ivs map[string]*session.Interview) map[string]deferredBeat {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out map[string]deferredBeat
+	for id, b := range d.beats {
+		if _, ok := ivs[id]; ok {
+			if out == nil {
+				out = map[string]deferredBeat{}
+			}
+			out[id] = b
+			delete(d.beats, id)
+		}
+	}
+	return out
+}
+
+// putBack returns heartbeats a failed flush did not write, unless newer
+// ones were deferred meanwhile.
+func (d *deferredBeats) putBack(beats map[string]deferredBeat) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, b := range beats {
+		if _, newer := d.beats[id]; !newer {
+			d.beats[id] = b
+		}
+	}
+}
+
+// queueHeartbeatUpdate queues the write of beats to the rows that are
+// still live.
+func queueHeartbeatUpdate(b *pgx.Batch, beats []session.HeartbeatRecord) {
+	n := len(beats)
+	ids, ats, lasts, bufs, retries := make([]string, 0, n), make([]time.Time, 0, n), make([]int64, 0, n), make([]int32, 0, n), make([]int64, 0, n)
+	for _, b := range beats {
+		ids, ats = append(ids, b.ID), append(ats, b.At)
+		lasts, bufs, retries = append(lasts, b.Stats.LastSeq), append(bufs, int32(min(b.Stats.BufferedSegments, 1<<31-1))), append(retries, b.Stats.Retries)
+	}
+	b.Queue(`UPDATE interviews.interview_sessions SET
+			last_heartbeat_at = GREATEST(last_heartbeat_at, hb.h_at), vm_last_seq = hb.h_last,
+			vm_buffered_segments = hb.h_buf, vm_retries = hb.h_retries, updated_at = now()
+		FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::int[], $5::bigint[]) AS hb(h_id, h_at, h_last, h_buf, h_retries)
+		WHERE id = hb.h_id AND status IN ('provisioning', 'ready', 'in_progress', 'ending')`, ids, ats, lasts, bufs, retries)
+}
+
 // RecordHeartbeats writes a batch of heartbeats and returns the interviews
 // that are still live, as they now stand: the caller refreshes what it
 // answers VMs from them. A heartbeat of an interview that is no longer
@@ -40,11 +86,11 @@ type deferredBeat struct {
 // Waiting in id order for a row a transcript flush holds would also hold
 // back every flush that needs a row already locked here: a convoy once a
 // batch. A heartbeat whose row was busy is returned as the interview reads
-// now (it is live) and written with the next batch; after
-// maxHeartbeatDeferrals of those, the batch waits for its row in a second
-// transaction (in id order, as ingest locks, so the two batched writers
-// cannot deadlock). A heartbeat is so written at most
-// maxHeartbeatDeferrals batches late.
+// now (it is live) and put off: the next transcript flush that locks its
+// row writes it, or else the next batch. After maxHeartbeatDeferrals
+// batches that found the row busy and no flush took it, the batch waits
+// for the row in a second transaction (in id order, as ingest locks, so
+// the two batched writers cannot deadlock).
 func (db *DB) RecordHeartbeats(ctx context.Context, beats []session.HeartbeatRecord) (map[string]session.Interview, error) {
 	out := make(map[string]session.Interview, len(beats))
 	times := map[string]int{}

@@ -231,6 +231,16 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 	if err != nil {
 		return nil, err
 	}
+	// Heartbeats a batch put off because a flush held their rows: this
+	// flush holds them now and writes them.
+	beats := db.deferred.takeFor(ivs)
+	if len(beats) > 0 {
+		defer func() {
+			if err != nil {
+				db.deferred.putBack(beats)
+			}
+		}()
+	}
 
 	// Checks, in arrival order. A seq at or below the acknowledgement, one
 	// already stored above it, or one earlier in this flush is a duplicate
@@ -282,6 +292,7 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 		}
 	}
 	if len(before) == 0 { // every batch refused: nothing to write
+		db.deferred.putBack(beats)
 		_, err = conn.Exec(ctx, "COMMIT")
 		return res, err
 	}
@@ -338,6 +349,13 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 	if len(upIDs) > 0 {
 		b.Queue(`UPDATE interviews.interview_sessions s SET transcript_acked_seq = a.acked, updated_at = now()
 			FROM unnest($1::uuid[], $2::bigint[]) AS a(id, acked) WHERE s.id = a.id`, upIDs, upAcks)
+	}
+	if len(beats) > 0 {
+		recs := make([]session.HeartbeatRecord, 0, len(beats))
+		for _, hb := range beats {
+			recs = append(recs, hb.rec)
+		}
+		queueHeartbeatUpdate(b, recs)
 	}
 	var transitioned []string
 	for id, old := range before {

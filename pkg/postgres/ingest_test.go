@@ -341,3 +341,54 @@ func TestRecordHeartbeatsSkipsRowsAnotherTransactionHolds(t *testing.T) {
 		t.Fatalf("held row's heartbeat %v after the wait, want %v", lb, at)
 	}
 }
+
+// TestTranscriptFlushWritesAPutOffHeartbeat: a heartbeat put off because
+// its row was busy is written by the next transcript flush of that
+// interview.
+func TestTranscriptFlushWritesAPutOffHeartbeat(t *testing.T) {
+	db, url := postgrestest.New(t)
+	ctx := context.Background()
+	tenant := uuid.NewString()
+	c, p := seed(t, db, tenant)
+	sc := session.TenantScope(tenant)
+	iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.UpdateInterview(ctx, sc, iv.ID, func(iv *session.Interview) ([]session.Event, error) {
+		ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, time.Now())
+		return []session.Event{ev}, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM interviews.interview_sessions WHERE id = $1 FOR NO KEY UPDATE`, iv.ID); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Truncate(time.Microsecond)
+	if _, err := db.RecordHeartbeats(ctx, []session.HeartbeatRecord{{ID: iv.ID, At: at, Stats: session.VMStats{LastSeq: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Interview(ctx, sc, iv.ID)
+	if err != nil || got.LastHeartbeatAt != nil {
+		t.Fatalf("heartbeat of a held row written at once: %v, %v", got.LastHeartbeatAt, err)
+	}
+	if _, err := db.AppendTranscript(ctx, iv.ID, segsOf(1, 1, "a"), accept, noEvents); err != nil {
+		t.Fatal(err)
+	}
+	got, err = db.Interview(ctx, sc, iv.ID)
+	if err != nil || got.LastHeartbeatAt == nil || !got.LastHeartbeatAt.Equal(at) || got.VM.LastSeq != 7 {
+		t.Fatalf("after the flush: heartbeat %v, last seq %d, %v; want %v, 7", got.LastHeartbeatAt, got.VM.LastSeq, err, at)
+	}
+}
