@@ -191,10 +191,29 @@ func (s *Service) watch(id string) <-chan struct{} {
 	return ch
 }
 
+// changed is called after this process changed interview id: the
+// heartbeat cache forgets it and its waiters wake.
 func (s *Service) changed(id string) {
 	s.beats.forget(id)
+	s.Notified(id)
+}
+
+// Notified wakes whoever in this process waits on interview id (a start
+// request waiting for the ready report, a launch) after a change on any
+// replica: the controller's LISTEN loop calls it for every change
+// notification, so a ready report received by another replica wakes the
+// start request waiting here. The empty id wakes every waiter (the
+// listener reconnected: anything may have changed).
+func (s *Service) Notified(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if id == "" {
+		for k, ch := range s.watchers {
+			close(ch)
+			delete(s.watchers, k)
+		}
+		return
+	}
 	if ch, ok := s.watchers[id]; ok {
 		close(ch)
 		delete(s.watchers, id)
@@ -275,10 +294,11 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 }
 
 // waitReady waits until the interview is connectable, leaves provisioning,
-// or ctx ends, and returns its latest state.
+// or ctx ends, and returns its latest state. It reads the row once, then
+// again only when woken: by this process's own change (the VM's ready
+// report received here) or by a change notification from another replica
+// (Notified). The status changes it waits for always notify.
 func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session.Interview) (session.Interview, error) {
-	tick := time.NewTicker(250 * time.Millisecond) // another replica may change the row
-	defer tick.Stop()
 	for {
 		ch := s.watch(iv.ID)
 		cur, err := s.store.Interview(ctx, scope, iv.ID)
@@ -294,7 +314,6 @@ func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session
 		}
 		select {
 		case <-ch:
-		case <-tick.C:
 		case <-ctx.Done():
 			return iv, nil
 		}
