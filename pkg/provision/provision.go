@@ -357,6 +357,9 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 			log.Info("pre-warm given up: starting cold")
 		}
 	}
+	if existing == nil {
+		s.withConfig(ctx, iv, &spec)
+	}
 	if existing != nil {
 		m = *existing // pre-warmed, or adopted: created earlier with the session's token
 	} else if m, err = s.machines.Create(ctx, spec); err != nil {
@@ -593,15 +596,21 @@ func (s *Service) vmUpdate(ctx context.Context, id, token string, fn func(iv *se
 	return iv, hideUnknown(err)
 }
 
-// VMConfig answers a VM's request for its configuration.
+// VMConfig answers a VM's request for its configuration (a VM whose
+// machine was created without it: a pre-warmed one).
 func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMConfig, error) {
 	iv, err := s.vmSession(ctx, id, token)
 	if err != nil {
 		return session.VMConfig{}, err
 	}
+	return s.vmConfig(ctx, iv)
+}
+
+// vmConfig is the configuration of iv's VM.
+func (s *Service) vmConfig(ctx context.Context, iv session.Interview) (session.VMConfig, error) {
 	pos, err := s.store.Position(ctx, session.TenantScope(iv.TenantID), iv.PositionID)
 	if err != nil {
-		return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", id, err)
+		return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", iv.ID, err)
 	}
 	started := s.now()
 	if iv.StartedAt != nil {
