@@ -109,7 +109,7 @@ type Service struct {
 	beatsDone chan struct{} // closed when the heartbeat writer returned
 
 	mu       sync.Mutex
-	watchers map[string]chan struct{}
+	watchers map[string]*watch
 	// launching holds the sessions this process is provisioning.
 	launching map[string]bool
 }
@@ -153,8 +153,8 @@ func New(cfg Config, store Store, machines Machines, logger *slog.Logger, reg pr
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, store: store, machines: machines, logger: logger,
-		metrics: newMetrics(reg), now: time.Now, beats: newBeats(), beatsDone: make(chan struct{}),
-		ctx: ctx, cancel: cancel, watchers: map[string]chan struct{}{}, launching: map[string]bool{},
+		metrics: newMetrics(reg), now: storedNow, beats: newBeats(), beatsDone: make(chan struct{}),
+		ctx: ctx, cancel: cancel, watchers: map[string]*watch{}, launching: map[string]bool{},
 	}
 	// Not in wg: that one tracks launches and destroys.
 	go func() {
@@ -163,6 +163,11 @@ func New(cfg Config, store Store, machines Machines, logger *slog.Logger, reg pr
 	}()
 	return s
 }
+
+// storedNow is the time as PostgreSQL stores it (microseconds): an
+// interview this process changed and hands over without reading it back
+// (waitReady) shows the same times as one read from the store.
+func storedNow() time.Time { return time.Now().Truncate(time.Microsecond) }
 
 // Close stops background work and waits for it.
 func (s *Service) Close() {
@@ -179,16 +184,37 @@ func (s *Service) goOwned(fn func(ctx context.Context)) {
 	}()
 }
 
-// watch returns a channel closed at the next change of interview id.
-func (s *Service) watch(id string) <-chan struct{} {
+// watch is the next change of one interview.
+type watch struct {
+	done chan struct{} // closed at the change
+	// iv, set before done closes, is the interview as the change left it
+	// when this process made it; nil otherwise (read it).
+	iv *session.Interview
+}
+
+// watch returns the next change of interview id.
+func (s *Service) watch(id string) *watch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ch, ok := s.watchers[id]
+	w, ok := s.watchers[id]
 	if !ok {
-		ch = make(chan struct{})
-		s.watchers[id] = ch
+		w = &watch{done: make(chan struct{})}
+		s.watchers[id] = w
 	}
-	return ch
+	return w
+}
+
+// changedTo is changed for a change this process made and whose result it
+// holds: a waiter takes iv instead of reading the row again.
+func (s *Service) changedTo(iv session.Interview) {
+	s.beats.forget(iv.ID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w, ok := s.watchers[iv.ID]; ok {
+		w.iv = &iv
+		close(w.done)
+		delete(s.watchers, iv.ID)
+	}
 }
 
 // changed is called after this process changed interview id: the
@@ -208,14 +234,14 @@ func (s *Service) Notified(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if id == "" {
-		for k, ch := range s.watchers {
-			close(ch)
+		for k, w := range s.watchers {
+			close(w.done)
 			delete(s.watchers, k)
 		}
 		return
 	}
-	if ch, ok := s.watchers[id]; ok {
-		close(ch)
+	if w, ok := s.watchers[id]; ok {
+		close(w.done)
 		delete(s.watchers, id)
 	}
 }
@@ -295,25 +321,32 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 
 // waitReady waits until the interview is connectable, leaves provisioning,
 // or ctx ends, and returns its latest state. It reads the row once, then
-// again only when woken: by this process's own change (the VM's ready
-// report received here) or by a change notification from another replica
-// (Notified). The status changes it waits for always notify.
+// only when woken: by this process's own change (the VM's ready report
+// received here hands over the interview it wrote: no read) or by a change
+// notification from another replica (Notified: read). The status changes
+// it waits for always notify.
 func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session.Interview) (session.Interview, error) {
+	var fresh *session.Interview
 	for {
-		ch := s.watch(iv.ID)
-		cur, err := s.store.Interview(ctx, scope, iv.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				return iv, nil
+		w := s.watch(iv.ID)
+		if fresh != nil && fresh.TenantID == iv.TenantID {
+			iv = *fresh
+		} else {
+			cur, err := s.store.Interview(ctx, scope, iv.ID)
+			if err != nil {
+				if ctx.Err() != nil {
+					return iv, nil
+				}
+				return iv, err
 			}
-			return iv, err
+			iv = cur
 		}
-		iv = cur
 		if iv.Connectable() || (iv.Status != session.StateProvisioning && iv.Status != session.StateReady) {
 			return iv, nil
 		}
 		select {
-		case <-ch:
+		case <-w.done:
+			fresh = w.iv
 		case <-ctx.Done():
 			return iv, nil
 		}
@@ -408,7 +441,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	}
 	// The VM's ready report moves the interview on; give up if it never comes.
 	for {
-		ch := s.watch(iv.ID)
+		w := s.watch(iv.ID)
 		cur, err := s.store.Interview(ctx, session.SystemScope(), iv.ID)
 		if err == nil && cur.Status != session.StateProvisioning {
 			if cur.Connectable() {
@@ -420,7 +453,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 			return
 		}
 		select {
-		case <-ch:
+		case <-w.done:
 		case <-time.After(time.Second):
 		case <-ctx.Done():
 			if s.ctx.Err() != nil {
@@ -637,11 +670,13 @@ func (s *Service) Ready(ctx context.Context, id, token string, req session.Ready
 		ev, err := iv.Transition(session.StateReady, "", session.ActorVM, now)
 		return []session.Event{ev}, err
 	})
-	s.changed(id)
-	if err == nil {
-		s.log(iv).Info("session VM ready")
+	if err != nil {
+		s.changed(id)
+		return err
 	}
-	return err
+	s.changedTo(iv)
+	s.log(iv).Info("session VM ready")
+	return nil
 }
 
 // Heartbeat records a VM's heartbeat and tells it whether to go on.

@@ -97,7 +97,7 @@ func (s *Service) awaitPrewarmed(ctx context.Context, id string) *session.Machin
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		ch := s.watch(id)
+		w := s.watch(id)
 		cur, err := s.store.Interview(ctx, session.SystemScope(), id)
 		if err == nil {
 			if cur.Status != session.StateProvisioning {
@@ -112,7 +112,7 @@ func (s *Service) awaitPrewarmed(ctx context.Context, id string) *session.Machin
 			}
 		}
 		select {
-		case <-ch:
+		case <-w.done:
 		case <-tick.C:
 		case <-ctx.Done():
 			return nil
