@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"strings"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
