@@ -108,10 +108,15 @@ func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id strin
 
 // StartInterview is UpdateInterview for starts: it first locks the
 // tenant's row, so starts of one tenant serialise, and tells fn how many
-// other interviews of the tenant are live.
+// other interviews of the tenant are live. When fn moved the interview
+// from scheduled to provisioning (a start that launches its machine), the
+// interview's position is read in the same transaction, in one round
+// trip, and returned for its VM's configuration; otherwise the position
+// is nil.
 func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string,
-	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
+	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, *session.PositionRecord, error) {
 	var iv session.Interview
+	var pos *session.PositionRecord
 	var fnErr error
 	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM interviews.tenants WHERE id = $1 FOR UPDATE`, scope.TenantID); err != nil {
@@ -123,18 +128,58 @@ func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string
 		if err != nil {
 			return err
 		}
+		launched := false
 		iv, fnErr, err = db.updateInterviewTx(ctx, tx, id, func(iv *session.Interview) ([]session.Event, error) {
-			return fn(iv, live)
+			from := iv.Status
+			events, err := fn(iv, live)
+			launched = err == nil && from == session.StateScheduled && iv.Status == session.StateProvisioning
+			return events, err
 		})
-		return err
+		if err != nil || !launched {
+			return err
+		}
+		p, err := positionBatchTx(ctx, tx, iv.PositionID)
+		if err != nil {
+			return fmt.Errorf("read position %s: %w", iv.PositionID, err)
+		}
+		pos = &p
+		return nil
 	})
 	if fnErr != nil {
-		return iv, fnErr
+		return iv, nil, fnErr
 	}
 	if err != nil {
-		return iv, fmt.Errorf("start interview %s: %w", id, mapError(err))
+		return iv, nil, fmt.Errorf("start interview %s: %w", id, mapError(err))
 	}
-	return iv, nil
+	return iv, pos, nil
+}
+
+// positionBatchTx is positionTx in one round trip.
+func positionBatchTx(ctx context.Context, tx pgx.Tx, id string) (p session.PositionRecord, err error) {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT id, tenant_id, title, description, created_at
+		FROM interviews.positions WHERE id = $1`, id)
+	b.Queue(`SELECT name, weight, description FROM interviews.position_competencies
+		WHERE position_id = $1 ORDER BY ordinal`, id)
+	br := tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if err := br.QueryRow().Scan(&p.ID, &p.TenantID, &p.Title, &p.Description, &p.CreatedAt); err != nil {
+		return p, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return p, err
+	}
+	p.Competencies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (session.Competency, error) {
+		var c session.Competency
+		err := r.Scan(&c.Name, &c.Weight, &c.Description)
+		return c, err
+	})
+	return p, err
 }
 
 // notifyChannel is the PostgreSQL NOTIFY channel announcing that an

@@ -31,9 +31,11 @@ type Store interface {
 	UpdateInterview(ctx context.Context, scope session.Scope, id string,
 		fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error)
 	// StartInterview is UpdateInterview serialised per tenant, telling fn
-	// how many other interviews of the tenant are live.
+	// how many other interviews of the tenant are live; when fn moved the
+	// interview from scheduled to provisioning it also returns the
+	// interview's position, read in the same transaction (else nil).
 	StartInterview(ctx context.Context, scope session.Scope, id string,
-		fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error)
+		fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, *session.PositionRecord, error)
 	// AppendTranscript stores segments idempotently, advancing AckedSeq;
 	// check runs first on the locked interview, after once AckedSeq is new.
 	AppendTranscript(ctx context.Context, id string, segs []session.Segment,
@@ -271,7 +273,7 @@ func newToken() (string, []byte) {
 func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error) {
 	var token string
 	launched, warm := false, false
-	iv, err := s.store.StartInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
+	iv, pos, err := s.store.StartInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
 		switch iv.Status {
 		case session.StateScheduled:
 			if max := s.cfg.TenantMaxConcurrent; max > 0 && otherLive >= max {
@@ -309,7 +311,7 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 		s.metrics.starts.WithLabelValues(path).Inc()
 		s.log(iv).Info("interview starting", "path", path)
 		started := s.now()
-		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started, nil) })
+		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, pos, token, started, nil) })
 	}
 	if wait <= 0 {
 		return iv, nil
@@ -357,8 +359,10 @@ func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session
 // run; the VM's ready report then completes provisioning.
 //
 // existing, when set, is a machine found for the session after a restart
-// (adoption): it is not created again.
-func (s *Service) launch(ctx context.Context, iv session.Interview, token string, started time.Time, existing *session.Machine) {
+// (adoption): it is not created again. pos, when set, is the interview's
+// position as the start read it (for the VM's configuration); nil reads
+// it when needed.
+func (s *Service) launch(ctx context.Context, iv session.Interview, pos *session.PositionRecord, token string, started time.Time, existing *session.Machine) {
 	if !s.claim(iv.ID) {
 		return // this process already launches it
 	}
@@ -391,7 +395,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		}
 	}
 	if existing == nil {
-		s.withConfig(ctx, iv, &spec)
+		s.withConfig(ctx, iv, pos, &spec)
 	}
 	if existing != nil {
 		m = *existing // pre-warmed, or adopted: created earlier with the session's token
@@ -636,14 +640,18 @@ func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMCon
 	if err != nil {
 		return session.VMConfig{}, err
 	}
-	return s.vmConfig(ctx, iv)
+	return s.vmConfig(ctx, iv, nil)
 }
 
-// vmConfig is the configuration of iv's VM.
-func (s *Service) vmConfig(ctx context.Context, iv session.Interview) (session.VMConfig, error) {
-	pos, err := s.store.Position(ctx, session.TenantScope(iv.TenantID), iv.PositionID)
-	if err != nil {
-		return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", iv.ID, err)
+// vmConfig is the configuration of iv's VM; pos, when set, is its
+// position, else it is read.
+func (s *Service) vmConfig(ctx context.Context, iv session.Interview, pos *session.PositionRecord) (session.VMConfig, error) {
+	if pos == nil {
+		p, err := s.store.Position(ctx, session.TenantScope(iv.TenantID), iv.PositionID)
+		if err != nil {
+			return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", iv.ID, err)
+		}
+		pos = &p
 	}
 	started := s.now()
 	if iv.StartedAt != nil {
