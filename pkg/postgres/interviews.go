@@ -207,23 +207,28 @@ func (db *DB) updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
 	if len(events) == 0 && reflect.DeepEqual(iv, before) {
 		return iv, nil, nil // nothing changed (a repeated start, a no-op): no write
 	}
-	if err := writeInterview(ctx, tx, &iv, events); err != nil {
+	// A status change is announced with the write, in its round trip
+	// (NOTIFY is delivered at COMMIT, and dropped if a hook fails).
+	changed := iv.Status != before.Status
+	if err := writeInterview(ctx, tx, &iv, events, changed); err != nil {
 		return iv, nil, err
 	}
-	if iv.Status != before.Status {
+	if changed {
 		if err := db.runHooks(ctx, tx, iv, before.Status); err != nil {
-			return iv, nil, err
-		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, iv.ID); err != nil {
 			return iv, nil, err
 		}
 	}
 	return iv, nil, nil
 }
 
-func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, events []session.Event) error {
+// writeInterview writes the interview and its new events in one round
+// trip, with the change's NOTIFY when notify is set.
+func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, events []session.Event, notify bool) error {
 	b := &pgx.Batch{}
 	queueWriteInterview(b, iv, events)
+	if notify {
+		b.Queue(`SELECT pg_notify($1, $2)`, notifyChannel, iv.ID)
+	}
 	return tx.SendBatch(ctx, b).Close()
 }
 
