@@ -316,43 +316,47 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 	if wait <= 0 {
 		return iv, nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	return s.waitReady(wctx, scope, iv)
+	return s.waitReady(ctx, scope, iv, wait)
 }
 
 // waitReady waits until the interview is connectable, leaves provisioning,
-// or ctx ends, and returns its latest state. It reads the row once, then
-// only when woken: by this process's own change (the VM's ready report
-// received here hands over the interview it wrote: no read) or by a change
-// notification from another replica (Notified: read). The status changes
-// it waits for always notify.
-func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session.Interview) (session.Interview, error) {
+// wait passes or ctx ends, and returns its latest state. It reads the row
+// once, then only when woken: by this process's own change (the VM's
+// ready report received here hands over the interview it wrote: no read)
+// or by a change notification from another replica (Notified: read). The
+// status changes it waits for always notify.
+func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session.Interview, wait time.Duration) (session.Interview, error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	var fresh *session.Interview
 	for {
 		w := s.watch(iv.ID)
-		if fresh != nil && fresh.TenantID == iv.TenantID {
-			iv = *fresh
-		} else {
-			cur, err := s.store.Interview(ctx, scope, iv.ID)
-			if err != nil {
-				if ctx.Err() != nil {
-					return iv, nil
-				}
-				return iv, err
-			}
-			iv = cur
+		cur, err := s.latest(ctx, scope, iv.ID, fresh)
+		if err != nil {
+			return iv, err
 		}
+		iv = cur
 		if iv.Connectable() || (iv.Status != session.StateProvisioning && iv.Status != session.StateReady) {
 			return iv, nil
 		}
 		select {
 		case <-w.done:
 			fresh = w.iv
+		case <-timer.C:
+			return iv, nil // the caller asks again
 		case <-ctx.Done():
 			return iv, nil
 		}
 	}
+}
+
+// latest returns interview id: fresh when this process's change handed it
+// over, else as read.
+func (s *Service) latest(ctx context.Context, scope session.Scope, id string, fresh *session.Interview) (session.Interview, error) {
+	if fresh != nil && (scope.System || fresh.TenantID == scope.TenantID) {
+		return *fresh, nil
+	}
+	return s.store.Interview(ctx, scope, id)
 }
 
 // launch creates and starts the interview's machine and waits for it to
