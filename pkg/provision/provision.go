@@ -671,8 +671,17 @@ func (s *Service) vmConfig(ctx context.Context, iv session.Interview, pos *sessi
 	}, nil
 }
 
+// readyTimeout bounds recording a ready report.
+const readyTimeout = 10 * time.Second
+
 // Ready records the VM's report that it serves its endpoints.
 func (s *Service) Ready(ctx context.Context, id, token string, req session.ReadyRequest) error {
+	// Not cancelled with the VM's request: the change's NOTIFY may wake
+	// the start request, whose client may cancel the interview (and so
+	// stop the VM, closing its request) before the COMMIT's answer is
+	// read here; a committed report must not be answered as failed.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyTimeout)
+	defer cancel()
 	iv, err := s.vmUpdate(ctx, id, token, func(iv *session.Interview) ([]session.Event, error) {
 		now := s.now()
 		iv.LastHeartbeatAt = &now
