@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/google/uuid"
@@ -74,18 +73,42 @@ func (db *DB) CreateInterview(ctx context.Context, scope session.Scope, iv sessi
 	return out, nil
 }
 
-// Interview returns one interview.
+// Interview returns one interview. It is read by every waiting start and
+// every VM call, so the whole read-only transaction (begin, scope, query,
+// commit) goes to the server in one round trip, as a pipeline.
 func (db *DB) Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
-	var iv session.Interview
-	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		var err error
-		iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1`, id))
-		return err
-	})
+	iv, err := db.interview(ctx, scope, id)
 	if err != nil {
 		return iv, fmt.Errorf("get interview %s: %w", id, mapError(err))
 	}
 	return iv, nil
+}
+
+func (db *DB) interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
+	var iv session.Interview
+	b := &pgx.Batch{}
+	b.Queue("BEGIN READ ONLY")
+	if err := db.queueScope(ctx, b, scope); err != nil {
+		return iv, err
+	}
+	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1`, id)
+	b.Queue("COMMIT")
+	br := db.Pool.SendBatch(ctx, b)
+	// A connection left in a transaction is discarded by the pool.
+	defer func() { _ = br.Close() }()
+	for range 2 { // BEGIN, scope
+		if _, err := br.Exec(); err != nil {
+			return iv, err
+		}
+	}
+	iv, err := scanInterview(br.QueryRow())
+	if err != nil {
+		return iv, err
+	}
+	if _, err := br.Exec(); err != nil { // COMMIT
+		return iv, err
+	}
+	return iv, br.Close()
 }
 
 // UpdateInterview locks the interview, lets fn change it, and writes the
@@ -93,12 +116,8 @@ func (db *DB) Interview(ctx context.Context, scope session.Scope, id string) (se
 // returns an error nothing is written and the error is returned as is.
 func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id string,
 	fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error) {
-	var iv session.Interview
-	var fnErr error
-	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		var err error
-		iv, fnErr, err = db.updateInterviewTx(ctx, tx, id, fn)
-		return err
+	iv, fnErr, err := db.updatePipelined(ctx, scope, id, false, func(iv *session.Interview, _ int) ([]session.Event, error) {
+		return fn(iv)
 	})
 	if fnErr != nil {
 		return iv, fnErr
@@ -109,131 +128,24 @@ func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id strin
 	return iv, nil
 }
 
-// StartInterview is UpdateInterview for starts: it first locks the
-// tenant's row, so starts of one tenant serialise, and tells fn how many
-// other interviews of the tenant are live. When fn moved the interview
-// from scheduled to provisioning (a start that launches its machine), the
-// interview's position is read in the same transaction, in one round
-// trip, and returned for its VM's configuration; otherwise the position
-// is nil.
+// StartInterview is UpdateInterview serialised per tenant: the tenant's row
+// is locked first, and fn learns how many other interviews of the tenant
+// are live.
 func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string,
-	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, *session.PositionRecord, error) {
-	var iv session.Interview
-	var pos *session.PositionRecord
-	var fnErr error
-	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM interviews.tenants WHERE id = $1 FOR UPDATE`, scope.TenantID); err != nil {
-			return err
-		}
-		var live int
-		err := tx.QueryRow(ctx, `SELECT count(*) FROM interviews.interview_sessions
-			WHERE status IN ('provisioning','ready','in_progress','ending') AND id <> $1`, id).Scan(&live)
-		if err != nil {
-			return err
-		}
-		launched := false
-		iv, fnErr, err = db.updateInterviewTx(ctx, tx, id, func(iv *session.Interview) ([]session.Event, error) {
-			from := iv.Status
-			events, err := fn(iv, live)
-			launched = err == nil && from == session.StateScheduled && iv.Status == session.StateProvisioning
-			return events, err
-		})
-		if err != nil || !launched {
-			return err
-		}
-		p, err := positionBatchTx(ctx, tx, iv.PositionID)
-		if err != nil {
-			return fmt.Errorf("read position %s: %w", iv.PositionID, err)
-		}
-		pos = &p
-		return nil
-	})
+	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
+	iv, fnErr, err := db.updatePipelined(ctx, scope, id, true, fn)
 	if fnErr != nil {
-		return iv, nil, fnErr
+		return iv, fnErr
 	}
 	if err != nil {
-		return iv, nil, fmt.Errorf("start interview %s: %w", id, mapError(err))
+		return iv, fmt.Errorf("start interview %s: %w", id, mapError(err))
 	}
-	return iv, pos, nil
-}
-
-// positionBatchTx is positionTx in one round trip.
-func positionBatchTx(ctx context.Context, tx pgx.Tx, id string) (p session.PositionRecord, err error) {
-	b := &pgx.Batch{}
-	b.Queue(`SELECT id, tenant_id, title, description, created_at
-		FROM interviews.positions WHERE id = $1`, id)
-	b.Queue(`SELECT name, weight, description FROM interviews.position_competencies
-		WHERE position_id = $1 ORDER BY ordinal`, id)
-	br := tx.SendBatch(ctx, b)
-	defer func() {
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
-	}()
-	if err := br.QueryRow().Scan(&p.ID, &p.TenantID, &p.Title, &p.Description, &p.CreatedAt); err != nil {
-		return p, err
-	}
-	rows, err := br.Query()
-	if err != nil {
-		return p, err
-	}
-	p.Competencies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (session.Competency, error) {
-		var c session.Competency
-		err := r.Scan(&c.Name, &c.Weight, &c.Description)
-		return c, err
-	})
-	return p, err
+	return iv, nil
 }
 
 // notifyChannel is the PostgreSQL NOTIFY channel announcing that an
 // interview changed (state or transcript); the payload is its id.
 const notifyChannel = "interview_changed"
-
-// updateInterviewTx is UpdateInterview inside tx. fnErr is fn's error,
-// err any other; with either, the caller must roll back.
-func (db *DB) updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
-	fn func(iv *session.Interview) ([]session.Event, error)) (iv session.Interview, fnErr, err error) {
-	iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+`
-		FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id))
-	if err != nil {
-		return iv, nil, err
-	}
-	before := iv
-	if iv.Machine != nil { // fn may change the machine in place
-		m := *iv.Machine
-		before.Machine = &m
-	}
-	events, err := fn(&iv)
-	if err != nil {
-		return iv, err, err
-	}
-	if len(events) == 0 && reflect.DeepEqual(iv, before) {
-		return iv, nil, nil // nothing changed (a repeated start, a no-op): no write
-	}
-	// A status change is announced with the write, in its round trip
-	// (NOTIFY is delivered at COMMIT, and dropped if a hook fails).
-	changed := iv.Status != before.Status
-	if err := writeInterview(ctx, tx, &iv, events, changed); err != nil {
-		return iv, nil, err
-	}
-	if changed {
-		if err := db.runHooks(ctx, tx, iv, before.Status); err != nil {
-			return iv, nil, err
-		}
-	}
-	return iv, nil, nil
-}
-
-// writeInterview writes the interview and its new events in one round
-// trip, with the change's NOTIFY when notify is set.
-func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, events []session.Event, notify bool) error {
-	b := &pgx.Batch{}
-	queueWriteInterview(b, iv, events)
-	if notify {
-		b.Queue(`SELECT pg_notify($1, $2)`, notifyChannel, iv.ID)
-	}
-	return tx.SendBatch(ctx, b).Close()
-}
 
 // queueWriteInterview queues the update of the interview's row and the
 // insertion of its new events.

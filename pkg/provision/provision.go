@@ -31,11 +31,9 @@ type Store interface {
 	UpdateInterview(ctx context.Context, scope session.Scope, id string,
 		fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error)
 	// StartInterview is UpdateInterview serialised per tenant, telling fn
-	// how many other interviews of the tenant are live; when fn moved the
-	// interview from scheduled to provisioning it also returns the
-	// interview's position, read in the same transaction (else nil).
+	// how many other interviews of the tenant are live.
 	StartInterview(ctx context.Context, scope session.Scope, id string,
-		fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, *session.PositionRecord, error)
+		fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error)
 	// AppendTranscript stores segments idempotently, advancing AckedSeq;
 	// check runs first on the locked interview, after once AckedSeq is new.
 	AppendTranscript(ctx context.Context, id string, segs []session.Segment,
@@ -273,7 +271,7 @@ func newToken() (string, []byte) {
 func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error) {
 	var token string
 	launched, warm := false, false
-	iv, pos, err := s.store.StartInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
+	iv, err := s.startInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
 		switch iv.Status {
 		case session.StateScheduled:
 			if max := s.cfg.TenantMaxConcurrent; max > 0 && otherLive >= max {
@@ -320,12 +318,25 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 		s.metrics.starts.WithLabelValues(path).Inc()
 		s.log(iv).Info("interview starting", "path", path)
 		started := s.now()
-		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, pos, token, started, nil) })
+		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started, nil) })
 	}
 	if wait <= 0 {
 		return iv, nil
 	}
 	return s.waitReady(ctx, scope, iv, wait)
+}
+
+// startInterview applies a start's change. With a per-tenant cap it is the
+// store's StartInterview, serialised per tenant and counting the tenant's
+// live interviews; without one there is nothing to count, and the start
+// locks only its own interview, so a tenant's simultaneous starts do not
+// queue behind each other (otherLive is then 0).
+func (s *Service) startInterview(ctx context.Context, scope session.Scope, id string,
+	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
+	if s.cfg.TenantMaxConcurrent > 0 {
+		return s.store.StartInterview(ctx, scope, id, fn)
+	}
+	return s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) { return fn(iv, 0) })
 }
 
 // waitReady waits until the interview is connectable, leaves provisioning,
@@ -372,10 +383,8 @@ func (s *Service) latest(ctx context.Context, scope session.Scope, id string, fr
 // run; the VM's ready report then completes provisioning.
 //
 // existing, when set, is a machine found for the session after a restart
-// (adoption): it is not created again. pos, when set, is the interview's
-// position as the start read it (for the VM's configuration); nil reads
-// it when needed.
-func (s *Service) launch(ctx context.Context, iv session.Interview, pos *session.PositionRecord, token string, started time.Time, existing *session.Machine) {
+// (adoption): it is not created again.
+func (s *Service) launch(ctx context.Context, iv session.Interview, token string, started time.Time, existing *session.Machine) {
 	if !s.claim(iv.ID) {
 		return // this process already launches it
 	}
@@ -424,7 +433,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, pos *session
 		}
 	}
 	if existing == nil {
-		s.withConfig(ctx, iv, pos, &spec)
+		s.withConfig(ctx, iv, &spec)
 	}
 	if existing != nil {
 		m = *existing // pre-warmed, or adopted: created earlier with the session's token
@@ -441,6 +450,9 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, pos *session
 	if !s.recordMachine(iv.ID, m) {
 		return
 	}
+	// A provider that creates a machine running (the local one) reports
+	// the same machine once it runs: nothing more to record.
+	created := m
 	mid := m.ID
 	if m.State == session.MachineCreated || m.State == session.MachineStopped {
 		// Created without booting (pre-warmed): boot it.
@@ -469,7 +481,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, pos *session
 		return
 	}
 	s.metrics.phase.WithLabelValues("machine_started").Observe(s.now().Sub(started).Seconds())
-	if !s.recordMachine(iv.ID, m) {
+	if m != created && !s.recordMachine(iv.ID, m) {
 		return
 	}
 	// The VM's ready report moves the interview on; give up if it never comes.
@@ -511,7 +523,12 @@ func (s *Service) recordMachine(id string, m session.Machine) bool {
 		iv.Machine = &m
 		return nil, nil
 	})
-	s.changed(id)
+	// Those waiting on the interview wait for it to leave provisioning, or
+	// to be connectable, which needs its machine: they have nothing to
+	// see while it is still provisioning.
+	if err != nil || iv.Status != session.StateProvisioning {
+		s.changed(id)
+	}
 	if err != nil {
 		s.logger.Error("record machine failed", "session_id", id, "machine_id", m.ID, "error", err)
 		return true
@@ -669,18 +686,14 @@ func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMCon
 	if err != nil {
 		return session.VMConfig{}, err
 	}
-	return s.vmConfig(ctx, iv, nil)
+	return s.vmConfig(ctx, iv)
 }
 
-// vmConfig is the configuration of iv's VM; pos, when set, is its
-// position, else it is read.
-func (s *Service) vmConfig(ctx context.Context, iv session.Interview, pos *session.PositionRecord) (session.VMConfig, error) {
-	if pos == nil {
-		p, err := s.store.Position(ctx, session.TenantScope(iv.TenantID), iv.PositionID)
-		if err != nil {
-			return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", iv.ID, err)
-		}
-		pos = &p
+// vmConfig is the configuration of iv's VM.
+func (s *Service) vmConfig(ctx context.Context, iv session.Interview) (session.VMConfig, error) {
+	pos, err := s.store.Position(ctx, session.TenantScope(iv.TenantID), iv.PositionID)
+	if err != nil {
+		return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", iv.ID, err)
 	}
 	started := s.now()
 	if iv.StartedAt != nil {

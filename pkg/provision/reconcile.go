@@ -417,7 +417,7 @@ func (r *Reconciler) adopt(ctx context.Context, iv session.Interview, running ma
 	rep.Adopted++
 	r.metrics.adopted.Inc()
 	started := r.Now()
-	r.svc.goOwned(func(ctx context.Context) { r.svc.launch(ctx, iv, nil, token, started, found) })
+	r.svc.goOwned(func(ctx context.Context) { r.svc.launch(ctx, iv, token, started, found) })
 }
 
 type reconcileMetrics struct {
