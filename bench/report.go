@@ -23,6 +23,11 @@ type Results struct {
 	Start         []StartLatency
 	StartSettings map[string]string
 	StartErr      error
+	// ExecReadyCfg and ExecReady: the session VM alone, exec → ready
+	// report (part of case 1).
+	ExecReadyCfg ExecReadyConfig
+	ExecReady    *Summary
+	ExecReadyErr error
 
 	BurstCfg BurstConfig
 	Bursts   []Burst // one per size of BurstCfg.Sizes that ran
@@ -135,16 +140,24 @@ func (r *Results) Rows() []Row {
 			}
 			rows = append(rows, row)
 		}
-		if s.BootDelay == 0 {
-			added := s.Ours.P99 - s.Floor.P99
-			rows = append(rows, metRow(Row{Case: "1", Figure: "added latency p99 (ours p99 − floor p99), boot 0 ms",
-				Ours: fmt.Sprintf("%.1f ms", ms(added)), Limit: "—", Ratio: "—", Target: "≤ 10 ms", Profile: "start"},
-				ms(added)/10))
+		for _, a := range []struct {
+			name  string
+			added time.Duration
+			limit float64
+		}{{"p50", s.Ours.P50 - s.Floor.P50, 5}, {"p99", s.Ours.P99 - s.Floor.P99, 10}} {
+			rows = append(rows, metRow(Row{Case: "1", Figure: fmt.Sprintf("added latency %s (ours − floor), %s", a.name, boot),
+				Ours: fmt.Sprintf("%.1f ms", ms(a.added)), Limit: "—", Ratio: "—", Target: fmt.Sprintf("≤ %g ms", a.limit), Profile: "start"},
+				ms(a.added)/a.limit))
 		}
 		if s.Failures > 0 {
 			rows = append(rows, metRow(Row{Case: "1", Figure: "failed starts (" + boot + ")",
 				Ours: fmt.Sprint(s.Failures), Limit: "—", Ratio: "—", Target: "0"}, 2))
 		}
+	}
+	if x := r.ExecReady; x != nil {
+		rows = append(rows, metRow(Row{Case: "1", Figure: "sessionvm exec → ready report p50 (config with the machine)",
+			Ours: fms(x.P50), Limit: "—", Ratio: "—", Target: "≤ 5 ms"}, ms(x.P50)/5))
+		rows = append(rows, Row{Case: "1", Figure: "sessionvm exec → ready report p99", Ours: fms(x.P99), Limit: "—", Ratio: "—", Target: "—"})
 	}
 	for _, b := range r.Bursts {
 		if b.Minimum <= 0 {
@@ -365,13 +378,23 @@ func (r *Results) methods(w func(string, ...any)) {
 
 	w("**1. Start latency vs the platform floor.** Fake Fly API with a fixed boot delay; every machine is a real `sessionvm` process ")
 	w("(`flymachinestest.ProcessRunner`). Floor: `flymachines.Client` create + wait for `started`, directly, plus the VM's ready ")
-	w("report to a stand-in controller that answers config, ready and heartbeats from memory (no database): the floor pays the same ")
-	w("VM cost (process start, config fetch, ready report) as ours. Ours: `POST /v1/interviews/{id}/start?wait=60` until the 200 ")
+	w("report to a stand-in controller that answers ready and heartbeats from memory (no database): the floor pays the same ")
+	w("VM cost (process start, ready report; the VM's configuration comes in the machine's environment, as ours does) as ours. ")
+	w("Ours: `POST /v1/interviews/{id}/start?wait=60` until the 200 ")
 	w("with status ready. The two alternate sample by sample (%d warm-up pairs dropped, then %d pairs per boot delay); each machine ", r.StartCfg.Warmup, r.StartCfg.Samples)
 	w("is destroyed and its process reaped before the next sample. Controller: %s (latency, not admission: no client-side queueing; ", settingsText(r.StartSettings))
 	w("the fake enforces no limit here). Added latency = ours − floor at the same percentile.\n\n")
 	for _, s := range r.Start {
 		w("- boot %d ms: floor %s; ours %s; failures %d%s\n", s.BootDelay.Milliseconds(), sumText(s.Floor), sumText(s.Ours), s.Failures, errText(s.FirstError))
+	}
+	if x := r.ExecReady; x != nil || r.ExecReadyErr != nil {
+		w("- the session VM alone (%d samples after %d warm-up): `sessionvm` exec'd by the harness with its listener as fd 3 and its ", r.ExecReadyCfg.Samples, r.ExecReadyCfg.Warmup)
+		w("configuration in the environment, until its ready report reaches the stand-in controller: ")
+		if x != nil {
+			w("%s\n", sumText(*x))
+		} else {
+			w("failed: %v\n", r.ExecReadyErr)
+		}
 	}
 	w("\n")
 

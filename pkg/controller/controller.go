@@ -154,15 +154,18 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	}()
 	defer func() { stopLeading(); <-leading }()
 
-	// Interview changes on any replica reach this one's live streams
-	// through PostgreSQL LISTEN/NOTIFY.
+	// Interview changes on any replica reach this one's live streams and
+	// its waiting start requests through PostgreSQL LISTEN/NOTIFY.
 	feed := livefeed.New(db, 0, logger.With("component", "livefeed"), reg)
 	defer feed.Close()
 	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
 	listening := make(chan struct{})
 	go func() {
 		defer close(listening)
-		db.Listen(listenCtx, feed.Publish)
+		db.Listen(listenCtx, func(id string) {
+			feed.Publish(id)
+			lifecycle.Notified(id)
+		})
 	}()
 	defer func() { stopListen(); <-listening }()
 

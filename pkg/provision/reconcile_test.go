@@ -24,6 +24,7 @@ type memMachines struct {
 	machines  map[string]session.Machine
 	creates   int
 	destroyed []string
+	specs     []session.MachineSpec // of every Create
 	gets      int
 	// tenant names the machines add creates, as the provision path does.
 	tenant string
@@ -36,6 +37,7 @@ func (m *memMachines) Create(_ context.Context, spec session.MachineSpec) (sessi
 	defer m.mu.Unlock()
 	m.n++
 	m.creates++
+	m.specs = append(m.specs, spec)
 	mm := session.Machine{ID: fmt.Sprintf("m%d", m.n), Name: spec.Name, State: session.MachineStarted,
 		Provider: "mem", Addr: "127.0.0.1:1", SessionID: spec.SessionID}
 	m.machines[mm.ID] = mm

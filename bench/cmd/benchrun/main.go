@@ -158,6 +158,12 @@ func run(ctx context.Context, args []string) error {
 		logf("case 1: start latency vs the platform floor")
 		res.Start, res.StartSettings, res.StartErr = env.RunStartLatency(ctx, res.StartCfg)
 		note("start", res.StartErr)
+		x, err := env.RunExecReady(ctx, res.ExecReadyCfg)
+		res.ExecReadyErr = err
+		if err == nil {
+			res.ExecReady = &x
+		}
+		note("start (sessionvm exec → ready)", err)
 	}
 	if has("burst") {
 		logf("case 2: burst admission")
@@ -245,6 +251,7 @@ func run(ctx context.Context, args []string) error {
 // configure sets every case's sizes: the issue's, or small ones with quick.
 func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.StartCfg = bench.StartLatencyConfig{BootDelays: []time.Duration{0, 300 * time.Millisecond}, Samples: 100, Warmup: 3}
+	res.ExecReadyCfg = bench.ExecReadyConfig{Samples: 100, Warmup: 3}
 	res.BurstCfg = bench.BurstConfig{Sizes: []int{20, 200}, Tenants: 10, RateScale: burstScale, BootDelay: 300 * time.Millisecond}
 	res.IngestCfg = bench.IngestConfig{VMs: 100, Batch: 50, Duration: 20 * time.Second, CopyConns: 4, CopyChunk: 10_000,
 		StoreDuration: 10 * time.Second, StorePoolMax: 32}
@@ -256,6 +263,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.WebhooksCfg = bench.WebhooksConfig{Interviews: 1000, Concurrency: 32}
 	if quick {
 		res.StartCfg.Samples = 15
+		res.ExecReadyCfg.Samples = 30
 		res.BurstCfg.Sizes, res.BurstCfg.RateScale = []int{20, 40}, max(burstScale, 10)
 		res.IngestCfg.Duration, res.IngestCfg.StoreDuration = 5*time.Second, 4*time.Second
 		res.LiveCfg.Subscribers, res.LiveCfg.Duration = 200, 8*time.Second
