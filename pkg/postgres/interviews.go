@@ -17,17 +17,20 @@ import (
 const interviewColumns = `id, tenant_id, candidate_id, position_id, company_id, status, end_reason,
 	architecture, max_duration_s, token_hash, machine_provider, machine_id, machine_name, machine_region,
 	machine_state, machine_addr, last_seq_reported, transcript_acked_seq, state_changed_at, vm_last_seq, vm_buffered_segments, vm_retries, created_at, started_at, ready_at, ended_at, last_heartbeat_at, external_id, metadata,
-	scheduled_at, region, prewarm_claimed_at, prewarmed_at`
+	scheduled_at, region, prewarm_claimed_at, prewarmed_at, prewarm_region`
 
 func scanInterview(row pgx.Row) (session.Interview, error) {
 	var iv session.Interview
-	var provider, mid, mname, mregion, mstate, maddr *string
+	var provider, mid, mname, mregion, mstate, maddr, prewarmRegion *string
 	err := row.Scan(&iv.ID, &iv.TenantID, &iv.CandidateID, &iv.PositionID, &iv.CompanyID, &iv.Status, &iv.EndReason,
 		&iv.Architecture, &iv.MaxDurationS, &iv.TokenHash, &provider, &mid, &mname, &mregion,
 		&mstate, &maddr, &iv.LastSeqReported, &iv.AckedSeq, &iv.StateChangedAt, &iv.VM.LastSeq, &iv.VM.BufferedSegments, &iv.VM.Retries, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt, &iv.ExternalID, &iv.Metadata,
-		&iv.ScheduledAt, &iv.Region, &iv.PrewarmClaimedAt, &iv.PrewarmedAt)
+		&iv.ScheduledAt, &iv.Region, &iv.PrewarmClaimedAt, &iv.PrewarmedAt, &prewarmRegion)
 	if err != nil {
 		return iv, err
+	}
+	if prewarmRegion != nil {
+		iv.PrewarmRegion = *prewarmRegion
 	}
 	if mname != nil {
 		deref := func(s *string) string {
@@ -202,12 +205,12 @@ func queueWriteInterview(b *pgx.Batch, iv *session.Interview, events []session.E
 		last_seq_reported = $11, started_at = $12, ready_at = $13, ended_at = $14,
 		last_heartbeat_at = $15, transcript_acked_seq = $16, state_changed_at = $17,
 		vm_last_seq = $18, vm_buffered_segments = $19, vm_retries = $20,
-		prewarm_claimed_at = $21, prewarmed_at = $22, updated_at = now()
+		prewarm_claimed_at = $21, prewarmed_at = $22, prewarm_region = nullif($23, ''), updated_at = now()
 		WHERE id = $1`,
 		iv.ID, iv.Status, iv.EndReason, iv.TokenHash, nullable(m.Provider), nullable(m.ID),
 		nullable(m.Name), nullable(m.Region), nullable(m.State), nullable(m.Addr),
 		iv.LastSeqReported, iv.StartedAt, iv.ReadyAt, iv.EndedAt, iv.LastHeartbeatAt, iv.AckedSeq, iv.StateChangedAt,
-		iv.VM.LastSeq, iv.VM.BufferedSegments, iv.VM.Retries, iv.PrewarmClaimedAt, iv.PrewarmedAt)
+		iv.VM.LastSeq, iv.VM.BufferedSegments, iv.VM.Retries, iv.PrewarmClaimedAt, iv.PrewarmedAt, iv.PrewarmRegion)
 	for _, ev := range events {
 		b.Queue(`INSERT INTO interviews.session_events
 			(session_id, tenant_id, at, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)`,

@@ -237,11 +237,20 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 				return nil, err
 			}
 			// A pre-warmed machine (or a pre-warm create in flight) carries
-			// the token already stored: the start only boots it.
-			warm = iv.PrewarmClaimedAt != nil || hasMachine(iv)
-			if !warm {
+			// the token already stored: the start only boots it. One made
+			// for the interview's former region is replaced by the
+			// launcher (destroyed, then a cold create with a new token).
+			prewarmed := iv.PrewarmClaimedAt != nil || hasMachine(iv)
+			warm = prewarmed && !iv.PrewarmStale()
+			if warm {
+				ev.Reason = session.EventWarmStart
+			}
+			if !prewarmed {
 				token, iv.TokenHash = newToken()
 				iv.PrewarmedAt = nil
+				// A pre-warmed machine destroyed earlier (expired, or moved
+				// out of its window) is history: the start records its own.
+				iv.Machine = nil
 			}
 			launched = true
 			return []session.Event{ev}, nil
@@ -325,7 +334,23 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	if existing == nil && (iv.PrewarmClaimedAt != nil || hasMachine(&iv)) {
 		// Warm: the pre-warmed machine, or the one its create in flight
 		// is about to record; nil when the pre-warm was given up.
-		existing = s.awaitPrewarmed(ctx, iv.ID)
+		var stale bool
+		existing, stale = s.awaitPrewarmed(ctx, iv.ID)
+		if existing != nil && stale {
+			// Pre-warmed for the interview's former region: destroy it and
+			// start cold in the new one.
+			log.Info("the interview moved to another region after its pre-warm: replacing the machine",
+				"machine_id", existing.ID, "machine_region", existing.Region, "region", iv.Region)
+			if err := s.dropStalePrewarm(ctx, iv.ID, existing.ID); err != nil {
+				if s.ctx.Err() != nil {
+					return
+				}
+				log.Error("destroy the pre-warmed machine of the former region failed", "error", err)
+				s.fail(iv.ID, session.ReasonProvisionFailed, err.Error())
+				return
+			}
+			existing = nil
+		}
 		if existing == nil {
 			if ctx.Err() != nil {
 				return
