@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/google/uuid"
@@ -74,18 +73,42 @@ func (db *DB) CreateInterview(ctx context.Context, scope session.Scope, iv sessi
 	return out, nil
 }
 
-// Interview returns one interview.
+// Interview returns one interview. It is read by every waiting start and
+// every VM call, so the whole read-only transaction (begin, scope, query,
+// commit) goes to the server in one round trip, as a pipeline.
 func (db *DB) Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
-	var iv session.Interview
-	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		var err error
-		iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1`, id))
-		return err
-	})
+	iv, err := db.interview(ctx, scope, id)
 	if err != nil {
 		return iv, fmt.Errorf("get interview %s: %w", id, mapError(err))
 	}
 	return iv, nil
+}
+
+func (db *DB) interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
+	var iv session.Interview
+	b := &pgx.Batch{}
+	b.Queue("BEGIN READ ONLY")
+	if err := db.queueScope(ctx, b, scope); err != nil {
+		return iv, err
+	}
+	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1`, id)
+	b.Queue("COMMIT")
+	br := db.Pool.SendBatch(ctx, b)
+	// A connection left in a transaction is discarded by the pool.
+	defer func() { _ = br.Close() }()
+	for range 2 { // BEGIN, scope
+		if _, err := br.Exec(); err != nil {
+			return iv, err
+		}
+	}
+	iv, err := scanInterview(br.QueryRow())
+	if err != nil {
+		return iv, err
+	}
+	if _, err := br.Exec(); err != nil { // COMMIT
+		return iv, err
+	}
+	return iv, br.Close()
 }
 
 // UpdateInterview locks the interview, lets fn change it, and writes the
@@ -93,12 +116,8 @@ func (db *DB) Interview(ctx context.Context, scope session.Scope, id string) (se
 // returns an error nothing is written and the error is returned as is.
 func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id string,
 	fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error) {
-	var iv session.Interview
-	var fnErr error
-	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		var err error
-		iv, fnErr, err = db.updateInterviewTx(ctx, tx, id, fn)
-		return err
+	iv, fnErr, err := db.updatePipelined(ctx, scope, id, false, func(iv *session.Interview, _ int) ([]session.Event, error) {
+		return fn(iv)
 	})
 	if fnErr != nil {
 		return iv, fnErr
@@ -109,28 +128,12 @@ func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id strin
 	return iv, nil
 }
 
-// StartInterview is UpdateInterview for starts: it first locks the
-// tenant's row, so starts of one tenant serialise, and tells fn how many
-// other interviews of the tenant are live.
+// StartInterview is UpdateInterview serialised per tenant: the tenant's row
+// is locked first, and fn learns how many other interviews of the tenant
+// are live.
 func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string,
 	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
-	var iv session.Interview
-	var fnErr error
-	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM interviews.tenants WHERE id = $1 FOR UPDATE`, scope.TenantID); err != nil {
-			return err
-		}
-		var live int
-		err := tx.QueryRow(ctx, `SELECT count(*) FROM interviews.interview_sessions
-			WHERE status IN ('provisioning','ready','in_progress','ending') AND id <> $1`, id).Scan(&live)
-		if err != nil {
-			return err
-		}
-		iv, fnErr, err = db.updateInterviewTx(ctx, tx, id, func(iv *session.Interview) ([]session.Event, error) {
-			return fn(iv, live)
-		})
-		return err
-	})
+	iv, fnErr, err := db.updatePipelined(ctx, scope, id, true, fn)
 	if fnErr != nil {
 		return iv, fnErr
 	}
@@ -143,47 +146,6 @@ func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string
 // notifyChannel is the PostgreSQL NOTIFY channel announcing that an
 // interview changed (state or transcript); the payload is its id.
 const notifyChannel = "interview_changed"
-
-// updateInterviewTx is UpdateInterview inside tx. fnErr is fn's error,
-// err any other; with either, the caller must roll back.
-func (db *DB) updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
-	fn func(iv *session.Interview) ([]session.Event, error)) (iv session.Interview, fnErr, err error) {
-	iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+`
-		FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id))
-	if err != nil {
-		return iv, nil, err
-	}
-	before := iv
-	if iv.Machine != nil { // fn may change the machine in place
-		m := *iv.Machine
-		before.Machine = &m
-	}
-	events, err := fn(&iv)
-	if err != nil {
-		return iv, err, err
-	}
-	if len(events) == 0 && reflect.DeepEqual(iv, before) {
-		return iv, nil, nil // nothing changed (a repeated start, a no-op): no write
-	}
-	if err := writeInterview(ctx, tx, &iv, events); err != nil {
-		return iv, nil, err
-	}
-	if iv.Status != before.Status {
-		if err := db.runHooks(ctx, tx, iv, before.Status); err != nil {
-			return iv, nil, err
-		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, iv.ID); err != nil {
-			return iv, nil, err
-		}
-	}
-	return iv, nil, nil
-}
-
-func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, events []session.Event) error {
-	b := &pgx.Batch{}
-	queueWriteInterview(b, iv, events)
-	return tx.SendBatch(ctx, b).Close()
-}
 
 // queueWriteInterview queues the update of the interview's row and the
 // insertion of its new events.

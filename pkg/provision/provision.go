@@ -226,7 +226,7 @@ func newToken() (string, []byte) {
 func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error) {
 	var token string
 	launched, warm := false, false
-	iv, err := s.store.StartInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
+	iv, err := s.startInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
 		switch iv.Status {
 		case session.StateScheduled:
 			if max := s.cfg.TenantMaxConcurrent; max > 0 && otherLive >= max {
@@ -281,6 +281,19 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	return s.waitReady(wctx, scope, iv)
+}
+
+// startInterview applies a start's change. With a per-tenant cap it is the
+// store's StartInterview, serialised per tenant and counting the tenant's
+// live interviews; without one there is nothing to count, and the start
+// locks only its own interview, so a tenant's simultaneous starts do not
+// queue behind each other (otherLive is then 0).
+func (s *Service) startInterview(ctx context.Context, scope session.Scope, id string,
+	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
+	if s.cfg.TenantMaxConcurrent > 0 {
+		return s.store.StartInterview(ctx, scope, id, fn)
+	}
+	return s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) { return fn(iv, 0) })
 }
 
 // waitReady waits until the interview is connectable, leaves provisioning,
@@ -378,6 +391,9 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	if !s.recordMachine(iv.ID, m) {
 		return
 	}
+	// A provider that creates a machine running (the local one) reports
+	// the same machine once it runs: nothing more to record.
+	created := m
 	mid := m.ID
 	if m.State == session.MachineCreated || m.State == session.MachineStopped {
 		// Created without booting (pre-warmed): boot it.
@@ -406,7 +422,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		return
 	}
 	s.metrics.phase.WithLabelValues("machine_started").Observe(s.now().Sub(started).Seconds())
-	if !s.recordMachine(iv.ID, m) {
+	if m != created && !s.recordMachine(iv.ID, m) {
 		return
 	}
 	// The VM's ready report moves the interview on; give up if it never comes.
@@ -448,7 +464,12 @@ func (s *Service) recordMachine(id string, m session.Machine) bool {
 		iv.Machine = &m
 		return nil, nil
 	})
-	s.changed(id)
+	// Those waiting on the interview wait for it to leave provisioning, or
+	// to be connectable, which needs its machine: they have nothing to
+	// see while it is still provisioning.
+	if err != nil || iv.Status != session.StateProvisioning {
+		s.changed(id)
+	}
 	if err != nil {
 		s.logger.Error("record machine failed", "session_id", id, "machine_id", m.ID, "error", err)
 		return true

@@ -3,7 +3,12 @@
 // root after starting the private PostgreSQL and building bin/controller
 // and bin/sessionvm:
 //
-//	benchrun [-quick] [-cases start,burst,ingest,live,scale,local] [-profile auto|none|start|ingest|live]
+//	benchrun [-quick] [-cases start,burst,ingest,live,scale,local] [-profile auto|none|start|ingest|live|scale|local] [-durable-db URL|same]
+//
+// The ingest and live cases run on a durable cluster (fsync and
+// synchronous_commit on, as in production): -durable-db, by default the
+// dev cluster of scripts/pg.sh, started if needed. The other cases run on
+// -db, the fast test cluster.
 //
 // Every case that fails is reported in the document, not hidden; the exit
 // status is non-zero when one did.
@@ -20,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -49,7 +55,9 @@ func run(ctx context.Context, args []string) error {
 	cases := fs.String("cases", strings.Join(allCases, ","), "cases to run")
 	quick := fs.Bool("quick", false, "shortened sizes and durations, for developing the harness")
 	burstScale := fs.Float64("burst-rate-scale", 1, "multiply Fly's rate limits in the burst case (1: Fly's documented 1/s)")
-	profile := fs.String("profile", "auto", "profile the biggest gap (auto), none, or a case: start, ingest, live")
+	burstSizes := fs.String("burst-sizes", "", "comma-separated burst sizes of the burst case (default 20,200; quick 20,40)")
+	profile := fs.String("profile", "auto", "profile the biggest gap (auto), none, or a case: start, ingest, live, scale, local")
+	durableURL := fs.String("durable-db", os.Getenv("BENCH_DURABLE_DATABASE_URL"), "admin URL of a durable PostgreSQL cluster (fsync and synchronous_commit on) for the ingest and live cases (default: BENCH_DURABLE_DATABASE_URL, else `scripts/pg.sh start` and `url`: the dev cluster); \"same\" runs them on -db")
 	dbParams := fs.String("controller-db-params", "", "what-if: query parameters added to the controllers' DATABASE_URL, e.g. pool_max_conns=16")
 	timeout := fs.Duration("timeout", 12*time.Minute, "the whole run's budget (make bench must finish within 15 minutes from a fresh clone, build included)")
 	if err := fs.Parse(args); err != nil {
@@ -67,6 +75,27 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("scripts/pg.sh --test url: %w (run from the repository root, or pass -db)", err)
 		}
 		*dbURL = strings.TrimSpace(string(b))
+	}
+	has := func(c string) bool { return slices.Contains(want, c) }
+	needDurable := has("ingest") || has("live") || *profile == "ingest" || *profile == "live"
+	if needDurable && *durableURL == "" {
+		// The dev cluster keeps PostgreSQL's durable defaults; the
+		// Makefile's PG_CLUSTER=test must not select the test one here.
+		start := exec.Command("scripts/pg.sh", "start")
+		start.Env, start.Stderr = append(os.Environ(), "PG_CLUSTER=dev"), os.Stderr
+		if err := start.Run(); err != nil {
+			return fmt.Errorf("scripts/pg.sh start: %w (run from the repository root, or pass -durable-db)", err)
+		}
+		url := exec.Command("scripts/pg.sh", "url")
+		url.Env = append(os.Environ(), "PG_CLUSTER=dev")
+		b, err := url.Output()
+		if err != nil {
+			return fmt.Errorf("scripts/pg.sh url: %w", err)
+		}
+		*durableURL = strings.TrimSpace(string(b))
+	}
+	if *durableURL == "same" {
+		*durableURL = *dbURL
 	}
 	ctrlBin, err := filepath.Abs(*controller)
 	if err != nil {
@@ -93,9 +122,31 @@ func run(ctx context.Context, args []string) error {
 		Machine: bench.ReadMachine(), Postgres: env.ServerVersion(ctx), Date: time.Now(), Quick: *quick,
 		Command: "make bench  # go run ./bench/cmd/benchrun " + commandLine(args),
 	}
+	res.Durability = env.Durability(ctx)
+	// durable runs the ingest and live cases: production durability.
+	durable := env
+	if needDurable {
+		d := *env
+		d.AdminURL = *durableURL
+		durable = &d
+		res.DurableDurability = durable.Durability(ctx)
+		if !res.DurableDurability.On() {
+			return fmt.Errorf("-durable-db: %s: the ingest and live cases need fsync and synchronous_commit on", res.DurableDurability)
+		}
+		logf("ingest and live on the durable cluster (%s)", res.DurableDurability)
+	}
 	configure(res, *quick, *burstScale)
+	if *burstSizes != "" {
+		res.BurstCfg.Sizes = nil
+		for _, f := range strings.Split(*burstSizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("-burst-sizes: %q is not a positive number", f)
+			}
+			res.BurstCfg.Sizes = append(res.BurstCfg.Sizes, n)
+		}
+	}
 
-	has := func(c string) bool { return slices.Contains(want, c) }
 	var failed []string
 	note := func(name string, err error) {
 		if err != nil {
@@ -110,13 +161,20 @@ func run(ctx context.Context, args []string) error {
 	}
 	if has("burst") {
 		logf("case 2: burst admission")
-		b, err := env.RunBurst(ctx, res.BurstCfg)
-		res.Burst, res.BurstErr = &b, err
-		note("burst", err)
+		var errs []error
+		for _, n := range res.BurstCfg.Sizes {
+			b, err := env.RunBurst(ctx, res.BurstCfg, n)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%d starts: %w", n, err))
+			}
+			res.Bursts = append(res.Bursts, b)
+		}
+		res.BurstErr = errors.Join(errs...)
+		note("burst", res.BurstErr)
 	}
 	if has("ingest") {
 		logf("case 3: transcript ingest")
-		in, err := env.RunIngest(ctx, res.IngestCfg)
+		in, err := durable.RunIngest(ctx, res.IngestCfg)
 		res.Ingest, res.IngestErr = &in, err
 		if err != nil && in.Segments == 0 {
 			res.Ingest = nil
@@ -125,7 +183,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	if has("live") {
 		logf("case 4: live transcript latency")
-		l, err := env.RunLive(ctx, res.LiveCfg)
+		l, err := durable.RunLive(ctx, res.LiveCfg)
 		res.Live, res.LiveErr = &l, err
 		if err != nil && l.Posts == 0 {
 			res.Live = nil
@@ -180,7 +238,7 @@ func run(ctx context.Context, args []string) error {
 	if dl, _ := ctx.Deadline(); *profile != "none" && time.Until(dl) < 2*time.Minute {
 		logf("profile: skipped, %s of the budget left", time.Until(dl).Round(time.Second))
 	} else if *profile != "none" {
-		res.Profile = profileGap(ctx, env, res, *profile, *quick)
+		res.Profile = profileGap(ctx, env, durable, res, *profile, *quick)
 	}
 	res.Elapsed = time.Since(began)
 	if err := os.WriteFile(*out, []byte(res.Markdown()), 0o644); err != nil {
@@ -196,19 +254,19 @@ func run(ctx context.Context, args []string) error {
 // configure sets every case's sizes: the issue's, or small ones with quick.
 func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.StartCfg = bench.StartLatencyConfig{BootDelays: []time.Duration{0, 300 * time.Millisecond}, Samples: 100, Warmup: 3}
-	res.BurstCfg = bench.BurstConfig{Starts: 200, Tenants: 10, RateScale: burstScale, BootDelay: 300 * time.Millisecond}
+	res.BurstCfg = bench.BurstConfig{Sizes: []int{20, 200}, Tenants: 10, RateScale: burstScale, BootDelay: 300 * time.Millisecond}
 	res.IngestCfg = bench.IngestConfig{VMs: 100, Batch: 50, Duration: 20 * time.Second, CopyConns: 4, CopyChunk: 10_000,
 		StoreDuration: 10 * time.Second, StorePoolMax: 32}
 	res.LiveCfg = bench.LiveConfig{Interviews: 100, Subscribers: 1000, PostEvery: time.Second, Duration: 30 * time.Second}
 	res.ScaleCfg = bench.ScaleConfig{Interviews: 10_000, Tenants: 100, HeartbeatInterval: 20 * time.Second,
 		SegmentEvery: 30 * time.Second, ReconcileInterval: 10 * time.Second, Settle: 15 * time.Second, Window: 30 * time.Second}
-	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Settle: 3 * time.Second}
+	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Rounds: 3, Settle: 3 * time.Second}
 	res.ScheduledCfg = bench.ScheduledConfig{CreateDelay: 2 * time.Second, BootDelay: 300 * time.Millisecond, Samples: 20}
 	res.WebhooksCfg = bench.WebhooksConfig{Interviews: 1000, Concurrency: 32}
 	res.InsightsCfg = bench.InsightsConfig{Interviews: 1000, Sequential: 40, Segments: 20, Concurrency: 32}
 	if quick {
 		res.StartCfg.Samples = 15
-		res.BurstCfg.Starts, res.BurstCfg.RateScale = 40, max(burstScale, 10)
+		res.BurstCfg.Sizes, res.BurstCfg.RateScale = []int{20, 40}, max(burstScale, 10)
 		res.IngestCfg.Duration, res.IngestCfg.StoreDuration = 5*time.Second, 4*time.Second
 		res.LiveCfg.Subscribers, res.LiveCfg.Duration = 200, 8*time.Second
 		res.ScaleCfg.Interviews, res.ScaleCfg.Settle, res.ScaleCfg.Window = 1000, 5*time.Second, 10*time.Second
@@ -221,7 +279,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 
 // profileGap runs the biggest gap's case again with the controller
 // in-process under a CPU profile, and returns the controller's top.
-func profileGap(ctx context.Context, env *bench.Env, res *bench.Results, which string, quick bool) *bench.Profile {
+func profileGap(ctx context.Context, env, durable *bench.Env, res *bench.Results, which string, quick bool) *bench.Profile {
 	p := &bench.Profile{Case: which}
 	if which == "auto" {
 		gap, ok := res.BiggestGap()
@@ -234,6 +292,9 @@ func profileGap(ctx context.Context, env *bench.Env, res *bench.Results, which s
 	}
 	env.Log("profile: %s (%s), controller in-process", p.Case, p.Figure)
 	inproc := *env
+	if p.Case == "ingest" || p.Case == "live" {
+		inproc = *durable
+	}
 	inproc.InProcess = true
 	inproc.OutDir = filepath.Join(env.OutDir, "profile")
 	p.Path = filepath.Join(env.OutDir, "cpu-"+p.Case+".pprof")
@@ -265,6 +326,10 @@ func profileGap(ctx context.Context, env *bench.Env, res *bench.Results, which s
 		cfg := res.LiveCfg
 		cfg.Duration = min(cfg.Duration, 20*time.Second)
 		_, err = inproc.RunLive(ctx, cfg)
+	case "local":
+		cfg := res.LocalCfg
+		cfg.Sequential = min(cfg.Sequential, 10)
+		_, err = inproc.RunLocal(ctx, cfg)
 	case "scale":
 		// Both ends of every VM connection are in this process: fewer
 		// interviews keep it within its file descriptors.
