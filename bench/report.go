@@ -61,6 +61,10 @@ type Results struct {
 	Webhooks    *Webhooks
 	WebhooksErr error
 
+	InsightsCfg InsightsConfig
+	Insights    *Insights
+	InsightsErr error
+
 	Profile *Profile
 }
 
@@ -283,6 +287,27 @@ func (r *Results) Rows() []Row {
 				Limit: "—", Ratio: "—", Target: "0"}, 2))
 		}
 	}
+	if in := r.Insights; in != nil {
+		n := fmt.Sprintf("%s interviews completed at once", thousands(float64(in.Interviews)))
+		rows = append(rows,
+			Row{Case: "9", Figure: fmt.Sprintf("analyses per second, %s (%d at a time per controller)", n, in.Workers),
+				Ours: fmt.Sprintf("%.0f jobs/s", in.PerSecond), Limit: fmt.Sprintf("%.0f calls/s (plain SDK → fake, %d at a time)", in.SDKPerSecond, in.Workers),
+				Ratio: ratio(in.PerSecond, in.SDKPerSecond)})
+		for _, p := range []struct {
+			name        string
+			ours, floor time.Duration
+		}{{"p50", in.EndToEnd.P50, in.Floor.P50}, {"p99", in.EndToEnd.P99, in.Floor.P99}} {
+			rows = append(rows, Row{Case: "9", Figure: fmt.Sprintf("completion → insights stored %s, one at a time (added %+.1f ms)", p.name, ms(p.ours-p.floor)),
+				Ours: fms(p.ours), Limit: fms(p.floor) + " (SDK round trip)", Ratio: ratio(ms(p.ours), ms(p.floor))})
+		}
+		rows = append(rows, Row{Case: "9", Figure: "… in the burst: completion → job taken p50 / p99; taken → stored p50 / p99",
+			Ours:  fms(in.Wait.P50) + " / " + fms(in.Wait.P99) + "; " + fms(in.Work.P50) + " / " + fms(in.Work.P99),
+			Limit: fms(in.Floor.P50) + " / " + fms(in.Floor.P99) + " (SDK round trip)", Ratio: ratio(ms(in.Work.P50), ms(in.Floor.P50)) + " (work p50)"})
+		if in.NotReady > 0 {
+			rows = append(rows, metRow(Row{Case: "9", Figure: "analyses not ready", Ours: fmt.Sprint(in.NotReady),
+				Limit: "—", Ratio: "—", Target: "0"}, 2))
+		}
+	}
 	return rows
 }
 
@@ -341,7 +366,8 @@ func (r *Results) Markdown() string {
 		err  error
 	}{{"1 start latency", r.StartErr}, {"2 burst admission", r.BurstErr}, {"3 ingest", r.IngestErr},
 		{"4 live transcript", r.LiveErr}, {"5 scale", r.ScaleErr}, {"6 local provider", r.LocalErr},
-		{"7 scheduled start", r.ScheduledErr}, {"8 webhooks", r.WebhooksErr}} {
+		{"7 scheduled start", r.ScheduledErr}, {"8 webhooks", r.WebhooksErr},
+		{"9 insights", r.InsightsErr}} {
 		if e.err != nil {
 			w("\n**Case %s did not complete:** `%s`\n", e.name, oneLine(e.err.Error()))
 		}
@@ -508,6 +534,26 @@ func (r *Results) methods(w func(string, ...any)) {
 	w("receiver reading the message; throughput: messages received per second from the first cancel to the last message.")
 	if wh := r.Webhooks; wh != nil {
 		w(" Latency %s; %.0f msg/s; %d received, %d duplicates.", sumText(wh.Latency), wh.PerSecond, wh.Received, wh.Duplicate)
+	}
+	w("\n\n")
+	w("**9. Insights.** One controller with `INSIGHTS=openai` whose `OPENAI_BASE_URL` is the Responses fake (`responsestest`, served by ")
+	w("the harness, answering at once with an instance of the request's schema). %s interviews are started on the fake Fly API ", thousands(float64(r.InsightsCfg.Interviews+r.InsightsCfg.Sequential)))
+	w("(synthetic VMs); each VM posts a transcript of %d segments (alternating interviewer and candidate) and then its end report, ", r.InsightsCfg.Segments)
+	w("so each interview completes, and its analysis is enqueued, the way a real one is (the controller's transition hook, in the completing transaction). ")
+	w("First %d of them complete one at a time, each after the last one's analysis was stored; then %s complete at once (%d end reports at a time). ",
+		r.InsightsCfg.Sequential, thousands(float64(r.InsightsCfg.Interviews)), r.InsightsCfg.Concurrency)
+	w("Times are PostgreSQL's: an analysis's row is created in the completing transaction (completion), River stamps its job when a worker takes it, ")
+	w("and the row is stamped when its outcome is stored. Jobs per second = burst interviews ÷ (last stored − first completion). ")
+	w("Limit: a plain openai-go client (SDK defaults, no retries) sending the very requests the controller sent to the same fake — ")
+	w("one at a time for the round trip, and the burst's requests as many at a time as the controller's analysis workers for calls per second. ")
+	w("Added latency = completion → stored minus the SDK round trip at the same percentile: River's pick-up, reading the interview, ")
+	w("position and transcript, building the prompt and schema, verifying the answer and storing it.")
+	if in := r.Insights; in != nil {
+		w(" One at a time: completion → stored %s (completion → taken %s; taken → stored %s); SDK round trip %s. ",
+			sumText(in.EndToEnd), sumText(in.SeqWait), sumText(in.SeqWork), sumText(in.Floor))
+		w("Burst: %.0f jobs/s over %s (the end reports themselves took %s); ", in.PerSecond, in.Span.Round(time.Millisecond), in.Completing.Round(time.Millisecond))
+		w("completion → taken %s; taken → stored %s; plain SDK %.0f calls/s. %d analyses ready, %d not, %d took more than one attempt.",
+			sumText(in.Wait), sumText(in.Work), in.SDKPerSecond, in.Ready, in.NotReady, in.Retried)
 	}
 	w("\n\n")
 }

@@ -59,6 +59,19 @@ func (c *chaosController) start() {
 	}
 }
 
+// buildController builds bin/controller into a temporary directory and
+// returns its path, for tests that run the controller as a process.
+func buildController(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "controller")
+	build := exec.Command("go", "build", "-o", bin, "github.com/interviewvm/controlplane/cmd/controller")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("build controller: %v", err)
+	}
+	return bin
+}
+
 // kill SIGKILLs the controller: no shutdown path runs.
 func (c *chaosController) kill() {
 	if c.cmd == nil {
@@ -82,13 +95,7 @@ func TestChaos(t *testing.T) {
 		t.Skip("chaos takes about a minute")
 	}
 	rng := rand.New(rand.NewPCG(2026, 11)) // fixed: the same points every run
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "controller")
-	build := exec.Command("go", "build", "-o", bin, "github.com/interviewvm/controlplane/cmd/controller")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatalf("build controller: %v", err)
-	}
+	bin := buildController(t)
 
 	fakeLogs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(fakeLogs, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -70,6 +70,7 @@ type Config struct {
 	PrewarmTTL          time.Duration
 	Insights            string
 	InsightsModel       string
+	InsightsTimeout     time.Duration
 
 	WebhookRetrySchedule string
 	WebhookAllowPrivate  bool
@@ -178,6 +179,7 @@ func settings(c *Config) []setting {
 		{env: "OPENAI_BASE_URL", help: "OpenAI API base: for insights with its version path (an origin alone gets /v1; default https://api.openai.com/v1); local VMs get it as their realtime origin (default in the VM: https://api.openai.com)", set: str(&c.OpenAIBaseURL)},
 		{env: "INSIGHTS", def: "simulated", help: "scorer of completed interviews: simulated (offline, deterministic), openai (Responses API; needs OPENAI_API_KEY) or off", set: str(&c.Insights)},
 		{env: "INSIGHTS_MODEL", def: "gpt-5.5", help: "model of the openai insights scorer", set: str(&c.InsightsModel)},
+		{env: "INSIGHTS_TIMEOUT", def: "5m", help: "bound of one request of the openai insights scorer; an analysis attempt may take this plus 30s, and one left by a dead replica is run again after the longer of that and JOB_RESCUE_AFTER", set: dur(&c.InsightsTimeout)},
 		{env: "SESSION_IMAGE", help: "sessionvm image (fly provider)", set: str(&c.SessionImage)},
 		{env: "SESSION_PORT", def: "8080", help: "port sessionvm listens on inside its VM", set: num(&c.SessionPort)},
 		{env: "MIGRATE_ON_START", def: "true", help: "apply pending migrations when the controller starts", set: boolean(&c.MigrateOnStart)},
@@ -192,7 +194,7 @@ func settings(c *Config) []setting {
 		{env: "CORS_ORIGINS", help: "browser origins (scheme://host[:port], comma-separated, or *) allowed to call the API from other sites; empty: CORS off", set: str(&c.CORSOrigins)},
 		{env: "WEBHOOK_RETRY_SCHEDULE", def: webhooks.DefaultRetrySchedule, help: "delays between webhook attempts, comma-separated; after the last one a delivery has failed", set: str(&c.WebhookRetrySchedule)},
 		{env: "WEBHOOK_ALLOW_PRIVATE", def: "false", help: "let webhooks use http and reach loopback, private and link-local addresses (tests and local runs only)", set: boolean(&c.WebhookAllowPrivate)},
-		{env: "JOB_RESCUE_AFTER", def: "6m", help: "how long a job may stay running before it is taken for dead (its replica died) and run again; at least 1m, above every job's time limit", set: dur(&c.JobRescueAfter)},
+		{env: "JOB_RESCUE_AFTER", def: "6m", help: "how long a job may stay running before it is taken for dead (its replica died) and run again; at least 1m (a job is never taken before its own time limit, e.g. INSIGHTS_TIMEOUT + 30s, has passed either)", set: dur(&c.JobRescueAfter)},
 		{env: "DEMO", def: "false", help: "serve the demo page (recruiter view and interview room) at /demo/; for development, not production", set: boolean(&c.Demo)},
 	}
 }
@@ -291,6 +293,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("INSIGHTS must be simulated, openai or off, not %q", c.Insights))
+	}
+	if c.InsightsTimeout < time.Second {
+		errs = append(errs, errors.New("INSIGHTS_TIMEOUT must be at least 1s"))
 	}
 	if c.MaxDuration < time.Second {
 		errs = append(errs, errors.New("MAX_DURATION must be at least 1s"))

@@ -2,7 +2,9 @@ package controller
 
 import (
 	"io"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestRealtimeAndListenerSettings(t *testing.T) {
@@ -25,5 +27,34 @@ func TestRealtimeAndListenerSettings(t *testing.T) {
 	if cfg.RealtimeModel != "m" || cfg.RealtimeVoice != "cedar" || cfg.TranscribeModel != "tm" ||
 		cfg.MetricsAddr != ":9091" || cfg.InternalAddr != "fly-local-6pn:8081" {
 		t.Errorf("config from the environment and flags = %+v", cfg)
+	}
+}
+
+func TestInsightsTimeoutSetting(t *testing.T) {
+	cfg, err := LoadConfig("controller", nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.InsightsTimeout != 5*time.Minute {
+		t.Errorf("INSIGHTS_TIMEOUT default = %s, want 5m", cfg.InsightsTimeout)
+	}
+	env := map[string]string{"DATABASE_URL": "postgres://x", "JWT_SECRET": strings.Repeat("s", 32), "INSIGHTS_TIMEOUT": "500ms"}
+	cfg, err = LoadConfig("controller", nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "INSIGHTS_TIMEOUT") {
+		t.Errorf("INSIGHTS_TIMEOUT=500ms: Validate() = %v, want it refused", err)
+	}
+	env["INSIGHTS_TIMEOUT"] = "20s"
+	cfg, err = LoadConfig("controller", nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil && strings.Contains(err.Error(), "INSIGHTS_TIMEOUT") {
+		t.Errorf("INSIGHTS_TIMEOUT=20s refused: %v", err)
+	}
+	if cfg.InsightsTimeout != 20*time.Second {
+		t.Errorf("INSIGHTS_TIMEOUT=20s read as %s", cfg.InsightsTimeout)
 	}
 }

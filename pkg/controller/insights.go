@@ -18,8 +18,9 @@ import (
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-// insightsWorkers is how many analyses one replica runs at once.
-const insightsWorkers = 4
+// InsightsWorkers is how many analyses one replica runs at once (the
+// insights queue's concurrency on each controller).
+const InsightsWorkers = 4
 
 // insightsService wires the analyses of completed interviews: the scorer
 // INSIGHTS picks, its worker on every replica's job queue, the transition
@@ -47,6 +48,7 @@ func addInsights(cfg Config, db *postgres.DB, q *jobQueue, logger *slog.Logger, 
 	}
 	w, err := insights.NewWorker(insights.WorkerConfig{
 		Store: db, Scorer: scorer, Model: model, Logger: logger, Registerer: reg,
+		AttemptTimeout: insights.AttemptTimeout(cfg.InsightsTimeout),
 	})
 	if err != nil {
 		return nil, err
@@ -54,7 +56,7 @@ func addInsights(cfg Config, db *postgres.DB, q *jobQueue, logger *slog.Logger, 
 	if err := river.AddWorkerSafely(q.workers, w); err != nil {
 		return nil, fmt.Errorf("insights worker: %w", err)
 	}
-	q.queue(insights.Queue, insightsWorkers)
+	q.queue(insights.Queue, InsightsWorkers)
 	db.OnTransition(s.onTransition)
 	return s, nil
 }
@@ -65,6 +67,7 @@ func newScorer(cfg Config, logger *slog.Logger) (insights.Scorer, string, error)
 	}
 	o, err := insights.NewOpenAI(insights.OpenAIConfig{
 		APIKey: cfg.OpenAIAPIKey, BaseURL: insightsBaseURL(cfg.OpenAIBaseURL), Model: cfg.InsightsModel, Logger: logger,
+		RequestTimeout: cfg.InsightsTimeout,
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("insights scorer: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/interviewvm/controlplane/pkg/insights/responsestest"
+	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
 )
 
 // completedInterview seeds an interview, runs it with the scripted
@@ -318,6 +320,103 @@ func TestInsightsSurviveAStoppedReplica(t *testing.T) {
 	}
 	if got := b.insightsEvents(t, tok, id); strings.Join(got, ",") != "insights_ready" {
 		t.Errorf("insights events = %v, want one insights_ready", got)
+	}
+}
+
+// A controller process SIGKILLed while its analysis waits on the API
+// runs no shutdown path: its job stays running in River's table and the
+// analysis stays running. Another controller process takes the job over
+// once the dead one's attempt has run past its time limit
+// (INSIGHTS_TIMEOUT + 30s) and JOB_RESCUE_AFTER, and the analysis ends
+// ready, in exactly one insights row with one insights_ready event.
+func TestInsightsSurviveAKilledController(t *testing.T) {
+	bin := buildController(t)
+	fake := responsestest.NewServer(responsestest.Config{APIKey: "sk-test-insights-key"})
+	defer fake.Close()
+	fake.Script(responsestest.Behavior{Hang: true}, responsestest.Behavior{Answer: fakeAnswer})
+	dbURL := postgrestest.NewURL(t)
+	process := func() *chaosController {
+		port := freeTCPPort(t)
+		return &chaosController{t: t, bin: bin, base: "http://127.0.0.1:" + port, logs: &syncBuffer{}, env: []string{
+			"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "LISTEN_ADDR=127.0.0.1:" + port,
+			"JWT_SECRET=" + testSecret, "SESSIONVM_BIN=" + sessionVMBin, "HEARTBEAT_INTERVAL=100ms", "HEARTBEAT_TIMEOUT=5s",
+			"REALTIME=synthetic", "SYNTHETIC_TURN=50ms", "LOG_FORMAT=json", "LOG_LEVEL=debug",
+			"INSIGHTS=openai", "OPENAI_API_KEY=sk-test-insights-key", "OPENAI_BASE_URL=" + fake.BaseURL(),
+			// The dead attempt's time limit (20s + 30s) stays below
+			// JOB_RESCUE_AFTER, the shortest allowed: the rescue comes a
+			// minute after the attempt began. 20s leaves the test ample
+			// time to kill the controller before its own request times out.
+			"INSIGHTS_TIMEOUT=20s", "JOB_RESCUE_AFTER=1m",
+		}}
+	}
+	a := process()
+	a.start()
+	defer a.kill()
+	b := process()
+	defer func() {
+		b.kill()
+		if t.Failed() {
+			t.Logf("killed controller's log (tail):\n%s", tail(a.logs.String(), 10000))
+			t.Logf("second controller's log (tail):\n%s", tail(b.logs.String(), 10000))
+		}
+	}()
+	ac := &controller{base: a.base, dbURL: dbURL, logs: a.logs}
+	tok := token(t, uuid.NewString(), "recruiter")
+	id, text := ac.completedInterview(t, tok)
+	select {
+	case <-fake.Hanging():
+	case <-time.After(90 * time.Second):
+		t.Fatal("the analysis never reached the API")
+	}
+	a.kill()
+
+	// Nothing ran on the way out: the job and the analysis still say
+	// running.
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	jobState := func() (state, errs string) {
+		t.Helper()
+		if err := db.QueryRow(ctx, `SELECT state::text, coalesce(array_to_string(errors, ' '), '')
+			FROM interviews.river_job WHERE kind = 'insights_analyze' AND args->>'interview_id' = $1`, id).Scan(&state, &errs); err != nil {
+			t.Fatalf("the analysis job: %v", err)
+		}
+		return state, errs
+	}
+	var status string
+	if err := db.QueryRow(ctx, `SELECT status FROM interviews.insights WHERE interview_id = $1`, id).Scan(&status); err != nil {
+		t.Fatal(err)
+	}
+	if state, _ := jobState(); state != "running" || status != "running" {
+		t.Fatalf("after the kill: job %s, analysis %s; want both running", state, status)
+	}
+
+	b.start()
+	bc := &controller{base: b.base, dbURL: dbURL, logs: b.logs}
+	var in map[string]any
+	eventually(t, "the second controller to finish the analysis", 4*time.Minute, func() bool {
+		st, out := bc.call(t, "GET", "/v1/interviews/"+id+"/insights", tok, nil)
+		in = out
+		return st == 200 && (out["status"] == "ready" || out["status"] == "failed")
+	})
+	checkReady(t, in, text)
+	if in["attempts"].(float64) != 2 {
+		t.Errorf("attempts = %v, want 2 (the killed one and the one that finished)", in["attempts"])
+	}
+	if _, errs := jobState(); !strings.Contains(errs, "Stuck job rescued") {
+		t.Errorf("the job's errors %q do not show River's rescue of the killed attempt", errs)
+	}
+	if n := insightsRows(t, dbURL, id); n != 1 {
+		t.Errorf("%d insights rows, want 1", n)
+	}
+	if got := bc.insightsEvents(t, tok, id); strings.Join(got, ",") != "insights_ready" {
+		t.Errorf("insights events = %v, want one insights_ready", got)
+	}
+	if reqs := fake.Requests(); len(reqs) != 2 {
+		t.Errorf("%d requests reached the API, want 2 (the one left hanging, the rescued one)", len(reqs))
 	}
 }
 

@@ -18,6 +18,15 @@ import (
 // attempt of any worker (each worker bounds its own attempts with Timeout).
 const rescueStuckJobsAfter = 6 * time.Minute
 
+// jobFetchCooldown is the least time between two fetches of a queue (and
+// between two insert notifications of a queue from one replica). River's
+// 100 ms default capped the insights queue at its 4 workers per 100 ms
+// (35 analyses/s against a fake that answers at once), and an analysis
+// enqueued within 100 ms of the last notified one waited for the 1 s
+// poll. A fetch is one indexed query; at most 100 a second per queue
+// while jobs keep coming.
+const jobFetchCooldown = 10 * time.Millisecond
+
 // jobQueue assembles the durable jobs (River, in our PostgreSQL): each
 // feature that has jobs adds its workers and queues before open, and
 // enqueues through the client open returns (in transition hooks, so a job
@@ -40,7 +49,7 @@ func (q *jobQueue) queue(name string, n int) { q.queues[name] = n }
 // open builds the client and registers the queue's metrics; it works
 // nothing until started.
 func (q *jobQueue) open(db *postgres.DB, logger *slog.Logger, reg prometheus.Registerer) (*jobs.Client, error) {
-	cfg := jobs.Config{RescueStuckJobsAfter: rescueStuckJobsAfter}
+	cfg := jobs.Config{RescueStuckJobsAfter: rescueStuckJobsAfter, FetchCooldown: jobFetchCooldown}
 	if q.rescueAfter > 0 {
 		cfg.RescueStuckJobsAfter = q.rescueAfter
 	}

@@ -28,10 +28,9 @@ const (
 	// DefaultMaxBackoff.
 	DefaultMinBackoff = 5 * time.Second
 	DefaultMaxBackoff = 5 * time.Minute
-	// jobTimeout bounds one attempt: the scorer's request timeout plus
-	// room for the store. It stays below the controller's stuck-job
-	// rescue delay.
-	jobTimeout = DefaultRequestTimeout + 30*time.Second
+	// storeRoom is what an attempt may take beyond the scorer's request
+	// timeout: loading the input and storing the outcome.
+	storeRoom = 30 * time.Second
 	// transcriptPage is how many segments one read of the transcript asks.
 	transcriptPage = 1000
 )
@@ -90,7 +89,11 @@ type WorkerConfig struct {
 	MaxAttempts int
 	MinBackoff  time.Duration
 	MaxBackoff  time.Duration
-	Logger      *slog.Logger
+	// AttemptTimeout bounds one attempt (default
+	// AttemptTimeout(DefaultRequestTimeout)). River does not run a job
+	// left running by a dead process again before this has passed.
+	AttemptTimeout time.Duration
+	Logger         *slog.Logger
 	// Registerer receives the analysis metrics (nil: none).
 	Registerer prometheus.Registerer
 }
@@ -123,6 +126,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff
 	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = AttemptTimeout(DefaultRequestTimeout)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -133,8 +139,12 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	return &Worker{cfg: cfg, metrics: m}, nil
 }
 
+// AttemptTimeout is the bound of one attempt for a scorer whose requests
+// are bounded by requestTimeout: the request plus room for the store.
+func AttemptTimeout(requestTimeout time.Duration) time.Duration { return requestTimeout + storeRoom }
+
 // Timeout bounds one attempt.
-func (w *Worker) Timeout(*river.Job[JobArgs]) time.Duration { return jobTimeout }
+func (w *Worker) Timeout(*river.Job[JobArgs]) time.Duration { return w.cfg.AttemptTimeout }
 
 // Work runs one attempt of an analysis.
 func (w *Worker) Work(ctx context.Context, job *river.Job[JobArgs]) error {

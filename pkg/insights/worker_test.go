@@ -139,3 +139,24 @@ func TestWorkerPermanentFailure(t *testing.T) {
 		t.Errorf("after a refusal: %+v", store)
 	}
 }
+
+// An attempt's time limit follows the scorer's request timeout; River
+// rescues a dead replica's job no sooner than that.
+func TestWorkerAttemptTimeout(t *testing.T) {
+	store := &memStore{status: session.InsightsPending}
+	w, err := insights.NewWorker(insights.WorkerConfig{Store: store, Scorer: insights.NewSimulated()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := w.Timeout(nil), insights.DefaultRequestTimeout+30*time.Second; got != want {
+		t.Errorf("default attempt timeout = %s, want %s", got, want)
+	}
+	w, err = insights.NewWorker(insights.WorkerConfig{Store: store, Scorer: insights.NewSimulated(),
+		AttemptTimeout: insights.AttemptTimeout(20 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Timeout(nil); got != 50*time.Second {
+		t.Errorf("attempt timeout with 20s requests = %s, want 50s", got)
+	}
+}

@@ -60,6 +60,13 @@ type Config struct {
 	// FetchPollInterval is how often an idle producer looks for jobs when
 	// no notification arrives. Zero: River's default (1 s).
 	FetchPollInterval time.Duration
+	// FetchCooldown is the least time between two fetches of one queue's
+	// producer, and between two insert notifications of one queue from
+	// this client. It bounds a queue's throughput to its worker count per
+	// cooldown, and an insert within a cooldown of the last notified one
+	// is not notified (it waits for the next fetch or poll). Zero: River's
+	// default (100 ms).
+	FetchCooldown time.Duration
 	// ID names this client in River's bookkeeping; empty: generated.
 	ID string
 }
@@ -81,6 +88,7 @@ func New(pool *pgxpool.Pool, logger *slog.Logger, cfg Config) (*Client, error) {
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.RescueStuckJobsAfter,
 		FetchPollInterval:    cfg.FetchPollInterval,
+		FetchCooldown:        cfg.FetchCooldown,
 	}
 	if len(cfg.Queues) > 0 {
 		if cfg.Workers == nil {

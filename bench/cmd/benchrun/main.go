@@ -43,7 +43,7 @@ func main() {
 	}
 }
 
-var allCases = []string{"start", "burst", "ingest", "live", "scale", "local", "scheduled", "webhooks"}
+var allCases = []string{"start", "burst", "ingest", "live", "scale", "local", "scheduled", "webhooks", "insights"}
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
@@ -232,6 +232,15 @@ func run(ctx context.Context, args []string) error {
 		}
 		note("webhooks", err)
 	}
+	if has("insights") {
+		logf("case 9: insights")
+		in, err := env.RunInsights(ctx, res.InsightsCfg)
+		res.InsightsErr = err
+		if in.Ready > 0 {
+			res.Insights = &in
+		}
+		note("insights", err)
+	}
 	if dl, _ := ctx.Deadline(); *profile != "none" && time.Until(dl) < 2*time.Minute {
 		logf("profile: skipped, %s of the budget left", time.Until(dl).Round(time.Second))
 	} else if *profile != "none" {
@@ -261,6 +270,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Rounds: 3, Settle: 3 * time.Second}
 	res.ScheduledCfg = bench.ScheduledConfig{CreateDelay: 2 * time.Second, BootDelay: 300 * time.Millisecond, Samples: 20}
 	res.WebhooksCfg = bench.WebhooksConfig{Interviews: 1000, Concurrency: 32}
+	res.InsightsCfg = bench.InsightsConfig{Interviews: 1000, Sequential: 40, Segments: 20, Concurrency: 32}
 	if quick {
 		res.StartCfg.Samples = 15
 		res.ExecReadyCfg.Samples = 30
@@ -271,6 +281,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 		res.LocalCfg.Sequential, res.LocalCfg.Concurrent = 10, 5
 		res.ScheduledCfg.Samples = 5
 		res.WebhooksCfg.Interviews = 200
+		res.InsightsCfg.Interviews, res.InsightsCfg.Sequential = 200, 10
 	}
 }
 
