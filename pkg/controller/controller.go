@@ -156,8 +156,10 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 
 	// Interview changes on any replica reach this one's live streams
 	// through PostgreSQL LISTEN/NOTIFY.
+	// Segments ingested here reach this replica's streams from memory.
 	feed := livefeed.New(db, 0, logger.With("component", "livefeed"), reg)
 	defer feed.Close()
+	db.OnAppended(feed.Appended)
 	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
 	listening := make(chan struct{})
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -204,6 +205,8 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 		return nil, err
 	}
 	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, ids)
+	b.Queue(`SELECT now()`) // the inserted rows' created_at, for the appended hooks
+	var created time.Time
 	ivs := make(map[string]*session.Interview, len(ids))
 	br := conn.SendBatch(ctx, b)
 	_, err = br.Exec()
@@ -226,6 +229,9 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 				err = rows.Err()
 			}
 		}
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&created)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -303,6 +309,7 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 		return nil, err
 	}
 	inserted := map[string]bool{}
+	var stored []storedSeg // in (interview, seq) order
 	var sid string
 	var seq int64
 	var isNew bool
@@ -312,6 +319,9 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 			return fmt.Errorf("insert returned unknown interview %s", sid)
 		}
 		inserted[sid] = inserted[sid] || isNew
+		if isNew {
+			stored = append(stored, storedSeg{sid, seq})
+		}
 		if seq == iv.AckedSeq+1 {
 			iv.AckedSeq = seq
 		}
@@ -379,6 +389,12 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 		b = &pgx.Batch{}
 	}
 	slices.Sort(changed)
+	top := lastStored(stored)
+	for i, id := range changed {
+		if len(events[id]) == 0 { // the transcript alone changed: say up to where
+			changed[i] = notifyKey(id, top[id])
+		}
+	}
 	for _, payload := range notifyPayloads(changed) {
 		b.Queue(`SELECT pg_notify($1, $2)`, notifyChannel, payload)
 	}
@@ -386,6 +402,8 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 	if err = conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
 	}
+	db.runAppendedHooks(flushRows{ids: sids, speakers: speakers, texts: texts, items: items, seqs: seqs, failed: failed},
+		stored, created, ivs)
 	for i, r := range reqs {
 		if ok[i] {
 			res[i].iv = *ivs[r.id]
