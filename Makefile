@@ -10,7 +10,7 @@ PG      := scripts/pg.sh
 PGT     := PG_CLUSTER=test scripts/pg.sh
 PROMTOOL ?= promtool
 
-.PHONY: help build run test vet lint fmt-check promtool-check generate pg-start pg-test-start pg-stop clean
+.PHONY: help build run webhook-receiver test vet lint fmt-check promtool-check generate pg-start pg-test-start pg-stop clean
 .PHONY: deps-cc deps-promtool deps-chromium deps-e2e
 
 help: ## list the targets
@@ -22,6 +22,10 @@ build: ## build bin/controller and bin/sessionvm
 
 run: build pg-start ## run the controller locally: local provider, simulated interviewer, private PostgreSQL
 	@scripts/run.sh
+
+webhook-receiver: build ## beside a running `make run`: register a local webhook receiver for its dev tenant and print each verified event
+	@test -s .data/dev-token || { echo "no .data/dev-token: start \`make run\` first"; exit 1; }
+	TOKEN="$$(cat .data/dev-token)" $(BIN)/controller webhooks receive --api "http://$${LISTEN_ADDR:-127.0.0.1:8080}"
 
 test: pg-test-start deps-cc deps-promtool fmt-check vet lint promtool-check ## gofmt, go vet, golangci-lint, promtool, and every test (race detector on) against the test PostgreSQL; installs what it lacks
 	TEST_DATABASE_URL="$$($(PGT) url)" $(GO) test -race -count=1 -timeout 15m -skip '^TestChaos$$' ./...

@@ -40,6 +40,7 @@ cat <<MSG
 $TOKEN
 
   Try:  export TOKEN=\$(cat .data/dev-token)   then follow the README walkthrough.
+  Webhooks: \`make webhook-receiver\` in another terminal registers a local receiver and prints each event.
   Stop: Ctrl-C (the session VMs end with the controller); make pg-stop stops PostgreSQL.
 
 MSG

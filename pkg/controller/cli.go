@@ -39,8 +39,11 @@ const cliUsage = `Usage:
                                               destroy machines whose session is terminal or unknown
   controller webhooks failures <endpoint-id> [--limit N] [--json]
                                               an endpoint's latest deliveries whose last attempt failed
+  controller webhooks receive [--listen ADDR] [--api URL] [--token T]
+                                              development receiver: registers itself for the token's
+                                              tenant, prints each verified event, unregisters on exit
 
-Every setting of "controller --help" applies (DATABASE_URL, PROVIDER, FLY_*, …),
+Except for receive, every setting of "controller --help" applies (DATABASE_URL, PROVIDER, FLY_*, …),
 from the environment or as a flag.
 `
 

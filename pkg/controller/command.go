@@ -36,6 +36,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "token":
 		return runToken(args, getenv, stdout, stderr)
 	case "sessions", "machines", "webhooks":
+		if cmd == "webhooks" && len(args) > 0 && args[0] == "receive" {
+			return runReceive(ctx, args[1:], getenv, stdout, stderr, nil)
+		}
 		return runCLI(ctx, cmd, args, getenv, stdout, stderr)
 	default:
 		return fmt.Errorf("unknown command %q (want serve, migrate, token, sessions, machines or webhooks)", cmd)
