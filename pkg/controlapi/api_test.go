@@ -533,8 +533,9 @@ func TestOpenAPIServed(t *testing.T) {
 }
 
 // TestStreamFollowsIngestOnAnotherReplica: a segment ingested by replica
-// A reaches A's streams from memory (handed over at commit) and B's by
-// notification and a read, the same event on both.
+// A reaches B's streams by notification and a read, and A's as well: from
+// memory (handed over at commit) unless A's own notification was quicker
+// than the hand-over; the same event on both.
 func TestStreamFollowsIngestOnAnotherReplica(t *testing.T) {
 	a := newEnv(t)
 	b := newEnvOn(t, a.db, a.dbURL) // a second controller on the same database
@@ -552,8 +553,8 @@ func TestStreamFollowsIngestOnAnotherReplica(t *testing.T) {
 	if evA := local.next(t); evA != ev {
 		t.Fatalf("replica A's stream got %+v, B's %+v", evA, ev)
 	}
-	if n := metricValue(t, a, "livefeed_handoffs_total"); n != 1 {
-		t.Fatalf("replica A handed over %v updates, want 1", n)
+	if n := metricValue(t, a, "livefeed_handoffs_total"); n > 1 {
+		t.Fatalf("replica A handed over %v updates, want at most 1", n)
 	}
 	if n := metricValue(t, b, "livefeed_handoffs_total"); n != 0 {
 		t.Fatalf("replica B handed over %v updates, want 0 (it did not ingest)", n)
