@@ -17,8 +17,10 @@ import (
 
 // BurstConfig sets case 2 up.
 type BurstConfig struct {
-	// Starts fired at once.
-	Starts int
+	// Sizes are the bursts run, each against its own fresh controller and
+	// fake (full buckets on both sides): how many starts are fired at
+	// once.
+	Sizes []int
 	// Tenants the interviews are spread over.
 	Tenants int
 	// RateScale multiplies Fly's rates (1 request/s per action) on both
@@ -50,13 +52,13 @@ type Burst struct {
 	Settings   map[string]string
 }
 
-// RunBurst fires cfg.Starts starts at once against the fake enforcing
+// RunBurst fires starts starts at once against the fake enforcing
 // Fly's rate limits (1 request/s per action and app or machine, burst 3;
 // get 5/s, burst 10), scaled by RateScale. Machines run no process: a
 // SyntheticVMs runner reports ready the moment a machine starts, and
 // heartbeats. Each start is POST /start?wait=60, repeated while the
 // answer is 202 (an idempotent join), until ready or failed.
-func (e *Env) RunBurst(ctx context.Context, cfg BurstConfig) (Burst, error) {
+func (e *Env) RunBurst(ctx context.Context, cfg BurstConfig, starts int) (Burst, error) {
 	vms := NewSyntheticVMs(256)
 	vms.Heartbeat = true
 	action, get := flymachinestest.FlyLimits()
@@ -75,9 +77,9 @@ func (e *Env) RunBurst(ctx context.Context, cfg BurstConfig) (Burst, error) {
 		return Burst{}, err
 	}
 	defer f.Close()
-	res := Burst{Starts: cfg.Starts, Settings: pick(f.Controller.Settings, "FLY_RATE_LIMIT", "PROVISION_TIMEOUT", "HEARTBEAT_INTERVAL")}
+	res := Burst{Starts: starts, Settings: pick(f.Controller.Settings, "FLY_RATE_LIMIT", "PROVISION_TIMEOUT", "HEARTBEAT_INTERVAL")}
 
-	tenants, ids, err := f.API.SeedTenants(ctx, cfg.Tenants, (cfg.Starts+cfg.Tenants-1)/cfg.Tenants, 32)
+	tenants, ids, err := f.API.SeedTenants(ctx, cfg.Tenants, (starts+cfg.Tenants-1)/cfg.Tenants, 32)
 	if err != nil {
 		return res, fmt.Errorf("seed interviews: %w", err)
 	}
@@ -88,7 +90,7 @@ func (e *Env) RunBurst(ctx context.Context, cfg BurstConfig) (Burst, error) {
 	var jobs []job
 	for i, t := range tenants {
 		for _, id := range ids[i] {
-			if len(jobs) < cfg.Starts {
+			if len(jobs) < starts {
 				jobs = append(jobs, job{t, id})
 			}
 		}

@@ -41,8 +41,8 @@ type Env struct {
 	// DBParams, when set, is added to the query of every controller's
 	// DATABASE_URL (e.g. "pool_max_conns=16"), for what-if runs.
 	DBParams string
-	// InProcess runs the fly-provider controllers inside the harness
-	// instead of as bin/controller processes (for profiling only).
+	// InProcess runs the fly- and local-provider controllers inside the
+	// harness instead of as bin/controller processes (for profiling only).
 	InProcess bool
 }
 
@@ -182,7 +182,7 @@ func (e *Env) StartController(ctx context.Context, label string, env map[string]
 	if err != nil {
 		return nil, err
 	}
-	if e.InProcess && all["PROVIDER"] == "fly" {
+	if e.InProcess && (all["PROVIDER"] == "fly" || all["PROVIDER"] == "local") {
 		c, err := startInProcess(ctx, all, logf)
 		if err != nil {
 			logf.Close()

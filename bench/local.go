@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -20,6 +21,9 @@ import (
 // LocalConfig sets case 6 up.
 type LocalConfig struct {
 	Sequential, Concurrent int
+	// Rounds of Concurrent starts at once, each next to a round of the
+	// floor, in alternating order (default 1).
+	Rounds int
 	// Settle is waited before reading the concurrent VMs' memory.
 	Settle time.Duration
 }
@@ -28,6 +32,17 @@ type LocalConfig struct {
 type Local struct {
 	Sequential, Concurrent         Summary
 	FloorSequential, FloorParallel Summary
+	// RoundRatios is each concurrent round's p50 over its floor round's.
+	RoundRatios []float64
+	// Phases is the mean time, over the concurrent starts, from the start
+	// request until each provisioning phase ended (the controller's
+	// interview_interview_start_phase_seconds): queued (the launch began), machine
+	// created, machine started, VM ready.
+	Phases map[string]time.Duration
+	// Pool is the controller's connection pool over the concurrent
+	// rounds; PoolAcquiresPerStart its acquires per start.
+	Pool                 PoolStats
+	PoolAcquiresPerStart float64
 	// VMRSS holds the resident memory of each concurrent VM after Settle.
 	VMRSS       []int64
 	VMPeak      int64
@@ -35,6 +50,9 @@ type Local struct {
 	FirstError  string
 	VMProcesses int
 }
+
+// startPhases are the phases of interview_interview_start_phase_seconds, in order.
+var startPhases = []string{"queued", "machine_created", "machine_started", "vm_ready"}
 
 // RunLocal starts interviews on the local provider (PROVIDER=local: one
 // real sessionvm child process of the controller per interview), first
@@ -62,7 +80,8 @@ func (e *Env) RunLocal(ctx context.Context, cfg LocalConfig) (Local, error) {
 	if err != nil {
 		return res, err
 	}
-	ids, err := api.Seed(ctx, tenant, cfg.Sequential+cfg.Concurrent+2, 8)
+	rounds := max(cfg.Rounds, 1)
+	ids, err := api.Seed(ctx, tenant, cfg.Sequential+2+rounds*cfg.Concurrent, 8)
 	if err != nil {
 		return res, fmt.Errorf("seed interviews: %w", err)
 	}
@@ -72,6 +91,16 @@ func (e *Env) RunLocal(ctx context.Context, cfg LocalConfig) (Local, error) {
 		res.Failures++
 		if res.FirstError == "" {
 			res.FirstError = err.Error()
+		}
+	}
+	cancelAll := func(ids []string) {
+		for _, id := range ids {
+			if err := api.Cancel(ctx, tenant.Token, id); err != nil {
+				fail(err)
+			}
+		}
+		if err := waitFor(ctx, 20*time.Second, "the VM processes to exit", func() bool { return len(ProcessesOf(e.SessionVMBin)) == 0 }); err != nil {
+			fail(err)
 		}
 	}
 
@@ -119,38 +148,104 @@ func (e *Env) RunLocal(ctx context.Context, cfg LocalConfig) (Local, error) {
 	}
 	res.Sequential, res.FloorSequential = seq.Summary(), floorSeq.Summary()
 
-	// All at once: the floor first, then ours.
+	// All at once, in rounds: the floor and ours alternate which goes
+	// first; ours are cancelled (and their processes gone) before the next
+	// round, except the last round's, whose memory is read below. The last
+	// round runs the floor first so that ours are the ones left running.
 	var par, floorPar Samples
-	var wg sync.WaitGroup
 	var mu sync.Mutex
-	for range cfg.Concurrent {
-		wg.Go(func() {
-			d, err := e.directVM(ctx, stub)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				fail(fmt.Errorf("floor: %w", err))
-				return
-			}
-			floorPar.Add(d)
-		})
-	}
-	wg.Wait()
 	base := cfg.Sequential + 2
-	for i := range cfg.Concurrent {
-		wg.Go(func() {
-			d, err := localStart(ctx, api, tenant, ids[base+i])
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				fail(err)
-				return
+	phaseSum, phaseCount := map[string]float64{}, map[string]float64{}
+	var last []string
+	for r := range rounds {
+		var floorRound, ourRound Samples
+		floor := func() {
+			var wg sync.WaitGroup
+			for range cfg.Concurrent {
+				wg.Go(func() {
+					d, err := e.directVM(ctx, stub)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						fail(fmt.Errorf("floor: %w", err))
+						return
+					}
+					floorRound.Add(d)
+					floorPar.Add(d)
+				})
 			}
-			par.Add(d)
-		})
+			wg.Wait()
+		}
+		ours := func() {
+			m0, err := scrapeMetrics(ctx, c.Base)
+			if err != nil {
+				fail(fmt.Errorf("metrics: %w", err))
+			}
+			p0, _ := scrapePool(ctx, c.Base)
+			batch := ids[base+r*cfg.Concurrent : base+(r+1)*cfg.Concurrent]
+			var wg sync.WaitGroup
+			for _, id := range batch {
+				wg.Go(func() {
+					d, err := localStart(ctx, api, tenant, id)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						fail(err)
+						return
+					}
+					ourRound.Add(d)
+					par.Add(d)
+				})
+			}
+			wg.Wait()
+			m1, err := scrapeMetrics(ctx, c.Base)
+			if err != nil {
+				fail(fmt.Errorf("metrics: %w", err))
+			}
+			p1, _ := scrapePool(ctx, c.Base)
+			for _, ph := range startPhases {
+				key := `{phase="` + ph + `"}`
+				phaseSum[ph] += m1["interview_interview_start_phase_seconds_sum"+key] - m0["interview_interview_start_phase_seconds_sum"+key]
+				phaseCount[ph] += m1["interview_interview_start_phase_seconds_count"+key] - m0["interview_interview_start_phase_seconds_count"+key]
+			}
+			d := poolDelta(p0, p1)
+			res.Pool.Max = d.Max
+			res.Pool.Acquires += d.Acquires
+			res.Pool.Waited += d.Waited
+			res.Pool.WaitTotal += d.WaitTotal
+			last = batch
+		}
+		if r%2 == 1 && r != rounds-1 {
+			ours()
+			cancelAll(last)
+			floor()
+		} else {
+			floor()
+			ours()
+			if r != rounds-1 {
+				cancelAll(last)
+			}
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		if f, o := floorRound.Summary(), ourRound.Summary(); f.P50 > 0 {
+			res.RoundRatios = append(res.RoundRatios, float64(o.P50)/float64(f.P50))
+		}
 	}
-	wg.Wait()
 	res.Concurrent, res.FloorParallel = par.Summary(), floorPar.Summary()
+	res.Phases = map[string]time.Duration{}
+	for _, ph := range startPhases {
+		if n := phaseCount[ph]; n > 0 {
+			res.Phases[ph] = time.Duration(phaseSum[ph] / n * float64(time.Second))
+		}
+	}
+	if res.Pool.Waited > 0 {
+		res.Pool.AvgWait = time.Duration(float64(res.Pool.WaitTotal) / res.Pool.Waited)
+	}
+	if n := par.Len(); n > 0 {
+		res.PoolAcquiresPerStart = res.Pool.Acquires / float64(n)
+	}
 
 	// Memory of the concurrent VMs, once each has heartbeated.
 	select {
@@ -169,15 +264,11 @@ func (e *Env) RunLocal(ctx context.Context, cfg LocalConfig) (Local, error) {
 		res.VMPeak = max(res.VMPeak, peak)
 	}
 	slices.Sort(res.VMRSS)
-	for i := range cfg.Concurrent {
-		if err := api.Cancel(ctx, tenant.Token, ids[base+i]); err != nil {
-			fail(err)
-		}
-	}
-	_ = waitFor(ctx, 20*time.Second, "the VM processes to exit", func() bool { return len(ProcessesOf(e.SessionVMBin)) == 0 })
-	e.logf("local: sequential p50 %.1f ms p99 %.1f ms (floor p50 %.1f ms); concurrent p50 %.1f ms p99 %.1f ms (floor p50 %.1f ms); %d VMs, RSS median %.1f MiB max %.1f MiB; failures %d",
+	cancelAll(last)
+	e.logf("local: sequential p50 %.1f ms p99 %.1f ms (floor p50 %.1f ms); concurrent p50 %.1f ms p99 %.1f ms (floor p50 %.1f ms; ratio per round %s); phases %s; %.1f pool acquires per start, %s; %d VMs, RSS median %.1f MiB max %.1f MiB; failures %d",
 		ms(res.Sequential.P50), ms(res.Sequential.P99), ms(res.FloorSequential.P50),
-		ms(res.Concurrent.P50), ms(res.Concurrent.P99), ms(res.FloorParallel.P50),
+		ms(res.Concurrent.P50), ms(res.Concurrent.P99), ms(res.FloorParallel.P50), ratiosText(res.RoundRatios),
+		phasesText(res.Phases), res.PoolAcquiresPerStart, poolText(res.Pool),
 		len(res.VMRSS), mib(median(res.VMRSS)), mib(maxOf(res.VMRSS)), res.Failures)
 	return res, nil
 }
@@ -261,4 +352,27 @@ func maxOf(v []int64) int64 {
 		m = max(m, x)
 	}
 	return m
+}
+
+// ratiosText prints ratios as "1.12, 1.08, 1.15".
+func ratiosText(v []float64) string {
+	parts := make([]string, len(v))
+	for i, r := range v {
+		parts[i] = fmt.Sprintf("%.2f", r)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// phasesText prints the mean time to each start phase reached.
+func phasesText(p map[string]time.Duration) string {
+	var parts []string
+	for _, ph := range startPhases {
+		if d, ok := p[ph]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.0f ms", ph, ms(d)))
+		}
+	}
+	if len(parts) == 0 {
+		return "unavailable"
+	}
+	return strings.Join(parts, ", ")
 }

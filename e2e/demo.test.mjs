@@ -2,7 +2,10 @@
 // controller (bin/controller, local provider, simulated interviewer, the
 // demo page on) against a fresh database of the private PostgreSQL, and
 // drives the demo page in Debian's headless Chromium with Playwright:
-// create a position and a candidate, schedule and start the interview,
+// create a position and a candidate, schedule the interview a minute ahead
+// in a chosen region (the controller runs with a short PREWARM_LEAD), see
+// its VM pre-warmed (machine_prewarmed in the timeline, no process yet),
+// start it and see the start boot that VM (warm_start after the pre-warm),
 // see ICE connect and the events channel open, type an answer and see it
 // and the interviewer's next question in the live transcript (whose first
 // stream is cut, to see the page resume it with Last-Event-ID), end the
@@ -181,6 +184,11 @@ async function main() {
       JWT_SECRET: jwtSecret,
       SESSIONVM_BIN: sessionVM,
       LOG_FORMAT: "json",
+      // The interview is scheduled a minute ahead: with a two-minute lead
+      // its VM is pre-warmed on the first pre-warm pass (every 500 ms).
+      REGIONS: "local,lab",
+      PREWARM_LEAD: "2m",
+      RECONCILE_INTERVAL: "500ms",
     };
     controller = await startController(env);
     cleanups.push(() => controller.stop());
@@ -259,13 +267,30 @@ async function main() {
     await page.fill("#candidate-email", "grace@example.com");
     await page.click("#create-candidate");
     await shows("#candidate-out", /✓ Grace Hopper/);
+    // Scheduled a minute ahead in the second region: its VM is pre-warmed
+    // (created, not booted: no process) before anyone starts it.
+    await shows("#prewarm-hint", /pre-warms .* up to 2 min before it \(PREWARM_LEAD\)/);
+    assert.deepEqual(await page.$$eval("#region option", (os) => os.map((o) => o.value)), ["local", "lab"],
+      "the page offers the controller's REGIONS");
+    await page.fill("#schedule-in", "1");
+    await page.selectOption("#region", "lab");
     await page.click("#schedule");
     await shows("#status", /^scheduled$/);
     const id = (await page.textContent("#interview-id")).trim();
     assert.match(id, /^[0-9a-f-]{36}$/);
-    log(`position, candidate and interview ${id} created through the page`);
+    await shows("#scheduled", /^for \d\d:\d\d:\d\d in lab$/);
+    await shows("#interview-out", /✓ Interview .* scheduled for \d\d:\d\d:\d\d in lab for Grace Hopper/);
+    log(`position, candidate and interview ${id} (a minute ahead, region lab) created through the page`);
+    await shows("#prewarmed", /^at \d\d:\d\d:\d\d: its VM is created, not booted/, 30 * SECOND);
+    await shows("#timeline", /scheduled → scheduled \(machine_prewarmed\)/);
+    await shows("#machine", / · created$/);
+    assert.equal(vmPIDs(id).length, 0, "a pre-warmed local VM runs no process");
+    const planned = await (await fetch(`${controller.base}/v1/interviews/${id}`, { headers: { Authorization: `Bearer ${token}` } })).json();
+    assert.equal(planned.region, "lab");
+    assert.ok(planned.scheduled_at && planned.prewarmed_at, `scheduled_at and prewarmed_at are set: ${JSON.stringify(planned)}`);
+    log(`pre-warmed at ${planned.prewarmed_at} for ${planned.scheduled_at}: machine ${(await page.textContent("#machine")).trim()}, no process`);
 
-    // The candidate joins: VM, ICE, events channel.
+    // The candidate joins: the pre-warmed VM boots, ICE, events channel.
     await page.click("#start");
     await shows("#connection", /^connected/);
     await shows("#channel", /^open$/);
@@ -274,6 +299,10 @@ async function main() {
     await shows("#machine", /^interview-hybrid-[0-9a-f]{8}-[0-9a-f]{12} · /);
     const pids = vmPIDs(id);
     assert.equal(pids.length, 1, `one sessionvm process for the interview, found ${pids.length}`);
+    const timeline = await page.locator("#timeline li").allTextContents();
+    const prewarmedAt = timeline.findIndex((t) => /scheduled → scheduled \(machine_prewarmed\)/.test(t));
+    const warmStart = timeline.findIndex((t) => /scheduled → provisioning \(warm_start\)/.test(t));
+    assert.ok(prewarmedAt >= 0 && warmStart > prewarmedAt, `the timeline shows the pre-warm, then the warm start: ${JSON.stringify(timeline)}`);
     log(`ICE connected, events channel open, machine ${(await page.textContent("#machine")).trim()} (pid ${pids[0]})`);
 
     // The conversation: the first question, an answer, the next question.

@@ -173,7 +173,7 @@ func settings(c *Config) []setting {
 		{env: "REGIONS", help: "regions an interview may ask for, comma-separated; the first is the default (default: FLY_REGION, or local)", set: str(&c.Regions)},
 		{env: "PREWARM_LEAD", def: "10m", help: "how long before scheduled_at an interview's machine is created without booting (0: no pre-warm)", set: dur(&c.PrewarmLead)},
 		{env: "PREWARM_TTL", def: "30m", help: "how long past scheduled_at a pre-warmed machine waits for its start before it is destroyed", set: dur(&c.PrewarmTTL)},
-		{env: "FLY_RATE_LIMIT", def: "1", help: "Machines API requests per second the controller allows itself per action and machine (or app), burst 2; Fly documents 1/s, burst 3 (fly provider)", set: float(&c.FlyRateLimit)},
+		{env: "FLY_RATE_LIMIT", def: "1", help: "Machines API requests per second the controller allows itself per action and machine (or app), with Fly's burst of 3 less 200 ms of refill kept in hand; Fly documents 1/s (fly provider)", set: float(&c.FlyRateLimit)},
 		{env: "OPENAI_API_KEY", help: "OpenAI API key of the insights scorer (INSIGHTS=openai), also handed to local VMs as a platform secret (local provider, REALTIME=openai; on Fly it is a secret of the session app)", set: str(&c.OpenAIAPIKey), secret: true},
 		{env: "OPENAI_BASE_URL", help: "OpenAI API base: for insights with its version path (an origin alone gets /v1; default https://api.openai.com/v1); local VMs get it as their realtime origin (default in the VM: https://api.openai.com)", set: str(&c.OpenAIBaseURL)},
 		{env: "INSIGHTS", def: "simulated", help: "scorer of completed interviews: simulated (offline, deterministic), openai (Responses API; needs OPENAI_API_KEY) or off", set: str(&c.Insights)},

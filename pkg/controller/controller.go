@@ -175,7 +175,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		MaxDuration: cfg.MaxDuration, Regions: cfg.regions(),
 		StreamKeepAlive: cfg.StreamKeepAlive, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		BehindFlyProxy: cfg.BehindFlyProxy, FlyReplayApp: cfg.FlyReplayApp,
-		Demo: demoPage(cfg.Demo), CORSOrigins: controlapi.ParseOrigins(cfg.CORSOrigins),
+		Demo: demoPage(cfg), CORSOrigins: controlapi.ParseOrigins(cfg.CORSOrigins),
 		Insights:        ins,
 		SeparateMetrics: lns.metrics != nil, SeparateInternal: lns.internal != nil,
 		Webhooks: hooks,

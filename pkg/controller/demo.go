@@ -7,10 +7,11 @@ import (
 )
 
 // demoPage is the demo page's handler when the DEMO setting is on, else
-// nil (not mounted).
-func demoPage(on bool) http.Handler {
-	if !on {
+// nil (not mounted). The page offers the configured regions and knows the
+// pre-warm lead.
+func demoPage(cfg Config) http.Handler {
+	if !cfg.Demo {
 		return nil
 	}
-	return demo.Handler()
+	return demo.Handler(demo.Config{Regions: cfg.regions(), PrewarmLead: cfg.PrewarmLead})
 }

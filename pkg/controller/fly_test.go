@@ -469,7 +469,8 @@ func TestFlyCapacityErrorFailsTheStart(t *testing.T) {
 func TestFlyFiftyConcurrentStartsUnderRateLimits(t *testing.T) {
 	// Fly's limits are 1 request/s per action, burst 3: fifty creates in one
 	// app take ~50 s. The fake and the controller both run ten times faster
-	// (10/s; bursts unchanged: 3 on the fake, 2 in the client) so the test
+	// (10/s; bursts unchanged: Fly's 3, the client keeping 200 ms of
+	// refill, two tokens at 10/s, in hand) so the test
 	// takes seconds; what it shows holds at any rate: a burst of starts
 	// queues in the client instead of failing on 429s.
 	f := startFlyController(t, []flymachinestest.Option{

@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -195,5 +197,123 @@ func TestLocalScheduledInterviewStartsWarm(t *testing.T) {
 	}
 	if pids := vmPIDs(t, id); len(pids) != 1 {
 		t.Errorf("after the start: VM processes %v, want one", pids)
+	}
+}
+
+// createRegions returns the regions of the fake's create calls for machine
+// name, in order.
+func (f *flyController) createRegions(t *testing.T, name string) []string {
+	t.Helper()
+	var out []string
+	for _, c := range f.calls(flymachinestest.OpCreate, "") {
+		var body struct {
+			Name       string `json:"name"`
+			Region     string `json:"region"`
+			SkipLaunch bool   `json:"skip_launch"`
+		}
+		if err := json.Unmarshal(c.Body, &body); err != nil {
+			t.Fatalf("create call body %q: %v", c.Body, err)
+		}
+		if body.Name == name {
+			out = append(out, fmt.Sprintf("%s skip_launch=%v", body.Region, body.SkipLaunch))
+		}
+	}
+	return out
+}
+
+// liveMachines returns the fake's machines of a session that are not
+// destroyed.
+func (f *flyController) liveMachines(sessionID string) []flymachinestest.Machine {
+	var out []flymachinestest.Machine
+	for _, m := range f.sessionMachines(sessionID) {
+		if m.State != "destroyed" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// PATCH of a pre-warmed interview: a new region replaces its machine (the
+// old one destroyed, a new one created without booting in the new region);
+// a new scheduled_at inside the window keeps it, and the start boots it.
+// A start racing a region change never boots the old region's machine.
+func TestFlyPatchOfAPrewarmedInterview(t *testing.T) {
+	f := startFlyController(t, []flymachinestest.Option{
+		flymachinestest.WithFlyRateLimits(), flymachinestest.WithBootDelay(50 * time.Millisecond),
+		flymachinestest.WithCreateDelay(200 * time.Millisecond),
+	}, map[string]string{"REGIONS": "ams,fra,ord", "RECONCILE_INTERVAL": "200ms"})
+	tok := token(t, uuid.NewString(), "recruiter")
+	pos := f.mustCall(t, 201, "POST", "/v1/positions", tok, map[string]any{
+		"title": "Backend engineer", "competencies": []map[string]any{{"name": "Go", "weight": 1}}})
+	cand := f.mustCall(t, 201, "POST", "/v1/candidates", tok, map[string]any{"full_name": "Ada", "email": "ada@example.com"})
+	schedule := func(region string) (string, map[string]any) {
+		at := time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
+		iv := f.mustCall(t, 201, "POST", "/v1/interviews", tok, map[string]any{"candidate_id": cand["id"], "position_id": pos["id"],
+			"scheduled_at": at, "region": region})
+		id := iv["id"].(string)
+		return id, f.waitInterview(t, tok, id, "pre-warmed", prewarmedOK)
+	}
+	machineOf := func(iv map[string]any) map[string]any { return iv["machine"].(map[string]any) }
+
+	id, iv := schedule("ams")
+	old := machineOf(iv)
+	oldID, name := old["id"].(string), old["name"].(string)
+	if ms := f.liveMachines(id); len(ms) != 1 || ms[0].Region != "ams" {
+		t.Fatalf("pre-warmed machines = %+v, want one in ams", ms)
+	}
+
+	// A new region: the machine moves.
+	if got := f.mustCall(t, 200, "PATCH", "/v1/interviews/"+id, tok, map[string]any{"region": "fra"}); got["region"] != "fra" {
+		t.Fatalf("PATCH region = %v", got)
+	}
+	iv = f.waitInterview(t, tok, id, "pre-warmed in fra", func(iv map[string]any) bool {
+		return prewarmedOK(iv) && machineOf(iv)["region"] == "fra"
+	})
+	moved := machineOf(iv)["id"].(string)
+	if moved == oldID || iv["status"] != "scheduled" {
+		t.Fatalf("after the region change: %v", iv)
+	}
+	if m, ok := f.fake.Machine(flyTestApp, oldID); ok && m.State != "destroyed" {
+		t.Errorf("the ams machine after the region change: %+v, want destroyed", m)
+	}
+	if n := len(f.calls(flymachinestest.OpStart, oldID)); n != 0 {
+		t.Errorf("the ams machine was started %d times", n)
+	}
+	if ms := f.liveMachines(id); len(ms) != 1 || ms[0].ID != moved || ms[0].Region != "fra" || ms[0].State != "created" {
+		t.Errorf("machines after the region change = %+v, want only %s, created in fra", ms, moved)
+	}
+	if got, want := f.createRegions(t, name), []string{"ams skip_launch=true", "fra skip_launch=true"}; !slices.Equal(got, want) {
+		t.Errorf("create calls = %q, want %q", got, want)
+	}
+	if tl := f.timeline(t, tok, id); !slices.Equal(tl, []string{"scheduled→scheduled (machine_prewarmed)", "scheduled→scheduled (machine_prewarmed)"}) {
+		t.Errorf("timeline = %q, want two pre-warms", tl)
+	}
+
+	// A new time inside the window keeps the machine: the start boots it.
+	at := time.Now().Add(2 * time.Minute).UTC().Format(time.RFC3339)
+	f.mustCall(t, 200, "PATCH", "/v1/interviews/"+id, tok, map[string]any{"scheduled_at": at})
+	creates := len(f.calls(flymachinestest.OpCreate, ""))
+	if got := f.startReady(t, tok, id); got != moved {
+		t.Errorf("started on %s, want the pre-warmed %s", got, moved)
+	}
+	if n := len(f.calls(flymachinestest.OpCreate, "")); n != creates {
+		t.Errorf("the warm start made %d create calls", n-creates)
+	}
+	if tl := f.timeline(t, tok, id); len(tl) < 3 || tl[2] != "scheduled→provisioning (warm_start)" {
+		t.Errorf("timeline = %q, want the warm start after the pre-warms", tl)
+	}
+
+	// A start right after a region change, whether or not a pass replaced
+	// the machine first: it runs in the new region, on the only machine.
+	id2, iv2 := schedule("ams")
+	old2 := machineOf(iv2)["id"].(string)
+	f.mustCall(t, 200, "PATCH", "/v1/interviews/"+id2, tok, map[string]any{"region": "ord"})
+	started := f.startReady(t, tok, id2)
+	ms := f.liveMachines(id2)
+	if started == old2 || len(ms) != 1 || ms[0].ID != started || ms[0].Region != "ord" {
+		t.Errorf("started on %s (pre-warmed in ams: %s); live machines %+v, want one in ord", started, old2, ms)
+	}
+	if n := len(f.calls(flymachinestest.OpStart, old2)); n != 0 {
+		t.Errorf("the ams machine was started %d times", n)
 	}
 }

@@ -48,16 +48,17 @@ func newMachines(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (pr
 
 func newFlyMachines(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (provision.Machines, func() error, error) {
 	// FLY_RATE_LIMIT is per action and per machine (or app, for creates
-	// and lists), as Fly counts. One token of Fly's burst of 3 is kept in
-	// hand against jitter between our bucket and theirs; getting a machine
-	// is allowed five times as often, burst 9 of Fly's 10.
+	// and lists), as Fly counts, with Fly's burst of 3; getting a machine
+	// is allowed five times as often, burst 10. The client keeps 200 ms of
+	// each bucket's refill in hand against jitter between our bucket and
+	// Fly's (flymachines.DefaultRateMargin).
 	perSecond := rate.Limit(cfg.FlyRateLimit)
 	client, err := flymachines.New(flymachines.Config{
 		BaseURL:     cfg.FlyAPIURL,
 		Token:       cfg.FlyAPIToken,
 		Logger:      logger.With("component", "flymachines"),
-		ActionLimit: flymachines.Limit{Rate: perSecond, Burst: 2},
-		GetLimit:    flymachines.Limit{Rate: 5 * perSecond, Burst: 9},
+		ActionLimit: flymachines.Limit{Rate: perSecond, Burst: 3},
+		GetLimit:    flymachines.Limit{Rate: 5 * perSecond, Burst: 10},
 		Registerer:  reg,
 	})
 	if err != nil {

@@ -1,12 +1,14 @@
 package demo
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func get(t *testing.T, h http.Handler, path string) (*http.Response, string) {
@@ -22,7 +24,7 @@ func get(t *testing.T, h http.Handler, path string) (*http.Response, string) {
 }
 
 func TestHandlerServesThePage(t *testing.T) {
-	h := Handler()
+	h := Handler(Config{Regions: []string{"ams", "fra"}, PrewarmLead: 90 * time.Second})
 	res, page := get(t, h, "/demo/")
 	if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET /demo/ = %d %s", res.StatusCode, res.Header.Get("Content-Type"))
@@ -58,7 +60,7 @@ func TestHandlerServesThePage(t *testing.T) {
 }
 
 func TestHandlerRedirectsAndRefuses(t *testing.T) {
-	h := Handler()
+	h := Handler(Config{Regions: []string{"ams", "fra"}, PrewarmLead: 90 * time.Second})
 	res, _ := get(t, h, "/demo")
 	if res.StatusCode != http.StatusMovedPermanently || res.Header.Get("Location") != "/demo/" {
 		t.Fatalf("GET /demo = %d Location %q, want 301 /demo/", res.StatusCode, res.Header.Get("Location"))
@@ -67,5 +69,35 @@ func TestHandlerRedirectsAndRefuses(t *testing.T) {
 		if res, _ := get(t, h, path); res.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s = %d, want 404", path, res.StatusCode)
 		}
+	}
+}
+
+func TestHandlerServesTheConfig(t *testing.T) {
+	h := Handler(Config{Regions: []string{"ams", "fra"}, PrewarmLead: 90 * time.Second})
+	res, body := get(t, h, "/demo/config.json")
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET /demo/config.json = %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	if res.Header.Get("Content-Security-Policy") == "" || res.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Error("GET /demo/config.json lacks the security headers")
+	}
+	var got struct {
+		Regions            []string `json:"regions"`
+		PrewarmLeadSeconds float64  `json:"prewarm_lead_seconds"`
+	}
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("config %q: %v", body, err)
+	}
+	if strings.Join(got.Regions, ",") != "ams,fra" || got.PrewarmLeadSeconds != 90 {
+		t.Errorf("config = %+v, want regions ams,fra and a 90 s lead", got)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/demo/config.json", strings.NewReader("{}")))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /demo/config.json = %d, want 405", rec.Code)
+	}
+	// Without regions the list is empty, not null.
+	if _, body := get(t, Handler(Config{}), "/demo/config.json"); !strings.Contains(body, `"regions":[]`) {
+		t.Errorf("config without regions = %s", body)
 	}
 }

@@ -95,14 +95,19 @@ type Config struct {
 	// their own server-side timeout plus a margin instead.
 	AttemptTimeout time.Duration
 
-	// ActionLimit is the bucket for each action per app or machine:
-	// default 1/s with burst 2. Fly documents 1/s, burst 3; keeping one
-	// token in hand absorbs network jitter between our bucket and Fly's,
-	// so a queued request does not arrive a moment too early and get a 429.
+	// ActionLimit is Fly's limit for each action per app or machine:
+	// default 1/s, burst 3, as Fly documents.
 	ActionLimit Limit
-	// GetLimit is the bucket for getting one machine: default 5/s, burst 9
-	// (Fly: 5/s, burst 10).
+	// GetLimit is Fly's limit for getting one machine: default 5/s, burst
+	// 10.
 	GetLimit Limit
+	// RateMargin is how much of each bucket's refill the client keeps in
+	// hand (default DefaultRateMargin, 200 ms: 0.2 of a create at 1/s,
+	// one get at 5/s; negative: none). It absorbs the difference between
+	// two requests' network delays, so a queued request does not reach
+	// Fly a moment too early and get a 429; it costs one margin of
+	// waiting per queue.
+	RateMargin time.Duration
 	// DisableRateLimit turns the client-side limiter off.
 	DisableRateLimit bool
 
@@ -191,13 +196,17 @@ func New(cfg Config) (*Client, error) {
 	if !cfg.DisableRateLimit {
 		action := cfg.ActionLimit
 		if action.Rate == 0 {
-			action = Limit{Rate: 1, Burst: 2}
+			action = Limit{Rate: 1, Burst: 3}
 		}
 		get := cfg.GetLimit
 		if get.Rate == 0 {
-			get = Limit{Rate: 5, Burst: 9}
+			get = Limit{Rate: 5, Burst: 10}
 		}
-		lim = newLimiter(max1(action), max1(get))
+		margin := cfg.RateMargin
+		if margin == 0 {
+			margin = DefaultRateMargin
+		}
+		lim = newLimiter(max1(action), max1(get), margin)
 	}
 	hc.Transport = &transport{next: hc.Transport, limiter: lim, metrics: m, log: log}
 	c.http = &hc

@@ -685,14 +685,16 @@ func TestCreateUnknownOutcomeWithoutRecoveryKey(t *testing.T) {
 
 func TestRateLimiterQueuesBursts(t *testing.T) {
 	// Fly's limits scaled ×10 so the test is quick: 10/s, burst 3 per
-	// action; the client keeps its documented one-token margin.
+	// action, on both sides; the client keeps 100 ms of refill (one token
+	// at 10/s) in hand.
 	e := setup(t,
 		[]flymachinestest.Option{flymachinestest.WithRateLimits(
 			flymachinestest.Limit{Rate: 10, Burst: 3}, flymachinestest.Limit{Rate: 50, Burst: 10})},
 		func(c *flymachines.Config) {
 			c.DisableRateLimit = false
-			c.ActionLimit = flymachines.Limit{Rate: 10, Burst: 2}
-			c.GetLimit = flymachines.Limit{Rate: 50, Burst: 9}
+			c.ActionLimit = flymachines.Limit{Rate: 10, Burst: 3}
+			c.GetLimit = flymachines.Limit{Rate: 50, Burst: 10}
+			c.RateMargin = 100 * time.Millisecond
 			c.RetryMax = -1 // a 429 would fail the call
 		})
 	ctx := ctxT(t, 20*time.Second)

@@ -2,6 +2,7 @@ package flymachines
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 
@@ -15,12 +16,31 @@ type Limit struct {
 	Burst int
 }
 
+// DefaultRateMargin is Config.RateMargin's default.
+const DefaultRateMargin = 200 * time.Millisecond
+
+// unit is how many of the buckets' tokens one request takes: buckets count
+// in thousandths of a request, so that a fraction of a token can be kept
+// in hand (see limiter).
+const unit = 1000
+
 // limiter holds one token bucket per (operation, identifier), the way Fly
 // scopes its limits: per action and per machine id, or per app for calls
 // that have no machine yet (create, list).
+//
+// Each bucket is Fly's (same rate, same burst) less a margin: the tokens
+// that refill in margin stay in hand, so the bucket admits a request only
+// when Fly's bucket, as we count it, would still hold that much after it.
+// Requests reach Fly after a delay that varies from one to the next (a
+// new connection, a scheduling hiccup); as long as two requests' delays
+// differ by less than the margin, Fly sees them no closer together than
+// its limit allows. The margin costs one margin of waiting per queue, once
+// (a burst of 20 creates at 1/s: the last one leaves at 17.2 s instead of
+// Fly's 17 s), where keeping a whole token in hand cost a second.
 type limiter struct {
 	action Limit
 	get    Limit
+	margin time.Duration
 
 	mu      sync.Mutex
 	buckets map[bucketKey]*rate.Limiter
@@ -34,8 +54,17 @@ type bucketKey struct{ op, id string }
 
 const minPrune = 1024
 
-func newLimiter(action, get Limit) *limiter {
-	return &limiter{action: action, get: get, buckets: make(map[bucketKey]*rate.Limiter), urgent: map[bucketKey]int{}, pruneAt: minPrune}
+func newLimiter(action, get Limit, margin time.Duration) *limiter {
+	return &limiter{action: action, get: get, margin: max(margin, 0),
+		buckets: make(map[bucketKey]*rate.Limiter), urgent: map[bucketKey]int{}, pruneAt: minPrune}
+}
+
+// newBucket returns the bucket of lim, less margin's refill (at most all
+// but one token of the burst), counted in units: one request takes unit
+// tokens.
+func newBucket(lim Limit, margin time.Duration) *rate.Limiter {
+	keep := min(float64(lim.Rate)*margin.Seconds(), float64(lim.Burst-1))
+	return rate.NewLimiter(lim.Rate*unit, int(math.Floor((float64(lim.Burst)-max(keep, 0))*unit)))
 }
 
 // wait blocks until the bucket of (op, id) admits one request, or ctx ends.
@@ -60,14 +89,14 @@ func (l *limiter) wait(ctx context.Context, op, id string, low bool) (time.Durat
 			}
 			l.mu.Unlock()
 		}()
-		if err := b.Wait(ctx); err != nil {
+		if err := b.WaitN(ctx, unit); err != nil {
 			return time.Since(start), err
 		}
 		return time.Since(start), nil
 	}
-	need := 1.0
-	if b.Burst() >= 2 {
-		need = 2
+	need := float64(unit)
+	if b.Burst() >= 2*unit {
+		need = 2 * unit
 	}
 	for {
 		l.mu.Lock()
@@ -77,7 +106,7 @@ func (l *limiter) wait(ctx context.Context, op, id string, low bool) (time.Durat
 		if !busy {
 			now := time.Now()
 			tokens := b.TokensAt(now)
-			if tokens >= need && b.AllowN(now, 1) {
+			if tokens >= need && b.AllowN(now, unit) {
 				return time.Since(start), nil
 			}
 			if r := float64(b.Limit()); r > 0 && tokens < need {
@@ -108,7 +137,7 @@ func (l *limiter) bucket(op, id string) *rate.Limiter {
 	if op == opGet {
 		lim = l.get
 	}
-	b := rate.NewLimiter(lim.Rate, lim.Burst)
+	b := newBucket(lim, l.margin)
 	l.buckets[k] = b
 	return b
 }

@@ -114,7 +114,7 @@ func TestErrorIs(t *testing.T) {
 }
 
 func TestLimiterPrunesFullBuckets(t *testing.T) {
-	l := newLimiter(Limit{Rate: 1000, Burst: 1}, Limit{Rate: 1000, Burst: 1})
+	l := newLimiter(Limit{Rate: 1000, Burst: 1}, Limit{Rate: 1000, Burst: 1}, 0)
 	for i := 0; i < 3*minPrune; i++ {
 		l.bucket(opStart, string(rune('a'+i%26))+time.Duration(i).String())
 	}

@@ -140,29 +140,51 @@ func (db *DB) SchemaCurrent(ctx context.Context) (bool, error) {
 	return !pending, nil
 }
 
-// inScope runs fn in a transaction limited to scope.
+// inScope runs fn in a transaction limited to scope. BEGIN and the scope
+// go to the server together, in one round trip; fn's statements follow on
+// the open transaction, then COMMIT (ROLLBACK when fn fails).
 func (db *DB) inScope(ctx context.Context, scope session.Scope, fn func(pgx.Tx) error) error {
-	if !scope.System && scope.TenantID == "" {
-		return errors.New("database transaction without a tenant or the system scope")
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if err := db.queueScope(ctx, b, scope); err != nil {
+		return err
 	}
-	if !scope.System {
-		if err := db.ensureTenant(ctx, scope.TenantID); err != nil {
-			return err
-		}
+	pc, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		return err
 	}
-	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		// One round trip: set_config('role', …, true) is SET LOCAL ROLE.
-		var err error
-		if scope.System {
-			_, err = tx.Exec(ctx, "SELECT set_config('role', 'interview_app', true), set_config('app.system_scope', 'on', true)")
-		} else {
-			_, err = tx.Exec(ctx, "SELECT set_config('role', 'interview_app', true), set_config('app.tenant_id', $1, true)", scope.TenantID)
+	defer pc.Release() // a connection left in a transaction is discarded
+	conn := pc.Conn()
+	committed := false
+	defer func() {
+		if !committed {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		}
-		if err != nil {
-			return fmt.Errorf("enter scope: %w", err)
-		}
-		return fn(tx)
-	})
+	}()
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("enter scope: %w", err)
+	}
+	if err := fn(openTx{conn}); err != nil {
+		return err
+	}
+	if err := commit(ctx, conn); err != nil {
+		return err
+	}
+	committed = true
+	return nil
+}
+
+// commit commits the transaction open on conn. A transaction a failed
+// statement aborted answers COMMIT with ROLLBACK: that is an error.
+func commit(ctx context.Context, conn *pgx.Conn) error {
+	tag, err := conn.Exec(ctx, "COMMIT")
+	if err != nil {
+		return err
+	}
+	if tag.String() == "ROLLBACK" {
+		return pgx.ErrTxCommitRollback
+	}
+	return nil
 }
 
 // queueScope queues the statement that limits a pipelined transaction to
@@ -182,8 +204,6 @@ func (db *DB) queueScope(ctx context.Context, b *pgx.Batch, scope session.Scope)
 	return nil
 }
 
-// ensureTenant creates the tenant's row the first time it is seen: the
-// identity provider is the source of truth for tenants.
 func (db *DB) ensureTenant(ctx context.Context, tenantID string) error {
 	db.tenantsMu.Lock()
 	known := db.tenants[tenantID]

@@ -96,3 +96,55 @@ func TestTransitionHooksRunInTheTransaction(t *testing.T) {
 		}
 	}
 }
+
+// A hook that swallows a failed statement leaves the transaction aborted:
+// PostgreSQL answers its COMMIT with ROLLBACK, and the change must be
+// reported failed, not committed. Also a change that is written and
+// committed together with its notification in one pipeline is visible
+// afterwards, on both the tenant's path and the system's.
+func TestAbortedTransitionIsNotReportedCommitted(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	tenant := uuid.NewString()
+	c, p := seed(t, db, tenant)
+	sc := session.TenantScope(tenant)
+	swallow := true
+	db.OnTransition(func(ctx context.Context, tx pgx.Tx, iv session.Interview, from session.State) error {
+		if swallow {
+			_, _ = tx.Exec(ctx, `SELECT 1/0`) // fails; the error is ignored
+		}
+		return nil
+	})
+	iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toProvisioning := func(iv *session.Interview, _ int) ([]session.Event, error) {
+		ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, time.Now())
+		return []session.Event{ev}, err
+	}
+	if _, err := db.StartInterview(ctx, sc, iv.ID, toProvisioning); err == nil {
+		t.Fatal("a start whose transaction was aborted reported success")
+	}
+	if got, _ := db.Interview(ctx, sc, iv.ID); got.Status != session.StateScheduled {
+		t.Fatalf("status after an aborted start = %s, want scheduled", got.Status)
+	}
+	swallow = false
+	got, err := db.StartInterview(ctx, sc, iv.ID, toProvisioning)
+	if err != nil || got.Status != session.StateProvisioning {
+		t.Fatalf("start = %s, %v; want provisioning", got.Status, err)
+	}
+	// Not a transition (no hook): written and committed in one pipeline.
+	if _, err := db.UpdateInterview(ctx, session.SystemScope(), iv.ID, func(iv *session.Interview) ([]session.Event, error) {
+		iv.Machine = &session.Machine{ID: "m1", Name: "interview-x", State: "started", Provider: "local", Addr: "127.0.0.1:1"}
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.Interview(ctx, sc, iv.ID); err != nil || got.Machine == nil || got.Machine.ID != "m1" || got.Status != session.StateProvisioning {
+		t.Fatalf("interview after recording its machine = %+v, %v", got, err)
+	}
+	if evs, _ := db.Events(ctx, sc, iv.ID); len(evs) != 1 {
+		t.Fatalf("events = %+v, want the one start", evs)
+	}
+}

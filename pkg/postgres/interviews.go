@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,17 +16,20 @@ import (
 const interviewColumns = `id, tenant_id, candidate_id, position_id, company_id, status, end_reason,
 	architecture, max_duration_s, token_hash, machine_provider, machine_id, machine_name, machine_region,
 	machine_state, machine_addr, last_seq_reported, transcript_acked_seq, state_changed_at, vm_last_seq, vm_buffered_segments, vm_retries, created_at, started_at, ready_at, ended_at, last_heartbeat_at, external_id, metadata,
-	scheduled_at, region, prewarm_claimed_at, prewarmed_at`
+	scheduled_at, region, prewarm_claimed_at, prewarmed_at, prewarm_region`
 
 func scanInterview(row pgx.Row) (session.Interview, error) {
 	var iv session.Interview
-	var provider, mid, mname, mregion, mstate, maddr *string
+	var provider, mid, mname, mregion, mstate, maddr, prewarmRegion *string
 	err := row.Scan(&iv.ID, &iv.TenantID, &iv.CandidateID, &iv.PositionID, &iv.CompanyID, &iv.Status, &iv.EndReason,
 		&iv.Architecture, &iv.MaxDurationS, &iv.TokenHash, &provider, &mid, &mname, &mregion,
 		&mstate, &maddr, &iv.LastSeqReported, &iv.AckedSeq, &iv.StateChangedAt, &iv.VM.LastSeq, &iv.VM.BufferedSegments, &iv.VM.Retries, &iv.CreatedAt, &iv.StartedAt, &iv.ReadyAt, &iv.EndedAt, &iv.LastHeartbeatAt, &iv.ExternalID, &iv.Metadata,
-		&iv.ScheduledAt, &iv.Region, &iv.PrewarmClaimedAt, &iv.PrewarmedAt)
+		&iv.ScheduledAt, &iv.Region, &iv.PrewarmClaimedAt, &iv.PrewarmedAt, &prewarmRegion)
 	if err != nil {
 		return iv, err
+	}
+	if prewarmRegion != nil {
+		iv.PrewarmRegion = *prewarmRegion
 	}
 	if mname != nil {
 		deref := func(s *string) string {
@@ -71,18 +73,42 @@ func (db *DB) CreateInterview(ctx context.Context, scope session.Scope, iv sessi
 	return out, nil
 }
 
-// Interview returns one interview.
+// Interview returns one interview. It is read by every waiting start and
+// every VM call, so the whole read-only transaction (begin, scope, query,
+// commit) goes to the server in one round trip, as a pipeline.
 func (db *DB) Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
-	var iv session.Interview
-	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		var err error
-		iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1`, id))
-		return err
-	})
+	iv, err := db.interview(ctx, scope, id)
 	if err != nil {
 		return iv, fmt.Errorf("get interview %s: %w", id, mapError(err))
 	}
 	return iv, nil
+}
+
+func (db *DB) interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
+	var iv session.Interview
+	b := &pgx.Batch{}
+	b.Queue("BEGIN READ ONLY")
+	if err := db.queueScope(ctx, b, scope); err != nil {
+		return iv, err
+	}
+	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1`, id)
+	b.Queue("COMMIT")
+	br := db.Pool.SendBatch(ctx, b)
+	// A connection left in a transaction is discarded by the pool.
+	defer func() { _ = br.Close() }()
+	for range 2 { // BEGIN, scope
+		if _, err := br.Exec(); err != nil {
+			return iv, err
+		}
+	}
+	iv, err := scanInterview(br.QueryRow())
+	if err != nil {
+		return iv, err
+	}
+	if _, err := br.Exec(); err != nil { // COMMIT
+		return iv, err
+	}
+	return iv, br.Close()
 }
 
 // UpdateInterview locks the interview, lets fn change it, and writes the
@@ -90,12 +116,8 @@ func (db *DB) Interview(ctx context.Context, scope session.Scope, id string) (se
 // returns an error nothing is written and the error is returned as is.
 func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id string,
 	fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error) {
-	var iv session.Interview
-	var fnErr error
-	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		var err error
-		iv, fnErr, err = db.updateInterviewTx(ctx, tx, id, fn)
-		return err
+	iv, fnErr, err := db.updatePipelined(ctx, scope, id, false, func(iv *session.Interview, _ int) ([]session.Event, error) {
+		return fn(iv)
 	})
 	if fnErr != nil {
 		return iv, fnErr
@@ -106,28 +128,12 @@ func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id strin
 	return iv, nil
 }
 
-// StartInterview is UpdateInterview for starts: it first locks the
-// tenant's row, so starts of one tenant serialise, and tells fn how many
-// other interviews of the tenant are live.
+// StartInterview is UpdateInterview serialised per tenant: the tenant's row
+// is locked first, and fn learns how many other interviews of the tenant
+// are live.
 func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string,
 	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
-	var iv session.Interview
-	var fnErr error
-	err := db.inScope(ctx, scope, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM interviews.tenants WHERE id = $1 FOR UPDATE`, scope.TenantID); err != nil {
-			return err
-		}
-		var live int
-		err := tx.QueryRow(ctx, `SELECT count(*) FROM interviews.interview_sessions
-			WHERE status IN ('provisioning','ready','in_progress','ending') AND id <> $1`, id).Scan(&live)
-		if err != nil {
-			return err
-		}
-		iv, fnErr, err = db.updateInterviewTx(ctx, tx, id, func(iv *session.Interview) ([]session.Event, error) {
-			return fn(iv, live)
-		})
-		return err
-	})
+	iv, fnErr, err := db.updatePipelined(ctx, scope, id, true, fn)
 	if fnErr != nil {
 		return iv, fnErr
 	}
@@ -140,47 +146,6 @@ func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string
 // notifyChannel is the PostgreSQL NOTIFY channel announcing that an
 // interview changed (state or transcript); the payload is its id.
 const notifyChannel = "interview_changed"
-
-// updateInterviewTx is UpdateInterview inside tx. fnErr is fn's error,
-// err any other; with either, the caller must roll back.
-func (db *DB) updateInterviewTx(ctx context.Context, tx pgx.Tx, id string,
-	fn func(iv *session.Interview) ([]session.Event, error)) (iv session.Interview, fnErr, err error) {
-	iv, err = scanInterview(tx.QueryRow(ctx, `SELECT `+interviewColumns+`
-		FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id))
-	if err != nil {
-		return iv, nil, err
-	}
-	before := iv
-	if iv.Machine != nil { // fn may change the machine in place
-		m := *iv.Machine
-		before.Machine = &m
-	}
-	events, err := fn(&iv)
-	if err != nil {
-		return iv, err, err
-	}
-	if len(events) == 0 && reflect.DeepEqual(iv, before) {
-		return iv, nil, nil // nothing changed (a repeated start, a no-op): no write
-	}
-	if err := writeInterview(ctx, tx, &iv, events); err != nil {
-		return iv, nil, err
-	}
-	if iv.Status != before.Status {
-		if err := db.runHooks(ctx, tx, iv, before.Status); err != nil {
-			return iv, nil, err
-		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, iv.ID); err != nil {
-			return iv, nil, err
-		}
-	}
-	return iv, nil, nil
-}
-
-func writeInterview(ctx context.Context, tx pgx.Tx, iv *session.Interview, events []session.Event) error {
-	b := &pgx.Batch{}
-	queueWriteInterview(b, iv, events)
-	return tx.SendBatch(ctx, b).Close()
-}
 
 // queueWriteInterview queues the update of the interview's row and the
 // insertion of its new events.
@@ -202,12 +167,12 @@ func queueWriteInterview(b *pgx.Batch, iv *session.Interview, events []session.E
 		last_seq_reported = $11, started_at = $12, ready_at = $13, ended_at = $14,
 		last_heartbeat_at = $15, transcript_acked_seq = $16, state_changed_at = $17,
 		vm_last_seq = $18, vm_buffered_segments = $19, vm_retries = $20,
-		prewarm_claimed_at = $21, prewarmed_at = $22, updated_at = now()
+		prewarm_claimed_at = $21, prewarmed_at = $22, prewarm_region = nullif($23, ''), updated_at = now()
 		WHERE id = $1`,
 		iv.ID, iv.Status, iv.EndReason, iv.TokenHash, nullable(m.Provider), nullable(m.ID),
 		nullable(m.Name), nullable(m.Region), nullable(m.State), nullable(m.Addr),
 		iv.LastSeqReported, iv.StartedAt, iv.ReadyAt, iv.EndedAt, iv.LastHeartbeatAt, iv.AckedSeq, iv.StateChangedAt,
-		iv.VM.LastSeq, iv.VM.BufferedSegments, iv.VM.Retries, iv.PrewarmClaimedAt, iv.PrewarmedAt)
+		iv.VM.LastSeq, iv.VM.BufferedSegments, iv.VM.Retries, iv.PrewarmClaimedAt, iv.PrewarmedAt, iv.PrewarmRegion)
 	for _, ev := range events {
 		b.Queue(`INSERT INTO interviews.session_events
 			(session_id, tenant_id, at, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)`,

@@ -6,7 +6,9 @@
 // A start then only boots that machine (pkg/provision). A machine whose
 // interview was not started by scheduled_at + TTL, or was rescheduled out
 // of the window, is destroyed; a lost one is created again while the
-// window is open.
+// window is open. One pre-warmed for a region the interview no longer asks
+// for (its region was changed) is destroyed and created again in the new
+// region.
 //
 // Exactly one machine per interview: the create is claimed on the
 // interview's row first (prewarm_claimed_at, with the token's hash), so
@@ -240,6 +242,21 @@ func (p *Prewarmer) RunOnce(ctx context.Context) (Report, error) {
 			p.resolve(ctx, iv, ms, log)
 			rep.Resolved++
 		case iv.Status != session.StateScheduled:
+		case hasMachine(&iv) && iv.PrewarmStale():
+			// The interview moved to another region after its pre-warm:
+			// its machine is in the wrong place. Destroy it, then create
+			// the new one right away when its time has come (a crash in
+			// between leaves a scheduled interview without a machine,
+			// which the next pass creates).
+			log.Info("interview moved to another region: replacing its pre-warmed machine",
+				"machine_id", iv.Machine.ID, "from", iv.PrewarmRegion, "to", iv.Region)
+			if !p.expire(ctx, iv, outcomeCancelled, log) {
+				continue
+			}
+			rep.Destroyed++
+			if iv.ScheduledAt != nil && !now.Before(p.due(iv)) && p.inWindow(iv, now) && p.create(ctx, iv, now, log) {
+				rep.Created++
+			}
 		case hasMachine(&iv):
 			if !p.inWindow(iv, now) {
 				outcome := outcomeExpired
@@ -350,6 +367,7 @@ func (p *Prewarmer) create(ctx context.Context, iv session.Interview, now time.T
 		}
 		cur.PrewarmClaimedAt = &now
 		cur.PrewarmedAt = nil
+		cur.PrewarmRegion = cur.Region
 		cur.TokenHash = hash
 		return nil, nil
 	})
@@ -460,7 +478,7 @@ func (p *Prewarmer) resolve(ctx context.Context, iv session.Interview, ms []sess
 // its window; the interview stays scheduled (a later start is cold).
 func (p *Prewarmer) expire(ctx context.Context, iv session.Interview, outcome string, log *slog.Logger) bool {
 	mid := iv.Machine.ID
-	if err := p.machines.Destroy(ctx, mid); err != nil {
+	if err := p.machines.Destroy(ctx, mid); err != nil && !errors.Is(err, session.ErrMachineNotFound) {
 		log.Error("destroy expired pre-warmed machine", "machine_id", mid, "error", err)
 		return false
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -153,7 +154,7 @@ func newRig(t *testing.T) *rig {
 	db, _ := postgrestest.New(t)
 	logger := slog.New(slog.DiscardHandler)
 	mem := newMem()
-	svc := provision.New(provision.Config{Provider: "mem", ControllerURL: "http://x", ProvisionTimeout: time.Second}, db, mem, logger, nil)
+	svc := provision.New(provision.Config{Provider: "mem", ControllerURL: "http://x", ProvisionTimeout: 2 * time.Minute}, db, mem, logger, nil)
 	t.Cleanup(svc.Close)
 	r := &rig{t: t, db: db, mem: mem, svc: svc, clock: &clock{t: time.Now()}, scope: session.TenantScope(uuid.NewString())}
 	var err error
@@ -270,6 +271,9 @@ func TestWarmStartMakesNoCreateAndOneStart(t *testing.T) {
 	r.mem.mu.Unlock()
 	if creates != createsBefore || starts != 1 {
 		t.Errorf("warm start: %d creates (before: %d), %d starts of %s; want no create and one start", creates, createsBefore, starts, mid)
+	}
+	if got := r.reasons(iv.ID); !slices.Equal(got, []string{session.EventMachinePrewarmed, session.EventWarmStart}) {
+		t.Errorf("timeline reasons = %q, want the pre-warm then the warm start", got)
 	}
 }
 
@@ -487,5 +491,286 @@ func TestNewLeaderSettlesInheritedClaimsSoon(t *testing.T) {
 	}
 	if ms, _ := r.mem.of(iv.ID); len(ms) != 1 {
 		t.Errorf("machines = %v, want the one the previous leader created", ms)
+	}
+}
+
+// reasons returns the reasons of interview id's timeline events, oldest
+// first ("" for an event without one).
+func (r *rig) reasons(id string) []string {
+	r.t.Helper()
+	events, err := r.db.Events(context.Background(), r.scope, id)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out := make([]string, len(events))
+	for i, ev := range events {
+		out[i] = ev.Reason
+	}
+	return out
+}
+
+// patch changes scheduled interview id as PATCH /v1/interviews/{id} does.
+func (r *rig) patch(id string, patch session.InterviewPatch) {
+	r.t.Helper()
+	if _, err := r.db.PatchInterview(context.Background(), r.scope, id, patch); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// only returns the one live machine of interview id, failing the test
+// when there is not exactly one.
+func (r *rig) only(id string) session.Machine {
+	r.t.Helper()
+	ms, creates := r.mem.of(id)
+	if len(ms) != 1 {
+		r.t.Fatalf("machines of %s = %v (after %d creates), want exactly one", id, ms, creates)
+	}
+	return ms[0]
+}
+
+// A reschedule that stays inside the lead window keeps the pre-warmed
+// machine: no destroy, no create.
+func TestRescheduleInsideTheWindowKeepsTheMachine(t *testing.T) {
+	r := newRig(t)
+	p := r.prewarmer()
+	iv := r.prewarmed(p, r.scheduled(time.Minute).ID)
+	_, creates := r.mem.of(iv.ID)
+	for _, in := range []time.Duration{3 * time.Minute, 30 * time.Second} { // later, then earlier: both inside
+		at := r.clock.Now().Add(in)
+		r.patch(iv.ID, session.InterviewPatch{ScheduledAt: &at})
+		if rep := r.pass(p); rep.Destroyed != 0 || rep.Created != 0 {
+			t.Errorf("rescheduled to now+%v: pass %+v, want nothing done", in, rep)
+		}
+		got := r.get(iv.ID)
+		if m := r.only(iv.ID); m.ID != iv.Machine.ID || got.Machine == nil || got.Machine.ID != m.ID ||
+			got.Machine.State != session.MachineCreated || got.PrewarmedAt == nil {
+			t.Errorf("rescheduled to now+%v: machine %+v, interview machine %+v prewarmed_at %v; want %s kept",
+				in, m, got.Machine, got.PrewarmedAt, iv.Machine.ID)
+		}
+	}
+	if _, n := r.mem.of(iv.ID); n != creates {
+		t.Errorf("%d creates after rescheduling inside the window, want %d", n, creates)
+	}
+}
+
+// A region change of a pre-warmed interview replaces its machine: the old
+// one is destroyed and one is created in the new region, in the same pass;
+// later passes leave it alone.
+func TestRegionChangeReplacesThePrewarmedMachine(t *testing.T) {
+	r := newRig(t)
+	p := r.prewarmer()
+	iv := r.prewarmed(p, r.scheduled(time.Minute).ID)
+	old := iv.Machine.ID
+	fra := "fra"
+	r.patch(iv.ID, session.InterviewPatch{Region: &fra})
+	if rep := r.pass(p); rep.Destroyed != 1 || rep.Created != 1 {
+		t.Errorf("pass after the region change: %+v, want one destroyed and one created", rep)
+	}
+	m := r.only(iv.ID)
+	got := r.get(iv.ID)
+	if m.ID == old || m.Region != "fra" || m.State != session.MachineCreated {
+		t.Errorf("machine after the region change = %+v, want a new one created (not booted) in fra", m)
+	}
+	if got.Machine == nil || got.Machine.ID != m.ID || got.PrewarmedAt == nil || got.Status != session.StateScheduled ||
+		got.PrewarmRegion != "fra" {
+		t.Errorf("interview after the region change: %s machine %+v prewarmed_at %v prewarm region %q",
+			got.Status, got.Machine, got.PrewarmedAt, got.PrewarmRegion)
+	}
+	if want := []string{session.EventMachinePrewarmed, session.EventMachinePrewarmed}; !slices.Equal(r.reasons(iv.ID), want) {
+		t.Errorf("timeline reasons = %q, want %q", r.reasons(iv.ID), want)
+	}
+	_, creates := r.mem.of(iv.ID)
+	for range 2 {
+		if rep := r.pass(p); rep.Destroyed != 0 || rep.Created != 0 {
+			t.Errorf("a later pass did %+v", rep)
+		}
+	}
+	if m2 := r.only(iv.ID); m2.ID != m.ID {
+		t.Errorf("a later pass replaced %s by %s", m.ID, m2.ID)
+	}
+	if _, n := r.mem.of(iv.ID); n != creates {
+		t.Errorf("later passes made %d creates", n-creates)
+	}
+
+	// Moved out of the window and to another region at once: destroyed,
+	// nothing created.
+	later, ams := r.clock.Now().Add(time.Hour), "ams"
+	r.patch(iv.ID, session.InterviewPatch{ScheduledAt: &later, Region: &ams})
+	r.pass(p)
+	if ms, _ := r.mem.of(iv.ID); len(ms) != 0 {
+		t.Errorf("rescheduled out of the window in another region: machines %v", ms)
+	}
+}
+
+// A region change while the pre-warm create is in flight: the machine
+// lands in the old region and is recorded, and the next pass replaces it.
+func TestRegionChangeDuringThePrewarmCreate(t *testing.T) {
+	r := newRig(t)
+	p := r.prewarmer()
+	iv := r.scheduled(time.Minute)
+	gate := make(chan struct{})
+	r.mem.gate = gate
+	if _, err := p.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-r.mem.entered
+	fra := "fra"
+	r.patch(iv.ID, session.InterviewPatch{Region: &fra})
+	close(gate)
+	p.Wait()
+	r.mem.mu.Lock()
+	r.mem.gate = nil
+	r.mem.mu.Unlock()
+	if m := r.only(iv.ID); m.Region != "ams" {
+		t.Fatalf("the claimed create landed in %s, want ams (claimed before the change)", m.Region)
+	}
+	r.pass(p)
+	if m := r.only(iv.ID); m.Region != "fra" {
+		t.Errorf("after a pass: machine in %s, want fra", m.Region)
+	}
+	if got := r.get(iv.ID); got.Machine == nil || got.Machine.Region != "fra" || got.PrewarmedAt == nil {
+		t.Errorf("interview after a pass: machine %+v prewarmed_at %v", got.Machine, got.PrewarmedAt)
+	}
+}
+
+// A pre-warmer that died after destroying the old region's machine but
+// before recording it: the next leader converges to one machine in the new
+// region.
+func TestRegionChangeConvergesAfterACrash(t *testing.T) {
+	r := newRig(t)
+	iv := r.prewarmed(r.prewarmer(), r.scheduled(time.Minute).ID)
+	fra := "fra"
+	r.patch(iv.ID, session.InterviewPatch{Region: &fra})
+	// The dead leader's destroy went through; its record did not.
+	if err := r.mem.Destroy(context.Background(), iv.Machine.ID); err != nil {
+		t.Fatal(err)
+	}
+	p := r.prewarmer() // the next leader
+	r.pass(p)
+	r.pass(p)
+	m := r.only(iv.ID)
+	if got := r.get(iv.ID); m.Region != "fra" || got.Machine == nil || got.Machine.ID != m.ID || got.PrewarmedAt == nil {
+		t.Errorf("after the next leader's passes: machine %+v, interview machine %+v prewarmed_at %v",
+			m, got.Machine, got.PrewarmedAt)
+	}
+}
+
+// A start that arrives after a region change, before any pass replaced
+// the machine, does not boot the old region's machine: it destroys it and
+// creates one cold in the new region.
+func TestStartAfterARegionChangeIsColdInTheNewRegion(t *testing.T) {
+	r := newRig(t)
+	iv := r.prewarmed(r.prewarmer(), r.scheduled(time.Minute).ID)
+	old := iv.Machine.ID
+	fra := "fra"
+	r.patch(iv.ID, session.InterviewPatch{Region: &fra})
+	if _, err := r.svc.Start(context.Background(), r.scope, iv.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := r.get(iv.ID)
+		if got.Machine != nil && got.Machine.ID != old && got.Machine.State == session.MachineStarted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the start never recorded a new started machine: %+v", got.Machine)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	r.svc.Close()
+	m := r.only(iv.ID)
+	r.mem.mu.Lock()
+	oldStarts := r.mem.starts[old]
+	r.mem.mu.Unlock()
+	if m.ID == old || m.Region != "fra" || oldStarts != 0 {
+		t.Errorf("machine %+v, the old one started %d times; want a new machine in fra and the old never booted", m, oldStarts)
+	}
+	got := r.get(iv.ID)
+	if got.PrewarmedAt != nil || got.PrewarmRegion != "" || len(got.TokenHash) == 0 {
+		t.Errorf("after the cold start: prewarmed_at %v, prewarm region %q", got.PrewarmedAt, got.PrewarmRegion)
+	}
+	if want := []string{session.EventMachinePrewarmed, ""}; !slices.Equal(r.reasons(iv.ID), want) {
+		t.Errorf("timeline reasons = %q, want the pre-warm then a cold start", r.reasons(iv.ID))
+	}
+}
+
+// A start after the pre-warmed machine expired is cold: it creates a new
+// machine and records it (the destroyed pre-warm does not stand in its way).
+func TestStartAfterExpiryIsCold(t *testing.T) {
+	r := newRig(t)
+	p := r.prewarmer()
+	iv := r.prewarmed(p, r.scheduled(time.Minute).ID)
+	r.clock.Add(time.Minute + testConfig.TTL)
+	if rep := r.pass(p); rep.Destroyed != 1 {
+		t.Fatalf("expiry pass destroyed %d", rep.Destroyed)
+	}
+	if _, err := r.svc.Start(context.Background(), r.scope, iv.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := r.get(iv.ID)
+		if got.Machine != nil && got.Machine.ID != iv.Machine.ID && got.Machine.State == session.MachineStarted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cold start never recorded its machine: %+v", got.Machine)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	r.svc.Close()
+	if m := r.only(iv.ID); m.ID == iv.Machine.ID {
+		t.Errorf("machine %+v", m)
+	}
+}
+
+// A controller accepted a start after a region change and died before its
+// launcher replaced the old region's machine: the reconciler of the next
+// leader resumes the start, which destroys that machine and creates one in
+// the new region; the old one is never booted.
+func TestResumedStartAfterARegionChangeReplacesTheMachine(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	iv := r.prewarmed(r.prewarmer(), r.scheduled(time.Minute).ID)
+	old := iv.Machine.ID
+	fra := "fra"
+	r.patch(iv.ID, session.InterviewPatch{Region: &fra})
+	now := r.clock.Now()
+	if _, err := r.db.UpdateInterview(ctx, session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
+		ev, err := cur.Transition(session.StateProvisioning, "", session.ActorUser, now)
+		return []session.Event{ev}, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec := provision.NewReconciler(provision.ReconcileConfig{Interval: time.Second, OrphanGrace: time.Minute, AdoptAfter: time.Second},
+		r.svc, r.db, r.mem, slog.New(slog.DiscardHandler), nil)
+	rec.Now = r.clock.Now
+	r.clock.Add(2 * time.Second)
+	rep, err := rec.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Adopted != 1 {
+		t.Fatalf("reconciler pass %+v, want the start adopted", rep)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := r.get(iv.ID)
+		if got.Machine != nil && got.Machine.ID != old && got.Machine.State == session.MachineStarted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the resumed start never recorded a new started machine: %s %+v", got.Status, got.Machine)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	r.svc.Close()
+	m := r.only(iv.ID)
+	r.mem.mu.Lock()
+	oldStarts := r.mem.starts[old]
+	r.mem.mu.Unlock()
+	if m.ID == old || m.Region != "fra" || oldStarts != 0 {
+		t.Errorf("machine %+v, the old one started %d times; want a new machine in fra and the old never booted", m, oldStarts)
 	}
 }

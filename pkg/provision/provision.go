@@ -226,7 +226,7 @@ func newToken() (string, []byte) {
 func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error) {
 	var token string
 	launched, warm := false, false
-	iv, err := s.store.StartInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
+	iv, err := s.startInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
 		switch iv.Status {
 		case session.StateScheduled:
 			if max := s.cfg.TenantMaxConcurrent; max > 0 && otherLive >= max {
@@ -237,11 +237,20 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 				return nil, err
 			}
 			// A pre-warmed machine (or a pre-warm create in flight) carries
-			// the token already stored: the start only boots it.
-			warm = iv.PrewarmClaimedAt != nil || hasMachine(iv)
-			if !warm {
+			// the token already stored: the start only boots it. One made
+			// for the interview's former region is replaced by the
+			// launcher (destroyed, then a cold create with a new token).
+			prewarmed := iv.PrewarmClaimedAt != nil || hasMachine(iv)
+			warm = prewarmed && !iv.PrewarmStale()
+			if warm {
+				ev.Reason = session.EventWarmStart
+			}
+			if !prewarmed {
 				token, iv.TokenHash = newToken()
 				iv.PrewarmedAt = nil
+				// A pre-warmed machine destroyed earlier (expired, or moved
+				// out of its window) is history: the start records its own.
+				iv.Machine = nil
 			}
 			launched = true
 			return []session.Event{ev}, nil
@@ -272,6 +281,19 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	return s.waitReady(wctx, scope, iv)
+}
+
+// startInterview applies a start's change. With a per-tenant cap it is the
+// store's StartInterview, serialised per tenant and counting the tenant's
+// live interviews; without one there is nothing to count, and the start
+// locks only its own interview, so a tenant's simultaneous starts do not
+// queue behind each other (otherLive is then 0).
+func (s *Service) startInterview(ctx context.Context, scope session.Scope, id string,
+	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
+	if s.cfg.TenantMaxConcurrent > 0 {
+		return s.store.StartInterview(ctx, scope, id, fn)
+	}
+	return s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) { return fn(iv, 0) })
 }
 
 // waitReady waits until the interview is connectable, leaves provisioning,
@@ -325,7 +347,23 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	if existing == nil && (iv.PrewarmClaimedAt != nil || hasMachine(&iv)) {
 		// Warm: the pre-warmed machine, or the one its create in flight
 		// is about to record; nil when the pre-warm was given up.
-		existing = s.awaitPrewarmed(ctx, iv.ID)
+		var stale bool
+		existing, stale = s.awaitPrewarmed(ctx, iv.ID)
+		if existing != nil && stale {
+			// Pre-warmed for the interview's former region: destroy it and
+			// start cold in the new one.
+			log.Info("the interview moved to another region after its pre-warm: replacing the machine",
+				"machine_id", existing.ID, "machine_region", existing.Region, "region", iv.Region)
+			if err := s.dropStalePrewarm(ctx, iv.ID, existing.ID); err != nil {
+				if s.ctx.Err() != nil {
+					return
+				}
+				log.Error("destroy the pre-warmed machine of the former region failed", "error", err)
+				s.fail(iv.ID, session.ReasonProvisionFailed, err.Error())
+				return
+			}
+			existing = nil
+		}
 		if existing == nil {
 			if ctx.Err() != nil {
 				return
@@ -353,6 +391,9 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	if !s.recordMachine(iv.ID, m) {
 		return
 	}
+	// A provider that creates a machine running (the local one) reports
+	// the same machine once it runs: nothing more to record.
+	created := m
 	mid := m.ID
 	if m.State == session.MachineCreated || m.State == session.MachineStopped {
 		// Created without booting (pre-warmed): boot it.
@@ -381,7 +422,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		return
 	}
 	s.metrics.phase.WithLabelValues("machine_started").Observe(s.now().Sub(started).Seconds())
-	if !s.recordMachine(iv.ID, m) {
+	if m != created && !s.recordMachine(iv.ID, m) {
 		return
 	}
 	// The VM's ready report moves the interview on; give up if it never comes.
@@ -423,7 +464,12 @@ func (s *Service) recordMachine(id string, m session.Machine) bool {
 		iv.Machine = &m
 		return nil, nil
 	})
-	s.changed(id)
+	// Those waiting on the interview wait for it to leave provisioning, or
+	// to be connectable, which needs its machine: they have nothing to
+	// see while it is still provisioning.
+	if err != nil || iv.Status != session.StateProvisioning {
+		s.changed(id)
+	}
 	if err != nil {
 		s.logger.Error("record machine failed", "session_id", id, "machine_id", m.ID, "error", err)
 		return true

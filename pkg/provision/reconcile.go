@@ -387,6 +387,11 @@ func (r *Reconciler) adopt(ctx context.Context, iv session.Interview, running ma
 			break
 		}
 	}
+	if found != nil && iv.PrewarmStale() && hasMachine(&iv) && iv.Machine.ID == found.ID {
+		// Pre-warmed for the interview's former region: the launcher
+		// replaces it (below, as a pre-warmed start).
+		found = nil
+	}
 	token := ""
 	if found == nil && (iv.PrewarmClaimedAt != nil || hasMachine(&iv)) {
 		// A pre-warmed start: the launcher boots the machine the pre-warmer

@@ -2,6 +2,8 @@ package provision
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/interviewvm/controlplane/pkg/session"
@@ -65,11 +67,12 @@ func (s *Service) PrewarmEnded(iv session.Interview, outcome string) {
 }
 
 // awaitPrewarmed waits until the pre-warmed machine of provisioning
-// interview id is recorded and returns it; nil when the pre-warm was given
-// up (its claim cleared without a machine), the interview left
+// interview id is recorded and returns it, and whether it was made for
+// another region than the interview's (stale); nil when the pre-warm was
+// given up (its claim cleared without a machine), the interview left
 // provisioning, or ctx ended. A pre-warmer on any replica records it: the
 // row is polled as well as watched.
-func (s *Service) awaitPrewarmed(ctx context.Context, id string) *session.Machine {
+func (s *Service) awaitPrewarmed(ctx context.Context, id string) (*session.Machine, bool) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -77,21 +80,21 @@ func (s *Service) awaitPrewarmed(ctx context.Context, id string) *session.Machin
 		cur, err := s.store.Interview(ctx, session.SystemScope(), id)
 		if err == nil {
 			if cur.Status != session.StateProvisioning {
-				return nil
+				return nil, false
 			}
 			if hasMachine(&cur) {
 				m := *cur.Machine
-				return &m
+				return &m, cur.PrewarmStale()
 			}
 			if cur.PrewarmClaimedAt == nil {
-				return nil
+				return nil, false
 			}
 		}
 		select {
 		case <-ch:
 		case <-tick.C:
 		case <-ctx.Done():
-			return nil
+			return nil, false
 		}
 	}
 }
@@ -106,7 +109,33 @@ func (s *Service) renewToken(ctx context.Context, id string) (string, error) {
 		}
 		cur.TokenHash = hash
 		cur.PrewarmedAt = nil
+		cur.PrewarmRegion = ""
 		return nil, nil
 	})
 	return token, err
+}
+
+// dropStalePrewarm destroys machine mid, pre-warmed for provisioning
+// interview id's former region, and forgets it, so the start creates the
+// machine cold in the interview's region. Both steps are idempotent: a
+// launcher resumed after a crash in between repeats them.
+func (s *Service) dropStalePrewarm(ctx context.Context, id, mid string) error {
+	if err := s.machines.Destroy(ctx, mid); err != nil && !errors.Is(err, session.ErrMachineNotFound) {
+		return fmt.Errorf("destroy machine %s pre-warmed in the former region: %w", mid, err)
+	}
+	cur, err := s.store.UpdateInterview(ctx, session.SystemScope(), id, func(cur *session.Interview) ([]session.Event, error) {
+		if cur.Status != session.StateProvisioning || cur.Machine == nil || cur.Machine.ID != mid {
+			return nil, errNothingToDo
+		}
+		cur.Machine = nil
+		return nil, nil
+	})
+	if errors.Is(err, errNothingToDo) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record machine %s destroyed: %w", mid, err)
+	}
+	s.PrewarmEnded(cur, PrewarmCancelled)
+	return nil
 }

@@ -75,6 +75,10 @@ type Interview struct {
 	// PrewarmClaimedAt is set while a pre-warm create is in flight (or was
 	// interrupted): no second machine may be created meanwhile.
 	PrewarmClaimedAt *time.Time `json:"-"`
+	// PrewarmRegion is the region the pre-warm was claimed for (the
+	// interview's Region then). A pre-warmed machine whose PrewarmRegion is
+	// no longer Region is replaced: see PrewarmStale.
+	PrewarmRegion string `json:"-"`
 
 	// TokenHash is the SHA-256 of the VM's session token.
 	TokenHash       []byte     `json:"-"`
@@ -143,6 +147,13 @@ func (iv *Interview) Transition(to State, reason EndReason, actor string, now ti
 // it is ready or in progress and its VM's address is known.
 func (iv *Interview) Connectable() bool {
 	return (iv.Status == StateReady || iv.Status == StateInProgress) && iv.Machine != nil && iv.Machine.Addr != ""
+}
+
+// PrewarmStale reports whether the interview's pre-warm (a claim or a
+// pre-warmed machine) was made for another region than the interview's
+// current one: its machine is in the wrong place and must be replaced.
+func (iv *Interview) PrewarmStale() bool {
+	return iv.PrewarmRegion != "" && iv.PrewarmRegion != iv.Region
 }
 
 // Page asks for one page of a list, newest first.

@@ -223,6 +223,11 @@ type Event struct {
 // pre-warmed machine (the status does not change: from and to are equal).
 const EventMachinePrewarmed = "machine_prewarmed"
 
+// EventWarmStart is the reason of a start's event (scheduled →
+// provisioning) when the start boots the interview's pre-warmed machine
+// instead of creating one. A cold start's event has no reason.
+const EventWarmStart = "warm_start"
+
 // Actors recorded on events.
 const (
 	ActorUser       = "user"

@@ -3,7 +3,7 @@
 // root after starting the private PostgreSQL and building bin/controller
 // and bin/sessionvm:
 //
-//	benchrun [-quick] [-cases start,burst,ingest,live,scale,local] [-profile auto|none|start|ingest|live]
+//	benchrun [-quick] [-cases start,burst,ingest,live,scale,local] [-profile auto|none|start|ingest|live|scale|local]
 //
 // Every case that fails is reported in the document, not hidden; the exit
 // status is non-zero when one did.
@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -49,7 +50,8 @@ func run(ctx context.Context, args []string) error {
 	cases := fs.String("cases", strings.Join(allCases, ","), "cases to run")
 	quick := fs.Bool("quick", false, "shortened sizes and durations, for developing the harness")
 	burstScale := fs.Float64("burst-rate-scale", 1, "multiply Fly's rate limits in the burst case (1: Fly's documented 1/s)")
-	profile := fs.String("profile", "auto", "profile the biggest gap (auto), none, or a case: start, ingest, live")
+	burstSizes := fs.String("burst-sizes", "", "comma-separated burst sizes of the burst case (default 20,200; quick 20,40)")
+	profile := fs.String("profile", "auto", "profile the biggest gap (auto), none, or a case: start, ingest, live, scale, local")
 	dbParams := fs.String("controller-db-params", "", "what-if: query parameters added to the controllers' DATABASE_URL, e.g. pool_max_conns=16")
 	timeout := fs.Duration("timeout", 12*time.Minute, "the whole run's budget (make bench must finish within 15 minutes from a fresh clone, build included)")
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +96,16 @@ func run(ctx context.Context, args []string) error {
 		Command: "make bench  # go run ./bench/cmd/benchrun " + commandLine(args),
 	}
 	configure(res, *quick, *burstScale)
+	if *burstSizes != "" {
+		res.BurstCfg.Sizes = nil
+		for _, f := range strings.Split(*burstSizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("-burst-sizes: %q is not a positive number", f)
+			}
+			res.BurstCfg.Sizes = append(res.BurstCfg.Sizes, n)
+		}
+	}
 
 	has := func(c string) bool { return slices.Contains(want, c) }
 	var failed []string
@@ -110,9 +122,16 @@ func run(ctx context.Context, args []string) error {
 	}
 	if has("burst") {
 		logf("case 2: burst admission")
-		b, err := env.RunBurst(ctx, res.BurstCfg)
-		res.Burst, res.BurstErr = &b, err
-		note("burst", err)
+		var errs []error
+		for _, n := range res.BurstCfg.Sizes {
+			b, err := env.RunBurst(ctx, res.BurstCfg, n)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%d starts: %w", n, err))
+			}
+			res.Bursts = append(res.Bursts, b)
+		}
+		res.BurstErr = errors.Join(errs...)
+		note("burst", res.BurstErr)
 	}
 	if has("ingest") {
 		logf("case 3: transcript ingest")
@@ -194,19 +213,19 @@ func run(ctx context.Context, args []string) error {
 // configure sets every case's sizes: the issue's, or small ones with quick.
 func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.StartCfg = bench.StartLatencyConfig{BootDelays: []time.Duration{0, 300 * time.Millisecond}, Samples: 100, Warmup: 3}
-	res.BurstCfg = bench.BurstConfig{Starts: 200, Tenants: 10, RateScale: burstScale, BootDelay: 300 * time.Millisecond}
+	res.BurstCfg = bench.BurstConfig{Sizes: []int{20, 200}, Tenants: 10, RateScale: burstScale, BootDelay: 300 * time.Millisecond}
 	res.IngestCfg = bench.IngestConfig{VMs: 100, Batch: 50, Duration: 20 * time.Second, CopyConns: 4, CopyChunk: 10_000,
 		StoreDuration: 10 * time.Second, StorePoolMax: 32}
 	res.LiveCfg = bench.LiveConfig{Interviews: 100, Subscribers: 1000, PostEvery: time.Second, Duration: 30 * time.Second}
 	res.LiveOneCfg = bench.LiveConfig{Interviews: 1, Subscribers: 100, PostEvery: 100 * time.Millisecond, Duration: 20 * time.Second}
 	res.ScaleCfg = bench.ScaleConfig{Interviews: 10_000, Tenants: 100, HeartbeatInterval: 20 * time.Second,
 		SegmentEvery: 30 * time.Second, ReconcileInterval: 10 * time.Second, Settle: 15 * time.Second, Window: 30 * time.Second}
-	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Settle: 3 * time.Second}
+	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Rounds: 3, Settle: 3 * time.Second}
 	res.ScheduledCfg = bench.ScheduledConfig{CreateDelay: 2 * time.Second, BootDelay: 300 * time.Millisecond, Samples: 20}
 	res.WebhooksCfg = bench.WebhooksConfig{Interviews: 1000, Concurrency: 32}
 	if quick {
 		res.StartCfg.Samples = 15
-		res.BurstCfg.Starts, res.BurstCfg.RateScale = 40, max(burstScale, 10)
+		res.BurstCfg.Sizes, res.BurstCfg.RateScale = []int{20, 40}, max(burstScale, 10)
 		res.IngestCfg.Duration, res.IngestCfg.StoreDuration = 5*time.Second, 4*time.Second
 		res.LiveCfg.Subscribers, res.LiveCfg.Duration = 200, 8*time.Second
 		res.LiveOneCfg.Duration = 8 * time.Second
@@ -264,6 +283,10 @@ func profileGap(ctx context.Context, env *bench.Env, res *bench.Results, which s
 		cfg := res.LiveOneCfg
 		cfg.Duration = min(cfg.Duration, 20*time.Second)
 		_, err = inproc.RunLive(ctx, cfg)
+	case "local":
+		cfg := res.LocalCfg
+		cfg.Sequential = min(cfg.Sequential, 10)
+		_, err = inproc.RunLocal(ctx, cfg)
 	case "scale":
 		// Both ends of every VM connection are in this process: fewer
 		// interviews keep it within its file descriptors.

@@ -23,6 +23,8 @@ const state = {
   starting: false, // a start is under way
   lastSeq: 0,      // last transcript seq received (Last-Event-ID)
   insights: null,  // AbortController of the insights poll
+  following: false, // the live transcript is followed
+  config: { regions: [], prewarm_lead_seconds: 0 }, // GET /demo/config.json
 };
 
 // ---- messages and the API
@@ -154,22 +156,59 @@ async function createCandidate() {
   $("candidate-out").classList.add("done");
 }
 
+const clock = (at) => new Date(at).toLocaleTimeString([], { hourCycle: "h23" });
+
+// duration says a number of seconds the way a person would.
+function duration(s) {
+  if (s >= 3600 && s % 3600 === 0) return `${s / 3600} h`;
+  if (s >= 60 && s % 60 === 0) return `${s / 60} min`;
+  return `${s} s`;
+}
+
+// loadConfig reads the regions and the pre-warm lead the controller
+// offers (GET /demo/config.json) into the schedule form.
+async function loadConfig() {
+  const res = await fetch("config.json");
+  if (!res.ok) throw await errorOf(res, "GET /demo/config.json");
+  state.config = await res.json();
+  const select = $("region");
+  select.replaceChildren(...state.config.regions.map((r, i) => {
+    const o = document.createElement("option");
+    o.value = r;
+    o.textContent = i === 0 ? `${r} (default)` : r;
+    return o;
+  }));
+  const lead = state.config.prewarm_lead_seconds;
+  text("prewarm-hint", lead > 0
+    ? `0: no planned time, the start creates the VM. Ahead of time, the controller pre-warms the interview's own VM ` +
+      `(created, not booted) up to ${duration(lead)} before it (PREWARM_LEAD), so the start only boots it.`
+    : "0: no planned time. Pre-warm is off on this controller (PREWARM_LEAD=0): every start creates its VM.");
+}
+
 async function schedule() {
   leaveRoom();
-  const { body } = await api("POST", "/v1/interviews", {
-    candidate_id: state.candidate.id,
-    position_id: state.position.id,
-  });
+  const minutes = Number($("schedule-in").value || 0);
+  if (!(minutes >= 0)) throw new Error("Starts in: a number of minutes, 0 or more");
+  const req = { candidate_id: state.candidate.id, position_id: state.position.id };
+  if (minutes > 0) req.scheduled_at = new Date(Date.now() + minutes * 60 * 1000).toISOString();
+  if ($("region").value) req.region = $("region").value;
+  const { body } = await api("POST", "/v1/interviews", req);
   state.interview = body;
   state.lastSeq = 0;
   $("transcript").replaceChildren();
   $("timeline").replaceChildren();
   $("insights").replaceChildren();
   text("insights-state", "");
-  for (const id of ["connection", "channel", "mic", "machine"]) text(id, "—");
+  for (const id of ["connection", "channel", "mic", "machine", "prewarmed"]) text(id, "—");
   render(body);
-  text("interview-out", `✓ Interview ${short(body.id)} scheduled for ${state.candidate.full_name}.`);
+  const when = body.scheduled_at ? ` for ${clock(body.scheduled_at)}` : "";
+  text("interview-out", `✓ Interview ${short(body.id)} scheduled${when} in ${body.region || "the default region"} ` +
+    `for ${state.candidate.full_name}.`);
   $("interview-out").classList.add("done");
+  // Follow it from now on: a planned interview's VM is pre-warmed before
+  // anyone starts it.
+  state.stop = new AbortController();
+  watch(body.id, state.stop.signal);
 }
 
 // start asks for the interview's VM (202 while it is provisioning: ask
@@ -179,13 +218,18 @@ async function start() {
   if (!state.stop) {
     state.stop = new AbortController();
     watch(id, state.stop.signal);
+  }
+  if (!state.following) {
+    state.following = true;
     followTranscript(id, state.stop.signal);
   }
   state.starting = true;
   refresh();
+  const warm = !!state.interview.prewarmed_at;
   try {
     for (let attempt = 1; ; attempt++) {
-      notice(attempt === 1 ? "Starting: creating the interview's VM…" : `The VM is not ready yet (202): waiting, attempt ${attempt}…`);
+      notice(attempt > 1 ? `The VM is not ready yet (202): waiting, attempt ${attempt}…`
+        : warm ? "Starting: booting the interview's pre-warmed VM…" : "Starting: creating the interview's VM…");
       const { status, body } = await api("POST", `/v1/interviews/${id}/start?wait=30`);
       render(body.interview);
       if (status === 200) {
@@ -325,6 +369,7 @@ function leaveRoom() {
   state.insights = null;
   state.stop?.abort();
   state.stop = null;
+  state.following = false;
   hangUp();
   $("speaking").hidden = true;
   speech = "";
@@ -339,6 +384,13 @@ function render(iv) {
   $("status").className = "pill " + iv.status;
   text("end-reason", iv.end_reason ? `(${iv.end_reason})` : "");
   if (iv.machine) text("machine", `${iv.machine.name} · ${iv.machine.state}`);
+  text("scheduled", iv.scheduled_at ? `for ${clock(iv.scheduled_at)} in ${iv.region}` : `not planned · ${iv.region || "default region"}`);
+  if (iv.prewarmed_at) {
+    text("prewarmed", iv.status === "scheduled"
+      ? `at ${clock(iv.prewarmed_at)}: its VM is created, not booted; the start only boots it`
+      : `at ${clock(iv.prewarmed_at)}`);
+  }
+  else if (iv.status === "scheduled") text("prewarmed", iv.scheduled_at ? "not yet" : "—");
   if (TERMINAL.includes(iv.status)) {
     hangUp();
     $("speaking").hidden = true;
@@ -368,7 +420,7 @@ function timelineItem(ev) {
   const li = document.createElement("li");
   const at = document.createElement("time");
   at.dateTime = ev.at;
-  at.textContent = new Date(ev.at).toLocaleTimeString([], { hourCycle: "h23" });
+  at.textContent = clock(ev.at);
   const actor = document.createElement("span");
   actor.className = "actor";
   actor.textContent = ` by ${ev.actor}`;
@@ -564,6 +616,7 @@ function init() {
   action("end", end);
   action("webhook-form", registerWebhook);
   action("show-webhooks", showWebhooks);
+  loadConfig().catch(showError);
   refresh();
 }
 
