@@ -99,6 +99,34 @@ func (e *Env) ServerVersion(ctx context.Context) string {
 	return v
 }
 
+// Durability is what a cluster promises about a commit.
+type Durability struct {
+	Fsync, SynchronousCommit, FullPageWrites string
+}
+
+// On reports whether a commit is durable: fsync and synchronous_commit on.
+func (d Durability) On() bool {
+	return d.Fsync == "on" && d.SynchronousCommit != "off" && d.SynchronousCommit != "local" && d.SynchronousCommit != ""
+}
+
+func (d Durability) String() string {
+	return fmt.Sprintf("fsync=%s, synchronous_commit=%s, full_page_writes=%s", d.Fsync, d.SynchronousCommit, d.FullPageWrites)
+}
+
+// Durability reads the cluster's durability settings; unknown ones are
+// left empty.
+func (e *Env) Durability(ctx context.Context) Durability {
+	var d Durability
+	conn, err := pgx.Connect(ctx, e.AdminURL)
+	if err != nil {
+		return d
+	}
+	defer conn.Close(context.Background())
+	_ = conn.QueryRow(ctx, "SELECT current_setting('fsync'), current_setting('synchronous_commit'), current_setting('full_page_writes')").
+		Scan(&d.Fsync, &d.SynchronousCommit, &d.FullPageWrites)
+	return d
+}
+
 // addQuery adds the query parameters params ("k=v&k2=v2") to a URL.
 func addQuery(raw, params string) (string, error) {
 	u, err := url.Parse(raw)

@@ -1,9 +1,10 @@
 package postgres
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/interviewvm/controlplane/pkg/session"
 )
@@ -22,54 +23,32 @@ func (db *DB) OnAppended(h AppendedHook) {
 	db.appendedHooks = append(db.appendedHooks, h)
 }
 
-// storedSeg is one segment a flush inserted (not one already stored).
-type storedSeg struct {
-	id  string
-	seq int64
-}
-
-// flushRows are the segments a flush sent to the insert, as parallel
-// arrays (one row per index).
-type flushRows struct {
-	ids, speakers, texts, items []string
-	seqs                        []int64
-	failed                      []bool
-}
-
-// runAppendedHooks tells the hooks of what one committed flush stored.
-// stored is in (interview, seq) order; created is the transaction's start,
-// the rows' created_at.
-func (db *DB) runAppendedHooks(rows flushRows, stored []storedSeg, created time.Time, ivs map[string]*session.Interview) {
-	if len(db.appendedHooks) == 0 || len(stored) == 0 {
+// runAppendedHooks tells the hooks of what one committed flush inserted:
+// per interview, its new segments (sorted here by seq), with the
+// interview as committed.
+func (db *DB) runAppendedHooks(handed map[string][]session.Segment, ivs map[string]*session.Interview) {
+	if len(db.appendedHooks) == 0 {
 		return
 	}
-	type key struct {
-		id  string
-		seq int64
-	}
-	at := make(map[key]int, len(rows.seqs))
-	for i := range rows.seqs {
-		k := key{rows.ids[i], rows.seqs[i]}
-		if _, ok := at[k]; !ok { // the first text of a seq is the one inserted
-			at[k] = i
+	for id, segs := range handed {
+		iv := ivs[id]
+		if iv == nil || len(segs) == 0 {
+			continue
+		}
+		slices.SortFunc(segs, func(a, b session.Segment) int { return cmp.Compare(a.Seq, b.Seq) })
+		for _, h := range db.appendedHooks {
+			h(id, segs, *iv)
 		}
 	}
-	for from := 0; from < len(stored); {
-		id := stored[from].id
-		to := from
-		var segs []session.Segment
-		for ; to < len(stored) && stored[to].id == id; to++ {
-			i := at[key{id, stored[to].seq}]
-			segs = append(segs, session.Segment{Seq: rows.seqs[i], Speaker: rows.speakers[i], Text: rows.texts[i],
-				ItemID: rows.items[i], Failed: rows.failed[i], Created: created})
-		}
-		if iv := ivs[id]; iv != nil {
-			for _, h := range db.appendedHooks {
-				h(id, segs, *iv)
-			}
-		}
-		from = to
+}
+
+// lastSeq returns the highest seq of segs (0: none).
+func lastSeq(segs []session.Segment) int64 {
+	var top int64
+	for _, s := range segs {
+		top = max(top, s.Seq)
 	}
+	return top
 }
 
 // notifyKey is an interview's entry in a change notification: its id, and
@@ -80,15 +59,6 @@ func notifyKey(id string, upTo int64) string {
 		return id
 	}
 	return id + ":" + strconv.FormatInt(upTo, 10)
-}
-
-// lastStored returns the highest stored seq of each interview.
-func lastStored(stored []storedSeg) map[string]int64 {
-	top := map[string]int64{}
-	for _, s := range stored {
-		top[s.id] = max(top[s.id], s.seq)
-	}
-	return top
 }
 
 // parseNotifyKey reads notifyKey's form; anything else is an id that may

@@ -51,6 +51,8 @@ type DB struct {
 	ingestOnce sync.Once
 	ingest     *ingester // group commit of transcript batches, started on first use
 
+	deferred deferredBeats // heartbeats put off because a flush held their row
+
 	hooks         []TransitionHook // see OnTransition
 	insightsHooks []InsightsHook   // see OnInsights
 	appendedHooks []AppendedHook   // see OnAppended
@@ -70,7 +72,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("ping database: %w", err)
 	}
-	return &DB{Pool: pool, logger: logger, Now: time.Now, tenants: map[string]bool{}}, nil
+	return &DB{Pool: pool, logger: logger, Now: time.Now, tenants: map[string]bool{}, deferred: deferredBeats{beats: map[string]deferredBeat{}}}, nil
 }
 
 // Close stops transcript ingest and closes the pool.

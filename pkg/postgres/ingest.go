@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/interviewvm/controlplane/pkg/session"
 )
@@ -18,15 +20,21 @@ import (
 //
 // AppendTranscript queues its batch; ingestFlushers goroutines each take
 // everything queued (up to maxFlushSegments) and commit it in one
-// transaction of three pipelined round trips:
+// transaction of two pipelined round trips:
 //
-//  1. BEGIN, scope, and one SELECT … FOR UPDATE of every interview in the
-//     flush (in id order, so concurrent flushes cannot deadlock);
-//  2. one INSERT of every segment (unnest arrays, ON CONFLICT DO NOTHING)
-//     that also lists the stored seqs above each acknowledgement;
-//  3. one UPDATE of every advanced acknowledgement, the lifecycle writes
-//     of any interview that completed, one NOTIFY naming every changed
-//     interview, and COMMIT.
+//  1. BEGIN, scope, one SELECT … FOR NO KEY UPDATE of every interview in
+//     the flush (in id order, so concurrent flushes cannot deadlock), and
+//     one listing of the seqs stored above each acknowledgement;
+//  2. one plain INSERT of every new segment (unnest arrays), one UPDATE of
+//     every advanced acknowledgement, the lifecycle writes of any
+//     interview that completed, one NOTIFY naming every changed interview,
+//     and COMMIT.
+//
+// Between the two, the flush drops duplicates (retries) and computes each
+// new acknowledgement itself: it holds the row lock of every interview
+// it writes, and only a flush holding that lock inserts segments, so what
+// it read in 1 is exactly what is stored. The insert needs no ON CONFLICT
+// arbitration (a speculative insertion per row) and no RETURNING.
 //
 // While one flush waits for its commit (an fsync under production
 // durability), the next batches queue up and go in the next flush: the
@@ -35,8 +43,11 @@ import (
 // acknowledged for what is not durable. If a flush of several batches
 // fails, each is retried alone so that one bad batch fails only itself.
 
-// ingestFlushers is the number of flushes in flight at once.
-const ingestFlushers = 2
+// ingestFlushers is the number of flushes in flight at once. Each has a
+// connection of its own (the ingester's pool), so that a burst of
+// transcript batches never takes the connections of other requests, and
+// other requests never hold back a flush.
+const ingestFlushers = 4
 
 // maxFlushSegments bounds the segments of one flush.
 const maxFlushSegments = 20000
@@ -60,6 +71,7 @@ type appendRes struct {
 
 type ingester struct {
 	db   *DB
+	pool *pgxpool.Pool // ingestFlushers connections
 	ctx  context.Context
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -72,7 +84,14 @@ type ingester struct {
 
 func (db *DB) startIngest() {
 	ctx, stop := context.WithCancel(context.Background())
-	in := &ingester{db: db, ctx: ctx, stop: stop, kick: make(chan struct{}, 1)}
+	in := &ingester{db: db, pool: db.Pool, ctx: ctx, stop: stop, kick: make(chan struct{}, 1)}
+	cfg := db.Pool.Config()
+	cfg.MaxConns, cfg.MinConns = ingestFlushers, 0
+	if pool, err := pgxpool.NewWithConfig(ctx, cfg); err == nil { // connects lazily
+		in.pool = pool
+	} else {
+		db.logger.Warn("transcript ingest shares the main pool", "error", err)
+	}
 	for range ingestFlushers {
 		in.wg.Add(1)
 		go in.run()
@@ -94,6 +113,9 @@ func (db *DB) stopIngest() {
 	in.mu.Unlock()
 	in.stop()
 	in.wg.Wait()
+	if in.pool != db.Pool {
+		in.pool.Close()
+	}
 	for _, r := range queued {
 		r.done <- appendRes{err: errors.New("store closed")}
 	}
@@ -153,10 +175,10 @@ func (in *ingester) run() {
 		if len(reqs) == 0 {
 			continue
 		}
-		res, err := in.db.flush(in.ctx, reqs)
+		res, err := in.db.flush(in.ctx, in.pool, reqs)
 		if err != nil && len(reqs) > 1 && in.ctx.Err() == nil {
 			for _, r := range reqs { // one bad batch fails only itself
-				one, err := in.db.flush(in.ctx, []*appendReq{r})
+				one, err := in.db.flush(in.ctx, in.pool, []*appendReq{r})
 				deliver([]*appendReq{r}, one, err)
 			}
 			continue
@@ -178,9 +200,9 @@ func deliver(reqs []*appendReq, res []appendRes, err error) {
 // flush commits reqs in one transaction. A request refused by its check
 // (or whose interview does not exist) gets its own error in res; err is
 // for the flush as a whole.
-func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, err error) {
+func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) (res []appendRes, err error) {
 	res = make([]appendRes, len(reqs))
-	conn, err := db.Pool.Acquire(ctx)
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -192,66 +214,51 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 		}
 	}()
 
-	// 1. Lock every interview of the flush, once.
+	// 1. Lock every interview of the flush, once, and list the seqs
+	// already stored above each acknowledgement.
 	ids := make([]string, 0, len(reqs))
 	for _, r := range reqs {
 		ids = append(ids, r.id)
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	if err := db.queueScope(ctx, b, session.SystemScope()); err != nil {
-		return nil, err
-	}
-	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, ids)
-	b.Queue(`SELECT now()`) // the inserted rows' created_at, for the appended hooks
-	var created time.Time
-	ivs := make(map[string]*session.Interview, len(ids))
-	br := conn.SendBatch(ctx, b)
-	_, err = br.Exec()
-	if err == nil {
-		_, err = br.Exec()
-	}
-	if err == nil {
-		var rows pgx.Rows
-		if rows, err = br.Query(); err == nil {
-			for rows.Next() {
-				iv, serr := scanInterview(rows)
-				if serr != nil {
-					err = serr
-					break
-				}
-				ivs[iv.ID] = &iv
-			}
-			rows.Close()
-			if err == nil {
-				err = rows.Err()
-			}
+	bids := make([][16]byte, len(ids))
+	for i, id := range ids {
+		if bids[i], _, err = uuidBytes(id, id); err != nil {
+			return nil, err
 		}
 	}
-	if err == nil {
-		err = br.QueryRow().Scan(&created)
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
+	ivs, stored, created, err := db.lockForIngest(ctx, conn.Conn(), bids)
 	if err != nil {
 		return nil, err
 	}
-
-	// Checks, in arrival order; the first text of a seq wins.
-	type key struct {
-		id  string
-		seq int64
+	// Heartbeats a batch put off because a flush held their rows: this
+	// flush holds them now and writes them.
+	beats := db.deferred.takeFor(ivs)
+	if len(beats) > 0 {
+		defer func() {
+			if err != nil {
+				db.deferred.putBack(beats)
+			}
+		}()
 	}
-	seen := map[key]bool{}
+
+	// Checks, in arrival order. A seq at or below the acknowledgement, one
+	// already stored above it, or one earlier in this flush is a duplicate
+	// (a retry) and is dropped here: the first text of a seq wins. What
+	// is left cannot conflict with a stored row, because every insert of
+	// segments happens in a flush holding its interview's row lock.
 	before := make(map[string]session.Interview, len(ivs))
-	var sids []string
-	var tids []string
+	// Ids go to the server as binary uuids: pgx encodes a string into a
+	// uuid[] only after its binary attempt failed, and that failure
+	// formats the whole array into an error message first (a quarter of
+	// the controller's CPU in the flush, profiled).
+	var sids, tids [][16]byte
 	var seqs []int64
 	var speakers, texts, items []string
 	var failed []bool
+	inserted := map[string]bool{}
+	handed := map[string][]session.Segment{} // for the appended hooks
 	ok := make([]bool, len(reqs))
 	for i, r := range reqs {
 		iv, found := ivs[r.id]
@@ -267,71 +274,41 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 		if _, done := before[r.id]; !done {
 			before[r.id] = *iv
 		}
+		sid, tid, perr := uuidBytes(iv.ID, iv.TenantID)
+		if perr != nil {
+			return nil, perr
+		}
+		have := stored[r.id]
 		for _, s := range r.segs {
-			if seen[key{r.id, s.Seq}] {
+			if s.Seq <= iv.AckedSeq || have[s.Seq] {
 				continue
 			}
-			seen[key{r.id, s.Seq}] = true
-			sids, tids, seqs = append(sids, iv.ID), append(tids, iv.TenantID), append(seqs, s.Seq)
+			if have == nil {
+				have = map[int64]bool{}
+				stored[r.id] = have
+			}
+			have[s.Seq] = true
+			inserted[r.id] = true
+			s.Created = created // the row's created_at: the transaction's now()
+			handed[r.id] = append(handed[r.id], s)
+			sids, tids, seqs = append(sids, sid), append(tids, tid), append(seqs, s.Seq)
 			speakers, texts, items, failed = append(speakers, s.Speaker), append(texts, s.Text), append(items, s.ItemID), append(failed, s.Failed)
 		}
 	}
 	if len(before) == 0 { // every batch refused: nothing to write
+		db.deferred.putBack(beats)
 		_, err = conn.Exec(ctx, "COMMIT")
 		return res, err
 	}
-
-	// 2. One insert of every segment; list every stored seq above each
-	// acknowledgement (the rows inserted now are not visible to this
-	// statement's own snapshot, hence the union). The lateral subquery
-	// keeps that listing an index range scan per interview: a join would
-	// let the planner scan the whole (large) table.
-	ackIDs := make([]string, 0, len(before))
-	acks := make([]int64, 0, len(before))
-	for id, iv := range before {
-		ackIDs, acks = append(ackIDs, id), append(acks, iv.AckedSeq)
-	}
-	rows, err := conn.Query(ctx, `WITH ins AS (
-			INSERT INTO interviews.transcript_segments (session_id, tenant_id, seq, speaker, text, item_id, failed)
-			SELECT s.sid, s.tid, s.seq, s.speaker, s.text, s.item_id, s.failed
-			FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::boolean[])
-				AS s(sid, tid, seq, speaker, text, item_id, failed)
-			ON CONFLICT (session_id, seq) DO NOTHING
-			RETURNING session_id, seq)
-		SELECT session_id::text, seq, true FROM ins
-		UNION ALL
-		SELECT a.sid::text, t.seq, false FROM unnest($8::uuid[], $9::bigint[]) AS a(sid, acked)
-			CROSS JOIN LATERAL (SELECT seq FROM interviews.transcript_segments
-				WHERE session_id = a.sid AND seq > a.acked) t
-		ORDER BY 1, 2`,
-		sids, tids, seqs, speakers, texts, items, failed, ackIDs, acks)
-	if err != nil {
-		return nil, err
-	}
-	inserted := map[string]bool{}
-	var stored []storedSeg // in (interview, seq) order
-	var sid string
-	var seq int64
-	var isNew bool
-	_, err = pgx.ForEachRow(rows, []any{&sid, &seq, &isNew}, func() error {
-		iv := ivs[sid]
-		if iv == nil {
-			return fmt.Errorf("insert returned unknown interview %s", sid)
+	// The acknowledgement moves up over every seq now stored without a gap.
+	for id := range before {
+		iv, have := ivs[id], stored[id]
+		for have[iv.AckedSeq+1] {
+			iv.AckedSeq++
 		}
-		inserted[sid] = inserted[sid] || isNew
-		if isNew {
-			stored = append(stored, storedSeg{sid, seq})
-		}
-		if seq == iv.AckedSeq+1 {
-			iv.AckedSeq = seq
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
 
-	// after, in arrival order, on the interview as it now stands.
+	// after, in arrival order, on the interview as it will be committed.
 	events := map[string][]session.Event{}
 	for i, r := range reqs {
 		if !ok[i] {
@@ -344,10 +321,16 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 		events[r.id] = append(events[r.id], evs...)
 	}
 
-	// 3. Acknowledgements in one statement, lifecycle writes of the
-	// interviews that changed state, one NOTIFY, COMMIT.
-	b = &pgx.Batch{}
-	var upIDs []string
+	// 2. One insert of every new segment, the acknowledgements in one
+	// statement, the lifecycle writes of the interviews that changed
+	// state, one NOTIFY and COMMIT: one round trip.
+	b := &pgx.Batch{}
+	if len(seqs) > 0 {
+		b.Queue(`INSERT INTO interviews.transcript_segments (session_id, tenant_id, seq, speaker, text, item_id, failed)
+			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::boolean[])`,
+			sids, tids, seqs, speakers, texts, items, failed)
+	}
+	var upIDs [][16]byte
 	var upAcks []int64
 	var changed []string
 	for id, old := range before {
@@ -357,7 +340,11 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 			// complete): the full row and its lifecycle events.
 			queueWriteInterview(b, iv, events[id])
 		} else if iv.AckedSeq != old.AckedSeq {
-			upIDs, upAcks = append(upIDs, id), append(upAcks, iv.AckedSeq)
+			u, _, perr := uuidBytes(id, id)
+			if perr != nil {
+				return nil, perr
+			}
+			upIDs, upAcks = append(upIDs, u), append(upAcks, iv.AckedSeq)
 		}
 		if inserted[id] || len(events[id]) > 0 {
 			changed = append(changed, id)
@@ -366,6 +353,13 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 	if len(upIDs) > 0 {
 		b.Queue(`UPDATE interviews.interview_sessions s SET transcript_acked_seq = a.acked, updated_at = now()
 			FROM unnest($1::uuid[], $2::bigint[]) AS a(id, acked) WHERE s.id = a.id`, upIDs, upAcks)
+	}
+	if len(beats) > 0 {
+		recs := make([]session.HeartbeatRecord, 0, len(beats))
+		for _, hb := range beats {
+			recs = append(recs, hb.rec)
+		}
+		queueHeartbeatUpdate(b, recs)
 	}
 	var transitioned []string
 	for id, old := range before {
@@ -389,10 +383,9 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 		b = &pgx.Batch{}
 	}
 	slices.Sort(changed)
-	top := lastStored(stored)
 	for i, id := range changed {
 		if len(events[id]) == 0 { // the transcript alone changed: say up to where
-			changed[i] = notifyKey(id, top[id])
+			changed[i] = notifyKey(id, lastSeq(handed[id]))
 		}
 	}
 	for _, payload := range notifyPayloads(changed) {
@@ -402,14 +395,99 @@ func (db *DB) flush(ctx context.Context, reqs []*appendReq) (res []appendRes, er
 	if err = conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
 	}
-	db.runAppendedHooks(flushRows{ids: sids, speakers: speakers, texts: texts, items: items, seqs: seqs, failed: failed},
-		stored, created, ivs)
+	db.runAppendedHooks(handed, ivs)
 	for i, r := range reqs {
 		if ok[i] {
 			res[i].iv = *ivs[r.id]
 		}
 	}
 	return res, nil
+}
+
+// lockForIngest begins the flush's transaction, locks the interviews ids
+// (sorted: concurrent flushes lock in the same order and cannot deadlock)
+// and lists, per interview, the seqs stored above its acknowledgement; one
+// round trip. The lock is FOR NO KEY UPDATE: it serialises the flushes and
+// lifecycle changes of an interview, and does not block the foreign-key
+// checks of rows inserted elsewhere (session events).
+func (db *DB) lockForIngest(ctx context.Context, conn *pgx.Conn, ids [][16]byte) (map[string]*session.Interview, map[string]map[int64]bool, time.Time, error) {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if err := db.queueScope(ctx, b, session.SystemScope()); err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE`, ids)
+	// Read after the lock (a new snapshot under READ COMMITTED), so it
+	// sees every flush committed before this one. OFFSET 0 keeps the
+	// subquery an index range scan per interview: flattened into a join,
+	// the planner may scan the whole (large) table.
+	b.Queue(`SELECT s.id::text, t.seq FROM interviews.interview_sessions s
+		CROSS JOIN LATERAL (SELECT seq FROM interviews.transcript_segments
+			WHERE session_id = s.id AND seq > s.transcript_acked_seq OFFSET 0) t
+		WHERE s.id = ANY($1::uuid[])`, ids)
+	b.Queue(`SELECT now()`) // the inserted rows' created_at, for the appended hooks
+	var created time.Time
+	ivs := make(map[string]*session.Interview, len(ids))
+	stored := make(map[string]map[int64]bool, len(ids))
+	br := conn.SendBatch(ctx, b)
+	_, err := br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = br.Query(); err == nil {
+			for rows.Next() {
+				iv, serr := scanInterview(rows)
+				if serr != nil {
+					err = serr
+					break
+				}
+				ivs[iv.ID] = &iv
+			}
+			rows.Close()
+			if err == nil {
+				err = rows.Err()
+			}
+		}
+	}
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = br.Query(); err == nil {
+			var id string
+			var seq int64
+			_, err = pgx.ForEachRow(rows, []any{&id, &seq}, func() error {
+				if stored[id] == nil {
+					stored[id] = map[int64]bool{}
+				}
+				stored[id][seq] = true
+				return nil
+			})
+		}
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&created)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, nil, created, err
+	}
+	return ivs, stored, created, nil
+}
+
+// uuidBytes parses two uuids into their binary form.
+func uuidBytes(a, b string) ([16]byte, [16]byte, error) {
+	ua, err := uuid.Parse(a)
+	if err != nil {
+		return ua, ua, fmt.Errorf("interview id %q: %w", a, err)
+	}
+	ub, err := uuid.Parse(b)
+	if err != nil {
+		return ua, ub, fmt.Errorf("tenant id %q: %w", b, err)
+	}
+	return ua, ub, nil
 }
 
 // notifyPayloads joins ids with commas into payloads that fit NOTIFY.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
 	"github.com/interviewvm/controlplane/pkg/session"
@@ -198,5 +199,196 @@ func TestRecordHeartbeatsWritesLiveSessionsInOneBatch(t *testing.T) {
 	iv, err = db.Interview(ctx, sc, idle.ID)
 	if err != nil || iv.LastHeartbeatAt != nil {
 		t.Fatalf("not-live interview written: %+v %v", iv, err)
+	}
+}
+
+// TestIngestDropsRetriesAboveTheAcknowledgement: a retry of seqs stored
+// above a gap (so above the acknowledgement) stores nothing twice, keeps
+// the first text and moves the acknowledgement once the gap is filled.
+func TestIngestDropsRetriesAboveTheAcknowledgement(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	tenant := uuid.NewString()
+	c, p := seed(t, db, tenant)
+	sc := session.TenantScope(tenant)
+	iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.AppendTranscript(ctx, iv.ID, append(segsOf(1, 1, "first"), segsOf(3, 4, "first")...), accept, noEvents); err != nil || got.AckedSeq != 1 {
+		t.Fatalf("1, 3, 4: acked %d, %v; want 1", got.AckedSeq, err)
+	}
+	// The retry of 1 and 3–4 with other texts, and 2 twice in one batch.
+	batch := append(segsOf(1, 4, "retry"), segsOf(2, 2, "again")...)
+	if got, err := db.AppendTranscript(ctx, iv.ID, batch, accept, noEvents); err != nil || got.AckedSeq != 4 {
+		t.Fatalf("retry: acked %d, %v; want 4", got.AckedSeq, err)
+	}
+	segs, _, err := db.Transcript(ctx, sc, iv.ID, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"first 1", "retry 2", "first 3", "first 4"}
+	if len(segs) != len(want) {
+		t.Fatalf("%d segments stored, want %d: %+v", len(segs), len(want), segs)
+	}
+	for i, s := range segs {
+		if s.Seq != int64(i+1) || s.Text != want[i] {
+			t.Fatalf("segment %d = %d %q, want %d %q", i, s.Seq, s.Text, i+1, want[i])
+		}
+	}
+}
+
+// TestRecordHeartbeatsSkipsRowsAnotherTransactionHolds: a batch does not
+// wait for a row a transcript flush (here: an open transaction) holds; that
+// heartbeat is returned as live and written by a later batch, the third
+// one waiting for the row.
+func TestRecordHeartbeatsSkipsRowsAnotherTransactionHolds(t *testing.T) {
+	db, url := postgrestest.New(t)
+	ctx := context.Background()
+	tenant := uuid.NewString()
+	c, p := seed(t, db, tenant)
+	sc := session.TenantScope(tenant)
+	var ivs []session.Interview
+	for range 2 {
+		iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.UpdateInterview(ctx, sc, iv.ID, func(iv *session.Interview) ([]session.Event, error) {
+			ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, time.Now())
+			return []session.Event{ev}, err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ivs = append(ivs, iv)
+	}
+	free, held := ivs[0], ivs[1]
+
+	holder, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var pid int
+	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid() FROM interviews.interview_sessions WHERE id = $1 FOR NO KEY UPDATE`, held.ID).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+
+	// The context only keeps a broken store from hanging the test.
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	at := time.Now().Truncate(time.Microsecond)
+	beats := []session.HeartbeatRecord{{ID: free.ID, At: at}, {ID: held.ID, At: at}}
+	lastBeat := func(id string) *time.Time {
+		t.Helper()
+		iv, err := db.Interview(ctx, sc, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return iv.LastHeartbeatAt
+	}
+	for batch := 1; batch <= 2; batch++ {
+		got, err := db.RecordHeartbeats(rctx, beats)
+		if err != nil {
+			t.Fatalf("batch %d: %v", batch, err)
+		}
+		if got[held.ID].Status != session.StateProvisioning || (batch == 1 && got[free.ID].Status != session.StateProvisioning) {
+			t.Fatalf("batch %d returned %+v, want the held one (and in batch 1 the free one) live", batch, got)
+		}
+		if lb := lastBeat(free.ID); lb == nil || !lb.Equal(at) {
+			t.Fatalf("batch %d: free row's heartbeat %v, want %v", batch, lb, at)
+		}
+		if lb := lastBeat(held.ID); lb != nil {
+			t.Fatalf("batch %d: held row written (%v) while held", batch, lb)
+		}
+		beats = nil // the put-off heartbeat goes with the next batches
+	}
+
+	// The third batch waits for the row.
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.RecordHeartbeats(rctx, nil)
+		done <- err
+	}()
+	for {
+		var waiting bool
+		if err := db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid)))`, pid).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("third batch returned (%v) without waiting for the held row", err)
+		case <-rctx.Done():
+			t.Fatal("the third batch never waited for the held row")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if lb := lastBeat(held.ID); lb == nil || !lb.Equal(at) {
+		t.Fatalf("held row's heartbeat %v after the wait, want %v", lb, at)
+	}
+}
+
+// TestTranscriptFlushWritesAPutOffHeartbeat: a heartbeat put off because
+// its row was busy is written by the next transcript flush of that
+// interview.
+func TestTranscriptFlushWritesAPutOffHeartbeat(t *testing.T) {
+	db, url := postgrestest.New(t)
+	ctx := context.Background()
+	tenant := uuid.NewString()
+	c, p := seed(t, db, tenant)
+	sc := session.TenantScope(tenant)
+	iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.UpdateInterview(ctx, sc, iv.ID, func(iv *session.Interview) ([]session.Event, error) {
+		ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, time.Now())
+		return []session.Event{ev}, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM interviews.interview_sessions WHERE id = $1 FOR NO KEY UPDATE`, iv.ID); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Truncate(time.Microsecond)
+	if _, err := db.RecordHeartbeats(ctx, []session.HeartbeatRecord{{ID: iv.ID, At: at, Stats: session.VMStats{LastSeq: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Interview(ctx, sc, iv.ID)
+	if err != nil || got.LastHeartbeatAt != nil {
+		t.Fatalf("heartbeat of a held row written at once: %v, %v", got.LastHeartbeatAt, err)
+	}
+	if _, err := db.AppendTranscript(ctx, iv.ID, segsOf(1, 1, "a"), accept, noEvents); err != nil {
+		t.Fatal(err)
+	}
+	got, err = db.Interview(ctx, sc, iv.ID)
+	if err != nil || got.LastHeartbeatAt == nil || !got.LastHeartbeatAt.Equal(at) || got.VM.LastSeq != 7 {
+		t.Fatalf("after the flush: heartbeat %v, last seq %d, %v; want %v, 7", got.LastHeartbeatAt, got.VM.LastSeq, err, at)
 	}
 }

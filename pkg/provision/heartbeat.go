@@ -19,7 +19,9 @@ import (
 // here. Later ones are checked against that token hash, kept as the
 // session's latest report, and answered from the cached status. Every
 // HeartbeatFlush the latest reports go to the store in one batch
-// (RecordHeartbeats), whose answer refreshes the cached status: a session
+// (RecordHeartbeats; one whose row a transcript flush holds is written by
+// a later flush or batch, at most three batches late), whose answer
+// refreshes the cached status: a session
 // ended elsewhere is answered "end" at most one flush later, and one no
 // longer live takes the full path again (which refuses it).
 //

@@ -3,7 +3,12 @@
 // root after starting the private PostgreSQL and building bin/controller
 // and bin/sessionvm:
 //
-//	benchrun [-quick] [-cases start,burst,ingest,live,scale,local] [-profile auto|none|start|ingest|live|scale|local]
+//	benchrun [-quick] [-cases start,burst,ingest,live,scale,local] [-profile auto|none|start|ingest|live|scale|local] [-durable-db URL|same]
+//
+// The ingest and live cases run on a durable cluster (fsync and
+// synchronous_commit on, as in production): -durable-db, by default the
+// dev cluster of scripts/pg.sh, started if needed. The other cases run on
+// -db, the fast test cluster.
 //
 // Every case that fails is reported in the document, not hidden; the exit
 // status is non-zero when one did.
@@ -52,6 +57,7 @@ func run(ctx context.Context, args []string) error {
 	burstScale := fs.Float64("burst-rate-scale", 1, "multiply Fly's rate limits in the burst case (1: Fly's documented 1/s)")
 	burstSizes := fs.String("burst-sizes", "", "comma-separated burst sizes of the burst case (default 20,200; quick 20,40)")
 	profile := fs.String("profile", "auto", "profile the biggest gap (auto), none, or a case: start, ingest, live, scale, local")
+	durableURL := fs.String("durable-db", os.Getenv("BENCH_DURABLE_DATABASE_URL"), "admin URL of a durable PostgreSQL cluster (fsync and synchronous_commit on) for the ingest and live cases (default: BENCH_DURABLE_DATABASE_URL, else `scripts/pg.sh start` and `url`: the dev cluster); \"same\" runs them on -db")
 	dbParams := fs.String("controller-db-params", "", "what-if: query parameters added to the controllers' DATABASE_URL, e.g. pool_max_conns=16")
 	timeout := fs.Duration("timeout", 12*time.Minute, "the whole run's budget (make bench must finish within 15 minutes from a fresh clone, build included)")
 	if err := fs.Parse(args); err != nil {
@@ -69,6 +75,27 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("scripts/pg.sh --test url: %w (run from the repository root, or pass -db)", err)
 		}
 		*dbURL = strings.TrimSpace(string(b))
+	}
+	has := func(c string) bool { return slices.Contains(want, c) }
+	needDurable := has("ingest") || has("live") || *profile == "ingest" || *profile == "live"
+	if needDurable && *durableURL == "" {
+		// The dev cluster keeps PostgreSQL's durable defaults; the
+		// Makefile's PG_CLUSTER=test must not select the test one here.
+		start := exec.Command("scripts/pg.sh", "start")
+		start.Env, start.Stderr = append(os.Environ(), "PG_CLUSTER=dev"), os.Stderr
+		if err := start.Run(); err != nil {
+			return fmt.Errorf("scripts/pg.sh start: %w (run from the repository root, or pass -durable-db)", err)
+		}
+		url := exec.Command("scripts/pg.sh", "url")
+		url.Env = append(os.Environ(), "PG_CLUSTER=dev")
+		b, err := url.Output()
+		if err != nil {
+			return fmt.Errorf("scripts/pg.sh url: %w", err)
+		}
+		*durableURL = strings.TrimSpace(string(b))
+	}
+	if *durableURL == "same" {
+		*durableURL = *dbURL
 	}
 	ctrlBin, err := filepath.Abs(*controller)
 	if err != nil {
@@ -95,6 +122,19 @@ func run(ctx context.Context, args []string) error {
 		Machine: bench.ReadMachine(), Postgres: env.ServerVersion(ctx), Date: time.Now(), Quick: *quick,
 		Command: "make bench  # go run ./bench/cmd/benchrun " + commandLine(args),
 	}
+	res.Durability = env.Durability(ctx)
+	// durable runs the ingest and live cases: production durability.
+	durable := env
+	if needDurable {
+		d := *env
+		d.AdminURL = *durableURL
+		durable = &d
+		res.DurableDurability = durable.Durability(ctx)
+		if !res.DurableDurability.On() {
+			return fmt.Errorf("-durable-db: %s: the ingest and live cases need fsync and synchronous_commit on", res.DurableDurability)
+		}
+		logf("ingest and live on the durable cluster (%s)", res.DurableDurability)
+	}
 	configure(res, *quick, *burstScale)
 	if *burstSizes != "" {
 		res.BurstCfg.Sizes = nil
@@ -107,7 +147,6 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 
-	has := func(c string) bool { return slices.Contains(want, c) }
 	var failed []string
 	note := func(name string, err error) {
 		if err != nil {
@@ -135,7 +174,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	if has("ingest") {
 		logf("case 3: transcript ingest")
-		in, err := env.RunIngest(ctx, res.IngestCfg)
+		in, err := durable.RunIngest(ctx, res.IngestCfg)
 		res.Ingest, res.IngestErr = &in, err
 		if err != nil && in.Segments == 0 {
 			res.Ingest = nil
@@ -144,7 +183,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	if has("live") {
 		logf("case 4: live transcript latency")
-		l, err := env.RunLive(ctx, res.LiveCfg)
+		l, err := durable.RunLive(ctx, res.LiveCfg)
 		res.Live, res.LiveErr = &l, err
 		if err != nil && l.Posts == 0 {
 			res.Live = nil
@@ -197,7 +236,7 @@ func run(ctx context.Context, args []string) error {
 	if dl, _ := ctx.Deadline(); *profile != "none" && time.Until(dl) < 2*time.Minute {
 		logf("profile: skipped, %s of the budget left", time.Until(dl).Round(time.Second))
 	} else if *profile != "none" {
-		res.Profile = profileGap(ctx, env, res, *profile, *quick)
+		res.Profile = profileGap(ctx, env, durable, res, *profile, *quick)
 	}
 	res.Elapsed = time.Since(began)
 	if err := os.WriteFile(*out, []byte(res.Markdown()), 0o644); err != nil {
@@ -238,7 +277,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 
 // profileGap runs the biggest gap's case again with the controller
 // in-process under a CPU profile, and returns the controller's top.
-func profileGap(ctx context.Context, env *bench.Env, res *bench.Results, which string, quick bool) *bench.Profile {
+func profileGap(ctx context.Context, env, durable *bench.Env, res *bench.Results, which string, quick bool) *bench.Profile {
 	p := &bench.Profile{Case: which}
 	if which == "auto" {
 		gap, ok := res.BiggestGap()
@@ -251,6 +290,9 @@ func profileGap(ctx context.Context, env *bench.Env, res *bench.Results, which s
 	}
 	env.Log("profile: %s (%s), controller in-process", p.Case, p.Figure)
 	inproc := *env
+	if p.Case == "ingest" || p.Case == "live" {
+		inproc = *durable
+	}
 	inproc.InProcess = true
 	inproc.OutDir = filepath.Join(env.OutDir, "profile")
 	p.Path = filepath.Join(env.OutDir, "cpu-"+p.Case+".pprof")
