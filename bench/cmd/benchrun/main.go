@@ -190,7 +190,7 @@ func run(ctx context.Context, args []string) error {
 		}
 		note("live", err)
 		logf("case 4: live transcript latency, one interview")
-		l1, err := env.RunLive(ctx, res.LiveOneCfg)
+		l1, err := durable.RunLive(ctx, res.LiveOneCfg)
 		res.LiveOne, res.LiveOneErr = &l1, err
 		if err != nil && l1.Posts == 0 {
 			res.LiveOne = nil
