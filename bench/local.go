@@ -308,6 +308,7 @@ func (e *Env) directVM(ctx context.Context, stub *StubController) (time.Duration
 	cmd.Env = []string{
 		session.EnvSessionID + "=" + id, session.EnvSessionToken + "=" + token,
 		session.EnvControllerURL + "=" + stub.URL, session.EnvListenFD + "=3", "PATH=" + os.Getenv("PATH"),
+		session.EnvSessionConfig + "=" + ConfigEnv(id),
 	}
 	cmd.ExtraFiles = []*os.File{lnFile}
 	cmd.SysProcAttr = childAttr()

@@ -90,27 +90,81 @@ const clockTick = 100
 
 // CPUTime returns the user plus system CPU time a process has used.
 func CPUTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := readStat(pid)
 	if err != nil {
 		return 0, err
+	}
+	return st.cpu, nil
+}
+
+// procStat is what is read from /proc/<pid>/stat.
+type procStat struct {
+	ppid int
+	// cpu is utime + stime; children is cutime + cstime (of the children
+	// the process has waited for).
+	cpu, children time.Duration
+}
+
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, err
 	}
 	// The command name may hold spaces and parentheses: fields start
 	// after the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return procStat{}, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	// f[0] is field 3 (state), f[1] field 4 (ppid); utime, stime, cutime
+	// and cstime are fields 14 to 17.
+	if len(f) < 15 {
+		return procStat{}, fmt.Errorf("short /proc/%d/stat", pid)
 	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("malformed /proc/%d/stat times", pid)
+	var n [5]int64
+	for k, j := range []int{1, 11, 12, 13, 14} {
+		if n[k], err = strconv.ParseInt(f[j], 10, 64); err != nil {
+			return procStat{}, fmt.Errorf("malformed /proc/%d/stat: %w", pid, err)
+		}
 	}
-	return time.Duration(ut+st) * time.Second / clockTick, nil
+	tick := func(v int64) time.Duration { return time.Duration(v) * time.Second / clockTick }
+	return procStat{ppid: int(n[0]), cpu: tick(n[1] + n[2]), children: tick(n[3] + n[4])}, nil
+}
+
+// TreeCPUTime returns the CPU time used by a process and its children:
+// its own utime + stime, those of its live children, and the cutime +
+// cstime of the children it has reaped. For the PostgreSQL postmaster it
+// is the cluster's CPU: every backend and background worker, including
+// the connections that closed meanwhile.
+func TreeCPUTime(pid int) (time.Duration, error) {
+	root, err := readStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	total := root.cpu + root.children
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		st, err := readStat(child)
+		if err != nil || st.ppid != pid {
+			continue // gone meanwhile, or not a child
+		}
+		total += st.cpu
+	}
+	return total, nil
+}
+
+// ParentPID returns a process's parent.
+func ParentPID(pid int) (int, error) {
+	st, err := readStat(pid)
+	return st.ppid, err
 }
 
 // ProcessesOf returns the pids of live processes running the executable

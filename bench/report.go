@@ -23,6 +23,11 @@ type Results struct {
 	Start         []StartLatency
 	StartSettings map[string]string
 	StartErr      error
+	// ExecReadyCfg and ExecReady: the session VM alone, exec → ready
+	// report (part of case 1).
+	ExecReadyCfg ExecReadyConfig
+	ExecReady    *Summary
+	ExecReadyErr error
 
 	BurstCfg BurstConfig
 	Bursts   []Burst // one per size of BurstCfg.Sizes that ran
@@ -139,16 +144,24 @@ func (r *Results) Rows() []Row {
 			}
 			rows = append(rows, row)
 		}
-		if s.BootDelay == 0 {
-			added := s.Ours.P99 - s.Floor.P99
-			rows = append(rows, metRow(Row{Case: "1", Figure: "added latency p99 (ours p99 − floor p99), boot 0 ms",
-				Ours: fmt.Sprintf("%.1f ms", ms(added)), Limit: "—", Ratio: "—", Target: "≤ 10 ms", Profile: "start"},
-				ms(added)/10))
+		for _, a := range []struct {
+			name  string
+			added time.Duration
+			limit float64
+		}{{"p50", s.Ours.P50 - s.Floor.P50, 5}, {"p99", s.Ours.P99 - s.Floor.P99, 10}} {
+			rows = append(rows, metRow(Row{Case: "1", Figure: fmt.Sprintf("added latency %s (ours − floor), %s", a.name, boot),
+				Ours: fmt.Sprintf("%.1f ms", ms(a.added)), Limit: "—", Ratio: "—", Target: fmt.Sprintf("≤ %g ms", a.limit), Profile: "start"},
+				ms(a.added)/a.limit))
 		}
 		if s.Failures > 0 {
 			rows = append(rows, metRow(Row{Case: "1", Figure: "failed starts (" + boot + ")",
 				Ours: fmt.Sprint(s.Failures), Limit: "—", Ratio: "—", Target: "0"}, 2))
 		}
+	}
+	if x := r.ExecReady; x != nil {
+		rows = append(rows, metRow(Row{Case: "1", Figure: "sessionvm exec → ready report p50 (config with the machine)",
+			Ours: fms(x.P50), Limit: "—", Ratio: "—", Target: "≤ 5 ms"}, ms(x.P50)/5))
+		rows = append(rows, Row{Case: "1", Figure: "sessionvm exec → ready report p99", Ours: fms(x.P99), Limit: "—", Ratio: "—", Target: "—"})
 	}
 	for _, b := range r.Bursts {
 		if b.Minimum <= 0 {
@@ -191,17 +204,32 @@ func (r *Results) Rows() []Row {
 		rows = append(rows, liveRows(l, 10)...)
 	}
 	if s := r.Scale; s != nil {
-		passes := Summarize(s.Passes)
+		passes, quiet := Summarize(s.Passes), Summarize(s.QuietPasses)
 		rows = append(rows,
 			metRow(Row{Case: "5", Figure: fmt.Sprintf("controller resident memory, %s live interviews", thousands(float64(s.Ready))),
 				Ours: fmt.Sprintf("%.0f MiB", mib(s.RSS)), Limit: "1,024 MiB (target)", Ratio: ratio(mib(s.RSS), 1024),
 				Target: "≤ 1 GiB"}, mib(s.RSS)/1024),
-			metRow(Row{Case: "5", Figure: fmt.Sprintf("reconcile pass, slowest of %d", passes.N),
-				Ours: fms(passes.Max), Limit: "2,000 ms (target)", Ratio: ratio(ms(passes.Max), 2000),
-				Target: "≤ 2 s", Profile: "scale"}, ms(passes.Max)/2000),
-			Row{Case: "5", Figure: fmt.Sprintf("controller CPU at %s heartbeats/s + %s segments/s",
-				thousands(s.Beats), thousands(s.Segments)), Ours: fmt.Sprintf("%.2f cores", s.CPU),
-				Limit: fmt.Sprintf("%d cores", r.Machine.Cores), Ratio: ratio(s.CPU, float64(r.Machine.Cores))})
+			metRow(Row{Case: "5", Figure: fmt.Sprintf("reconcile pass over %s machines, slowest of %d (VMs quiet)", thousands(float64(s.Ready)), quiet.N),
+				Ours: fms(quiet.Max), Limit: "1,000 ms (target)", Ratio: ratio(ms(quiet.Max), 1000),
+				Target: "≤ 1 s", Profile: "scale"}, ms(quiet.Max)/1000),
+			Row{Case: "5", Figure: fmt.Sprintf("reconcile pass, slowest of %d, under the heartbeat load below", passes.N),
+				Ours: fms(passes.Max), Limit: "—", Ratio: "—"},
+			metRow(Row{Case: "5", Figure: fmt.Sprintf("controller CPU, %s VMs at `HEARTBEAT_INTERVAL=%s` (%s heartbeats/s + %s segments/s)",
+				thousands(float64(s.Ready)), s.HeartbeatInterval, thousands(s.Beats), thousands(s.Segments)), Ours: fmt.Sprintf("%.2f cores", s.CPU),
+				Limit: "0.5 core (target)", Ratio: ratio(s.CPU, 0.5), Target: "≤ 0.5 core"}, s.CPU/0.5))
+		if offered := float64(s.Ready) / s.HeartbeatInterval.Seconds(); s.Beats > 0 && s.Beats < 0.95*offered {
+			// The harness did not deliver every heartbeat: say what the
+			// controller's CPU would be at the full rate, all of it
+			// counted as heartbeat cost (an upper bound).
+			at := s.CPU * offered / s.Beats
+			rows = append(rows, Row{Case: "5", Figure: fmt.Sprintf("controller CPU scaled to the %s heartbeats/s offered (linear in the rate reached, upper bound)", thousands(offered)),
+				Ours: fmt.Sprintf("%.2f cores", at), Limit: "0.5 core (target)", Ratio: ratio(at, 0.5)})
+		}
+		if s.PGCPUErr == "" {
+			rows = append(rows, metRow(Row{Case: "5", Figure: "PostgreSQL CPU (whole cluster), same window",
+				Ours: fmt.Sprintf("%.2f cores", s.PGCPU), Limit: "0.5 core (target)", Ratio: ratio(s.PGCPU, 0.5),
+				Target: "≤ 0.5 core"}, s.PGCPU/0.5))
+		}
 		if s.Failed > 0 {
 			rows = append(rows, metRow(Row{Case: "5", Figure: "interviews failed during the run",
 				Ours: fmt.Sprint(s.Failed), Limit: "—", Ratio: "—", Target: "0"}, 2))
@@ -373,13 +401,23 @@ func (r *Results) methods(w func(string, ...any)) {
 
 	w("**1. Start latency vs the platform floor.** Fake Fly API with a fixed boot delay; every machine is a real `sessionvm` process ")
 	w("(`flymachinestest.ProcessRunner`). Floor: `flymachines.Client` create + wait for `started`, directly, plus the VM's ready ")
-	w("report to a stand-in controller that answers config, ready and heartbeats from memory (no database): the floor pays the same ")
-	w("VM cost (process start, config fetch, ready report) as ours. Ours: `POST /v1/interviews/{id}/start?wait=60` until the 200 ")
+	w("report to a stand-in controller that answers ready and heartbeats from memory (no database): the floor pays the same ")
+	w("VM cost (process start, ready report; the VM's configuration comes in the machine's environment, as ours does) as ours. ")
+	w("Ours: `POST /v1/interviews/{id}/start?wait=60` until the 200 ")
 	w("with status ready. The two alternate sample by sample (%d warm-up pairs dropped, then %d pairs per boot delay); each machine ", r.StartCfg.Warmup, r.StartCfg.Samples)
 	w("is destroyed and its process reaped before the next sample. Controller: %s (latency, not admission: no client-side queueing; ", settingsText(r.StartSettings))
 	w("the fake enforces no limit here). Added latency = ours − floor at the same percentile.\n\n")
 	for _, s := range r.Start {
 		w("- boot %d ms: floor %s; ours %s; failures %d%s\n", s.BootDelay.Milliseconds(), sumText(s.Floor), sumText(s.Ours), s.Failures, errText(s.FirstError))
+	}
+	if x := r.ExecReady; x != nil || r.ExecReadyErr != nil {
+		w("- the session VM alone (%d samples after %d warm-up): `sessionvm` exec'd by the harness with its listener as fd 3 and its ", r.ExecReadyCfg.Samples, r.ExecReadyCfg.Warmup)
+		w("configuration in the environment, until its ready report reaches the stand-in controller: ")
+		if x != nil {
+			w("%s\n", sumText(*x))
+		} else {
+			w("failed: %v\n", r.ExecReadyErr)
+		}
 	}
 	w("\n")
 
@@ -445,26 +483,27 @@ func (r *Results) methods(w func(string, ...any)) {
 	w("**5. Scale.** %s interviews of %d tenants started on the fake Fly API (no processes); each synthetic VM keeps its own ", thousands(float64(r.ScaleCfg.Interviews)), r.ScaleCfg.Tenants)
 	w("keep-alive connection to the controller, as a real one does, heartbeats every `HEARTBEAT_INTERVAL=%s` and posts one segment every %s. ", r.ScaleCfg.HeartbeatInterval, r.ScaleCfg.SegmentEvery)
 	w("The VMs report ready at once but stay silent until the last one is ready, so that the load does not slow the 10,000 starts; ")
-	w("`HEARTBEAT_TIMEOUT=5m` keeps the first ones alive meanwhile. ")
-	w("After %s of settling, over %s: the controller's resident memory (VmRSS, highest sample) from /proc/<pid>/status, ", r.ScaleCfg.Settle, r.ScaleCfg.Window)
+	w("`HEARTBEAT_TIMEOUT=10m` keeps the first ones alive meanwhile (and through the burst of first heartbeats, each a transaction, when they are released). ")
+	w("Once all are ready, reconcile passes are watched for %s while the VMs are still quiet (the pass's own cost, the fake's rendering of the list included; the first pass to end is not counted, it may have begun during the starts); then the VMs are released, and once every first heartbeat was answered, ", r.ScaleCfg.QuietWindow)
+	w("after %s of settling, over %s: the controller's resident memory (VmRSS, highest sample) from /proc/<pid>/status, ", r.ScaleCfg.Settle, r.ScaleCfg.Window)
 	w("its CPU time (utime + stime from /proc/<pid>/stat) per second of wall time, and each reconcile pass's duration ")
 	w("(`interview_reconciler_pass_duration_seconds`, scraped every 2 s; several passes between two scrapes share the growth evenly) with `RECONCILE_INTERVAL=%s`. A pass lists the app's machines ", r.ScaleCfg.ReconcileInterval)
 	w("from the fake Fly API and every live interview from PostgreSQL, and checks each.")
 	if s := r.Scale; s != nil {
 		w(" Controller: %s. All started (202 then ready) in %s; peak RSS (VmHWM) %.0f MiB; goroutines %.0f, open fds %.0f; ",
 			settingsText(s.Settings), s.StartAll.Round(time.Second), mib(s.PeakRSS), s.Goroutines, s.OpenConns)
-		w("passes %s; failed interviews %d; synthetic VM errors %d%s. ", durList(s.Passes), s.Failed, s.VMErrors, errText(s.LastVMError))
-		w("Of a pass, the list call to the fake Fly API (%s machines as JSON, rendered by the fake in the harness) took %.0f ms on average. ",
-			thousands(float64(s.Ready)), ms(s.ListCall))
-		w("Database transactions: %.1f per start, %s/s in the window.", s.TxPerStart, thousands(s.TxPerSecond))
-		if s.TxPerSecond > 0 && s.CPU > 0 {
-			perTx := s.CPU / s.TxPerSecond
-			atDefault := float64(s.Ready)/2 + s.Segments
-			w(" At the product's default `HEARTBEAT_INTERVAL=2s` the same %s VMs would send %s heartbeats/s, each a transaction: ",
-				thousands(float64(s.Ready)), thousands(float64(s.Ready)/2))
-			w("at the %.2f ms of controller CPU per transaction measured here, about %.1f cores for the controller alone, before PostgreSQL's share.",
-				perTx*1000, perTx*atDefault)
+		w("every VM's first heartbeat answered %s after their release; ", s.FirstBeats.Round(time.Second))
+		w("passes with the VMs quiet %s, under load %s; failed interviews %d; synthetic VM errors %d%s. ", durList(s.QuietPasses), durList(s.Passes), s.Failed, s.VMErrors, errText(s.LastVMError))
+		w("Of a pass, the list call to the fake Fly API (%s machines in Fly's summary form, rendered by the fake in the harness process, beside the synthetic VMs) took %.0f ms on average with the VMs quiet, %.0f ms under load. ",
+			thousands(float64(s.Ready)), ms(s.QuietListCall), ms(s.ListCall))
+		w("Database transactions: %.1f per start, %s/s in the window. ", s.TxPerStart, thousands(s.TxPerSecond))
+		w("CPU over the window: controller %.2f cores; PostgreSQL ", s.CPU)
+		if s.PGCPUErr != "" {
+			w("not measured (%s)", oneLine(s.PGCPUErr))
+		} else {
+			w("%.2f cores (the whole cluster: utime + stime of the postmaster and each of its children from /proc, plus the reaped children's cutime + cstime)", s.PGCPU)
 		}
+		w("; the synthetic VMs run in the harness process and are not counted.")
 	}
 	w("\n\n")
 

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +26,13 @@ type ScaleConfig struct {
 	HeartbeatInterval, SegmentEvery time.Duration
 	// ReconcileInterval is the controller's RECONCILE_INTERVAL.
 	ReconcileInterval time.Duration
-	// Settle is waited after the last VM is ready; Window is measured.
-	Settle, Window time.Duration
+	// QuietWindow watches reconcile passes once every VM is ready, before
+	// they begin to heartbeat; then the VMs are released, Settle is
+	// waited, and Window is measured.
+	QuietWindow, Settle, Window time.Duration
+	// WindowProfile, when set, receives a CPU profile of the harness over
+	// the window (with Env.InProcess, the controller's code is in it).
+	WindowProfile io.Writer
 }
 
 // Scale is case 5's result.
@@ -35,6 +43,19 @@ type Scale struct {
 	// CPU is the controller's CPU time over Window, in cores.
 	CPU    float64
 	Window time.Duration
+	// PGCPU is PostgreSQL's CPU time over Window, in cores: the whole
+	// cluster (postmaster, every backend and background process), read
+	// from /proc. PGCPUErr says why it was not measured (a remote server).
+	PGCPU    float64
+	PGCPUErr string
+	// QuietPasses are the reconcile passes seen in QuietWindow, before the
+	// VMs begin to heartbeat (at least one); QuietListCall the average
+	// duration of their Fly list call.
+	QuietPasses   []time.Duration
+	QuietListCall time.Duration
+	// FirstBeats is how long after their release every VM's first
+	// heartbeat (each a transaction) was answered.
+	FirstBeats time.Duration
 	// Passes are the reconcile passes seen in the window (at least one).
 	Passes                []time.Duration
 	Beats, Segments       float64 // per second, over the window
@@ -81,9 +102,10 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 		"FLY_RATE_LIMIT":     "1000000", // creating 10,000 machines is not what is measured
 		"HEARTBEAT_INTERVAL": cfg.HeartbeatInterval.String(),
 		"RECONCILE_INTERVAL": cfg.ReconcileInterval.String(),
-		// The VMs stay silent until the last one is ready: the first ones
-		// must not time out meanwhile.
-		"HEARTBEAT_TIMEOUT": "5m",
+		// The VMs stay silent until the last one is ready and the quiet
+		// passes are watched, then all send a first heartbeat (each a
+		// transaction) at once: the first ones must not time out meanwhile.
+		"HEARTBEAT_TIMEOUT": "10m",
 		"LOG_LEVEL":         "warn",
 	})
 	if err != nil {
@@ -127,16 +149,45 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	if tx1, err := xactCommits(ctx, f.Controller.DBURL); err == nil {
 		res.TxPerStart = float64(tx1-tx0) / float64(len(jobs))
 	}
+	// The reconcile passes over every machine while the VMs are quiet:
+	// what the pass itself costs, the fake Fly API's rendering included.
+	e.logf("scale: %d ready in %s (%.1f transactions per start); watching reconcile passes for %s with the VMs quiet", res.Ready, res.StartAll.Round(time.Second), res.TxPerStart, cfg.QuietWindow)
+	quiet, err := watchPasses(ctx, f.API.Base, cfg.QuietWindow, cfg.ReconcileInterval, true, nil)
+	if err != nil {
+		return res, err
+	}
+	res.QuietPasses, res.QuietListCall = quiet.passes, quiet.listCall
 	close(hold)
 	released = true
-	e.logf("scale: %d ready in %s (%.1f transactions per start); settling %s, then measuring %s", res.Ready, res.StartAll.Round(time.Second), res.TxPerStart, cfg.Settle, cfg.Window)
+	e.logf("scale: quiet passes %s (list call %s); VMs released", durList(res.QuietPasses), res.QuietListCall.Round(time.Millisecond))
+	// Every VM's first heartbeat takes the full path (a transaction): the
+	// window begins once all were answered, and Settle later.
+	released0 := time.Now()
+	if err := waitFor(ctx, 5*time.Minute, "every VM's first heartbeat to be answered", func() bool {
+		return vms.Beating.Load() >= int64(res.Ready)
+	}); err != nil {
+		return res, fmt.Errorf("%w (%d of %d answered)", err, vms.Beating.Load(), res.Ready)
+	}
+	res.FirstBeats = time.Since(released0)
+	e.logf("scale: every first heartbeat answered in %s; settling %s, then measuring %s", res.FirstBeats.Round(time.Second), cfg.Settle, cfg.Window)
 	select {
 	case <-ctx.Done():
 		return res, ctx.Err()
 	case <-time.After(cfg.Settle):
 	}
 
+	if cfg.WindowProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.WindowProfile); err != nil {
+			return res, fmt.Errorf("profile the window: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	pid := f.Controller.PID
+	postmaster, pgErr := postmasterPID(ctx, f.Controller.DBURL)
+	var pg0 time.Duration
+	if pgErr == nil {
+		pg0, pgErr = TreeCPUTime(postmaster)
+	}
 	cpu0, err := CPUTime(pid)
 	if err != nil {
 		return res, err
@@ -147,42 +198,20 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 		return res, err
 	}
 	t0 := time.Now()
-	lastCount, lastSum, err := scrapePasses(ctx, f.API.Base)
-	if err != nil {
-		return res, err
-	}
-	list0, err := scrapeMetrics(ctx, f.API.Base)
-	if err != nil {
-		return res, err
-	}
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for time.Since(t0) < cfg.Window || len(res.Passes) == 0 {
-		if time.Since(t0) > cfg.Window+2*cfg.ReconcileInterval+30*time.Second {
-			return res, fmt.Errorf("scale: no reconcile pass finished in the window")
-		}
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-tick.C:
-		}
+	loaded, err := watchPasses(ctx, f.API.Base, cfg.Window, cfg.ReconcileInterval, false, func() {
 		if rss, peak, err := RSS(pid); err == nil {
 			res.RSS, res.PeakRSS = max(res.RSS, rss), max(res.PeakRSS, peak)
 		}
-		count, sum, err := scrapePasses(ctx, f.API.Base)
-		if err != nil {
-			continue
-		}
-		if count > lastCount {
-			// Several passes between two scrapes share the growth evenly.
-			n := count - lastCount
-			for range int(n) {
-				res.Passes = append(res.Passes, time.Duration((sum-lastSum)/n*float64(time.Second)))
-			}
-			lastCount, lastSum = count, sum
-		}
+	})
+	if err != nil {
+		return res, err
 	}
+	res.Passes, res.ListCall = loaded.passes, loaded.listCall
+	m := loaded.last
 	elapsed := time.Since(t0)
+	if cfg.WindowProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	cpu1, err := CPUTime(pid)
 	if err != nil {
 		return res, err
@@ -193,34 +222,96 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 	}
 	res.CPU = cpu1.Seconds() - cpu0.Seconds()
 	res.CPU /= elapsed.Seconds()
+	if pgErr == nil {
+		var pg1 time.Duration
+		if pg1, pgErr = TreeCPUTime(postmaster); pgErr == nil {
+			res.PGCPU = (pg1 - pg0).Seconds() / elapsed.Seconds()
+		}
+	}
+	if pgErr != nil {
+		res.PGCPUErr = pgErr.Error()
+	}
 	res.Beats = float64(vms.Beats.Load()-beats0) / elapsed.Seconds()
 	res.Segments = float64(vms.Segments.Load()-segs0) / elapsed.Seconds()
 	res.VMErrors, res.LastVMError = vms.Errors.Load(), vms.LastError()
-	if m, err := scrapeMetrics(ctx, f.API.Base); err == nil {
-		res.Goroutines = m["go_goroutines"]
-		res.OpenConns = m["process_open_fds"]
-		const sum, count = `flymachines_request_duration_seconds_sum{op="list"}`, `flymachines_request_duration_seconds_count{op="list"}`
-		if n := m[count] - list0[count]; n > 0 {
-			res.ListCall = time.Duration((m[sum] - list0[sum]) / n * float64(time.Second))
-		}
-	}
+	res.Goroutines = m["go_goroutines"]
+	res.OpenConns = m["process_open_fds"]
 	res.Failed, err = countStatus(ctx, f.Controller.DBURL, "failed")
 	if err != nil {
 		return res, err
 	}
-	e.logf("scale: RSS %.0f MiB (peak %.0f MiB), CPU %.2f cores, %d reconcile passes, max %s; %.0f heartbeats/s, %.0f segments/s, %.0f transactions/s; %d failed, %d VM errors",
-		mib(res.RSS), mib(res.PeakRSS), res.CPU, len(res.Passes), Summarize(res.Passes).Max.Round(time.Millisecond),
+	e.logf("scale: RSS %.0f MiB (peak %.0f MiB), CPU %.2f cores (PostgreSQL %.2f%s), %d reconcile passes, max %s; %.0f heartbeats/s, %.0f segments/s, %.0f transactions/s; %d failed, %d VM errors",
+		mib(res.RSS), mib(res.PeakRSS), res.CPU, res.PGCPU, errText(res.PGCPUErr), len(res.Passes), Summarize(res.Passes).Max.Round(time.Millisecond),
 		res.Beats, res.Segments, res.TxPerSecond, res.Failed, res.VMErrors)
 	return res, nil
 }
 
-// scrapePasses returns the reconciler pass histogram's count and sum.
-func scrapePasses(ctx context.Context, base string) (count, sum float64, err error) {
-	m, err := scrapeMetrics(ctx, base)
-	if err != nil {
-		return 0, 0, err
+// watched is what watchPasses saw.
+type watched struct {
+	passes []time.Duration
+	// listCall is the average duration of the Fly list calls made meanwhile.
+	listCall time.Duration
+	// last is the last scrape.
+	last map[string]float64
+}
+
+// watchPasses scrapes the controller's metrics every 2 s for d (and on,
+// up to two reconcile intervals more, until a pass ends) and returns the
+// passes that ended meanwhile: each is the growth of the pass histogram's
+// sum between two scrapes (passes between the same two scrapes share it
+// evenly). A scrape may fail under load (promhttp answers 500 when a
+// database gauge times out): the first one is retried until it succeeds,
+// so that no earlier pass is counted; later ones are skipped. With skip,
+// the first pass to end is not counted (it may have begun before the
+// watch, under other load). sample, when set, runs at every tick.
+func watchPasses(ctx context.Context, base string, d, interval time.Duration, skip bool, sample func()) (watched, error) {
+	const (
+		count, sum         = "interview_reconciler_pass_duration_seconds_count", "interview_reconciler_pass_duration_seconds_sum"
+		listSum, listCount = `interview_flymachines_request_duration_seconds_sum{op="list"}`, `interview_flymachines_request_duration_seconds_count{op="list"}`
+	)
+	var w watched
+	var first map[string]float64
+	if err := waitFor(ctx, 2*time.Minute, "a first metrics scrape", func() bool {
+		m, err := scrapeMetrics(ctx, base)
+		first = m
+		return err == nil
+	}); err != nil {
+		return w, err
 	}
-	return m["interview_reconciler_pass_duration_seconds_count"], m["interview_reconciler_pass_duration_seconds_sum"], nil
+	w.last = first
+	t0 := time.Now()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for time.Since(t0) < d || len(w.passes) == 0 {
+		if time.Since(t0) > d+2*interval+30*time.Second {
+			return w, fmt.Errorf("scale: no reconcile pass finished in %s", time.Since(t0).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return w, ctx.Err()
+		case <-tick.C:
+		}
+		if sample != nil {
+			sample()
+		}
+		m, err := scrapeMetrics(ctx, base)
+		if err != nil {
+			continue
+		}
+		if n := m[count] - w.last[count]; n > 0 && skip {
+			// The first pass to end may have begun before the watch.
+			skip = false
+		} else if n > 0 {
+			for range int(n) {
+				w.passes = append(w.passes, time.Duration((m[sum]-w.last[sum])/n*float64(time.Second)))
+			}
+		}
+		w.last = m
+	}
+	if n := w.last[listCount] - first[listCount]; n > 0 {
+		w.listCall = time.Duration((w.last[listSum] - first[listSum]) / n * float64(time.Second))
+	}
+	return w, nil
 }
 
 // scrapeMetrics reads the samples of /metrics, keyed by name and labels
@@ -235,6 +326,12 @@ func scrapeMetrics(ctx context.Context, base string) (map[string]float64, error)
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		// promhttp answers 500 when a collector fails (a database gauge
+		// timing out under load): that body has no samples.
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil, fmt.Errorf("scrape %s/metrics: status %d", base, resp.StatusCode)
+	}
 	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -268,6 +365,28 @@ func xactCommits(ctx context.Context, dbURL string) (int64, error) {
 	var n int64
 	err = conn.QueryRow(ctx, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").Scan(&n)
 	return n, err
+}
+
+// postmasterPID returns the pid of the PostgreSQL server behind dbURL,
+// when it runs on this host: the parent of this connection's backend.
+func postmasterPID(ctx context.Context, dbURL string) (int, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return 0, err
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", backend)); err != nil || !strings.HasPrefix(string(comm), "postgres") {
+		return 0, fmt.Errorf("postgres backend %d is not on this host", backend)
+	}
+	pm, err := ParentPID(backend)
+	if err != nil {
+		return 0, fmt.Errorf("postgres backend %d is not on this host: %w", backend, err)
+	}
+	return pm, nil
 }
 
 // countStatus counts the interviews of a status in a database.

@@ -152,6 +152,7 @@ func (e *Env) floorStart(ctx context.Context, client *flymachines.Client, stub *
 			Env: map[string]string{
 				session.EnvSessionID: id, session.EnvSessionToken: token,
 				session.EnvControllerURL: stub.URL, session.EnvSessionPort: strconv.Itoa(f.SessionPort),
+				session.EnvSessionConfig: ConfigEnv(id),
 			},
 			Metadata:    map[string]string{session.MetaSessionID: id},
 			AutoDestroy: true,

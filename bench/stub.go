@@ -15,9 +15,9 @@ import (
 // StubController answers a session VM's internal API at no cost: a fixed
 // config, and ready, heartbeat, transcript and ended accepted at once,
 // without a database. It stands in for the controller when the platform
-// floor is measured, so the floor pays for the VM (process start, config
-// fetch, ready report) exactly as a started interview does, and for
-// nothing of ours.
+// floor is measured, so the floor pays for the VM (process start, ready
+// report; its configuration comes with the machine, see ConfigEnv) exactly
+// as a started interview does, and for nothing of ours.
 type StubController struct {
 	URL string
 	srv *httptest.Server
@@ -97,14 +97,27 @@ func (s *StubController) config(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":{"code":"unauthenticated"}}`, http.StatusUnauthorized)
 		return
 	}
-	writeJSON(w, session.VMConfig{
-		SessionID: r.PathValue("id"), TenantID: uuid.NewString(), Architecture: "hybrid",
+	writeJSON(w, stubConfig(r.PathValue("id")))
+}
+
+// stubConfig is the configuration the stub gives session id's VM.
+func stubConfig(id string) session.VMConfig {
+	return session.VMConfig{
+		SessionID: id, TenantID: uuid.NewString(), Architecture: "hybrid",
 		Realtime: session.RealtimeSimulated, Deadline: time.Now().Add(time.Hour), MaxDurationS: 3600,
 		HeartbeatIntervalMS: 2000,
 		Position: session.Position{Title: "Backend engineer", Competencies: []session.Competency{
 			{Name: "Go", Weight: 3}, {Name: "PostgreSQL", Weight: 2},
 		}},
-	})
+	}
+}
+
+// ConfigEnv is the configuration of session id's VM as the controller
+// hands it over with the machine (the value of session.EnvSessionConfig):
+// a floor VM gets it the way ours does, and fetches nothing.
+func ConfigEnv(id string) string {
+	b, _ := json.Marshal(stubConfig(id)) // plain data: cannot fail
+	return string(b)
 }
 
 func (s *StubController) ready(w http.ResponseWriter, r *http.Request) {

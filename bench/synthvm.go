@@ -48,8 +48,10 @@ type SyntheticVMs struct {
 	vms  map[string]*SyntheticVM // by machine id
 	byID map[string]*SyntheticVM // by session id
 
-	Ready     atomic.Int64
-	Errors    atomic.Int64
+	Ready  atomic.Int64
+	Errors atomic.Int64
+	// Beating counts the VMs whose first heartbeat was answered.
+	Beating   atomic.Int64
 	Beats     atomic.Int64
 	Segments  atomic.Int64
 	lastError atomic.Value
@@ -61,6 +63,9 @@ type SyntheticVM struct {
 
 	hc     *http.Client
 	cancel context.CancelFunc
+	// beating is set once a heartbeat was answered (only the VM's own
+	// goroutine reads and writes it).
+	beating bool
 }
 
 // NewSyntheticVMs returns a runner whose VMs share one HTTP transport
@@ -182,19 +187,25 @@ func (s *SyntheticVMs) run(ctx context.Context, v *SyntheticVM) {
 	if every <= 0 {
 		every = 2 * time.Second
 	}
-	// Spread the VMs over the interval, as VMs started at different times are.
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(every))))
+	// Spread the VMs over the interval, as VMs started at different times
+	// are; then beat on a ticker, as sessionvm does: a slow answer does
+	// not stretch the period (a tick missed meanwhile is dropped).
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(time.Duration(rand.Int64N(int64(every)))):
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		if !s.heartbeat(ctx, v) {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if !s.heartbeat(ctx, v) {
-			return
-		}
-		t.Reset(every)
 	}
 }
 
@@ -222,15 +233,24 @@ func (s *SyntheticVMs) postSegments(ctx context.Context, v *SyntheticVM) {
 	}
 }
 
+// heartbeat sends one heartbeat and reports whether to go on: as sessionvm
+// does, a VM keeps beating after a failed call (the controller's timeout
+// is the safety net) and stops on a refusal or an "end".
 func (s *SyntheticVMs) heartbeat(ctx context.Context, v *SyntheticVM) bool {
 	var ans session.HeartbeatAnswer
 	if err := v.call(ctx, "POST", "heartbeat", session.Heartbeat{}, &ans); err != nil {
-		if ctx.Err() == nil {
-			s.fail(err)
+		if ctx.Err() != nil {
+			return false
 		}
-		return false
+		s.fail(err)
+		var se *StatusError
+		return !errors.As(err, &se) || (se.Status != http.StatusUnauthorized && se.Status != http.StatusConflict)
 	}
 	s.Beats.Add(1)
+	if !v.beating {
+		v.beating = true
+		s.Beating.Add(1)
+	}
 	return ans.Action == session.ActionContinue
 }
 

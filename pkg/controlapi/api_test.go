@@ -596,3 +596,66 @@ func TestCrashedVMFailsItsSession(t *testing.T) {
 		t.Fatalf("heartbeat after the crash = %d", r.status)
 	}
 }
+
+// TestHeartbeatsAreLoggedAtDebug: thousands of VMs heartbeat every couple
+// of seconds, so an accepted heartbeat's access log line is at debug; a
+// refused one stays at info, as every other request.
+func TestHeartbeatsAreLoggedAtDebug(t *testing.T) {
+	e := newEnv(t)
+	tok := tenantToken(t, newTenant(), "recruiter")
+	x := e.interview(tok)
+	xTok, _ := e.ready(tok, x)
+	e.must(200, "POST", "/internal/v1/sessions/"+x+"/heartbeat", xTok, session.Heartbeat{LastSeq: 1})
+	if r := e.do("POST", "/internal/v1/sessions/"+x+"/heartbeat", "wrong", nil); r.status != 401 {
+		t.Fatalf("heartbeat with a wrong token = %d", r.status)
+	}
+	levels := map[string]string{}
+	for line := range strings.SplitSeq(e.logs.String(), "\n") {
+		if !strings.Contains(line, `msg="http request"`) || !strings.Contains(line, "route=/internal/v1/sessions/:id/heartbeat") {
+			continue
+		}
+		level, _, _ := strings.Cut(strings.TrimPrefix(line[strings.Index(line, "level="):], "level="), " ")
+		status, _, _ := strings.Cut(line[strings.Index(line, "status=")+len("status="):], " ")
+		levels[status] = level
+	}
+	if levels["200"] != "DEBUG" || levels["401"] != "INFO" {
+		t.Fatalf("heartbeat access log levels by status = %v, want 200 at DEBUG and 401 at INFO", levels)
+	}
+}
+
+// TestHeartbeatBodyIsCheckedAsTheSpecSays: the heartbeat route skips the
+// generic spec validation for speed; its handler refuses what the spec's
+// Heartbeat schema refuses, with the contract's error, and records none
+// of it.
+func TestHeartbeatBodyIsCheckedAsTheSpecSays(t *testing.T) {
+	e := newEnv(t)
+	tok := tenantToken(t, newTenant(), "recruiter")
+	x := e.interview(tok)
+	xTok, _ := e.ready(tok, x)
+	path := "/internal/v1/sessions/" + x + "/heartbeat"
+	for name, body := range map[string]string{
+		"negative last_seq":   `{"last_seq":-1}`,
+		"negative acked_seq":  `{"acked_seq":-1}`,
+		"negative buffered":   `{"buffered_segments":-3}`,
+		"negative retries":    `{"retries":-1}`,
+		"fractional last_seq": `{"last_seq":1.5}`,
+		"string retries":      `{"retries":"2"}`,
+		"unknown field":       `{"last_seq":1,"cpu":3}`,
+		"long sideband":       `{"sideband":"` + strings.Repeat("é", 201) + `"}`,
+		"not an object":       `[1]`,
+	} {
+		if r := e.do("POST", path, xTok, body); r.status != 400 || r.code() != session.EINVALID {
+			t.Errorf("%s: %d %s, want 400 invalid", name, r.status, r.body)
+		}
+	}
+	if r := e.do("POST", "/internal/v1/sessions/not-a-uuid/heartbeat", xTok, nil); r.status != 400 || r.code() != session.EINVALID {
+		t.Errorf("malformed session id: %d %s, want 400 invalid", r.status, r.body)
+	}
+	if n := e.count(`SELECT count(*) FROM interviews.interview_sessions WHERE vm_last_seq <> 0 OR vm_retries <> 0`); n != 0 {
+		t.Fatalf("a refused heartbeat was recorded: %d interviews changed", n)
+	}
+	ok := e.must(200, "POST", path, xTok, `{"last_seq":3,"acked_seq":2,"buffered_segments":1,"retries":0,"sideband":"`+strings.Repeat("é", 200)+`"}`)
+	if ok["action"] != "continue" {
+		t.Fatalf("a valid heartbeat = %v", ok)
+	}
+}

@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -74,7 +75,12 @@ func (s *Server) handleVMReady(c echo.Context) error {
 }
 
 // handleVMHeartbeat handles "POST /internal/v1/sessions/{id}/heartbeat".
+// The route skips the generic spec validation (routes.go): the path id and
+// the body are checked here, as the spec describes them.
 func (s *Server) handleVMHeartbeat(c echo.Context) error {
+	if _, err := pathID(c, "id"); err != nil {
+		return err
+	}
 	id, token, err := vmCredentials(c)
 	if err != nil {
 		return err
@@ -82,6 +88,9 @@ func (s *Server) handleVMHeartbeat(c echo.Context) error {
 	var hb session.Heartbeat
 	if c.Request().ContentLength != 0 {
 		if err := decodeInternal(c, &hb); err != nil {
+			return err
+		}
+		if err := validHeartbeat(hb); err != nil {
 			return err
 		}
 	}
@@ -106,4 +115,19 @@ func (s *Server) handleVMEnded(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// maxSideband is the spec's maxLength of a heartbeat's sideband state.
+const maxSideband = 200
+
+// validHeartbeat checks a heartbeat as the spec's Heartbeat schema does
+// (unknown fields and wrong types are refused by the decoder).
+func validHeartbeat(hb session.Heartbeat) error {
+	switch {
+	case hb.LastSeq < 0, hb.AckedSeq < 0, hb.BufferedSegments < 0, hb.Retries < 0:
+		return session.Errorf(session.EINVALID, "last_seq, acked_seq, buffered_segments and retries must not be negative")
+	case utf8.RuneCountInString(hb.Sideband) > maxSideband:
+		return session.Errorf(session.EINVALID, "sideband must be at most %d characters", maxSideband)
+	}
+	return nil
 }

@@ -287,7 +287,11 @@ func (s *Server) handleReadyz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// accessLog writes one line per request with its request id.
+// heartbeatRoute is the heartbeat's route as echo names it.
+const heartbeatRoute = "/internal/v1/sessions/:id/heartbeat"
+
+// accessLog writes one line per request with its request id (at debug for
+// probes, scrapes and accepted heartbeats).
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -297,8 +301,18 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		req := c.Request()
 		level := slog.LevelInfo
-		if c.Path() == "/healthz" || c.Path() == "/readyz" || c.Path() == "/metrics" {
+		switch c.Path() {
+		case "/healthz", "/readyz", "/metrics":
 			level = slog.LevelDebug
+		case heartbeatRoute:
+			// Every VM sends one every HEARTBEAT_INTERVAL: thousands a
+			// second at scale. A refused one is still logged.
+			if c.Response().Status < http.StatusBadRequest {
+				level = slog.LevelDebug
+			}
+		}
+		if !s.logger.Enabled(req.Context(), level) {
+			return nil
 		}
 		s.logger.Log(req.Context(), level, "http request",
 			"request_id", c.Response().Header().Get(echo.HeaderXRequestID),

@@ -209,7 +209,8 @@ func TestFlyInterviewEndToEnd(t *testing.T) {
 	}
 
 	// Exactly one machine, configured as docs/architecture.md says, and nothing of the
-	// interview in it but its id, token and the controller's URL.
+	// interview in it but its id, token, the controller's URL and the VM's
+	// configuration, which holds neither a secret nor candidate data.
 	ms := f.sessionMachines(id)
 	if len(ms) != 1 || ms[0].ID != m["id"] {
 		t.Fatalf("fake machines of the interview = %+v, want exactly machine %v", ms, m["id"])
@@ -222,8 +223,17 @@ func TestFlyInterviewEndToEnd(t *testing.T) {
 	if !maps.Equal(fm.Metadata, wantMeta) {
 		t.Errorf("machine metadata = %v, want %v", fm.Metadata, wantMeta)
 	}
-	if keys := slices.Sorted(maps.Keys(fm.Env)); !slices.Equal(keys, []string{"CONTROLLER_URL", "SESSION_ID", "SESSION_PORT", "SESSION_TOKEN"}) {
+	if keys := slices.Sorted(maps.Keys(fm.Env)); !slices.Equal(keys, []string{"CONTROLLER_URL", "SESSION_CONFIG", "SESSION_ID", "SESSION_PORT", "SESSION_TOKEN"}) {
 		t.Errorf("machine env keys = %v", keys)
+	}
+	var vmCfg session.VMConfig
+	if err := json.Unmarshal([]byte(fm.Env["SESSION_CONFIG"]), &vmCfg); err != nil || vmCfg.SessionID != id || vmCfg.Position.Title == "" {
+		t.Errorf("machine's SESSION_CONFIG = %q (%v), want the VM's configuration", fm.Env["SESSION_CONFIG"], err)
+	}
+	for _, secret := range []string{fm.Env["SESSION_TOKEN"], "Grace Hopper", "grace@example.com"} {
+		if strings.Contains(fm.Env["SESSION_CONFIG"], secret) {
+			t.Errorf("machine's SESSION_CONFIG carries %q", secret)
+		}
 	}
 	for _, c := range f.fake.Calls() {
 		if c.AuthScheme != "FlyV1" {

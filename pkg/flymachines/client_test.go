@@ -960,3 +960,77 @@ func TestCloseReleasesConnections(t *testing.T) {
 		t.Errorf("client connections outlive Close: %v", err)
 	}
 }
+
+// TestListSummaries: the summary list is sent with summary=true and the
+// metadata filter, decodes Fly's summary form (no config, so no metadata)
+// oldest first, retries a 502 and reports a persistent 500 and a body
+// that is not a machine list.
+func TestListSummaries(t *testing.T) {
+	e := setup(t, nil, nil)
+	ctx := ctxT(t, 20*time.Second)
+	var created []*flymachines.Machine
+	for _, name := range []string{"interview-a", "interview-b"} {
+		m, err := e.client.Create(ctx, testApp, sessionRequest(name, "s-"+name))
+		if err != nil {
+			t.Fatalf("Create %s: %v", name, err)
+		}
+		created = append(created, m)
+	}
+	other := sessionRequest("not-ours", "s-x")
+	other.Config.Metadata["managed_by"] = "someone-else"
+	if _, err := e.client.Create(ctx, testApp, other); err != nil {
+		t.Fatalf("Create unmanaged: %v", err)
+	}
+	opts := flymachines.ListOptions{Metadata: map[string]string{"managed_by": "test"}}
+	got, err := e.client.ListSummaries(ctx, testApp, opts)
+	if err != nil {
+		t.Fatalf("ListSummaries: %v", err)
+	}
+	var want []flymachines.MachineSummary
+	for _, m := range created {
+		want = append(want, flymachines.MachineSummary{ID: m.ID, Name: m.Name, Region: m.Region,
+			InstanceID: m.InstanceID, PrivateIP: m.PrivateIP, CreatedAt: m.CreatedAt})
+	}
+	for i := range got {
+		if got[i].State == "" {
+			t.Errorf("summary of %s has no state", got[i].ID)
+		}
+		got[i].State = "" // it moves on as the machine boots
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ListSummaries (-want +got):\n%s", diff)
+	}
+	calls := e.fake.Calls()
+	last := calls[len(calls)-1]
+	if last.Op != flymachinestest.OpList || !strings.Contains(last.Query, "summary=true") || !strings.Contains(last.Query, "metadata.managed_by=test") {
+		t.Errorf("list call = %+v, want summary=true and the metadata filter", last)
+	}
+
+	e.fake.FailNext(flymachinestest.OpList, 2, flymachinestest.Fault{Status: http.StatusBadGateway})
+	if got, err := e.client.ListSummaries(ctx, testApp, opts); err != nil || len(got) != 2 {
+		t.Fatalf("ListSummaries after two 502s = %d machines, %v; want 2", len(got), err)
+	}
+	e.fake.FailNext(flymachinestest.OpList, 10, flymachinestest.Fault{Status: http.StatusInternalServerError})
+	var fe *flymachines.Error
+	if _, err := e.client.ListSummaries(ctx, testApp, opts); !errors.As(err, &fe) || fe.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("ListSummaries on a persistent 500 = %v, want a 500 *Error", err)
+	}
+}
+
+// TestListSummariesRefusesAnUnexpectedBody: an answer that is not a list
+// of machines is an error, not an empty list.
+func TestListSummariesRefusesAnUnexpectedBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"machines":[]}`))
+	}))
+	defer srv.Close()
+	c, err := flymachines.New(flymachines.Config{BaseURL: srv.URL, Token: testToken, RetryMax: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ms, err := c.ListSummaries(ctxT(t, 5*time.Second), testApp, flymachines.ListOptions{}); err == nil {
+		t.Fatalf("ListSummaries of an object = %+v, want an error", ms)
+	}
+}

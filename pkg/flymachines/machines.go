@@ -44,6 +44,41 @@ func (c *Client) Get(ctx context.Context, app, id string) (*Machine, error) {
 
 // List returns the app's machines matching opts, oldest first.
 func (c *Client) List(ctx context.Context, app string, opts ListOptions) ([]Machine, error) {
+	var ms []Machine
+	if err := c.list(ctx, app, listQuery(opts), &ms); err != nil {
+		return nil, err
+	}
+	sortByCreated(ms, func(m *Machine) string { return m.CreatedAt })
+	return ms, nil
+}
+
+// ListSummaries returns the app's machines matching opts in Fly's summary
+// form (opts.Summary is implied), oldest first: id, name, state, region,
+// address and creation time, without config or metadata. Metadata filters
+// in opts still apply: Fly filters before summarising. This is the cheap
+// way to see thousands of machines; Get reads one in full.
+func (c *Client) ListSummaries(ctx context.Context, app string, opts ListOptions) ([]MachineSummary, error) {
+	opts.Summary = true
+	var ms []MachineSummary
+	if err := c.list(ctx, app, listQuery(opts), &ms); err != nil {
+		return nil, err
+	}
+	sortByCreated(ms, func(m *MachineSummary) string { return m.CreatedAt })
+	return ms, nil
+}
+
+func (c *Client) list(ctx context.Context, app string, q url.Values, out any) error {
+	err := c.do(ctx, request{
+		op: opList, id: "app:" + app, method: http.MethodGet, path: machinesPath(app),
+		query: q, out: out,
+	})
+	if err != nil {
+		return fmt.Errorf("list machines of %s: %w", app, err)
+	}
+	return nil
+}
+
+func listQuery(opts ListOptions) url.Values {
 	q := url.Values{}
 	q.Set("include_deleted", strconv.FormatBool(opts.IncludeDeleted))
 	keys := make([]string, 0, len(opts.Metadata))
@@ -63,27 +98,45 @@ func (c *Client) List(ctx context.Context, app string, opts ListOptions) ([]Mach
 	if opts.Summary {
 		q.Set("summary", "true")
 	}
-	var ms []Machine
-	err := c.do(ctx, request{
-		op: opList, id: "app:" + app, method: http.MethodGet, path: machinesPath(app),
-		query: q, out: &ms,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list machines of %s: %w", app, err)
-	}
-	sort.SliceStable(ms, func(i, j int) bool { return createdBefore(ms[i], ms[j]) })
-	return ms, nil
+	return q
 }
 
-// createdBefore orders machines by created_at, keeping Fly's order for
-// equal or unreadable times.
-func createdBefore(a, b Machine) bool {
-	ta, erra := time.Parse(time.RFC3339Nano, a.CreatedAt)
-	tb, errb := time.Parse(time.RFC3339Nano, b.CreatedAt)
-	if erra != nil || errb != nil {
-		return false
+// sortByCreated orders machines by created_at, keeping Fly's order for
+// equal or unreadable times. Each time is parsed once.
+func sortByCreated[M any](ms []M, created func(*M) string) {
+	type key struct {
+		t  time.Time
+		ok bool
 	}
-	return ta.Before(tb)
+	keys := make([]key, len(ms))
+	sorted := true
+	var last time.Time
+	for i := range ms {
+		t, err := time.Parse(time.RFC3339Nano, created(&ms[i]))
+		keys[i] = key{t, err == nil}
+		if err == nil {
+			if t.Before(last) {
+				sorted = false
+			}
+			last = t
+		}
+	}
+	if sorted {
+		return // Fly's usual order already
+	}
+	idx := make([]int, len(ms))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		ka, kb := keys[idx[a]], keys[idx[b]]
+		return ka.ok && kb.ok && ka.t.Before(kb.t)
+	})
+	out := make([]M, len(ms))
+	for i, j := range idx {
+		out[i] = ms[j]
+	}
+	copy(ms, out)
 }
 
 // Start starts a created, stopped or suspended machine.

@@ -61,6 +61,26 @@ func (m *Machine) Gone() bool {
 	return m.State == StateDestroyed || m.State == StateDestroying
 }
 
+// MachineSummary is a machine as the summary form of the list
+// (summary=true) returns it: Fly leaves out config (so metadata and env),
+// checks, events, host_status and nonce. Only the fields this project
+// reads are decoded.
+type MachineSummary struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	State      string `json:"state"`
+	Region     string `json:"region"`
+	InstanceID string `json:"instance_id,omitempty"`
+	PrivateIP  string `json:"private_ip,omitempty"`
+	// CreatedAt is kept as Fly sends it (RFC 3339 text).
+	CreatedAt string `json:"created_at,omitempty"`
+}
+
+// Gone reports whether the machine is destroyed or being destroyed.
+func (m *MachineSummary) Gone() bool {
+	return m.State == StateDestroyed || m.State == StateDestroying
+}
+
 // ImageRef describes the image a machine runs.
 type ImageRef struct {
 	Registry   string            `json:"registry,omitempty"`
@@ -255,7 +275,8 @@ type ListOptions struct {
 	States []string
 	// IncludeDeleted also returns destroyed machines.
 	IncludeDeleted bool
-	// Summary asks Fly to omit config, checks and events.
+	// Summary asks Fly to omit config (metadata included), checks,
+	// events, host_status and nonce; ListSummaries always sets it.
 	Summary bool
 }
 

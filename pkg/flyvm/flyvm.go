@@ -284,6 +284,28 @@ func (p *Provider) List(ctx context.Context) ([]session.Machine, error) {
 	return out, nil
 }
 
+// ListSummaries is List in Fly's summary form, the cheap way to see
+// thousands of machines: each comes without its metadata, so SessionID is
+// empty (the machine's name, session.MachineName, tells whose it is; Get
+// reads the metadata). Fly still filters by the managed_by metadata.
+func (p *Provider) ListSummaries(ctx context.Context) ([]session.Machine, error) {
+	ms, err := p.client.ListSummaries(ctx, p.app, flymachines.ListOptions{
+		Metadata: map[string]string{session.MetaManagedBy: session.ManagedByValue},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list machine summaries: %w", err)
+	}
+	out := make([]session.Machine, 0, len(ms))
+	for i := range ms {
+		m := &ms[i]
+		if m.Gone() {
+			continue
+		}
+		out = append(out, p.summary(m))
+	}
+	return out, nil
+}
+
 // Destroy force-destroys a machine; one already gone counts as destroyed.
 func (p *Provider) Destroy(ctx context.Context, id string) error {
 	if err := p.client.Destroy(ctx, p.app, id, true); err != nil {
@@ -303,6 +325,15 @@ func (p *Provider) machine(m *flymachines.Machine) session.Machine {
 		Provider:  ProviderName,
 		SessionID: m.Metadata()[session.MetaSessionID],
 	}
+	if m.PrivateIP != "" {
+		out.Addr = net.JoinHostPort(m.PrivateIP, strconv.Itoa(p.port))
+	}
+	return out
+}
+
+// summary converts a summary-form machine (no metadata) to the domain's.
+func (p *Provider) summary(m *flymachines.MachineSummary) session.Machine {
+	out := session.Machine{ID: m.ID, Name: m.Name, Region: m.Region, State: m.State, Provider: ProviderName}
 	if m.PrivateIP != "" {
 		out.Addr = net.JoinHostPort(m.PrivateIP, strconv.Itoa(p.port))
 	}

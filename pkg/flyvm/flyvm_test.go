@@ -257,6 +257,17 @@ func TestLifecycle(t *testing.T) {
 	if len(list) != 1 || list[0] != m {
 		t.Errorf("List = %+v, want only %+v", list, m)
 	}
+	// The summary list: the same machine without its session (Fly leaves
+	// metadata out of the summary form).
+	sums, err := e.provider.ListSummaries(ctx)
+	if err != nil {
+		t.Fatalf("ListSummaries: %v", err)
+	}
+	wantSum := m
+	wantSum.SessionID = ""
+	if len(sums) != 1 || sums[0] != wantSum {
+		t.Errorf("ListSummaries = %+v, want only %+v", sums, wantSum)
+	}
 
 	if err := e.provider.Destroy(ctx, m.ID); err != nil {
 		t.Fatalf("Destroy: %v", err)
@@ -272,6 +283,9 @@ func TestLifecycle(t *testing.T) {
 	}
 	if list, err := e.provider.List(ctx); err != nil || len(list) != 0 {
 		t.Errorf("List after destroy = %+v, %v", list, err)
+	}
+	if sums, err := e.provider.ListSummaries(ctx); err != nil || len(sums) != 0 {
+		t.Errorf("ListSummaries after destroy = %+v, %v", sums, err)
 	}
 	if got, err := e.provider.Get(ctx, m.ID); err != nil || got.State != session.MachineDestroyed {
 		t.Errorf("Get destroyed = %+v, %v", got, err)

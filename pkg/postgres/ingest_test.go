@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -174,7 +175,9 @@ func TestRecordHeartbeatsWritesLiveSessionsInOneBatch(t *testing.T) {
 	}
 	live, idle := mk(), mk() // idle stays scheduled: not live
 	now := time.Now()
+	hash := bytes.Repeat([]byte{7}, 32)
 	if _, err := db.UpdateInterview(ctx, sc, live.ID, func(iv *session.Interview) ([]session.Event, error) {
+		iv.TokenHash = hash
 		ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, now)
 		return []session.Event{ev}, err
 	}); err != nil {
@@ -189,8 +192,9 @@ func TestRecordHeartbeatsWritesLiveSessionsInOneBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[live.ID].Status != session.StateProvisioning {
-		t.Fatalf("returned %+v, want only the live one", got)
+	if len(got) != 1 || got[live.ID].Status != session.StateProvisioning || got[live.ID].ID != live.ID ||
+		!bytes.Equal(got[live.ID].TokenHash, hash) {
+		t.Fatalf("returned %+v, want only the live one with its status and token hash", got)
 	}
 	iv, err := db.Interview(ctx, sc, live.ID)
 	if err != nil || iv.LastHeartbeatAt == nil || !iv.LastHeartbeatAt.Equal(at) || iv.VM.LastSeq != 9 || iv.VM.BufferedSegments != 2 || iv.VM.Retries != 1 {

@@ -109,7 +109,7 @@ type Service struct {
 	beatsDone chan struct{} // closed when the heartbeat writer returned
 
 	mu       sync.Mutex
-	watchers map[string]chan struct{}
+	watchers map[string]*watch
 	// launching holds the sessions this process is provisioning.
 	launching map[string]bool
 }
@@ -153,8 +153,8 @@ func New(cfg Config, store Store, machines Machines, logger *slog.Logger, reg pr
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, store: store, machines: machines, logger: logger,
-		metrics: newMetrics(reg), now: time.Now, beats: newBeats(), beatsDone: make(chan struct{}),
-		ctx: ctx, cancel: cancel, watchers: map[string]chan struct{}{}, launching: map[string]bool{},
+		metrics: newMetrics(reg), now: storedNow, beats: newBeats(), beatsDone: make(chan struct{}),
+		ctx: ctx, cancel: cancel, watchers: map[string]*watch{}, launching: map[string]bool{},
 	}
 	// Not in wg: that one tracks launches and destroys.
 	go func() {
@@ -163,6 +163,11 @@ func New(cfg Config, store Store, machines Machines, logger *slog.Logger, reg pr
 	}()
 	return s
 }
+
+// storedNow is the time as PostgreSQL stores it (microseconds): an
+// interview this process changed and hands over without reading it back
+// (waitReady) shows the same times as one read from the store.
+func storedNow() time.Time { return time.Now().Truncate(time.Microsecond) }
 
 // Close stops background work and waits for it.
 func (s *Service) Close() {
@@ -179,24 +184,64 @@ func (s *Service) goOwned(fn func(ctx context.Context)) {
 	}()
 }
 
-// watch returns a channel closed at the next change of interview id.
-func (s *Service) watch(id string) <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch, ok := s.watchers[id]
-	if !ok {
-		ch = make(chan struct{})
-		s.watchers[id] = ch
-	}
-	return ch
+// watch is the next change of one interview.
+type watch struct {
+	done chan struct{} // closed at the change
+	// iv, set before done closes, is the interview as the change left it
+	// when this process made it; nil otherwise (read it).
+	iv *session.Interview
 }
 
-func (s *Service) changed(id string) {
-	s.beats.forget(id)
+// watch returns the next change of interview id.
+func (s *Service) watch(id string) *watch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ch, ok := s.watchers[id]; ok {
-		close(ch)
+	w, ok := s.watchers[id]
+	if !ok {
+		w = &watch{done: make(chan struct{})}
+		s.watchers[id] = w
+	}
+	return w
+}
+
+// changedTo is changed for a change this process made and whose result it
+// holds: a waiter takes iv instead of reading the row again.
+func (s *Service) changedTo(iv session.Interview) {
+	s.beats.forget(iv.ID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w, ok := s.watchers[iv.ID]; ok {
+		w.iv = &iv
+		close(w.done)
+		delete(s.watchers, iv.ID)
+	}
+}
+
+// changed is called after this process changed interview id: the
+// heartbeat cache forgets it and its waiters wake.
+func (s *Service) changed(id string) {
+	s.beats.forget(id)
+	s.Notified(id)
+}
+
+// Notified wakes whoever in this process waits on interview id (a start
+// request waiting for the ready report, a launch) after a change on any
+// replica: the controller's LISTEN loop calls it for every change
+// notification, so a ready report received by another replica wakes the
+// start request waiting here. The empty id wakes every waiter (the
+// listener reconnected: anything may have changed).
+func (s *Service) Notified(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id == "" {
+		for k, w := range s.watchers {
+			close(w.done)
+			delete(s.watchers, k)
+		}
+		return
+	}
+	if w, ok := s.watchers[id]; ok {
+		close(w.done)
 		delete(s.watchers, id)
 	}
 }
@@ -278,9 +323,7 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 	if wait <= 0 {
 		return iv, nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	return s.waitReady(wctx, scope, iv)
+	return s.waitReady(ctx, scope, iv, wait)
 }
 
 // startInterview applies a start's change. With a per-tenant cap it is the
@@ -297,17 +340,19 @@ func (s *Service) startInterview(ctx context.Context, scope session.Scope, id st
 }
 
 // waitReady waits until the interview is connectable, leaves provisioning,
-// or ctx ends, and returns its latest state.
-func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session.Interview) (session.Interview, error) {
-	tick := time.NewTicker(250 * time.Millisecond) // another replica may change the row
-	defer tick.Stop()
+// wait passes or ctx ends, and returns its latest state. It reads the row
+// once, then only when woken: by this process's own change (the VM's
+// ready report received here hands over the interview it wrote: no read)
+// or by a change notification from another replica (Notified: read). The
+// status changes it waits for always notify.
+func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session.Interview, wait time.Duration) (session.Interview, error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var fresh *session.Interview
 	for {
-		ch := s.watch(iv.ID)
-		cur, err := s.store.Interview(ctx, scope, iv.ID)
+		w := s.watch(iv.ID)
+		cur, err := s.latest(ctx, scope, iv.ID, fresh)
 		if err != nil {
-			if ctx.Err() != nil {
-				return iv, nil
-			}
 			return iv, err
 		}
 		iv = cur
@@ -315,12 +360,23 @@ func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session
 			return iv, nil
 		}
 		select {
-		case <-ch:
-		case <-tick.C:
+		case <-w.done:
+			fresh = w.iv
+		case <-timer.C:
+			return iv, nil // the caller asks again
 		case <-ctx.Done():
 			return iv, nil
 		}
 	}
+}
+
+// latest returns interview id: fresh when this process's change handed it
+// over, else as read.
+func (s *Service) latest(ctx context.Context, scope session.Scope, id string, fresh *session.Interview) (session.Interview, error) {
+	if fresh != nil && (scope.System || fresh.TenantID == scope.TenantID) {
+		return *fresh, nil
+	}
+	return s.store.Interview(ctx, scope, id)
 }
 
 // launch creates and starts the interview's machine and waits for it to
@@ -376,6 +432,9 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 			log.Info("pre-warm given up: starting cold")
 		}
 	}
+	if existing == nil {
+		s.withConfig(ctx, iv, &spec)
+	}
 	if existing != nil {
 		m = *existing // pre-warmed, or adopted: created earlier with the session's token
 	} else if m, err = s.machines.Create(ctx, spec); err != nil {
@@ -427,7 +486,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	}
 	// The VM's ready report moves the interview on; give up if it never comes.
 	for {
-		ch := s.watch(iv.ID)
+		w := s.watch(iv.ID)
 		cur, err := s.store.Interview(ctx, session.SystemScope(), iv.ID)
 		if err == nil && cur.Status != session.StateProvisioning {
 			if cur.Connectable() {
@@ -439,7 +498,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 			return
 		}
 		select {
-		case <-ch:
+		case <-w.done:
 		case <-time.After(time.Second):
 		case <-ctx.Done():
 			if s.ctx.Err() != nil {
@@ -620,15 +679,21 @@ func (s *Service) vmUpdate(ctx context.Context, id, token string, fn func(iv *se
 	return iv, hideUnknown(err)
 }
 
-// VMConfig answers a VM's request for its configuration.
+// VMConfig answers a VM's request for its configuration (a VM whose
+// machine was created without it: a pre-warmed one).
 func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMConfig, error) {
 	iv, err := s.vmSession(ctx, id, token)
 	if err != nil {
 		return session.VMConfig{}, err
 	}
+	return s.vmConfig(ctx, iv)
+}
+
+// vmConfig is the configuration of iv's VM.
+func (s *Service) vmConfig(ctx context.Context, iv session.Interview) (session.VMConfig, error) {
 	pos, err := s.store.Position(ctx, session.TenantScope(iv.TenantID), iv.PositionID)
 	if err != nil {
-		return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", id, err)
+		return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", iv.ID, err)
 	}
 	started := s.now()
 	if iv.StartedAt != nil {
@@ -644,8 +709,17 @@ func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMCon
 	}, nil
 }
 
+// readyTimeout bounds recording a ready report.
+const readyTimeout = 10 * time.Second
+
 // Ready records the VM's report that it serves its endpoints.
 func (s *Service) Ready(ctx context.Context, id, token string, req session.ReadyRequest) error {
+	// Not cancelled with the VM's request: the change's NOTIFY may wake
+	// the start request, whose client may cancel the interview (and so
+	// stop the VM, closing its request) before the COMMIT's answer is
+	// read here; a committed report must not be answered as failed.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyTimeout)
+	defer cancel()
 	iv, err := s.vmUpdate(ctx, id, token, func(iv *session.Interview) ([]session.Event, error) {
 		now := s.now()
 		iv.LastHeartbeatAt = &now
@@ -655,11 +729,13 @@ func (s *Service) Ready(ctx context.Context, id, token string, req session.Ready
 		ev, err := iv.Transition(session.StateReady, "", session.ActorVM, now)
 		return []session.Event{ev}, err
 	})
-	s.changed(id)
-	if err == nil {
-		s.log(iv).Info("session VM ready")
+	if err != nil {
+		s.changed(id)
+		return err
 	}
-	return err
+	s.changedTo(iv)
+	s.log(iv).Info("session VM ready")
+	return nil
 }
 
 // Heartbeat records a VM's heartbeat and tells it whether to go on.

@@ -26,6 +26,16 @@ type ReconcileStore interface {
 	DeleteExpiredIdempotencyKeys(ctx context.Context) (int64, error)
 }
 
+// SummaryLister is a provider that can also list its machines cheaply,
+// each without its metadata (SessionID empty). The reconciler uses it when
+// the provider has it: a machine's session is then the one that recorded
+// the machine's id, else the one whose machine name (session.MachineName)
+// it bears; only a machine neither tells is read in full (Get), and only
+// when it is about to be destroyed as an orphan.
+type SummaryLister interface {
+	ListSummaries(ctx context.Context) ([]session.Machine, error)
+}
+
 // sweepEvery is the least time between two deletions of expired
 // idempotency keys: they are kept 24 h, so a minute late is nothing.
 const sweepEvery = time.Minute
@@ -149,7 +159,7 @@ func (r *Reconciler) RunOnce(ctx context.Context) (Report, error) {
 
 func (r *Reconciler) pass(ctx context.Context) (Report, error) {
 	rep := Report{Failed: map[string]int{}}
-	machines, err := r.machines.List(ctx)
+	machines, summaries, err := r.list(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("list machines: %w", err)
 	}
@@ -162,18 +172,23 @@ func (r *Reconciler) pass(ctx context.Context) (Report, error) {
 	rep.Machines, rep.Sessions = len(machines), len(live)
 	now := r.Now()
 
-	bySession := map[string]session.Interview{}
+	bySession := make(map[string]session.Interview, len(live))
 	for _, iv := range live {
 		bySession[iv.ID] = iv
 	}
-	running := map[string]session.Machine{} // by machine id
+	if summaries {
+		resolveSessions(machines, live)
+	}
+	owned := func(m session.Machine) bool {
+		iv, ok := bySession[m.SessionID]
+		return ok && (iv.Machine == nil || iv.Machine.ID == m.ID || iv.Status == session.StateProvisioning)
+	}
+	running := make(map[string]session.Machine, len(machines)) // by machine id
+	var due []session.Machine                                  // orphans past their grace
 	r.mu.Lock()
-	seen := map[string]bool{}
 	for _, m := range machines {
 		running[m.ID] = m
-		seen[m.ID] = true
-		iv, ok := bySession[m.SessionID]
-		if ok && (iv.Machine == nil || iv.Machine.ID == m.ID || iv.Status == session.StateProvisioning) {
+		if owned(m) {
 			delete(r.orphaned, m.ID)
 			continue
 		}
@@ -183,24 +198,50 @@ func (r *Reconciler) pass(ctx context.Context) (Report, error) {
 			r.orphaned[m.ID] = now
 			first = now
 		}
-		if now.Sub(first) < r.cfg.OrphanGrace {
-			continue
+		if now.Sub(first) >= r.cfg.OrphanGrace {
+			due = append(due, m)
+		}
+	}
+	for id := range r.orphaned {
+		if _, ok := running[id]; !ok {
+			delete(r.orphaned, id) // gone by itself
+		}
+	}
+	r.mu.Unlock()
+
+	for _, m := range due {
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		if m.SessionID == "" && summaries {
+			// Neither its id nor its name tells whose it is: read its
+			// metadata before destroying it.
+			full, err := r.machines.Get(ctx, m.ID)
+			switch {
+			case errors.Is(err, session.ErrMachineNotFound):
+				r.forgetOrphan(m.ID)
+				delete(running, m.ID)
+				continue
+			case err != nil:
+				r.logger.Warn("reconcile: get machine failed; leaving it to the next pass", "machine_id", m.ID, "error", err)
+				continue
+			}
+			m.SessionID = full.SessionID
+			running[m.ID] = m
+			if owned(m) {
+				r.forgetOrphan(m.ID)
+				continue
+			}
 		}
 		r.logger.Warn("destroying orphaned machine", "machine_id", m.ID, "machine_name", m.Name, "session_id", m.SessionID)
 		if err := r.machines.Destroy(ctx, m.ID); err != nil {
 			r.logger.Error("destroy orphaned machine", "machine_id", m.ID, "error", err)
 			continue
 		}
-		delete(r.orphaned, m.ID)
+		r.forgetOrphan(m.ID)
 		rep.OrphansDestroyed++
 		r.metrics.orphans.Inc()
 	}
-	for id := range r.orphaned {
-		if !seen[id] {
-			delete(r.orphaned, id) // gone by itself
-		}
-	}
-	r.mu.Unlock()
 
 	for _, iv := range live {
 		if ctx.Err() != nil {
@@ -211,6 +252,72 @@ func (r *Reconciler) pass(ctx context.Context) (Report, error) {
 	r.metrics.machines.Set(float64(len(machines)))
 	r.sweep(ctx, now, &rep)
 	return rep, nil
+}
+
+// list lists the provider's machines, in the summary form when it has
+// one (summaries true: SessionID is empty).
+func (r *Reconciler) list(ctx context.Context) (ms []session.Machine, summaries bool, err error) {
+	if sl, ok := r.machines.(SummaryLister); ok {
+		ms, err = sl.ListSummaries(ctx)
+		return ms, true, err
+	}
+	ms, err = r.machines.List(ctx)
+	return ms, false, err
+}
+
+// resolveSessions fills in the session of summary-listed machines: the
+// live session that recorded the machine's id, else the one whose machine
+// name it bears (names are unique in a provider's app). A name two live
+// sessions would share tells nothing; such a machine stays unresolved.
+func resolveSessions(machines []session.Machine, live []session.Interview) {
+	byID := make(map[string]string, len(live))
+	for i := range live {
+		if m := live[i].Machine; m != nil && m.ID != "" {
+			byID[m.ID] = live[i].ID
+		}
+	}
+	var unresolved []*session.Machine
+	for i := range machines {
+		m := &machines[i]
+		if m.SessionID != "" {
+			continue
+		}
+		if id, ok := byID[m.ID]; ok {
+			m.SessionID = id
+		} else {
+			unresolved = append(unresolved, m)
+		}
+	}
+	if len(unresolved) == 0 {
+		return // the usual pass: every machine is recorded by its session
+	}
+	byName := make(map[string]string, len(live))
+	name := func(n, id string) {
+		if n == "" {
+			return
+		}
+		if other, dup := byName[n]; dup && other != id {
+			byName[n] = ""
+			return
+		}
+		byName[n] = id
+	}
+	for i := range live {
+		iv := &live[i]
+		if iv.Machine != nil && iv.Machine.ID != "" {
+			name(iv.Machine.Name, iv.ID)
+		}
+		name(session.MachineName(iv.Architecture, iv.TenantID, iv.ID), iv.ID)
+	}
+	for _, m := range unresolved {
+		m.SessionID = byName[m.Name]
+	}
+}
+
+func (r *Reconciler) forgetOrphan(id string) {
+	r.mu.Lock()
+	delete(r.orphaned, id)
+	r.mu.Unlock()
 }
 
 // sweep deletes expired idempotency keys, at most once every sweepEvery. A

@@ -24,6 +24,10 @@ type memMachines struct {
 	machines  map[string]session.Machine
 	creates   int
 	destroyed []string
+	specs     []session.MachineSpec // of every Create
+	gets      int
+	// tenant names the machines add creates, as the provision path does.
+	tenant string
 }
 
 func newMem() *memMachines { return &memMachines{machines: map[string]session.Machine{}} }
@@ -33,6 +37,7 @@ func (m *memMachines) Create(_ context.Context, spec session.MachineSpec) (sessi
 	defer m.mu.Unlock()
 	m.n++
 	m.creates++
+	m.specs = append(m.specs, spec)
 	mm := session.Machine{ID: fmt.Sprintf("m%d", m.n), Name: spec.Name, State: session.MachineStarted,
 		Provider: "mem", Addr: "127.0.0.1:1", SessionID: spec.SessionID}
 	m.machines[mm.ID] = mm
@@ -40,7 +45,8 @@ func (m *memMachines) Create(_ context.Context, spec session.MachineSpec) (sessi
 }
 
 func (m *memMachines) add(sessionID string) session.Machine {
-	mm, _ := m.Create(context.Background(), session.MachineSpec{Name: "interview-" + sessionID[:8], SessionID: sessionID})
+	mm, _ := m.Create(context.Background(), session.MachineSpec{
+		Name: session.MachineName(session.ArchitectureHybrid, m.tenant, sessionID), SessionID: sessionID})
 	return mm
 }
 
@@ -51,6 +57,7 @@ func (m *memMachines) WaitStarted(_ context.Context, id string) (session.Machine
 func (m *memMachines) Get(_ context.Context, id string) (session.Machine, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.gets++
 	mm, ok := m.machines[id]
 	if !ok {
 		return session.Machine{}, fmt.Errorf("get %s: %w", id, session.ErrMachineNotFound)
@@ -73,6 +80,25 @@ func (m *memMachines) Destroy(_ context.Context, id string) error {
 	m.destroyed = append(m.destroyed, id)
 	return nil
 }
+
+// summaryMachines is memMachines with Fly's summary list: machines
+// without their metadata, so without their session.
+type summaryMachines struct{ *memMachines }
+
+func (m summaryMachines) ListSummaries(ctx context.Context) ([]session.Machine, error) {
+	ms, err := m.List(ctx)
+	for i := range ms {
+		ms[i].SessionID = ""
+	}
+	return ms, err
+}
+
+func (m *memMachines) getCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.gets
+}
+
 func (m *memMachines) has(id string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -93,7 +119,7 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 type rig struct {
-	t     *testing.T
+	t     testing.TB
 	db    *postgres.DB
 	mem   *memMachines
 	svc   *Service
@@ -110,19 +136,32 @@ var testReconcile = ReconcileConfig{
 	ProvisionTimeout: 5 * time.Minute,
 }
 
-func newRig(t *testing.T) *rig {
+// bothListings runs a reconciler test with a provider that lists machines
+// in full (the local provider's way) and with one that lists summaries
+// (Fly's, the machines' sessions unknown).
+func bothListings(t *testing.T, test func(t *testing.T, r *rig)) {
+	t.Run("list", func(t *testing.T) { test(t, newRig(t, false)) })
+	t.Run("summaries", func(t *testing.T) { test(t, newRig(t, true)) })
+}
+
+func newRig(t testing.TB, summaries bool) *rig {
 	t.Helper()
 	db, _ := postgrestest.New(t)
 	c := &clock{t: time.Now()}
 	mem := newMem()
+	mem.tenant = uuid.NewString()
+	var machines Machines = mem
+	if summaries {
+		machines = summaryMachines{mem}
+	}
 	logger := slog.New(slog.DiscardHandler)
 	// Launches wait for the VM's ready report in real time: keep it short.
-	svc := New(Config{Provider: "mem", ControllerURL: "http://x", ProvisionTimeout: 2 * time.Second}, db, mem, logger, nil)
+	svc := New(Config{Provider: "mem", ControllerURL: "http://x", ProvisionTimeout: 2 * time.Second}, db, machines, logger, nil)
 	svc.now = c.Now
 	t.Cleanup(svc.Close)
-	rec := NewReconciler(testReconcile, svc, db, mem, logger, nil)
+	rec := NewReconciler(testReconcile, svc, db, machines, logger, nil)
 	rec.Now = c.Now
-	r := &rig{t: t, db: db, mem: mem, svc: svc, rec: rec, clock: c, scope: session.TenantScope(uuid.NewString())}
+	r := &rig{t: t, db: db, mem: mem, svc: svc, rec: rec, clock: c, scope: session.TenantScope(mem.tenant)}
 	var err error
 	if r.pos, err = db.CreatePosition(context.Background(), r.scope, session.PositionRecord{Title: "T",
 		Competencies: []session.Competency{{Name: "Go", Weight: 1}}}); err != nil {
@@ -210,7 +249,10 @@ func deref(r *session.EndReason) string {
 }
 
 func TestOrphanMachinesAreDestroyedAfterGrace(t *testing.T) {
-	r := newRig(t)
+	bothListings(t, testOrphanMachinesAreDestroyedAfterGrace)
+}
+
+func testOrphanMachinesAreDestroyedAfterGrace(t *testing.T, r *rig) {
 	unknown := r.mem.add(uuid.NewString())
 	cancelled := r.interview(session.StateProvisioning, session.StateReady, session.StateCancelled)
 	live := r.interview(session.StateProvisioning, session.StateReady)
@@ -229,8 +271,9 @@ func TestOrphanMachinesAreDestroyedAfterGrace(t *testing.T) {
 	r.wantStatus(live.ID, session.StateReady, "")
 }
 
-func TestLostMachineFailsTheSession(t *testing.T) {
-	r := newRig(t)
+func TestLostMachineFailsTheSession(t *testing.T) { bothListings(t, testLostMachineFailsTheSession) }
+
+func testLostMachineFailsTheSession(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning, session.StateReady, session.StateInProgress)
 	_ = r.mem.Destroy(context.Background(), iv.Machine.ID) // the VM vanished
 	if rep := r.pass(); rep.Failed["machine_lost"] != 1 {
@@ -243,8 +286,9 @@ func TestLostMachineFailsTheSession(t *testing.T) {
 	}
 }
 
-func TestSilentVMTimesOut(t *testing.T) {
-	r := newRig(t)
+func TestSilentVMTimesOut(t *testing.T) { bothListings(t, testSilentVMTimesOut) }
+
+func testSilentVMTimesOut(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning, session.StateReady)
 	r.clock.Advance(testReconcile.HeartbeatTimeout - time.Second)
 	r.pass()
@@ -264,8 +308,9 @@ func TestSilentVMTimesOut(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-func TestDeadlineEndsThenFails(t *testing.T) {
-	r := newRig(t)
+func TestDeadlineEndsThenFails(t *testing.T) { bothListings(t, testDeadlineEndsThenFails) }
+
+func testDeadlineEndsThenFails(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning, session.StateReady, session.StateInProgress)
 	beat := func() {
 		_, err := r.db.UpdateInterview(context.Background(), session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
@@ -293,8 +338,9 @@ func TestDeadlineEndsThenFails(t *testing.T) {
 	}
 }
 
-func TestStuckEndingFails(t *testing.T) {
-	r := newRig(t)
+func TestStuckEndingFails(t *testing.T) { bothListings(t, testStuckEndingFails) }
+
+func testStuckEndingFails(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning, session.StateReady, session.StateEnding)
 	r.clock.Advance(testReconcile.EndingTimeout + time.Second)
 	_, _ = r.db.UpdateInterview(context.Background(), session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
@@ -309,7 +355,10 @@ func TestStuckEndingFails(t *testing.T) {
 }
 
 func TestEndingWithCompleteTranscriptCompletesWhenMachineGone(t *testing.T) {
-	r := newRig(t)
+	bothListings(t, testEndingWithCompleteTranscriptCompletesWhenMachineGone)
+}
+
+func testEndingWithCompleteTranscriptCompletesWhenMachineGone(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning, session.StateReady, session.StateEnding)
 	_, _ = r.db.UpdateInterview(context.Background(), session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
 		zero := int64(0)
@@ -322,7 +371,10 @@ func TestEndingWithCompleteTranscriptCompletesWhenMachineGone(t *testing.T) {
 }
 
 func TestAdoptionFindsTheMachineOrCreatesItOnce(t *testing.T) {
-	r := newRig(t)
+	bothListings(t, testAdoptionFindsTheMachineOrCreatesItOnce)
+}
+
+func testAdoptionFindsTheMachineOrCreatesItOnce(t *testing.T, r *rig) {
 	// Interrupted after the create: the machine exists but was never recorded.
 	withMachine := r.interview(session.StateProvisioning)
 	m := r.mem.add(withMachine.ID)
@@ -367,7 +419,10 @@ func TestAdoptionFindsTheMachineOrCreatesItOnce(t *testing.T) {
 }
 
 func TestProvisioningPastTimeoutFails(t *testing.T) {
-	r := newRig(t)
+	bothListings(t, testProvisioningPastTimeoutFails)
+}
+
+func testProvisioningPastTimeoutFails(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning) // its launcher died with a controller
 	r.clock.Advance(testReconcile.ProvisionTimeout + time.Second)
 	if rep := r.pass(); rep.Failed["provision_timeout"] != 1 || rep.Adopted != 0 {
@@ -377,7 +432,10 @@ func TestProvisioningPastTimeoutFails(t *testing.T) {
 }
 
 func TestSilenceCountsFromLeadershipOnly(t *testing.T) {
-	r := newRig(t)
+	bothListings(t, testSilenceCountsFromLeadershipOnly)
+}
+
+func testSilenceCountsFromLeadershipOnly(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning, session.StateReady)
 	// The controller was down for longer than the heartbeat timeout: its
 	// VMs heartbeated into the void. A new leader gives them a full window.
@@ -400,7 +458,10 @@ func passes(r *Reconciler) float64 {
 }
 
 func TestReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T) {
-	r := newRig(t)
+	bothListings(t, testReadySessionWithoutRecordedMachineIsAdoptedNotFailed)
+}
+
+func testReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning)
 	m := r.mem.add(iv.ID) // created, but the launcher died before recording it
 	_, err := r.db.UpdateInterview(context.Background(), session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
@@ -426,7 +487,10 @@ func TestReadySessionWithoutRecordedMachineIsAdoptedNotFailed(t *testing.T) {
 // is left for a later pass, and failed only once AdoptAfter has passed
 // without any machine.
 func TestReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce(t *testing.T) {
-	r := newRig(t)
+	bothListings(t, testReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce)
+}
+
+func testReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce(t *testing.T, r *rig) {
 	iv := r.interview(session.StateProvisioning)
 	_, err := r.db.UpdateInterview(context.Background(), session.SystemScope(), iv.ID, func(cur *session.Interview) ([]session.Event, error) {
 		now := r.clock.Now()
@@ -451,7 +515,10 @@ func TestReadySessionWhoseMachineTheListMissedIsNotFailedAtOnce(t *testing.T) {
 // TestReconcilerDeletesExpiredIdempotencyKeys: a pass deletes expired keys
 // of every tenant, keeps live ones, and sweeps at most once a minute.
 func TestReconcilerDeletesExpiredIdempotencyKeys(t *testing.T) {
-	r := newRig(t)
+	bothListings(t, testReconcilerDeletesExpiredIdempotencyKeys)
+}
+
+func testReconcilerDeletesExpiredIdempotencyKeys(t *testing.T, r *rig) {
 	ctx := context.Background()
 	other := session.TenantScope(uuid.NewString())
 	for i, scope := range []session.Scope{r.scope, other, r.scope} {
@@ -494,4 +561,50 @@ func TestReconcilerDeletesExpiredIdempotencyKeys(t *testing.T) {
 	if rep, _ := r.rec.RunOnce(ctx); rep.IdempotencyKeysExpired != 1 || count() != 0 {
 		t.Fatalf("a pass a minute later deleted %d, %d left", rep.IdempotencyKeysExpired, count())
 	}
+}
+
+// TestSummaryListReadsOnlyUnresolvedOrphans: with a summary list (no
+// metadata), a machine's session is found by its recorded id or its
+// name; only a machine neither tells is read in full, and only when its
+// orphan grace is over. The read decides: its metadata may name a live
+// session that owns it.
+func TestSummaryListReadsOnlyUnresolvedOrphans(t *testing.T) {
+	r := newRig(t, true)
+	ctx := context.Background()
+	recorded := r.interview(session.StateProvisioning, session.StateReady) // resolved by id
+	starting := r.interview(session.StateProvisioning)
+	byName := r.mem.add(starting.ID) // created, not yet recorded: resolved by name
+	adopting := r.interview(session.StateProvisioning)
+	oddName, _ := r.mem.Create(ctx, session.MachineSpec{Name: "renamed-by-hand", SessionID: adopting.ID})
+	stranger, _ := r.mem.Create(ctx, session.MachineSpec{Name: "interview-hybrid-00000000-000000000000", SessionID: uuid.NewString()})
+	// A machine bearing a live session's name but recorded by none, of a
+	// session already on another machine: an orphan known by its name.
+	r.mem.mu.Lock()
+	r.mem.n++
+	stale := session.Machine{ID: fmt.Sprintf("m%d", r.mem.n), Name: recorded.Machine.Name, State: session.MachineStarted, SessionID: recorded.ID}
+	r.mem.machines[stale.ID] = stale
+	r.mem.mu.Unlock()
+
+	if rep := r.pass(); rep.OrphansDestroyed != 0 || r.mem.getCount() != 0 {
+		t.Fatalf("first pass: %+v, %d machines read in full; want none destroyed or read", rep, r.mem.getCount())
+	}
+	r.clock.Advance(testReconcile.OrphanGrace)
+	rep := r.pass()
+	if rep.OrphansDestroyed != 2 {
+		t.Fatalf("after grace: %+v, want the stranger and the stale machine destroyed", rep)
+	}
+	if got := r.mem.getCount(); got != 2 {
+		t.Fatalf("machines read in full = %d, want 2 (the stranger and the renamed one)", got)
+	}
+	for _, m := range []session.Machine{*recorded.Machine, byName, oddName} {
+		if !r.mem.has(m.ID) {
+			t.Errorf("machine %s (%s) of a live session was destroyed", m.ID, m.Name)
+		}
+	}
+	for _, m := range []session.Machine{stranger, stale} {
+		if r.mem.has(m.ID) {
+			t.Errorf("orphan %s (%s) survived", m.ID, m.Name)
+		}
+	}
+	r.wantStatus(recorded.ID, session.StateReady, "")
 }

@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -53,6 +54,29 @@ func (s *Service) MachineSpec(iv session.Interview, token string) session.Machin
 	}
 }
 
+// maxConfigEnv bounds the configuration carried in a machine's
+// environment; a larger one (a very long position description) is left
+// out and the VM fetches it.
+const maxConfigEnv = 32 << 10
+
+// withConfig adds the VM's configuration to the environment of spec, the
+// machine of started interview iv: its VM reports ready without asking
+// for it first. Without it (it cannot be read, or it is too large) the VM
+// fetches it at boot, as a pre-warmed one does.
+func (s *Service) withConfig(ctx context.Context, iv session.Interview, spec *session.MachineSpec) {
+	cfg, err := s.vmConfig(ctx, iv)
+	if err != nil {
+		s.log(iv).Warn("VM configuration not given with the machine; the VM will fetch it", "error", err)
+		return
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil || len(b) > maxConfigEnv {
+		s.log(iv).Info("VM configuration not given with the machine; the VM will fetch it", "bytes", len(b), "error", err)
+		return
+	}
+	spec.Env[session.EnvSessionConfig] = string(b)
+}
+
 // Changed wakes whoever waits on interview id in this process (a start
 // waiting for a pre-warm create to be recorded).
 func (s *Service) Changed(id string) { s.changed(id) }
@@ -76,7 +100,7 @@ func (s *Service) awaitPrewarmed(ctx context.Context, id string) (*session.Machi
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		ch := s.watch(id)
+		w := s.watch(id)
 		cur, err := s.store.Interview(ctx, session.SystemScope(), id)
 		if err == nil {
 			if cur.Status != session.StateProvisioning {
@@ -91,7 +115,7 @@ func (s *Service) awaitPrewarmed(ctx context.Context, id string) (*session.Machi
 			}
 		}
 		select {
-		case <-ch:
+		case <-w.done:
 		case <-tick.C:
 		case <-ctx.Done():
 			return nil, false

@@ -177,7 +177,8 @@ type MachineSpec struct {
 	Arch      string
 	Region    string
 	// Env is the VM's whole environment from the control plane: its session
-	// id, its token and the controller URL. Nothing else of the interview.
+	// id, its token, the controller URL and, when its interview has
+	// started, its secret-free configuration (EnvSessionConfig).
 	Env map[string]string
 	// Metadata is attached to the machine for lookup by the reconciler.
 	Metadata map[string]string
@@ -198,6 +199,12 @@ const (
 	// EnvListenFD names an inherited, already-bound listening socket (file
 	// descriptor number) that the local provider hands its VMs.
 	EnvListenFD = "LISTEN_FD"
+	// EnvSessionConfig carries the VM's configuration (VMConfig as JSON)
+	// with the machine, so the VM need not fetch it before it reports
+	// ready. It holds no secret (the session token is the VM's only one)
+	// and is absent from a machine created before its interview started
+	// (a pre-warmed one), whose VM fetches its configuration at boot.
+	EnvSessionConfig = "SESSION_CONFIG"
 )
 
 // Metadata keys set on every session machine.

@@ -1,8 +1,9 @@
 // Package sessionvm is the program that runs inside the VM of one
 // interview (docs/architecture.md, "Components"); cmd/sessionvm is its
 // thin command. Run reads its session id, token and the controller's URL
-// from the environment, fetches the rest of its configuration from the
-// controller's internal API, serves its HTTP endpoints, reports ready, heartbeats,
+// from the environment, and the rest of its configuration too when the
+// machine carries it (else it fetches it from the controller's internal
+// API: a pre-warmed machine), serves its HTTP endpoints, reports ready, heartbeats,
 // brokers the browser's WebRTC call to the realtime interviewer, collects
 // every transcript event server-side, streams the transcript to the
 // controller, enforces its own deadline and, when the interview ends,
@@ -12,6 +13,7 @@
 // Environment:
 //
 //	SESSION_ID, SESSION_TOKEN, CONTROLLER_URL  required
+//	SESSION_CONFIG  the configuration (session.VMConfig as JSON), else fetched
 //	LISTEN_FD       an inherited listening socket (fd number; local provider)
 //	LISTEN_ADDR     else listen here
 //	SESSION_PORT    else listen on :SESSION_PORT (default 8080)

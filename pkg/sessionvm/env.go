@@ -1,6 +1,7 @@
 package sessionvm
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -36,6 +37,9 @@ type settings struct {
 	// listenFD is the inherited listening socket, or -1.
 	listenFD   int
 	listenAddr string
+	// config is the VM's configuration given with the machine
+	// (SESSION_CONFIG), or nil: then the VM fetches it.
+	config *session.VMConfig
 }
 
 // readSettings reads and checks the environment.
@@ -64,6 +68,16 @@ func readSettings(getenv func(string) string) (settings, error) {
 	}
 	if err := errors.Join(missing...); err != nil {
 		return settings{}, err
+	}
+	if raw := getenv(session.EnvSessionConfig); raw != "" {
+		var cfg session.VMConfig
+		if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+			return settings{}, fmt.Errorf("%s: %w", session.EnvSessionConfig, err)
+		}
+		if cfg.SessionID != s.sessionID {
+			return settings{}, fmt.Errorf("%s is the configuration of session %q, not of %s", session.EnvSessionConfig, cfg.SessionID, s.sessionID)
+		}
+		s.config = &cfg
 	}
 	switch {
 	case getenv(session.EnvListenFD) != "":

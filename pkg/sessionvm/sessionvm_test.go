@@ -401,6 +401,37 @@ func TestRun(t *testing.T) {
 	checkLogs(t, logs.String(), id)
 }
 
+// TestRunWithConfigInEnvironment gives the VM its configuration with the
+// machine (SESSION_CONFIG): it reports ready and heartbeats at the given
+// interval without ever asking the controller for its configuration.
+func TestRunWithConfigInEnvironment(t *testing.T) {
+	ctl := controlclienttest.NewServer()
+	defer ctl.Close()
+	id := newSessionID()
+	cfg := vmConfig(id, time.Now().Add(time.Hour))
+	// The controller's copy differs: the VM must use the one it was given.
+	ctl.AddSession(testToken, session.VMConfig{SessionID: id, Realtime: "no-such-mode", HeartbeatIntervalMS: 3_600_000})
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startVM(t, ctl, id, session.EnvSessionConfig+"="+string(raw))
+	waitCall(t, ctl, id, controlclienttest.RouteReady, 1)
+	waitCall(t, ctl, id, controlclienttest.RouteHeartbeat, 2)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	for _, c := range ctl.Calls(id) {
+		if c.Route == controlclienttest.RouteConfig {
+			t.Fatalf("the VM fetched its configuration although it was given one")
+		}
+	}
+	checkLogs(t, p.stderr.String(), id)
+}
+
 func TestRunConfigRefused(t *testing.T) {
 	ctl := controlclienttest.NewServer()
 	defer ctl.Close()
@@ -452,6 +483,9 @@ func TestRunBadEnvironment(t *testing.T) {
 		"no controller": {unset: session.EnvControllerURL, want: "CONTROLLER_URL is not set"},
 		"bad fd":        {set: map[string]string{session.EnvListenFD: "x"}, want: "LISTEN_FD"},
 		"bad port":      {set: map[string]string{session.EnvSessionPort: "http"}, want: "SESSION_PORT"},
+		"bad config":    {set: map[string]string{session.EnvSessionConfig: "{"}, want: "SESSION_CONFIG"},
+		"another session's config": {set: map[string]string{session.EnvSessionConfig: `{"session_id":"s2"}`},
+			want: "SESSION_CONFIG is the configuration of session"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			env := map[string]string{}

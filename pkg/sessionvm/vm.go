@@ -94,7 +94,7 @@ type vm struct {
 	set       settings
 	sessionID string
 	machineID string
-	cfg       session.VMConfig // set once fetched, then read-only
+	cfg       session.VMConfig // set once known, then read-only
 	// ends receives the first request to end the interview; later ones
 	// are dropped. Capacity 1.
 	ends chan endCause
@@ -130,12 +130,13 @@ func (v *vm) requestEnd(c endCause) {
 	}
 }
 
-// run fetches the config, serves HTTP on ln, reports ready and heartbeats
-// until the interview ends; then it hangs the call up, delivers the rest of
-// the transcript, reports ended with the last seq and shuts down.
+// run takes the config (given with the machine, or fetched), serves HTTP
+// on ln, reports ready and heartbeats until the interview ends; then it
+// hangs the call up, delivers the rest of the transcript, reports ended
+// with the last seq and shuts down.
 func (v *vm) run(ctx context.Context, ln net.Listener) error {
 	defer v.recoverCrash()
-	cfg, err := v.fetchConfig(ctx)
+	cfg, err := v.config(ctx)
 	if err != nil {
 		ln.Close()
 		if ctx.Err() != nil {
@@ -311,6 +312,16 @@ func (v *vm) flush(ctx context.Context) {
 		return
 	}
 	v.log.Info("transcript delivered", "last_seq", v.asm.LastSeq())
+}
+
+// config returns the VM's config: the one given with the machine, else
+// the controller's (a pre-warmed machine is created before its interview
+// starts, so its config may change until then).
+func (v *vm) config(ctx context.Context) (session.VMConfig, error) {
+	if v.set.config != nil {
+		return *v.set.config, nil
+	}
+	return v.fetchConfig(ctx)
 }
 
 // fetchConfig gets the VM's config, retrying until it works, the context

@@ -205,6 +205,20 @@ type machineJSON struct {
 	HostStatus string          `json:"host_status"`
 }
 
+// summaryJSON is a machine as the summary form of the list returns it:
+// Fly's machine without config, checks, events, host_status and nonce.
+type summaryJSON struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	State      string    `json:"state"`
+	Region     string    `json:"region"`
+	InstanceID string    `json:"instance_id"`
+	PrivateIP  string    `json:"private_ip"`
+	ImageRef   *imageRef `json:"image_ref,omitempty"`
+	CreatedAt  string    `json:"created_at"`
+	UpdatedAt  string    `json:"updated_at"`
+}
+
 type imageRef struct {
 	Registry   string            `json:"registry"`
 	Repository string            `json:"repository"`
@@ -213,21 +227,29 @@ type imageRef struct {
 	Labels     map[string]string `json:"labels"`
 }
 
-func (m *machine) render(summary bool) machineJSON {
+func (m *machine) render() machineJSON {
 	j := machineJSON{
 		ID: m.id, Name: m.name, State: m.state, Region: m.region,
 		InstanceID: m.instanceID, Version: m.instanceID, PrivateIP: m.privateIP,
 		CreatedAt:  m.createdAt.UTC().Format(time.RFC3339),
 		UpdatedAt:  m.updatedAt.UTC().Format(time.RFC3339),
 		HostStatus: "ok",
+		Events:     slices.Clone(m.events),
 	}
 	ref := parseImage(m.image())
 	j.ImageRef = &ref
-	if !summary {
-		j.Config, _ = json.Marshal(m.config)
-		j.Events = slices.Clone(m.events)
-	}
+	j.Config, _ = json.Marshal(m.config)
 	return j
+}
+
+func (m *machine) renderSummary() summaryJSON {
+	ref := parseImage(m.image())
+	return summaryJSON{
+		ID: m.id, Name: m.name, State: m.state, Region: m.region,
+		InstanceID: m.instanceID, PrivateIP: m.privateIP, ImageRef: &ref,
+		CreatedAt: m.createdAt.UTC().Format(time.RFC3339),
+		UpdatedAt: m.updatedAt.UTC().Format(time.RFC3339),
+	}
 }
 
 // parseImage splits registry/repository:tag@digest.
@@ -365,7 +387,7 @@ func (s *Server) handleCreate(r *http.Request, body []byte, appName, _ string) r
 	a.machines[m.id] = m
 	a.order = append(a.order, m)
 	a.names[name] = m
-	rep := reply{status: http.StatusOK, body: m.render(false)}
+	rep := reply{status: http.StatusOK, body: m.render()}
 	if !in.SkipLaunch {
 		s.startLocked(m)
 	}
@@ -471,7 +493,7 @@ func (s *Server) handleGet(_ *http.Request, _ []byte, appName, id string) reply 
 	if m == nil {
 		return notFound()
 	}
-	return reply{status: http.StatusOK, body: m.render(false)}
+	return reply{status: http.StatusOK, body: m.render()}
 }
 
 func (s *Server) handleList(r *http.Request, _ []byte, appName, _ string) reply {
@@ -496,29 +518,35 @@ func (s *Server) handleList(r *http.Request, _ []byte, appName, _ string) reply 
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := []machineJSON{}
-	a := s.apps[appName]
-	if a == nil {
-		return reply{status: http.StatusOK, body: out}
-	}
-	now := time.Now()
-	for _, m := range a.order {
-		switch {
-		case !includeDeleted && m.gone():
-		case region != "" && m.region != region:
-		case len(states) > 0 && !slices.Contains(states, m.state):
-		case s.listLag > 0 && now.Sub(m.createdAt) < s.listLag:
-		case !matchMeta(m.stringMap("metadata"), meta):
-		default:
-			out = append(out, m.render(summary))
+	full, sums := []machineJSON{}, []summaryJSON{}
+	if a := s.apps[appName]; a != nil {
+		now := time.Now()
+		for _, m := range a.order {
+			switch {
+			case !includeDeleted && m.gone():
+			case region != "" && m.region != region:
+			case len(states) > 0 && !slices.Contains(states, m.state):
+			case s.listLag > 0 && now.Sub(m.createdAt) < s.listLag:
+			case !matchMeta(m.config["metadata"], meta):
+			case summary:
+				sums = append(sums, m.renderSummary())
+			default:
+				full = append(full, m.render())
+			}
 		}
 	}
-	return reply{status: http.StatusOK, body: out}
+	if summary {
+		return reply{status: http.StatusOK, body: sums}
+	}
+	return reply{status: http.StatusOK, body: full}
 }
 
-func matchMeta(have, want map[string]string) bool {
+// matchMeta reports whether the config's metadata (a JSON object) has
+// every key=value of want.
+func matchMeta(have any, want map[string]string) bool {
+	md, _ := have.(map[string]any)
 	for k, v := range want {
-		if have[k] != v {
+		if s, _ := md[k].(string); s != v {
 			return false
 		}
 	}

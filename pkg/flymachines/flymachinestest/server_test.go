@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -260,10 +261,28 @@ func TestListFilters(t *testing.T) {
 	if got := count("include_deleted=true"); got != 3 {
 		t.Errorf("include_deleted: %d, want 3", got)
 	}
-	_, out, _ := a.do("GET", "?summary=true", "")
-	first := out["items"].([]any)[0].(map[string]any)
-	if _, ok := first["config"]; ok {
-		t.Error("summary list includes config")
+	// The summary form is Fly's machine without config, checks, events,
+	// host_status and nonce: exactly these keys.
+	_, out, _ := a.do("GET", "?summary=true&metadata.managed_by=us", "")
+	items := out["items"].([]any)
+	if len(items) != 2 {
+		t.Fatalf("summary list with a metadata filter = %d machines, want 2", len(items))
+	}
+	var keys []string
+	for k := range items[0].(map[string]any) {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if want := []string{"created_at", "id", "image_ref", "instance_id", "name", "private_ip", "region", "state", "updated_at"}; !slices.Equal(keys, want) {
+		t.Errorf("summary machine keys = %v, want %v", keys, want)
+	}
+	// The full form keeps everything.
+	_, out, _ = a.do("GET", "?metadata.managed_by=us", "")
+	full := out["items"].([]any)[0].(map[string]any)
+	for _, k := range []string{"config", "events", "host_status"} {
+		if _, ok := full[k]; !ok {
+			t.Errorf("full list lacks %s", k)
+		}
 	}
 }
 
