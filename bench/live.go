@@ -33,17 +33,28 @@ type Live struct {
 	// the segment's event; Post is the post's own round trip (until the
 	// VM has the acknowledgement), the floor a subscriber cannot beat by
 	// much: the segment is visible only once committed.
-	Latency, Post       Summary
+	Latency, Post Summary
+	// AfterAck runs from the VM holding its post's acknowledgement to a
+	// subscriber reading the segment (negative: the subscriber had it
+	// first): what lies between the commit and the subscriber's read.
+	AfterAck            Summary
 	Delivered, Expected int64
 	Duplicates          int64
 	Errors              int64
 	// Pool is the controller's connection pool during the posts;
 	// TxPerPost the database's committed transactions per post.
-	Pool                 PoolStats
-	TxPerPost            float64
+	Pool      PoolStats
+	TxPerPost float64
+	// ReadsPerPost is the controller's live-feed store reads
+	// (interview_livefeed_reads_total) per post: it must not grow with
+	// the subscribers.
+	ReadsPerPost         float64
 	FirstError           string
 	SubscribersConnected int
 }
+
+// liveReadsMetric counts the live feed's store reads (pkg/livefeed).
+const liveReadsMetric = "interview_livefeed_reads_total"
 
 // liveKey is one posted segment.
 type liveKey struct {
@@ -56,13 +67,19 @@ type liveKey struct {
 // VM posts one segment every PostEvery; it measures each delivery.
 func (e *Env) RunLive(ctx context.Context, cfg LiveConfig) (Live, error) {
 	res := Live{Interviews: cfg.Interviews, Subscribers: cfg.Subscribers, PostEvery: cfg.PostEvery}
-	f, vms, ts, ids, err := e.liveSessions(ctx, "live", cfg.Interviews, 10, nil)
+	f, vms, ts, ids, err := e.liveSessions(ctx, "live", cfg.Interviews, min(10, cfg.Interviews), nil)
 	if err != nil {
 		return res, err
 	}
 	defer f.Close()
 
-	var sent sync.Map // liveKey → time.Time
+	var sent sync.Map  // liveKey → time.Time
+	var acked sync.Map // liveKey → time.Time
+	var reads struct { // every delivery: compared with its ack at the end
+		mu   sync.Mutex
+		keys []liveKey
+		at   []time.Time
+	}
 	var lat, post Samples
 	var delivered, dups, errs atomic.Int64
 	var firstErr atomic.Value
@@ -129,6 +146,9 @@ func (e *Env) RunLive(ctx context.Context, cfg LiveConfig) (Live, error) {
 				if t, ok := sent.Load(liveKey{tg.id, seg.Seq}); ok {
 					lat.Add(now.Sub(t.(time.Time)))
 					delivered.Add(1)
+					reads.mu.Lock()
+					reads.keys, reads.at = append(reads.keys, liveKey{tg.id, seg.Seq}), append(reads.at, now)
+					reads.mu.Unlock()
 				}
 			}
 		})
@@ -153,6 +173,10 @@ func (e *Env) RunLive(ctx context.Context, cfg LiveConfig) (Live, error) {
 		return res, err
 	}
 	tx0, err := xactCommits(ctx, f.Controller.DBURL)
+	if err != nil {
+		return res, err
+	}
+	reads0, err := scrapeMetrics(ctx, f.API.Base)
 	if err != nil {
 		return res, err
 	}
@@ -183,7 +207,9 @@ func (e *Env) RunLive(ctx context.Context, cfg LiveConfig) (Live, error) {
 					fail(err)
 					return
 				}
-				post.Add(time.Since(s))
+				now := time.Now()
+				post.Add(now.Sub(s))
+				acked.Store(liveKey{tg.id, seq}, now)
 				posts.Add(1)
 				expected.Add(perInterview[tg.id])
 				t.Reset(cfg.PostEvery)
@@ -199,18 +225,28 @@ func (e *Env) RunLive(ctx context.Context, cfg LiveConfig) (Live, error) {
 	}
 	// Let the last deliveries arrive.
 	_ = waitFor(ctx, 5*time.Second, "the last deliveries", func() bool { return delivered.Load() >= expected.Load() })
+	if reads1, err := scrapeMetrics(ctx, f.API.Base); err == nil && posts.Load() > 0 {
+		res.ReadsPerPost = (reads1[liveReadsMetric] - reads0[liveReadsMetric]) / float64(posts.Load())
+	}
 	stopSubs()
 	subs.Wait()
 
 	res.Posts = posts.Load()
 	res.Latency, res.Post = lat.Summary(), post.Summary()
+	var afterAck []time.Duration
+	for i, k := range reads.keys {
+		if t, ok := acked.Load(k); ok {
+			afterAck = append(afterAck, reads.at[i].Sub(t.(time.Time)))
+		}
+	}
+	res.AfterAck = Summarize(afterAck)
 	res.Delivered, res.Expected, res.Duplicates = delivered.Load(), expected.Load(), dups.Load()
 	res.Errors = errs.Load()
 	if v, ok := firstErr.Load().(string); ok {
 		res.FirstError = v
 	}
-	e.logf("live: %d posts, %d/%d deliveries (%d duplicates); latency p50 %.1f ms p99 %.1f ms; post p50 %.1f ms p99 %.1f ms; errors %d; %.1f transactions per post; %.0f of %.0f pool acquires waited, %.1f ms on average",
-		res.Posts, res.Delivered, res.Expected, res.Duplicates, ms(res.Latency.P50), ms(res.Latency.P99), ms(res.Post.P50), ms(res.Post.P99), res.Errors,
-		res.TxPerPost, res.Pool.Waited, res.Pool.Acquires, ms(res.Pool.AvgWait))
+	e.logf("live: %d posts, %d/%d deliveries (%d duplicates); latency p50 %.1f ms p99 %.1f ms; after the ack p50 %.1f ms p99 %.1f ms; post p50 %.1f ms p99 %.1f ms; errors %d; %.1f transactions and %.2f live-feed reads per post; %.0f of %.0f pool acquires waited, %.1f ms on average",
+		res.Posts, res.Delivered, res.Expected, res.Duplicates, ms(res.Latency.P50), ms(res.Latency.P99), ms(res.AfterAck.P50), ms(res.AfterAck.P99), ms(res.Post.P50), ms(res.Post.P99), res.Errors,
+		res.TxPerPost, res.ReadsPerPost, res.Pool.Waited, res.Pool.Acquires, ms(res.Pool.AvgWait))
 	return res, nil
 }

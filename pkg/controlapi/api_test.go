@@ -532,6 +532,10 @@ func TestOpenAPIServed(t *testing.T) {
 	}
 }
 
+// TestStreamFollowsIngestOnAnotherReplica: a segment ingested by replica
+// A reaches B's streams by notification and a read, and A's as well: from
+// memory (handed over at commit) unless A's own notification was quicker
+// than the hand-over; the same event on both.
 func TestStreamFollowsIngestOnAnotherReplica(t *testing.T) {
 	a := newEnv(t)
 	b := newEnvOn(t, a.db, a.dbURL) // a second controller on the same database
@@ -539,11 +543,38 @@ func TestStreamFollowsIngestOnAnotherReplica(t *testing.T) {
 	id := a.interview(tok)
 	vmTok, _ := a.ready(tok, id)
 	s := b.stream(tok, id, "")
+	local := a.stream(tok, id, "")
 	a.must(200, "POST", "/internal/v1/sessions/"+id+"/transcript", vmTok,
 		session.TranscriptBatch{Segments: []session.Segment{seg(1, "interviewer", "Hello from replica A")}})
-	if ev := s.next(t); ev.name != "segment" || ev.id != "1" {
+	ev := s.next(t)
+	if ev.name != "segment" || ev.id != "1" {
 		t.Fatalf("replica B's stream got %+v", ev)
 	}
+	if evA := local.next(t); evA != ev {
+		t.Fatalf("replica A's stream got %+v, B's %+v", evA, ev)
+	}
+	if n := metricValue(t, a, "livefeed_handoffs_total"); n > 1 {
+		t.Fatalf("replica A handed over %v updates, want at most 1", n)
+	}
+	if n := metricValue(t, b, "livefeed_handoffs_total"); n != 0 {
+		t.Fatalf("replica B handed over %v updates, want 0 (it did not ingest)", n)
+	}
+}
+
+// metricValue reads an unlabelled sample from e's /metrics.
+func metricValue(t *testing.T, e *env, name string) float64 {
+	t.Helper()
+	for line := range strings.SplitSeq(string(e.do("GET", "/metrics", "", nil).body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
 }
 
 func TestCrashedVMFailsItsSession(t *testing.T) {

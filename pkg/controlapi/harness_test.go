@@ -94,6 +94,7 @@ type env struct {
 	vm       *httptest.Server
 	vmSeen   chan *http.Request
 	logs     *lockedBuffer
+	feed     *livefeed.Hub
 }
 
 type option func(*controlapi.Config, *provision.Config)
@@ -101,7 +102,12 @@ type option func(*controlapi.Config, *provision.Config)
 func newEnv(t testing.TB, opts ...option) *env {
 	t.Helper()
 	db, dbURL := postgrestest.New(t)
-	return newEnvOn(t, db, dbURL, opts...)
+	e := newEnvOn(t, db, dbURL, opts...)
+	// Segments ingested by this replica reach its streams from memory, as
+	// in the controller; a replica added with newEnvOn shares the store
+	// and so learns of them by notification only, as another replica does.
+	db.OnAppended(e.feed.Appended)
+	return e
 }
 
 // newEnvOn is newEnv on an existing database: a second controller replica.
@@ -144,6 +150,7 @@ func newEnvOn(t testing.TB, db *postgres.DB, dbURL string, opts ...option) *env 
 	reg := prometheus.NewRegistry()
 	lifecycle := provision.New(pcfg, db, e.machines, logger, reg)
 	feed := livefeed.New(db, 0, logger, reg)
+	e.feed = feed
 	ctx, cancel := context.WithCancel(context.Background())
 	listening := make(chan struct{})
 	go func() { defer close(listening); db.Listen(ctx, feed.Publish) }()

@@ -117,20 +117,34 @@ func (s *Server) handleTranscriptStream(c echo.Context) error {
 	// following: the feed's last update said another follows at once, so
 	// the interview's state in it is not the end yet.
 	more, following := len(segs) == transcriptPage, false
+	// encoded is each segment's JSON when the feed made it (shared by
+	// every stream); the stream's own reads encode theirs.
+	var encoded [][]byte
+	var buf []byte
 	for {
-		sent := false
-		for _, seg := range segs {
+		buf = buf[:0]
+		for i, seg := range segs {
 			if seg.Seq <= last {
 				continue // the feed and the catch-up read overlap
 			}
-			data, _ := json.Marshal(seg)
-			if _, err := fmt.Fprintf(w, "id: %d\nevent: segment\ndata: %s\n\n", seg.Seq, data); err != nil {
+			buf = fmt.Appendf(buf, "id: %d\nevent: segment\ndata: ", seg.Seq)
+			if encoded != nil {
+				buf = append(buf, encoded[i]...)
+			} else {
+				data, _ := json.Marshal(seg)
+				buf = append(buf, data...)
+			}
+			buf = append(buf, "\n\n"...)
+			last = seg.Seq
+		}
+		if len(buf) > 0 {
+			if _, err := w.Write(buf); err != nil {
 				return nil // the client went away
 			}
-			last, sent = seg.Seq, true
-		}
-		if sent {
 			w.Flush()
+			if cap(buf) > 64<<10 {
+				buf = nil // a catch-up page: do not keep it for the stream's life
+			}
 		}
 		if !more && !following && iv.Status.Terminal() {
 			data, _ := json.Marshal(map[string]any{"status": iv.Status, "end_reason": iv.EndReason, "complete": iv.Status == session.StateCompleted})
@@ -147,10 +161,10 @@ func (s *Server) handleTranscriptStream(c echo.Context) error {
 				s.logger.Warn("transcript stream read failed", "session_id", id, "error", err)
 				return nil // headers are sent: end the stream; the client resumes with Last-Event-ID
 			}
-			more = len(segs) == transcriptPage
+			more, encoded = len(segs) == transcriptPage, nil
 			continue
 		}
-		segs = nil
+		segs, encoded = nil, nil
 		select {
 		case <-ctx.Done():
 			return nil
@@ -165,7 +179,7 @@ func (s *Server) handleTranscriptStream(c echo.Context) error {
 			if !ok {
 				return nil // dropped for falling behind (or the feed stopped): the client resumes with Last-Event-ID
 			}
-			segs, iv, following = u.Segments, u.Interview, u.More
+			segs, encoded, iv, following = u.Segments, u.JSON, u.Interview, u.More
 		}
 	}
 }

@@ -155,16 +155,20 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 	defer func() { stopLeading(); <-leading }()
 
 	// Interview changes on any replica reach this one's live streams and
-	// its waiting start requests through PostgreSQL LISTEN/NOTIFY.
+	// its waiting start requests through PostgreSQL LISTEN/NOTIFY; segments
+	// ingested here reach this replica's streams from memory.
 	feed := livefeed.New(db, 0, logger.With("component", "livefeed"), reg)
 	defer feed.Close()
+	db.OnAppended(feed.Appended)
 	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
 	listening := make(chan struct{})
 	go func() {
 		defer close(listening)
-		db.Listen(listenCtx, func(id string) {
-			feed.Publish(id)
-			lifecycle.Notified(id)
+		db.Listen(listenCtx, func(id string, upTo int64) {
+			feed.Publish(id, upTo)
+			if upTo == 0 { // a transcript alone (upTo > 0) wakes no start
+				lifecycle.Notified(id)
+			}
 		})
 	}()
 	defer func() { stopListen(); <-listening }()

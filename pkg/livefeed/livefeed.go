@@ -9,10 +9,17 @@
 // buffer; one that falls behind is dropped (its channel is closed) and
 // resumes with Last-Event-ID, so it never blocks the reader or the others.
 // Publish never blocks, and wake-ups coalesce.
+//
+// On the replica that stored them, new segments need no read at all: the
+// store hands what it just committed to Appended, which passes it on when
+// it directly follows what the subscribers were given (the notification
+// that arrives later names the seq it covers, and Publish then skips the
+// read). Other replicas learn of the change by the notification.
 package livefeed
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sync"
 
@@ -34,23 +41,46 @@ const Page = 1000
 // before it is dropped.
 const DefaultBuffer = 64
 
-// Update is what one read of the interview found: the segments above the
-// reader's previous position (possibly none: a change of state) and the
-// interview. More is true when the read was a full page and another update
-// follows at once. Segments is shared between subscribers: read only.
+// Update is what one read of the interview found (or what the store just
+// committed): the segments above the reader's previous position (possibly
+// none: a change of state) and the interview. More is true when the read
+// was a full page and another update follows at once. JSON holds each
+// segment's JSON encoding, in the order of Segments, made once for every
+// subscriber. Segments and JSON are shared between subscribers: read only.
 type Update struct {
 	Segments  []session.Segment
+	JSON      [][]byte
 	Interview session.Interview
 	More      bool
 }
 
+// newUpdate encodes segs once for every subscriber.
+func newUpdate(segs []session.Segment, iv session.Interview, more bool) Update {
+	u := Update{Segments: segs, Interview: iv, More: more, JSON: make([][]byte, len(segs))}
+	for i, s := range segs {
+		u.JSON[i], _ = json.Marshal(s) // a Segment always encodes
+	}
+	return u
+}
+
+// after returns u without the segments at or below seq.
+func (u Update) after(seq int64) Update {
+	i := 0
+	for i < len(u.Segments) && u.Segments[i].Seq <= seq {
+		i++
+	}
+	u.Segments, u.JSON = u.Segments[i:], u.JSON[i:]
+	return u
+}
+
 // Hub holds the readers of this replica. The zero value is not usable; use New.
 type Hub struct {
-	src    Source
-	logger *slog.Logger
-	buffer int
-	reads  prometheus.Counter
-	drops  prometheus.Counter
+	src     Source
+	logger  *slog.Logger
+	buffer  int
+	reads   prometheus.Counter
+	drops   prometheus.Counter
+	handoff prometheus.Counter
 
 	ctx  context.Context
 	stop context.CancelFunc
@@ -64,8 +94,15 @@ type Hub struct {
 type reader struct {
 	wake chan struct{}
 	subs map[chan Update]struct{}
-	last int64 // highest seq read (or the first subscriber's position)
-	done bool  // removed from the hub: no more subscribers may join
+	last int64 // highest seq delivered (or the first subscriber's position)
+	// status, endReason and more are the last delivered update's: an
+	// update with no new segment and the same state is not sent (unless
+	// the last one announced more).
+	status    session.State
+	endReason session.EndReason
+	more      bool
+	sent      bool // an update was delivered
+	done      bool // removed from the hub: no more subscribers may join
 }
 
 // New returns a Hub reading from src. buffer ≤ 0 means DefaultBuffer.
@@ -83,9 +120,12 @@ func New(src Source, buffer int, logger *slog.Logger, reg prometheus.Registerer)
 		drops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "livefeed_dropped_subscribers_total", Help: "Live subscribers dropped for falling behind (they resume with Last-Event-ID).",
 		}),
+		handoff: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livefeed_handoffs_total", Help: "Committed segments passed to live subscribers by the store of this replica, without a read.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(h.reads, h.drops)
+		reg.MustRegister(h.reads, h.drops, h.handoff)
 	}
 	return h
 }
@@ -140,24 +180,71 @@ func (h *Hub) removeLocked(key string, r *reader, ch chan Update) {
 }
 
 // Publish wakes the reader of key; the empty key wakes every reader (after
-// a lost connection, anything may have changed). It never blocks.
-func (h *Hub) Publish(key string) {
+// a lost connection, anything may have changed). upTo > 0 says only the
+// transcript changed, up to seq upTo: a reader that already delivered it
+// (handed over by Appended) is not woken. It never blocks.
+func (h *Hub) Publish(key string, upTo int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	wake := func(r *reader) {
-		select {
-		case r.wake <- struct{}{}:
-		default: // already pending: coalesce
-		}
-	}
 	if key == "" {
 		for _, r := range h.readers {
-			wake(r)
+			r.wakeUp()
 		}
 		return
 	}
-	if r, ok := h.readers[key]; ok {
-		wake(r)
+	if r, ok := h.readers[key]; ok && (upTo <= 0 || r.last < upTo) {
+		r.wakeUp()
+	}
+}
+
+func (r *reader) wakeUp() {
+	select {
+	case r.wake <- struct{}{}:
+	default: // already pending: coalesce
+	}
+}
+
+// Appended hands segments just committed for interview key (in seq order,
+// with the interview as that commit left it) to its subscribers without a
+// store read, when they directly follow what the reader delivered;
+// otherwise (a gap, or no segment) the reader is woken to read. It never
+// blocks: it is called by the store's committing goroutine.
+func (h *Hub) Appended(key string, segs []session.Segment, iv session.Interview) {
+	h.mu.Lock()
+	r, ok := h.readers[key]
+	last := int64(0)
+	if ok {
+		last = r.last
+	}
+	h.mu.Unlock()
+	if !ok {
+		return // nobody follows it here
+	}
+	i := 0
+	for i < len(segs) && segs[i].Seq <= last {
+		i++
+	}
+	segs = segs[i:]
+	contiguous := len(segs) > 0 && segs[0].Seq == last+1
+	for j := 1; contiguous && j < len(segs); j++ {
+		contiguous = segs[j].Seq == segs[j-1].Seq+1
+	}
+	if i > 0 && len(segs) == 0 {
+		return // a read got there first
+	}
+	var u Update
+	if contiguous {
+		u = newUpdate(segs, iv, false) // encoded before taking the lock
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case r.done: // its last subscriber left
+	case !contiguous || r.last != last: // a gap, or it moved meanwhile: the reader reads
+		r.wakeUp()
+	default:
+		h.handoff.Inc()
+		h.deliverLocked(key, r, u)
 	}
 }
 
@@ -211,22 +298,37 @@ func (h *Hub) run(key string, r *reader) {
 			if len(segs) > 0 {
 				last = segs[len(segs)-1].Seq
 			}
-			if !h.deliver(key, r, Update{Segments: segs, Interview: iv, More: more}, last) {
+			u := newUpdate(segs, iv, more)
+			h.mu.Lock()
+			alive := !r.done
+			if alive {
+				h.deliverLocked(key, r, u)
+				alive = !r.done
+			}
+			h.mu.Unlock()
+			if !alive {
 				return
 			}
 		}
 	}
 }
 
-// deliver hands u to every subscriber of r, dropping the ones whose buffer
-// is full; false when r has no subscriber left.
-func (h *Hub) deliver(key string, r *reader, u Update, last int64) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if r.done {
-		return false
+// deliverLocked hands u, less what the subscribers were already given, to
+// every subscriber of r, dropping the ones whose buffer is full. An update
+// with nothing new (no segment, the same state) is not sent.
+func (h *Hub) deliverLocked(key string, r *reader, u Update) {
+	u = u.after(r.last)
+	var reason session.EndReason
+	if u.Interview.EndReason != nil {
+		reason = *u.Interview.EndReason
 	}
-	r.last = last
+	if len(u.Segments) == 0 && !u.More && !r.more && r.sent && u.Interview.Status == r.status && reason == r.endReason {
+		return
+	}
+	if n := len(u.Segments); n > 0 {
+		r.last = u.Segments[n-1].Seq
+	}
+	r.status, r.endReason, r.more, r.sent = u.Interview.Status, reason, u.More, true
 	for ch := range r.subs {
 		select {
 		case ch <- u:
@@ -235,7 +337,6 @@ func (h *Hub) deliver(key string, r *reader, u Update, last int64) bool {
 			h.removeLocked(key, r, ch)
 		}
 	}
-	return !r.done
 }
 
 func (h *Hub) dropAll(key string, r *reader) {

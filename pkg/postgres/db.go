@@ -55,6 +55,7 @@ type DB struct {
 
 	hooks         []TransitionHook // see OnTransition
 	insightsHooks []InsightsHook   // see OnInsights
+	appendedHooks []AppendedHook   // see OnAppended
 }
 
 // Open connects to url and checks the connection.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -227,7 +228,7 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 			return nil, err
 		}
 	}
-	ivs, stored, err := db.lockForIngest(ctx, conn.Conn(), bids)
+	ivs, stored, created, err := db.lockForIngest(ctx, conn.Conn(), bids)
 	if err != nil {
 		return nil, err
 	}
@@ -257,6 +258,7 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 	var speakers, texts, items []string
 	var failed []bool
 	inserted := map[string]bool{}
+	handed := map[string][]session.Segment{} // for the appended hooks
 	ok := make([]bool, len(reqs))
 	for i, r := range reqs {
 		iv, found := ivs[r.id]
@@ -287,6 +289,8 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 			}
 			have[s.Seq] = true
 			inserted[r.id] = true
+			s.Created = created // the row's created_at: the transaction's now()
+			handed[r.id] = append(handed[r.id], s)
 			sids, tids, seqs = append(sids, sid), append(tids, tid), append(seqs, s.Seq)
 			speakers, texts, items, failed = append(speakers, s.Speaker), append(texts, s.Text), append(items, s.ItemID), append(failed, s.Failed)
 		}
@@ -379,6 +383,11 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 		b = &pgx.Batch{}
 	}
 	slices.Sort(changed)
+	for i, id := range changed {
+		if len(events[id]) == 0 { // the transcript alone changed: say up to where
+			changed[i] = notifyKey(id, lastSeq(handed[id]))
+		}
+	}
 	for _, payload := range notifyPayloads(changed) {
 		b.Queue(`SELECT pg_notify($1, $2)`, notifyChannel, payload)
 	}
@@ -386,6 +395,7 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 	if err = conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
 	}
+	db.runAppendedHooks(handed, ivs)
 	for i, r := range reqs {
 		if ok[i] {
 			res[i].iv = *ivs[r.id]
@@ -400,11 +410,11 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 // round trip. The lock is FOR NO KEY UPDATE: it serialises the flushes and
 // lifecycle changes of an interview, and does not block the foreign-key
 // checks of rows inserted elsewhere (session events).
-func (db *DB) lockForIngest(ctx context.Context, conn *pgx.Conn, ids [][16]byte) (map[string]*session.Interview, map[string]map[int64]bool, error) {
+func (db *DB) lockForIngest(ctx context.Context, conn *pgx.Conn, ids [][16]byte) (map[string]*session.Interview, map[string]map[int64]bool, time.Time, error) {
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	if err := db.queueScope(ctx, b, session.SystemScope()); err != nil {
-		return nil, nil, err
+		return nil, nil, time.Time{}, err
 	}
 	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE`, ids)
 	// Read after the lock (a new snapshot under READ COMMITTED), so it
@@ -415,6 +425,8 @@ func (db *DB) lockForIngest(ctx context.Context, conn *pgx.Conn, ids [][16]byte)
 		CROSS JOIN LATERAL (SELECT seq FROM interviews.transcript_segments
 			WHERE session_id = s.id AND seq > s.transcript_acked_seq OFFSET 0) t
 		WHERE s.id = ANY($1::uuid[])`, ids)
+	b.Queue(`SELECT now()`) // the inserted rows' created_at, for the appended hooks
+	var created time.Time
 	ivs := make(map[string]*session.Interview, len(ids))
 	stored := make(map[string]map[int64]bool, len(ids))
 	br := conn.SendBatch(ctx, b)
@@ -453,13 +465,16 @@ func (db *DB) lockForIngest(ctx context.Context, conn *pgx.Conn, ids [][16]byte)
 			})
 		}
 	}
+	if err == nil {
+		err = br.QueryRow().Scan(&created)
+	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, created, err
 	}
-	return ivs, stored, nil
+	return ivs, stored, created, nil
 }
 
 // uuidBytes parses two uuids into their binary form.

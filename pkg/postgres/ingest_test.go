@@ -52,7 +52,7 @@ func TestGroupCommitIngestIsExactUnderConcurrency(t *testing.T) {
 	notified := make(chan string, 1024)
 	lctx, stop := context.WithCancel(ctx)
 	listening := make(chan struct{})
-	go func() { defer close(listening); db.Listen(lctx, func(id string) { notified <- id }) }()
+	go func() { defer close(listening); db.Listen(lctx, func(id string, _ int64) { notified <- id }) }()
 	defer func() { stop(); <-listening }()
 	if id := <-notified; id != "" { // the listener is up
 		t.Fatalf("first notification %q, want the empty reconnect one", id)

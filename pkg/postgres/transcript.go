@@ -103,11 +103,13 @@ func (db *DB) transcript(ctx context.Context, scope session.Scope, id string, af
 }
 
 // Listen delivers the id of every interview that changes (state or
-// transcript), on any controller replica, to fn, until ctx ends. It holds
-// one dedicated connection and reconnects after a failure; after every
-// (re)connection it calls fn with the empty id, meaning "anything may have
-// changed", so subscribers re-read instead of missing a notification.
-func (db *DB) Listen(ctx context.Context, fn func(id string)) {
+// transcript), on any controller replica, to fn, until ctx ends. upTo > 0
+// says only its transcript changed, up to seq upTo; 0 that anything may
+// have. It holds one dedicated connection and reconnects after a failure;
+// after every (re)connection it calls fn with the empty id, meaning
+// "anything may have changed", so subscribers re-read instead of missing a
+// notification.
+func (db *DB) Listen(ctx context.Context, fn func(id string, upTo int64)) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := db.listenOnce(ctx, fn)
@@ -126,8 +128,8 @@ func (db *DB) Listen(ctx context.Context, fn func(id string)) {
 
 // listenOnce delivers notifications until the connection fails. A payload
 // may name several interviews, comma-separated (one NOTIFY per ingest
-// flush).
-func (db *DB) listenOnce(ctx context.Context, fn func(id string)) error {
+// flush), each an id or id:seq (see notifyKey).
+func (db *DB) listenOnce(ctx context.Context, fn func(id string, upTo int64)) error {
 	conn, err := db.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire listener connection: %w", err)
@@ -140,14 +142,14 @@ func (db *DB) listenOnce(ctx context.Context, fn func(id string)) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	fn("")
+	fn("", 0)
 	for {
 		n, err := conn.Conn().WaitForNotification(ctx)
 		if err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		for id := range strings.SplitSeq(n.Payload, ",") {
-			fn(id)
+		for key := range strings.SplitSeq(n.Payload, ",") {
+			fn(parseNotifyKey(key))
 		}
 	}
 }

@@ -195,6 +195,13 @@ func run(ctx context.Context, args []string) error {
 			res.Live = nil
 		}
 		note("live", err)
+		logf("case 4: live transcript latency, one interview")
+		l1, err := durable.RunLive(ctx, res.LiveOneCfg)
+		res.LiveOne, res.LiveOneErr = &l1, err
+		if err != nil && l1.Posts == 0 {
+			res.LiveOne = nil
+		}
+		note("live (one interview)", err)
 	}
 	if has("scale") {
 		logf("case 5: scale")
@@ -265,6 +272,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 	res.IngestCfg = bench.IngestConfig{VMs: 100, Batch: 50, Duration: 20 * time.Second, CopyConns: 4, CopyChunk: 10_000,
 		StoreDuration: 10 * time.Second, StorePoolMax: 32}
 	res.LiveCfg = bench.LiveConfig{Interviews: 100, Subscribers: 1000, PostEvery: time.Second, Duration: 30 * time.Second}
+	res.LiveOneCfg = bench.LiveConfig{Interviews: 1, Subscribers: 100, PostEvery: 100 * time.Millisecond, Duration: 20 * time.Second}
 	res.ScaleCfg = bench.ScaleConfig{Interviews: 10_000, Tenants: 100, HeartbeatInterval: 2 * time.Second,
 		SegmentEvery: 30 * time.Second, ReconcileInterval: 10 * time.Second, QuietWindow: 20 * time.Second, Settle: 15 * time.Second, Window: 30 * time.Second}
 	res.LocalCfg = bench.LocalConfig{Sequential: 50, Concurrent: 20, Rounds: 3, Settle: 3 * time.Second}
@@ -277,6 +285,7 @@ func configure(res *bench.Results, quick bool, burstScale float64) {
 		res.BurstCfg.Sizes, res.BurstCfg.RateScale = []int{20, 40}, max(burstScale, 10)
 		res.IngestCfg.Duration, res.IngestCfg.StoreDuration = 5*time.Second, 4*time.Second
 		res.LiveCfg.Subscribers, res.LiveCfg.Duration = 200, 8*time.Second
+		res.LiveOneCfg.Duration = 8 * time.Second
 		res.ScaleCfg.Interviews, res.ScaleCfg.QuietWindow, res.ScaleCfg.Settle, res.ScaleCfg.Window = 1000, 10*time.Second, 5*time.Second, 10*time.Second
 		res.LocalCfg.Sequential, res.LocalCfg.Concurrent = 10, 5
 		res.ScheduledCfg.Samples = 5
@@ -336,7 +345,8 @@ func profileGap(ctx context.Context, env, durable *bench.Env, res *bench.Results
 		cfg.Duration = min(cfg.Duration, 15*time.Second)
 		_, err = inproc.RunIngest(ctx, cfg)
 	case "live":
-		cfg := res.LiveCfg
+		// The shape with the tight target: many subscribers on one interview.
+		cfg := res.LiveOneCfg
 		cfg.Duration = min(cfg.Duration, 20*time.Second)
 		_, err = inproc.RunLive(ctx, cfg)
 	case "local":
