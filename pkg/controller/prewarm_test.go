@@ -38,10 +38,15 @@ func prewarmedOK(iv map[string]any) bool {
 // A scheduled interview's machine is created ahead without booting; its
 // start boots that machine: no create call, one start call.
 func TestFlyScheduledInterviewStartsWarm(t *testing.T) {
+	// The fake enforces Fly's limits, and the operator CLI below lists the
+	// app's machines with a client of its own: a reconciler listing every
+	// 200 ms would take every list token (1/s per app) and starve it, a
+	// fight a production controller (10 s passes) never has. 2 s leaves
+	// the CLI its share.
 	f := startFlyController(t, []flymachinestest.Option{
 		flymachinestest.WithFlyRateLimits(), flymachinestest.WithBootDelay(50 * time.Millisecond),
 		flymachinestest.WithCreateDelay(200 * time.Millisecond),
-	}, map[string]string{"REGIONS": "ams,fra", "RECONCILE_INTERVAL": "200ms"})
+	}, map[string]string{"REGIONS": "ams,fra", "RECONCILE_INTERVAL": "2s"})
 	tok := token(t, uuid.NewString(), "recruiter")
 	pos := f.mustCall(t, 201, "POST", "/v1/positions", tok, map[string]any{
 		"title": "Backend engineer", "competencies": []map[string]any{{"name": "Go", "weight": 1}}})
