@@ -57,7 +57,7 @@ func addInsights(cfg Config, db *postgres.DB, q *jobQueue, logger *slog.Logger, 
 		return nil, fmt.Errorf("insights worker: %w", err)
 	}
 	q.queue(insights.Queue, InsightsWorkers)
-	db.OnTransition(s.onTransition)
+	db.OnTransition(s.onTransition, session.StateCompleted)
 	return s, nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,7 +64,7 @@ func addWebhooks(cfg Config, db *postgres.DB, q *jobQueue, logger *slog.Logger, 
 // hook.
 func (w *webhookWiring) attach(jc *jobs.Client) {
 	w.jc = jc
-	w.db.OnTransition(w.onTransition)
+	w.db.OnTransition(w.onTransition, slices.Collect(maps.Keys(interviewEvents))...)
 	w.db.OnInsights(w.onInsights)
 }
 

@@ -53,7 +53,7 @@ type DB struct {
 
 	deferred deferredBeats // heartbeats put off because a flush held their row
 
-	hooks         []TransitionHook // see OnTransition
+	hooks         []transitionHook // see OnTransition
 	insightsHooks []InsightsHook   // see OnInsights
 	appendedHooks []AppendedHook   // see OnAppended
 }

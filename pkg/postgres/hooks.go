@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -22,10 +23,38 @@ import (
 // API, the reconciler).
 type TransitionHook func(ctx context.Context, tx pgx.Tx, iv session.Interview, from session.State) error
 
-// OnTransition adds a hook run on every status change. Hooks are added
-// while the controller is assembled, before it serves.
-func (db *DB) OnTransition(h TransitionHook) {
-	db.hooks = append(db.hooks, h)
+// OnTransition adds a hook run on every status change into one of the
+// statuses to (every change when to is empty). Hooks are added while the
+// controller is assembled, before it serves.
+//
+// Naming the statuses matters on the hot paths: a change into a status no
+// hook wants is written and committed in one round trip, while one a hook
+// wants keeps its transaction open for the hook's statements.
+func (db *DB) OnTransition(h TransitionHook, to ...session.State) {
+	db.hooks = append(db.hooks, transitionHook{run: h, to: slices.Clone(to)})
+}
+
+// transitionHook is a hook and the statuses it runs on (empty: all).
+type transitionHook struct {
+	run TransitionHook
+	to  []session.State
+}
+
+func (h transitionHook) wants(to session.State) bool {
+	return len(h.to) == 0 || slices.Contains(h.to, to)
+}
+
+// hooksFor reports whether a hook runs on a change from → to.
+func (db *DB) hooksFor(from, to session.State) bool {
+	if from == to {
+		return false
+	}
+	for _, h := range db.hooks {
+		if h.wants(to) {
+			return true
+		}
+	}
+	return false
 }
 
 // InsightsHook runs inside the transaction that stores the outcome of an
@@ -60,7 +89,10 @@ func (db *DB) runHooks(ctx context.Context, tx pgx.Tx, iv session.Interview, fro
 		return nil
 	}
 	for _, h := range db.hooks {
-		if err := h(ctx, tx, iv, from); err != nil {
+		if !h.wants(iv.Status) {
+			continue
+		}
+		if err := h.run(ctx, tx, iv, from); err != nil {
 			return fmt.Errorf("on %s → %s of interview %s: %w", from, iv.Status, iv.ID, err)
 		}
 	}

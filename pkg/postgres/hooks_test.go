@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -123,16 +124,21 @@ func TestAbortedTransitionIsNotReportedCommitted(t *testing.T) {
 		ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, time.Now())
 		return []session.Event{ev}, err
 	}
-	if _, err := db.StartInterview(ctx, sc, iv.ID, toProvisioning); err == nil {
+	if _, _, err := db.StartInterview(ctx, sc, iv.ID, true, toProvisioning); err == nil {
 		t.Fatal("a start whose transaction was aborted reported success")
 	}
 	if got, _ := db.Interview(ctx, sc, iv.ID); got.Status != session.StateScheduled {
 		t.Fatalf("status after an aborted start = %s, want scheduled", got.Status)
 	}
 	swallow = false
-	got, err := db.StartInterview(ctx, sc, iv.ID, toProvisioning)
+	got, pos, err := db.StartInterview(ctx, sc, iv.ID, false, toProvisioning)
 	if err != nil || got.Status != session.StateProvisioning {
 		t.Fatalf("start = %s, %v; want provisioning", got.Status, err)
+	}
+	// The start reads the interview's position with it.
+	if pos == nil || pos.ID != p.ID || pos.Title != "Engineer" || len(pos.Competencies) != 2 ||
+		pos.Competencies[0].Name != "Go" || pos.Competencies[1].Weight != 2 {
+		t.Fatalf("position read by the start = %+v, want %+v", pos, p)
 	}
 	// Not a transition (no hook): written and committed in one pipeline.
 	if _, err := db.UpdateInterview(ctx, session.SystemScope(), iv.ID, func(iv *session.Interview) ([]session.Event, error) {
@@ -146,5 +152,49 @@ func TestAbortedTransitionIsNotReportedCommitted(t *testing.T) {
 	}
 	if evs, _ := db.Events(ctx, sc, iv.ID); len(evs) != 1 {
 		t.Fatalf("events = %+v, want the one start", evs)
+	}
+}
+
+// A hook registered for some statuses runs on changes into those only, and
+// a change into any other status commits without it.
+func TestHookRunsOnlyOnItsStatuses(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	tenant := uuid.NewString()
+	c, p := seed(t, db, tenant)
+	sc := session.TenantScope(tenant)
+	var seen []session.State
+	db.OnTransition(func(ctx context.Context, tx pgx.Tx, iv session.Interview, from session.State) error {
+		seen = append(seen, iv.Status)
+		// Runs in the change's transaction, after its row is written.
+		var st session.State
+		if err := tx.QueryRow(ctx, `SELECT status FROM interviews.interview_sessions WHERE id = $1`, iv.ID).Scan(&st); err != nil {
+			return err
+		}
+		if st != iv.Status {
+			return fmt.Errorf("hook sees status %s, want %s", st, iv.Status)
+		}
+		return nil
+	}, session.StateReady, session.StateCancelled)
+	iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := func(st session.State) func(iv *session.Interview) ([]session.Event, error) {
+		return func(iv *session.Interview) ([]session.Event, error) {
+			ev, err := iv.Transition(st, "", session.ActorUser, time.Now())
+			return []session.Event{ev}, err
+		}
+	}
+	for _, st := range []session.State{session.StateProvisioning, session.StateReady, session.StateInProgress} {
+		if got, err := db.UpdateInterview(ctx, sc, iv.ID, to(st)); err != nil || got.Status != st {
+			t.Fatalf("change to %s = %s, %v", st, got.Status, err)
+		}
+	}
+	if len(seen) != 1 || seen[0] != session.StateReady {
+		t.Fatalf("hook ran on %v, want [ready] only", seen)
+	}
+	if got, err := db.Interview(ctx, sc, iv.ID); err != nil || got.Status != session.StateInProgress {
+		t.Fatalf("interview = %s, %v; want in_progress", got.Status, err)
 	}
 }

@@ -116,7 +116,7 @@ func (db *DB) interview(ctx context.Context, scope session.Scope, id string) (se
 // returns an error nothing is written and the error is returned as is.
 func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id string,
 	fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error) {
-	iv, fnErr, err := db.updatePipelined(ctx, scope, id, false, func(iv *session.Interview, _ int) ([]session.Event, error) {
+	iv, _, fnErr, err := db.updatePipelined(ctx, scope, id, pipelineOpts{}, func(iv *session.Interview, _ int) ([]session.Event, error) {
 		return fn(iv)
 	})
 	if fnErr != nil {
@@ -128,19 +128,22 @@ func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id strin
 	return iv, nil
 }
 
-// StartInterview is UpdateInterview serialised per tenant: the tenant's row
-// is locked first, and fn learns how many other interviews of the tenant
-// are live.
-func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string,
-	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
-	iv, fnErr, err := db.updatePipelined(ctx, scope, id, true, fn)
+// StartInterview is UpdateInterview for a start. With countLive it is
+// serialised per tenant: the tenant's row is locked first, and fn learns
+// how many other interviews of the tenant are live (otherwise otherLive is
+// 0 and only the interview is locked). It also returns the interview's
+// position (nil when not found), read in the same round trip as the
+// interview, for its VM's configuration.
+func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string, countLive bool,
+	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, *session.PositionRecord, error) {
+	iv, pos, fnErr, err := db.updatePipelined(ctx, scope, id, pipelineOpts{lockTenant: countLive, position: true}, fn)
 	if fnErr != nil {
-		return iv, fnErr
+		return iv, nil, fnErr
 	}
 	if err != nil {
-		return iv, fmt.Errorf("start interview %s: %w", id, mapError(err))
+		return iv, nil, fmt.Errorf("start interview %s: %w", id, mapError(err))
 	}
-	return iv, nil
+	return iv, pos, nil
 }
 
 // notifyChannel is the PostgreSQL NOTIFY channel announcing that an

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"reflect"
 
 	"github.com/jackc/pgx/v5"
@@ -14,21 +15,59 @@ import (
 // waited for while the interview's row (and, with lockTenant, the tenant's)
 // is locked and a pool connection held:
 //
-//  1. BEGIN, the scope, (with lockTenant: the tenant's row locked and its
-//     other live interviews counted,) and the interview read FOR UPDATE;
+//  1. BEGIN, the scope, (with opts.lockTenant: the tenant's row locked and
+//     its other live interviews counted,) the interview read FOR UPDATE
+//     (and, with opts.position, its position and competencies: a start
+//     hands them to its VM with the machine);
 //  2. the row and fn's events written, the change notified, and COMMIT,
 //     unless transition hooks must run: they run on the open transaction,
 //     then COMMIT is sent alone.
 //
-// fn sees the locked interview (and the count); a change it does not make
+// fn sees the locked interview (and the count); pos is the position read,
+// nil without opts.position or when it is not found; a change it does not make
 // is not written (the transaction just ends). fnErr is fn's error; err any
 // other, for the caller to wrap. Either way nothing is written.
-func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id string, lockTenant bool,
-	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (iv session.Interview, fnErr, err error) {
+// pipelineOpts selects the extra reads of updatePipelined's first round
+// trip.
+type pipelineOpts struct {
+	lockTenant bool // lock the tenant's row and count its other live interviews
+	position   bool // read the interview's position
+}
+
+// scanPosition reads the position and competencies queued by
+// updatePipelined; nil when the position is not found.
+func scanPosition(br pgx.BatchResults) (*session.PositionRecord, error) {
+	var p session.PositionRecord
+	err := br.QueryRow().Scan(&p.ID, &p.TenantID, &p.Title, &p.Description, &p.CreatedAt)
+	found := err == nil
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	p.Competencies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (session.Competency, error) {
+		var c session.Competency
+		err := r.Scan(&c.Name, &c.Weight, &c.Description)
+		return c, err
+	})
+	if err != nil || !found {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id string, opts pipelineOpts,
+	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (iv session.Interview, pos *session.PositionRecord, fnErr, err error) {
+	lockTenant := opts.lockTenant
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	if err := db.queueScope(ctx, b, scope); err != nil {
-		return iv, nil, err
+		return iv, nil, nil, err
 	}
 	if lockTenant {
 		b.Queue(`SELECT 1 FROM interviews.tenants WHERE id = $1 FOR UPDATE`, scope.TenantID)
@@ -36,10 +75,18 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 			WHERE status IN ('provisioning','ready','in_progress','ending') AND id <> $1`, id)
 	}
 	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id)
+	if opts.position {
+		b.Queue(`SELECT p.id, p.tenant_id, p.title, p.description, p.created_at
+			FROM interviews.positions p JOIN interviews.interview_sessions s ON s.position_id = p.id
+			WHERE s.id = $1`, id)
+		b.Queue(`SELECT c.name, c.weight, c.description
+			FROM interviews.position_competencies c JOIN interviews.interview_sessions s ON s.position_id = c.position_id
+			WHERE s.id = $1 ORDER BY c.ordinal`, id)
+	}
 
 	pc, err := db.Pool.Acquire(ctx)
 	if err != nil {
-		return iv, nil, err
+		return iv, nil, nil, err
 	}
 	defer pc.Release() // a connection left in a transaction is discarded
 	conn := pc.Conn()
@@ -65,11 +112,14 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 	if err == nil {
 		iv, err = scanInterview(br.QueryRow())
 	}
+	if err == nil && opts.position {
+		pos, err = scanPosition(br)
+	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return iv, nil, err
+		return iv, nil, nil, err
 	}
 
 	before := iv
@@ -79,18 +129,18 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 	}
 	events, err := fn(&iv, live)
 	if err != nil {
-		return iv, err, err
+		return iv, nil, err, err
 	}
 	if len(events) == 0 && reflect.DeepEqual(iv, before) {
 		// Nothing changed (a repeated start, a no-op): no write.
 		if err := commit(ctx, conn); err != nil {
-			return iv, nil, err
+			return iv, nil, nil, err
 		}
 		committed = true
-		return iv, nil, nil
+		return iv, pos, nil, nil
 	}
 	transition := iv.Status != before.Status
-	hooks := transition && len(db.hooks) > 0
+	hooks := db.hooksFor(before.Status, iv.Status)
 	w := &pgx.Batch{}
 	queueWriteInterview(w, &iv, events)
 	if transition {
@@ -100,16 +150,16 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 		w.Queue("COMMIT")
 	}
 	if err := conn.SendBatch(ctx, w).Close(); err != nil {
-		return iv, nil, err
+		return iv, nil, nil, err
 	}
 	if hooks {
 		if err := db.runHooks(ctx, openTx{conn}, iv, before.Status); err != nil {
-			return iv, nil, err
+			return iv, nil, nil, err
 		}
 		if err := commit(ctx, conn); err != nil {
-			return iv, nil, err
+			return iv, nil, nil, err
 		}
 	}
 	committed = true
-	return iv, nil, nil
+	return iv, pos, nil, nil
 }

@@ -30,10 +30,13 @@ type Store interface {
 	Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error)
 	UpdateInterview(ctx context.Context, scope session.Scope, id string,
 		fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error)
-	// StartInterview is UpdateInterview serialised per tenant, telling fn
-	// how many other interviews of the tenant are live.
-	StartInterview(ctx context.Context, scope session.Scope, id string,
-		fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error)
+	// StartInterview is UpdateInterview for a start: with countLive
+	// serialised per tenant, telling fn how many other interviews of the
+	// tenant are live (else otherLive is 0); it also returns the
+	// interview's position (nil when not found), read in the same round
+	// trip, for the VM's configuration.
+	StartInterview(ctx context.Context, scope session.Scope, id string, countLive bool,
+		fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, *session.PositionRecord, error)
 	// AppendTranscript stores segments idempotently, advancing AckedSeq;
 	// check runs first on the locked interview, after once AckedSeq is new.
 	AppendTranscript(ctx context.Context, id string, segs []session.Segment,
@@ -271,7 +274,17 @@ func newToken() (string, []byte) {
 func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error) {
 	var token string
 	launched, warm := false, false
-	iv, err := s.startInterview(ctx, scope, id, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
+	// Watched from before the start's read: the interview it returns is
+	// current, and any later change wakes the wait (no read of its own).
+	var w *watch
+	if wait > 0 {
+		w = s.watch(id)
+	}
+	// With a per-tenant cap the start is serialised per tenant, counting
+	// its live interviews; without one there is nothing to count, and the
+	// start locks only its own interview, so a tenant's simultaneous
+	// starts do not queue behind each other.
+	iv, pos, err := s.store.StartInterview(ctx, scope, id, s.cfg.TenantMaxConcurrent > 0, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
 		switch iv.Status {
 		case session.StateScheduled:
 			if max := s.cfg.TenantMaxConcurrent; max > 0 && otherLive >= max {
@@ -318,50 +331,37 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 		s.metrics.starts.WithLabelValues(path).Inc()
 		s.log(iv).Info("interview starting", "path", path)
 		started := s.now()
-		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started, nil) })
+		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started, nil, pos) })
 	}
 	if wait <= 0 {
 		return iv, nil
 	}
-	return s.waitReady(ctx, scope, iv, wait)
-}
-
-// startInterview applies a start's change. With a per-tenant cap it is the
-// store's StartInterview, serialised per tenant and counting the tenant's
-// live interviews; without one there is nothing to count, and the start
-// locks only its own interview, so a tenant's simultaneous starts do not
-// queue behind each other (otherLive is then 0).
-func (s *Service) startInterview(ctx context.Context, scope session.Scope, id string,
-	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, error) {
-	if s.cfg.TenantMaxConcurrent > 0 {
-		return s.store.StartInterview(ctx, scope, id, fn)
-	}
-	return s.store.UpdateInterview(ctx, scope, id, func(iv *session.Interview) ([]session.Event, error) { return fn(iv, 0) })
+	return s.waitReady(ctx, scope, iv, w, wait)
 }
 
 // waitReady waits until the interview is connectable, leaves provisioning,
-// wait passes or ctx ends, and returns its latest state. It reads the row
-// once, then only when woken: by this process's own change (the VM's
-// ready report received here hands over the interview it wrote: no read)
-// or by a change notification from another replica (Notified: read). The
-// status changes it waits for always notify.
-func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session.Interview, wait time.Duration) (session.Interview, error) {
+// wait passes or ctx ends, and returns its latest state. iv is current as
+// of w's registration (the start's own read); it is read again only when
+// woken: by this process's own change (the VM's ready report received here
+// hands over the interview it wrote: no read) or by a change notification
+// from another replica (Notified: read). The status changes it waits for
+// always notify.
+func (s *Service) waitReady(ctx context.Context, scope session.Scope, iv session.Interview, w *watch, wait time.Duration) (session.Interview, error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	var fresh *session.Interview
 	for {
-		w := s.watch(iv.ID)
-		cur, err := s.latest(ctx, scope, iv.ID, fresh)
-		if err != nil {
-			return iv, err
-		}
-		iv = cur
 		if iv.Connectable() || (iv.Status != session.StateProvisioning && iv.Status != session.StateReady) {
 			return iv, nil
 		}
 		select {
 		case <-w.done:
-			fresh = w.iv
+			fresh := w.iv
+			w = s.watch(iv.ID)
+			cur, err := s.latest(ctx, scope, iv.ID, fresh)
+			if err != nil {
+				return iv, err
+			}
+			iv = cur
 		case <-timer.C:
 			return iv, nil // the caller asks again
 		case <-ctx.Done():
@@ -383,8 +383,10 @@ func (s *Service) latest(ctx context.Context, scope session.Scope, id string, fr
 // run; the VM's ready report then completes provisioning.
 //
 // existing, when set, is a machine found for the session after a restart
-// (adoption): it is not created again.
-func (s *Service) launch(ctx context.Context, iv session.Interview, token string, started time.Time, existing *session.Machine) {
+// (adoption): it is not created again. pos, when set, is the interview's
+// position as the start read it, for the VM's configuration (else read).
+func (s *Service) launch(ctx context.Context, iv session.Interview, token string, started time.Time,
+	existing *session.Machine, pos *session.PositionRecord) {
 	if !s.claim(iv.ID) {
 		return // this process already launches it
 	}
@@ -433,7 +435,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		}
 	}
 	if existing == nil {
-		s.withConfig(ctx, iv, &spec)
+		s.withConfig(ctx, iv, pos, &spec)
 	}
 	if existing != nil {
 		m = *existing // pre-warmed, or adopted: created earlier with the session's token
@@ -447,7 +449,12 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	}
 	s.metrics.phase.WithLabelValues("machine_created").Observe(s.now().Sub(started).Seconds())
 	log = log.With("machine_id", m.ID)
-	if !s.recordMachine(iv.ID, m) {
+	// Watched from before the machine is recorded: the interview that
+	// records it is current, and any later change (the ready report)
+	// wakes the wait below.
+	w := s.watch(iv.ID)
+	cur, ok := s.recordMachine(iv.ID, m)
+	if !ok {
 		return
 	}
 	// A provider that creates a machine running (the local one) reports
@@ -481,14 +488,25 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		return
 	}
 	s.metrics.phase.WithLabelValues("machine_started").Observe(s.now().Sub(started).Seconds())
-	if m != created && !s.recordMachine(iv.ID, m) {
-		return
+	if m != created {
+		// A change since the first record is in this one's result.
+		next := s.watch(iv.ID)
+		if cur, ok = s.recordMachine(iv.ID, m); !ok {
+			return
+		}
+		w = next
 	}
-	// The VM's ready report moves the interview on; give up if it never comes.
+	// The VM's ready report moves the interview on; give up if it never
+	// comes. cur is the interview as last recorded (nil: read it).
 	for {
-		w := s.watch(iv.ID)
-		cur, err := s.store.Interview(ctx, session.SystemScope(), iv.ID)
-		if err == nil && cur.Status != session.StateProvisioning {
+		if cur == nil {
+			next := s.watch(iv.ID)
+			if got, err := s.store.Interview(ctx, session.SystemScope(), iv.ID); err == nil {
+				cur = &got
+				w = next
+			}
+		}
+		if cur != nil && cur.Status != session.StateProvisioning {
 			if cur.Connectable() {
 				d := s.now().Sub(started).Seconds()
 				s.metrics.phase.WithLabelValues("vm_ready").Observe(d)
@@ -499,7 +517,12 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		}
 		select {
 		case <-w.done:
+			// This process's change hands over the interview; another
+			// replica's is read.
+			cur = w.iv
+			w = s.watch(iv.ID)
 		case <-time.After(time.Second):
+			cur = nil
 		case <-ctx.Done():
 			if s.ctx.Err() != nil {
 				return // controller shutting down: another replica or a restart takes over
@@ -511,9 +534,11 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	}
 }
 
-// recordMachine stores what the provider said about the machine. When the
-// interview has ended meanwhile the machine is destroyed and false returned.
-func (s *Service) recordMachine(id string, m session.Machine) bool {
+// recordMachine stores what the provider said about the machine and
+// returns the interview as it now stands (nil when the store failed). When
+// the interview has ended meanwhile the machine is destroyed and false
+// returned.
+func (s *Service) recordMachine(id string, m session.Machine) (*session.Interview, bool) {
 	ctx := s.ctx
 	iv, err := s.store.UpdateInterview(ctx, session.SystemScope(), id, func(iv *session.Interview) ([]session.Event, error) {
 		m.SessionID = iv.ID
@@ -531,13 +556,13 @@ func (s *Service) recordMachine(id string, m session.Machine) bool {
 	}
 	if err != nil {
 		s.logger.Error("record machine failed", "session_id", id, "machine_id", m.ID, "error", err)
-		return true
+		return nil, true
 	}
 	if !iv.Status.Live() {
 		s.destroy(iv)
-		return false
+		return nil, false
 	}
-	return true
+	return &iv, true
 }
 
 // fail moves a live interview to failed and destroys its machine.
@@ -686,14 +711,18 @@ func (s *Service) VMConfig(ctx context.Context, id, token string) (session.VMCon
 	if err != nil {
 		return session.VMConfig{}, err
 	}
-	return s.vmConfig(ctx, iv)
+	return s.vmConfig(ctx, iv, nil)
 }
 
-// vmConfig is the configuration of iv's VM.
-func (s *Service) vmConfig(ctx context.Context, iv session.Interview) (session.VMConfig, error) {
-	pos, err := s.store.Position(ctx, session.TenantScope(iv.TenantID), iv.PositionID)
-	if err != nil {
-		return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", iv.ID, err)
+// vmConfig is the configuration of iv's VM; pos is its position, read
+// when nil.
+func (s *Service) vmConfig(ctx context.Context, iv session.Interview, pos *session.PositionRecord) (session.VMConfig, error) {
+	if pos == nil {
+		p, err := s.store.Position(ctx, session.TenantScope(iv.TenantID), iv.PositionID)
+		if err != nil {
+			return session.VMConfig{}, fmt.Errorf("load position of session %s: %w", iv.ID, err)
+		}
+		pos = &p
 	}
 	started := s.now()
 	if iv.StartedAt != nil {

@@ -62,9 +62,10 @@ const maxConfigEnv = 32 << 10
 // withConfig adds the VM's configuration to the environment of spec, the
 // machine of started interview iv: its VM reports ready without asking
 // for it first. Without it (it cannot be read, or it is too large) the VM
-// fetches it at boot, as a pre-warmed one does.
-func (s *Service) withConfig(ctx context.Context, iv session.Interview, spec *session.MachineSpec) {
-	cfg, err := s.vmConfig(ctx, iv)
+// fetches it at boot, as a pre-warmed one does. pos is the interview's
+// position when the start read it (else it is read here).
+func (s *Service) withConfig(ctx context.Context, iv session.Interview, pos *session.PositionRecord, spec *session.MachineSpec) {
+	cfg, err := s.vmConfig(ctx, iv, pos)
 	if err != nil {
 		s.log(iv).Warn("VM configuration not given with the machine; the VM will fetch it", "error", err)
 		return
