@@ -13,10 +13,14 @@ import (
 )
 
 // TransitionHook runs inside the transaction that changes an interview's
-// status, after the row and its timeline events are written: whatever it
-// writes (a webhook delivery, an analysis job) commits with the change or
-// not at all. iv is the interview after the change, from its status
-// before. An error rolls the whole change back.
+// status: whatever it writes (a webhook delivery, an analysis job) commits
+// with the change or not at all. iv is the interview after the change,
+// from its status before; the interview's row is locked, but whether the
+// change is already written when the hook runs depends on the path (the
+// start and VM reports run hooks first, so the write and COMMIT share a
+// round trip; a transcript batch runs them after): a hook takes the
+// interview from iv, never reads it back. An error rolls the whole change
+// back.
 //
 // Hooks run in the scope of the change: a tenant's transaction (role
 // interview_app, app.tenant_id set) or the system scope (the internal

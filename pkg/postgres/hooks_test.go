@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,9 +16,10 @@ import (
 	"github.com/interviewvm/controlplane/pkg/session"
 )
 
-// TestTransitionHooksRunInTheTransaction: a hook sees the change inside
-// its transaction on both write paths (a tenant's update, the VM's
-// transcript ingest), and a hook's error rolls the whole change back.
+// TestTransitionHooksRunInTheTransaction: a hook runs inside the change's
+// transaction, with the interview's row locked, on both write paths (a
+// tenant's update, the VM's transcript ingest), is told the change, and a
+// hook's error rolls the whole change back.
 func TestTransitionHooksRunInTheTransaction(t *testing.T) {
 	db, _ := postgrestest.New(t)
 	ctx := context.Background()
@@ -29,13 +31,15 @@ func TestTransitionHooksRunInTheTransaction(t *testing.T) {
 	var seen []string
 	failNext := false
 	db.OnTransition(func(ctx context.Context, tx pgx.Tx, iv session.Interview, from session.State) error {
-		var inTx string
-		if err := tx.QueryRow(ctx, `SELECT status FROM interviews.interview_sessions WHERE id = $1`, iv.ID).Scan(&inTx); err != nil {
-			return err
+		// The row is locked by this transaction: only it can lock it now.
+		var locked string
+		if err := tx.QueryRow(ctx, `SELECT id::text FROM interviews.interview_sessions
+			WHERE id = $1 FOR UPDATE NOWAIT`, iv.ID).Scan(&locked); err != nil {
+			return fmt.Errorf("lock the interview's row in the hook's transaction: %w", err)
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		seen = append(seen, string(from)+">"+inTx)
+		seen = append(seen, string(from)+">"+string(iv.Status))
 		if failNext {
 			failNext = false
 			return errors.New("hook refused")
@@ -166,13 +170,9 @@ func TestHookRunsOnlyOnItsStatuses(t *testing.T) {
 	var seen []session.State
 	db.OnTransition(func(ctx context.Context, tx pgx.Tx, iv session.Interview, from session.State) error {
 		seen = append(seen, iv.Status)
-		// Runs in the change's transaction, after its row is written.
-		var st session.State
-		if err := tx.QueryRow(ctx, `SELECT status FROM interviews.interview_sessions WHERE id = $1`, iv.ID).Scan(&st); err != nil {
-			return err
-		}
-		if st != iv.Status {
-			return fmt.Errorf("hook sees status %s, want %s", st, iv.Status)
+		// Runs in the change's transaction: a failure rolls it back.
+		if iv.Status == session.StateCancelled {
+			return errors.New("refused")
 		}
 		return nil
 	}, session.StateReady, session.StateCancelled)
@@ -194,7 +194,17 @@ func TestHookRunsOnlyOnItsStatuses(t *testing.T) {
 	if len(seen) != 1 || seen[0] != session.StateReady {
 		t.Fatalf("hook ran on %v, want [ready] only", seen)
 	}
+	cancel := func(iv *session.Interview) ([]session.Event, error) {
+		ev, err := iv.Transition(session.StateCancelled, session.ReasonCancelled, session.ActorUser, time.Now())
+		return []session.Event{ev}, err
+	}
+	if _, err := db.UpdateInterview(ctx, sc, iv.ID, cancel); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("cancel with a refusing hook = %v, want its error", err)
+	}
 	if got, err := db.Interview(ctx, sc, iv.ID); err != nil || got.Status != session.StateInProgress {
 		t.Fatalf("interview = %s, %v; want in_progress", got.Status, err)
+	}
+	if evs, _ := db.Events(ctx, sc, iv.ID); len(evs) != 3 {
+		t.Fatalf("events = %+v, want the three changes made", evs)
 	}
 }

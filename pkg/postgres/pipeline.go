@@ -19,9 +19,9 @@ import (
 //     its other live interviews counted,) the interview read FOR UPDATE
 //     (and, with opts.position, its position and competencies: a start
 //     hands them to its VM with the machine);
-//  2. the row and fn's events written, the change notified, and COMMIT,
-//     unless transition hooks must run: they run on the open transaction,
-//     then COMMIT is sent alone.
+//  2. the row and fn's events written, the change notified, and COMMIT;
+//     transition hooks wanting the new status run before it, on the open
+//     transaction (their own round trips).
 //
 // fn sees the locked interview (and the count); pos is the position read,
 // nil without opts.position or when it is not found; a change it does not make
@@ -140,25 +140,23 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 		return iv, pos, nil, nil
 	}
 	transition := iv.Status != before.Status
-	hooks := db.hooksFor(before.Status, iv.Status)
+	if db.hooksFor(before.Status, iv.Status) {
+		// The hooks' statements go first, on the open transaction, so the
+		// write, its notification and COMMIT still share one round trip.
+		if err := db.runHooks(ctx, openTx{conn}, iv, before.Status); err != nil {
+			return iv, nil, nil, err
+		}
+	}
 	w := &pgx.Batch{}
 	queueWriteInterview(w, &iv, events)
 	if transition {
 		w.Queue(`SELECT pg_notify($1, $2)`, notifyChannel, iv.ID)
 	}
-	if !hooks {
-		w.Queue("COMMIT")
-	}
+	w.Queue("COMMIT")
+	// A hook's failed statement left the transaction aborted: the write
+	// fails, and the change with it.
 	if err := conn.SendBatch(ctx, w).Close(); err != nil {
 		return iv, nil, nil, err
-	}
-	if hooks {
-		if err := db.runHooks(ctx, openTx{conn}, iv, before.Status); err != nil {
-			return iv, nil, nil, err
-		}
-		if err := commit(ctx, conn); err != nil {
-			return iv, nil, nil, err
-		}
 	}
 	committed = true
 	return iv, pos, nil, nil
