@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/interviewvm/controlplane/pkg/postgres"
 	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
@@ -156,5 +157,47 @@ func TestBadValuesAreInvalid(t *testing.T) {
 	_, err := db.CreatePosition(ctx, sc, session.PositionRecord{Title: "x", Competencies: []session.Competency{{Name: "a", Weight: -1}}})
 	if session.ErrorCode(err) != session.EINVALID {
 		t.Fatalf("negative weight: err = %v, want invalid", err)
+	}
+}
+
+// The LISTEN loop's connection is its own: every connection of the pool
+// stays available to the work while it listens.
+func TestListenerLeavesThePoolWhole(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		db.Listen(ctx, func(id string, _ int64) {
+			if id == "" {
+				select {
+				case listening <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-listening:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the listener never started")
+	}
+	max := int(db.Pool.Config().MaxConns)
+	var held []*pgxpool.Conn
+	defer func() {
+		for _, c := range held {
+			c.Release()
+		}
+	}()
+	for i := range max {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := db.Pool.Acquire(actx)
+		acancel()
+		if err != nil {
+			t.Fatalf("acquire connection %d of the pool's %d while listening: %v", i+1, max, err)
+		}
+		held = append(held, c)
 	}
 }

@@ -130,21 +130,22 @@ func (db *DB) Listen(ctx context.Context, fn func(id string, upTo int64)) {
 // may name several interviews, comma-separated (one NOTIFY per ingest
 // flush), each an id or id:seq (see notifyKey).
 func (db *DB) listenOnce(ctx context.Context, fn func(id string, upTo int64)) error {
-	conn, err := db.Pool.Acquire(ctx)
+	pc, err := db.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire listener connection: %w", err)
 	}
-	// The connection is closed, not returned: it has a LISTEN on it.
-	defer func() {
-		_ = conn.Conn().Close(context.WithoutCancel(ctx))
-		conn.Release()
-	}()
+	// Taken out of the pool, which opens another in its place: held for
+	// good, it would leave the pool's default of 4 connections 3 for the
+	// work (starts queued for one). Closed, not returned: it has a LISTEN
+	// on it.
+	conn := pc.Hijack()
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	fn("", 0)
 	for {
-		n, err := conn.Conn().WaitForNotification(ctx)
+		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
