@@ -111,6 +111,10 @@ type Service struct {
 	beats     *beats        // heartbeats answered from memory, written in batches
 	beatsDone chan struct{} // closed when the heartbeat writer returned
 
+	// readyPoll is how often a launch waiting for the VM's ready report
+	// reads the interview should no change have woken it (a safety net).
+	readyPoll time.Duration
+
 	mu       sync.Mutex
 	watchers map[string]*watch
 	// launching holds the sessions this process is provisioning.
@@ -158,6 +162,7 @@ func New(cfg Config, store Store, machines Machines, logger *slog.Logger, reg pr
 		cfg: cfg, store: store, machines: machines, logger: logger,
 		metrics: newMetrics(reg), now: storedNow, beats: newBeats(), beatsDone: make(chan struct{}),
 		ctx: ctx, cancel: cancel, watchers: map[string]*watch{}, launching: map[string]bool{},
+		readyPoll: time.Second,
 	}
 	// Not in wg: that one tracks launches and destroys.
 	go func() {
@@ -521,7 +526,7 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 			// replica's is read.
 			cur = w.iv
 			w = s.watch(iv.ID)
-		case <-time.After(time.Second):
+		case <-time.After(s.readyPoll):
 			cur = nil
 		case <-ctx.Done():
 			if s.ctx.Err() != nil {

@@ -1,0 +1,120 @@
+package provision
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
+	"github.com/interviewvm/controlplane/pkg/session"
+)
+
+// readCounter is a Store that counts the reads made outside the start's
+// and the reports' own transactions.
+type readCounter struct {
+	Store
+	interviews, positions atomic.Int64
+}
+
+func (r *readCounter) Interview(ctx context.Context, scope session.Scope, id string) (session.Interview, error) {
+	r.interviews.Add(1)
+	return r.Store.Interview(ctx, scope, id)
+}
+
+func (r *readCounter) Position(ctx context.Context, scope session.Scope, id string) (session.PositionRecord, error) {
+	r.positions.Add(1)
+	return r.Store.Position(ctx, scope, id)
+}
+
+// TestColdStartReadsNothingMore: between a waiting start request and its
+// answer, a cold start on one replica runs its own transactions only (the
+// start, recording the machine, the VM's ready report): the position comes
+// with the start, the waiting request takes the start's result and the
+// interview the ready report hands over, and so does the launcher.
+func TestColdStartReadsNothingMore(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	store := &readCounter{Store: db}
+	machines := newMem()
+	svc := New(Config{Provider: "mem", ControllerURL: "http://x", Realtime: session.RealtimeSimulated},
+		store, machines, slog.New(slog.DiscardHandler), nil)
+	svc.readyPoll = time.Hour // the safety net's read would be counted
+	t.Cleanup(svc.Close)
+
+	scope := session.TenantScope(uuid.NewString())
+	pos, err := db.CreatePosition(ctx, scope, session.PositionRecord{Title: "Backend",
+		Competencies: []session.Competency{{Name: "Go", Weight: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cand, err := db.CreateCandidate(ctx, scope, session.Candidate{FullName: "A", Email: "a@b.c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv, err := db.CreateInterview(ctx, scope, session.Interview{CandidateID: cand.ID, PositionID: pos.ID, Architecture: "hybrid", MaxDurationS: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type answer struct {
+		iv  session.Interview
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		got, err := svc.Start(ctx, scope, iv.ID, 30*time.Second)
+		answered <- answer{got, err}
+	}()
+	// The machine is created and recorded; then its VM reports ready.
+	var token string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		machines.mu.Lock()
+		if len(machines.specs) > 0 {
+			token = machines.specs[0].Env[session.EnvSessionToken]
+		}
+		machines.mu.Unlock()
+		if token != "" {
+			if cur, err := db.Interview(ctx, scope, iv.ID); err == nil && cur.Machine != nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the started interview's machine was never created and recorded")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := svc.Ready(ctx, iv.ID, token, session.ReadyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var a answer
+	select {
+	case a = <-answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiting start never answered after the ready report")
+	}
+	if a.err != nil || !a.iv.Connectable() {
+		t.Fatalf("start = %s (machine %v), %v; want ready and connectable", a.iv.Status, a.iv.Machine, a.err)
+	}
+	// The launcher ends on the ready report too: once it has released the
+	// session, every read it would make is made.
+	for svc.Launching(iv.ID) {
+		if time.Now().After(deadline) {
+			t.Fatal("the launch never ended after the ready report")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n, p := store.interviews.Load(), store.positions.Load(); n != 0 || p != 0 {
+		t.Errorf("the start read the interview %d times and the position %d times besides its transactions, want 0 and 0", n, p)
+	}
+	machines.mu.Lock()
+	env := machines.specs[0].Env[session.EnvSessionConfig]
+	machines.mu.Unlock()
+	if env == "" {
+		t.Error("the machine was created without its VM's configuration")
+	}
+}
