@@ -148,3 +148,52 @@ func TestRecordHeartbeatsWritesEveryRowOfALargeBatch(t *testing.T) {
 		t.Fatalf("%d of %d rows carry the heartbeat, %d with their own stats", written, n, right)
 	}
 }
+
+// TestHeartbeatStatesReadsLiveSessionsAndWritesNothing: the state of the
+// live interviews among the ids, none of others; nothing is written, and
+// a row another transaction holds is read without waiting.
+func TestHeartbeatStatesReadsLiveSessionsAndWritesNothing(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	ids := seedLive(t, db, 3)
+	if _, err := db.Pool.Exec(ctx, `UPDATE interviews.interview_sessions SET status = 'ending', end_reason = 'cancelled', token_hash = '\x0102'
+		WHERE id = $1`, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE interviews.interview_sessions SET status = 'completed', end_reason = 'completed' WHERE id = $1`, ids[2]); err != nil {
+		t.Fatal(err)
+	}
+	// Another transaction holds the first row.
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM interviews.interview_sessions WHERE id = $1 FOR NO KEY UPDATE`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	var updated0 time.Time
+	if err := db.Pool.QueryRow(ctx, `SELECT max(updated_at) FROM interviews.interview_sessions`).Scan(&updated0); err != nil {
+		t.Fatal(err)
+	}
+	// The context only keeps a broken store from hanging the test.
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := db.HeartbeatStates(rctx, append([]string{uuid.NewString(), "not-a-uuid"}, ids...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[ids[0]].Status != session.StateInProgress || got[ids[0]].ID != ids[0] {
+		t.Fatalf("got %+v, want the two live ones", got)
+	}
+	if st := got[ids[1]]; st.Status != session.StateEnding || st.EndReason == nil || *st.EndReason != session.ReasonCancelled || string(st.TokenHash) != "\x01\x02" {
+		t.Fatalf("ending one: %+v", st)
+	}
+	var updated1 time.Time
+	if err := db.Pool.QueryRow(ctx, `SELECT max(updated_at) FROM interviews.interview_sessions`).Scan(&updated1); err != nil {
+		t.Fatal(err)
+	}
+	if !updated1.Equal(updated0) {
+		t.Fatalf("a read wrote: updated_at %v → %v", updated0, updated1)
+	}
+}
