@@ -78,9 +78,9 @@ func queueHeartbeatUpdate(b *pgx.Batch, beats []session.HeartbeatRecord) {
 
 // RecordHeartbeats writes a batch of heartbeats and returns the state of
 // the interviews that are still live, as they now stand: the caller
-// refreshes what it answers VMs from them. A heartbeat of an interview that is no longer
-// live (or does not exist) writes nothing and is not returned. Heartbeats
-// are not lifecycle changes: no NOTIFY, no hooks.
+// refreshes what it answers VMs from them. A heartbeat of an interview
+// that is no longer live (or does not exist) writes nothing and is not
+// returned. Heartbeats are not lifecycle changes: no NOTIFY, no hooks.
 //
 // The rows are locked with SKIP LOCKED, then updated in one statement.
 // Waiting in id order for a row a transcript flush holds would also hold
