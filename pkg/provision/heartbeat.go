@@ -107,6 +107,14 @@ func (b *beats) record(id, token string, at time.Time, hb session.Heartbeat) (be
 	return e, true
 }
 
+// idle reports whether no report is pending. (The clock is read only
+// after a report arrived: tests set it after the writer started.)
+func (b *beats) idle() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.pending) == 0
+}
+
 // take returns, at now, the reports to write and the sessions whose status
 // only is to be read (see the rules above). persist 0 writes every report.
 // Reports not written stay pending until a newer one replaces them or
@@ -222,6 +230,9 @@ func (s *Service) writeBeats(ctx context.Context) {
 	quiet := 2 * s.cfg.HeartbeatInterval
 	if s.cfg.HeartbeatPersist > 0 {
 		quiet = min(quiet, s.cfg.HeartbeatPersist)
+	}
+	if s.beats.idle() {
+		return
 	}
 	write, read := s.beats.take(s.now(), s.cfg.HeartbeatPersist, quiet)
 	if len(write) > 0 {
