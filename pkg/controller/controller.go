@@ -125,7 +125,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		HeartbeatInterval: cfg.HeartbeatInterval, IdleTimeout: cfg.IdleTimeout,
 		// A live VM's stored heartbeat stays within a quarter of the
 		// timeout (plus an interval and a few flushes) of its latest.
-		HeartbeatPersist:    cfg.HeartbeatTimeout / 4,
+		HeartbeatPersist:    heartbeatPersist(cfg),
 		TenantMaxConcurrent: cfg.TenantMaxConcurrent, ProvisionTimeout: cfg.ProvisionTimeout,
 	}, db, machines, logger.With("component", "provision"), reg)
 	defer lifecycle.Close()
