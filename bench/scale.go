@@ -106,6 +106,9 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 		// passes are watched, then all send a first heartbeat (each a
 		// transaction) at once: the first ones must not time out meanwhile.
 		"HEARTBEAT_TIMEOUT": "10m",
+		// What the default HEARTBEAT_TIMEOUT (30s) gives: a quarter of it
+		// (the long timeout above would give 2.5 minutes).
+		"HEARTBEAT_PERSIST": "7.5s",
 		"LOG_LEVEL":         "warn",
 	})
 	if err != nil {
@@ -113,7 +116,7 @@ func (e *Env) RunScale(ctx context.Context, cfg ScaleConfig) (Scale, error) {
 		return res, err
 	}
 	defer f.Close()
-	res.Settings = pick(f.Controller.Settings, "HEARTBEAT_INTERVAL", "HEARTBEAT_TIMEOUT", "RECONCILE_INTERVAL", "LOG_LEVEL")
+	res.Settings = pick(f.Controller.Settings, "HEARTBEAT_INTERVAL", "HEARTBEAT_TIMEOUT", "HEARTBEAT_PERSIST", "RECONCILE_INTERVAL", "LOG_LEVEL")
 
 	e.logf("scale: seeding %d interviews of %d tenants", cfg.Interviews, cfg.Tenants)
 	ts, ids, err := f.API.SeedTenants(ctx, cfg.Tenants, cfg.Interviews/cfg.Tenants, 64)

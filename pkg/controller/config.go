@@ -37,6 +37,7 @@ type Config struct {
 	MaxDuration         time.Duration
 	HeartbeatInterval   time.Duration
 	HeartbeatTimeout    time.Duration
+	HeartbeatPersist    time.Duration
 	ReconcileInterval   time.Duration
 	SyntheticTurn       time.Duration
 	AdoptAfter          time.Duration
@@ -162,6 +163,7 @@ func settings(c *Config) []setting {
 		{env: "MAX_DURATION", def: "45m", help: "default and largest interview length", set: dur(&c.MaxDuration)},
 		{env: "HEARTBEAT_INTERVAL", def: "2s", help: "how often session VMs report", set: dur(&c.HeartbeatInterval)},
 		{env: "HEARTBEAT_TIMEOUT", def: "30s", help: "silence after which a session VM counts as lost", set: dur(&c.HeartbeatTimeout)},
+		{env: "HEARTBEAT_PERSIST", def: "0s", help: "how stale a live VM's stored heartbeat may grow before it is written again (0: a quarter of HEARTBEAT_TIMEOUT; at most half of it)", set: dur(&c.HeartbeatPersist)},
 		{env: "RECONCILE_INTERVAL", def: "10s", help: "period of the reconciler", set: dur(&c.ReconcileInterval)},
 		{env: "PROVISION_TIMEOUT", def: "5m", help: "longest a start may take, rate-limit queueing included, before it fails with provision_failed", set: dur(&c.ProvisionTimeout)},
 		{env: "IDLE_TIMEOUT", def: "0s", help: "end an interview no browser joins within this time (0: never)", set: dur(&c.IdleTimeout)},
@@ -302,6 +304,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 || c.HeartbeatTimeout <= c.HeartbeatInterval {
 		errs = append(errs, errors.New("HEARTBEAT_INTERVAL must be positive and below HEARTBEAT_TIMEOUT"))
+	}
+	if c.HeartbeatPersist < 0 || c.HeartbeatPersist > c.HeartbeatTimeout/2 {
+		errs = append(errs, errors.New("HEARTBEAT_PERSIST must not be negative nor above half of HEARTBEAT_TIMEOUT"))
 	}
 	if c.InternalURL != "" {
 		if u, err := url.Parse(c.InternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

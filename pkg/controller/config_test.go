@@ -58,3 +58,33 @@ func TestInsightsTimeoutSetting(t *testing.T) {
 		t.Errorf("INSIGHTS_TIMEOUT=20s read as %s", cfg.InsightsTimeout)
 	}
 }
+
+func TestHeartbeatPersistSetting(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": "postgres://x", "JWT_SECRET": strings.Repeat("s", 32)}
+	load := func() Config {
+		t.Helper()
+		cfg, err := LoadConfig("controller", nil, func(k string) string { return env[k] }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	cfg := load()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	if got := heartbeatPersist(cfg); got != 7500*time.Millisecond {
+		t.Errorf("HEARTBEAT_PERSIST by default = %s, want a quarter of the 30s timeout", got)
+	}
+	env["HEARTBEAT_PERSIST"] = "3s"
+	if cfg = load(); heartbeatPersist(cfg) != 3*time.Second || cfg.Validate() != nil {
+		t.Errorf("HEARTBEAT_PERSIST=3s: %s, %v", heartbeatPersist(cfg), cfg.Validate())
+	}
+	for _, bad := range []string{"16s", "-1s"} {
+		env["HEARTBEAT_PERSIST"] = bad
+		cfg := load()
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "HEARTBEAT_PERSIST") {
+			t.Errorf("HEARTBEAT_PERSIST=%s with a 30s timeout: Validate() = %v, want it refused", bad, err)
+		}
+	}
+}

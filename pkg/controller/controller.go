@@ -123,6 +123,9 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready chan<- st
 		SyntheticTurn: cfg.SyntheticTurn, RealtimeModel: cfg.RealtimeModel, RealtimeVoice: cfg.RealtimeVoice,
 		TranscribeModel:   cfg.TranscribeModel,
 		HeartbeatInterval: cfg.HeartbeatInterval, IdleTimeout: cfg.IdleTimeout,
+		// A live VM's stored heartbeat stays within a quarter of the
+		// timeout (plus an interval and a few flushes) of its latest.
+		HeartbeatPersist:    heartbeatPersist(cfg),
 		TenantMaxConcurrent: cfg.TenantMaxConcurrent, ProvisionTimeout: cfg.ProvisionTimeout,
 	}, db, machines, logger.With("component", "provision"), reg)
 	defer lifecycle.Close()
@@ -236,4 +239,14 @@ func prewarmInterval(cfg Config) time.Duration {
 		iv = max(cfg.PrewarmLead/4, 100*time.Millisecond)
 	}
 	return iv
+}
+
+// heartbeatPersist is HEARTBEAT_PERSIST, by default a quarter of
+// HEARTBEAT_TIMEOUT: a live VM's stored heartbeat then stays within that
+// (plus an interval and a few flushes) of its latest, far from the timeout.
+func heartbeatPersist(cfg Config) time.Duration {
+	if cfg.HeartbeatPersist > 0 {
+		return cfg.HeartbeatPersist
+	}
+	return cfg.HeartbeatTimeout / 4
 }

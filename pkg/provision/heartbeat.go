@@ -18,33 +18,56 @@ import (
 // write of the interview, and leaves the session's token hash and status
 // here. Later ones are checked against that token hash, kept as the
 // session's latest report, and answered from the cached status. Every
-// HeartbeatFlush the latest reports go to the store in one batch
-// (RecordHeartbeats; one whose row a transcript flush holds is written by
-// a later flush or batch, at most three batches late), whose answer
-// refreshes the cached status: a session
-// ended elsewhere is answered "end" at most one flush later, and one no
-// longer live takes the full path again (which refuses it).
+// HeartbeatFlush the latest reports are taken:
+//
+//   - a report is written (RecordHeartbeats, one batch; one whose row a
+//     transcript flush holds is written by a later flush or batch, at most
+//     three batches late) when the heartbeat stored for its session is
+//     HeartbeatPersist older than it, when the VM's buffered segments or
+//     retries changed, or when it has stayed the latest for
+//     min(2 × HeartbeatInterval, HeartbeatPersist): the VM went quiet, and
+//     its last heartbeat is stored exactly;
+//   - the others only have their session's status read (HeartbeatStates).
+//
+// Either answer refreshes the cached status: a session ended elsewhere is
+// answered "end" at most one flush later, and one no longer live takes the
+// full path again (which refuses it). A live VM's stored heartbeat is
+// never more than HeartbeatPersist + HeartbeatInterval + three flushes
+// old; rewriting the wide interview row on every heartbeat was most of
+// PostgreSQL's work under thousands of VMs.
 //
 // The leader's heartbeat-timeout rule reads last_heartbeat_at as written by
 // the batches, so a VM that goes silent is failed between HeartbeatTimeout
 // and HeartbeatTimeout + HeartbeatFlush + the reconcile interval after its
-// last heartbeat.
+// last heartbeat, provided the replica that holds that heartbeat lives to
+// write it; if that replica dies first, the stored heartbeat may be up to
+// HeartbeatPersist older, and the VM is failed that much earlier.
 
 // beatEntry is what this replica knows of a live session.
 type beatEntry struct {
 	tokenHash []byte
 	status    session.State
 	endReason *session.EndReason
+	// stored is the latest heartbeat time this replica wrote (or read on
+	// the full path), storedStats the VM's stats with it.
+	stored      time.Time
+	storedStats session.VMStats
+}
+
+// pendingBeat is a session's latest report not written yet.
+type pendingBeat struct {
+	rec  session.HeartbeatRecord
+	read bool // its session's status was read since it arrived
 }
 
 type beats struct {
 	mu      sync.Mutex
 	known   map[string]beatEntry
-	pending map[string]session.HeartbeatRecord
+	pending map[string]pendingBeat
 }
 
 func newBeats() *beats {
-	return &beats{known: map[string]beatEntry{}, pending: map[string]session.HeartbeatRecord{}}
+	return &beats{known: map[string]beatEntry{}, pending: map[string]pendingBeat{}}
 }
 
 // remember caches a session read on the full path.
@@ -55,7 +78,11 @@ func (b *beats) remember(iv session.Interview) {
 		delete(b.known, iv.ID)
 		return
 	}
-	b.known[iv.ID] = beatEntry{tokenHash: iv.TokenHash, status: iv.Status, endReason: iv.EndReason}
+	e := beatEntry{tokenHash: iv.TokenHash, status: iv.Status, endReason: iv.EndReason, storedStats: iv.VM}
+	if iv.LastHeartbeatAt != nil {
+		e.stored = *iv.LastHeartbeatAt
+	}
+	b.known[iv.ID] = e
 }
 
 // forget drops a session whose state changed on this replica: its next
@@ -76,40 +103,92 @@ func (b *beats) record(id, token string, at time.Time, hb session.Heartbeat) (be
 	if !ok || len(e.tokenHash) != sha256.Size || subtle.ConstantTimeCompare(h[:], e.tokenHash) != 1 {
 		return beatEntry{}, false
 	}
-	b.pending[id] = session.HeartbeatRecord{ID: id, At: at, Stats: vmStats(hb)}
+	b.pending[id] = pendingBeat{rec: session.HeartbeatRecord{ID: id, At: at, Stats: vmStats(hb)}}
 	return e, true
 }
 
-func (b *beats) take() []session.HeartbeatRecord {
+// idle reports whether no report is pending. (The clock is read only
+// after a report arrived: tests set it after the writer started.)
+func (b *beats) idle() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]session.HeartbeatRecord, 0, len(b.pending))
-	for _, r := range b.pending {
-		out = append(out, r)
+	return len(b.pending) == 0
+}
+
+// take returns, at now, the reports to write and the sessions whose status
+// only is to be read (see the rules above). persist 0 writes every report.
+// Reports not written stay pending until a newer one replaces them or
+// they are written.
+func (b *beats) take(now time.Time, persist, quiet time.Duration) (write []session.HeartbeatRecord, read []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id, p := range b.pending {
+		e, known := b.known[id]
+		r := p.rec
+		due := persist <= 0 || !known || r.At.Sub(e.stored) >= persist ||
+			r.Stats.BufferedSegments != e.storedStats.BufferedSegments || r.Stats.Retries != e.storedStats.Retries ||
+			now.Sub(r.At) >= quiet
+		switch {
+		case due:
+			write = append(write, r)
+			delete(b.pending, id)
+		case !p.read:
+			read = append(read, id)
+			p.read = true
+			b.pending[id] = p
+		}
 	}
-	clear(b.pending)
-	return out
+	return write, read
 }
 
 // written refreshes the cache from a batch's answer; on failure the
 // reports go back unless newer ones arrived.
-func (b *beats) written(batch []session.HeartbeatRecord, live map[string]session.Interview, err error) {
+func (b *beats) written(batch []session.HeartbeatRecord, live map[string]session.HeartbeatState, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, r := range batch {
 		if err != nil {
 			if _, newer := b.pending[r.ID]; !newer {
-				b.pending[r.ID] = r
+				b.pending[r.ID] = pendingBeat{rec: r}
 			}
 			continue
 		}
-		iv, ok := live[r.ID]
+		st, ok := live[r.ID]
 		if !ok {
 			delete(b.known, r.ID)
 			continue
 		}
-		if _, still := b.known[r.ID]; still {
-			b.known[r.ID] = beatEntry{tokenHash: iv.TokenHash, status: iv.Status, endReason: iv.EndReason}
+		if e, still := b.known[r.ID]; still {
+			e.tokenHash, e.status, e.endReason = st.TokenHash, st.Status, st.EndReason
+			if r.At.After(e.stored) {
+				e.stored, e.storedStats = r.At, r.Stats
+			}
+			b.known[r.ID] = e
+		}
+	}
+}
+
+// refreshed refreshes the cache from a read of the sessions ids; on
+// failure their reports are read again at the next flush.
+func (b *beats) refreshed(ids []string, live map[string]session.HeartbeatState, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, id := range ids {
+		if err != nil {
+			if p, ok := b.pending[id]; ok {
+				p.read = false
+				b.pending[id] = p
+			}
+			continue
+		}
+		st, ok := live[id]
+		if !ok {
+			delete(b.known, id)
+			continue
+		}
+		if e, still := b.known[id]; still {
+			e.tokenHash, e.status, e.endReason = st.TokenHash, st.Status, st.EndReason
+			b.known[id] = e
 		}
 	}
 }
@@ -148,13 +227,26 @@ func (s *Service) flushBeats(ctx context.Context) {
 }
 
 func (s *Service) writeBeats(ctx context.Context) {
-	batch := s.beats.take()
-	if len(batch) == 0 {
+	quiet := 2 * s.cfg.HeartbeatInterval
+	if s.cfg.HeartbeatPersist > 0 {
+		quiet = min(quiet, s.cfg.HeartbeatPersist)
+	}
+	if s.beats.idle() {
 		return
 	}
-	live, err := s.store.RecordHeartbeats(ctx, batch)
-	if err != nil {
-		s.logger.Warn("writing heartbeats failed; retrying with the next batch", "heartbeats", len(batch), "error", err)
+	write, read := s.beats.take(s.now(), s.cfg.HeartbeatPersist, quiet)
+	if len(write) > 0 {
+		live, err := s.store.RecordHeartbeats(ctx, write)
+		if err != nil {
+			s.logger.Warn("writing heartbeats failed; retrying with the next batch", "heartbeats", len(write), "error", err)
+		}
+		s.beats.written(write, live, err)
 	}
-	s.beats.written(batch, live, err)
+	if len(read) > 0 {
+		live, err := s.store.HeartbeatStates(ctx, read)
+		if err != nil {
+			s.logger.Warn("reading the state of heartbeating sessions failed; reading again with the next batch", "sessions", len(read), "error", err)
+		}
+		s.beats.refreshed(read, live, err)
+	}
 }

@@ -43,9 +43,12 @@ type Store interface {
 		check func(iv *session.Interview) error,
 		after func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error)
 	Position(ctx context.Context, scope session.Scope, id string) (session.PositionRecord, error)
-	// RecordHeartbeats writes a batch of heartbeats and returns the
-	// interviews among them that are still live, as they now stand.
-	RecordHeartbeats(ctx context.Context, beats []session.HeartbeatRecord) (map[string]session.Interview, error)
+	// RecordHeartbeats writes a batch of heartbeats and returns the state
+	// of the interviews among them that are still live, as they now stand.
+	RecordHeartbeats(ctx context.Context, beats []session.HeartbeatRecord) (map[string]session.HeartbeatState, error)
+	// HeartbeatStates returns the state of the interviews among ids that
+	// are live, writing nothing.
+	HeartbeatStates(ctx context.Context, ids []string) (map[string]session.HeartbeatState, error)
 }
 
 // Machines is a machine provider: one VM per interview.
@@ -86,6 +89,13 @@ type Config struct {
 	// HeartbeatFlush is how often the heartbeats received are written, in
 	// one batch (default 1s).
 	HeartbeatFlush time.Duration
+	// HeartbeatPersist is how much older than the latest heartbeat a live
+	// VM's stored heartbeat may be before a batch writes it again (0:
+	// every batch writes every heartbeat received). A VM whose heartbeats
+	// stop has its last one written at most min(2 × HeartbeatInterval,
+	// HeartbeatPersist) after it arrived. Keep it well under the
+	// reconciler's HeartbeatTimeout.
+	HeartbeatPersist time.Duration
 	// IdleTimeout ends an interview no browser joins in time (0: never).
 	IdleTimeout time.Duration
 	// ProvisionTimeout bounds machine creation plus the VM's ready report.

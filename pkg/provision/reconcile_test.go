@@ -146,6 +146,12 @@ func bothListings(t *testing.T, test func(t *testing.T, r *rig)) {
 
 func newRig(t testing.TB, summaries bool) *rig {
 	t.Helper()
+	return newRigWith(t, summaries, nil)
+}
+
+// newRigWith is newRig with the service's configuration changed by adjust.
+func newRigWith(t testing.TB, summaries bool, adjust func(*Config)) *rig {
+	t.Helper()
 	db, _ := postgrestest.New(t)
 	c := &clock{t: time.Now()}
 	mem := newMem()
@@ -156,7 +162,11 @@ func newRig(t testing.TB, summaries bool) *rig {
 	}
 	logger := slog.New(slog.DiscardHandler)
 	// Launches wait for the VM's ready report in real time: keep it short.
-	svc := New(Config{Provider: "mem", ControllerURL: "http://x", ProvisionTimeout: 2 * time.Second}, db, machines, logger, nil)
+	cfg := Config{Provider: "mem", ControllerURL: "http://x", ProvisionTimeout: 2 * time.Second}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	svc := New(cfg, db, machines, logger, nil)
 	svc.now = c.Now
 	t.Cleanup(svc.Close)
 	rec := NewReconciler(testReconcile, svc, db, machines, logger, nil)

@@ -9,3 +9,12 @@ type HeartbeatRecord struct {
 	At    time.Time
 	Stats VMStats
 }
+
+// HeartbeatState is what a heartbeat batch reads back of a live session:
+// what the replica that holds the VM's heartbeats answers them from.
+type HeartbeatState struct {
+	ID        string
+	Status    State
+	EndReason *EndReason
+	TokenHash []byte
+}
