@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/interviewvm/controlplane/pkg/postgres"
 	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
 	"github.com/interviewvm/controlplane/pkg/session"
 )
@@ -394,5 +395,28 @@ func TestTranscriptFlushWritesAPutOffHeartbeat(t *testing.T) {
 	got, err = db.Interview(ctx, sc, iv.ID)
 	if err != nil || got.LastHeartbeatAt == nil || !got.LastHeartbeatAt.Equal(at) || got.VM.LastSeq != 7 {
 		t.Fatalf("after the flush: heartbeat %v, last seq %d, %v; want %v, 7", got.LastHeartbeatAt, got.VM.LastSeq, err, at)
+	}
+}
+
+// TestIngestConnectionsUseGenericPlans: the flush's statements are planned
+// once per connection, not on every flush (their array arguments made
+// PostgreSQL's plan cache prefer a fresh custom plan each time), while the
+// rest of the controller's connections keep the server's default.
+func TestIngestConnectionsUseGenericPlans(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	got, err := postgres.IngestSetting(ctx, db, "plan_cache_mode")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "force_generic_plan" {
+		t.Fatalf("ingest connections: plan_cache_mode = %q, want force_generic_plan", got)
+	}
+	var main string
+	if err := db.Pool.QueryRow(ctx, "SELECT current_setting('plan_cache_mode')").Scan(&main); err != nil {
+		t.Fatal(err)
+	}
+	if main != "auto" {
+		t.Fatalf("main pool: plan_cache_mode = %q, want the default auto", main)
 	}
 }
