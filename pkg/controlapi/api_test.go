@@ -643,6 +643,9 @@ func TestHeartbeatBodyIsCheckedAsTheSpecSays(t *testing.T) {
 		"unknown field":       `{"last_seq":1,"cpu":3}`,
 		"long sideband":       `{"sideband":"` + strings.Repeat("é", 201) + `"}`,
 		"not an object":       `[1]`,
+		// Over the fast path's buffer: read again by the general decoder.
+		"long escaped sideband": `{"sideband":"` + strings.Repeat(`\u00e9`, 201) + `"}`,
+		"long unknown field":    `{"last_seq":1,"` + strings.Repeat("x", 2000) + `":1}`,
 	} {
 		if r := e.do("POST", path, xTok, body); r.status != 400 || r.code() != session.EINVALID {
 			t.Errorf("%s: %d %s, want 400 invalid", name, r.status, r.body)
@@ -651,11 +654,26 @@ func TestHeartbeatBodyIsCheckedAsTheSpecSays(t *testing.T) {
 	if r := e.do("POST", "/internal/v1/sessions/not-a-uuid/heartbeat", xTok, nil); r.status != 400 || r.code() != session.EINVALID {
 		t.Errorf("malformed session id: %d %s, want 400 invalid", r.status, r.body)
 	}
+	if r := e.do("POST", path, xTok, `{"last_seq":1}`, "Content-Type", "text/plain"); r.status != 415 {
+		t.Errorf("text/plain heartbeat: %d %s, want 415", r.status, r.body)
+	}
 	if n := e.count(`SELECT count(*) FROM interviews.interview_sessions WHERE vm_last_seq <> 0 OR vm_retries <> 0`); n != 0 {
 		t.Fatalf("a refused heartbeat was recorded: %d interviews changed", n)
 	}
 	ok := e.must(200, "POST", path, xTok, `{"last_seq":3,"acked_seq":2,"buffered_segments":1,"retries":0,"sideband":"`+strings.Repeat("é", 200)+`"}`)
 	if ok["action"] != "continue" {
 		t.Fatalf("a valid heartbeat = %v", ok)
+	}
+	// A body longer than the fast path reads, and one of the usual shape
+	// (the first heartbeat of y is written at once): both are read whole.
+	long := `{"last_seq":4,"sideband":"` + strings.Repeat(`\u00e9`, 200) + `"}`
+	if ok := e.must(200, "POST", path, xTok, long); ok["action"] != "continue" {
+		t.Fatalf("a valid heartbeat of %d bytes = %v", len(long), ok)
+	}
+	y := e.interview(tok)
+	yTok, _ := e.ready(tok, y)
+	e.must(200, "POST", "/internal/v1/sessions/"+y+"/heartbeat", yTok, `{"last_seq":5,"acked_seq":4,"buffered_segments":2,"retries":1}`)
+	if n := e.count(`SELECT count(*) FROM interviews.interview_sessions WHERE id = $1 AND vm_last_seq = 5 AND vm_buffered_segments = 2 AND vm_retries = 1`, y); n != 1 {
+		t.Fatalf("heartbeat {last_seq 5, buffered 2, retries 1} not stored as sent")
 	}
 }

@@ -159,6 +159,8 @@ type Server struct {
 	echo      *echo.Echo
 
 	vmTransport http.RoundTripper
+	// bodyBufs are the buffers heartbeat bodies are read into.
+	bodyBufs bodyBuffers
 	// closing is closed by CloseStreams: long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
