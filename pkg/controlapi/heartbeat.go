@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -43,7 +44,7 @@ func (s *Server) decodeHeartbeat(c echo.Context, hb *session.Heartbeat) error {
 	buf := s.bodyBufs.get()
 	defer s.bodyBufs.put(buf)
 	n, err := readFull(req.Body, buf[:])
-	if err == io.EOF && parseHeartbeat(buf[:n], hb) {
+	if errors.Is(err, io.EOF) && parseHeartbeat(buf[:n], hb) {
 		return nil
 	}
 	// The general path sees the same bytes, then what is left (or the
