@@ -19,11 +19,11 @@ help: ## list the targets
 # sessionvm is built static (no cgo), as fly/sessionvm.Dockerfile builds it:
 # a cgo build is dynamically linked, and the loader, libc and pthread thread
 # starts cost it about 14% of its CPU from exec to ready. Unlike the image,
-# bin/sessionvm keeps its symbol table and DWARF (-s -w made no measurable
-# difference to its start; perf and delve need them).
+# bin/sessionvm keeps its full paths, symbol table and DWARF (-s -w made no
+# measurable difference to its start; perf and delve need them).
 build: ## build bin/controller and bin/sessionvm
 	$(GO) build -o $(BIN)/controller ./cmd/controller
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/sessionvm ./cmd/sessionvm
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/sessionvm ./cmd/sessionvm
 
 run: build pg-start ## run the controller locally: local provider, simulated interviewer, private PostgreSQL
 	@scripts/run.sh
