@@ -124,3 +124,37 @@ func FuzzTranscriptDecoder(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body string) { checkTranscriptDecoder(t, body) })
 }
+
+// benchBody is a batch of 50 segments as sessionvm posts it.
+func benchBody(b *testing.B) string {
+	var batch session.TranscriptBatch
+	for i := range 50 {
+		batch.Segments = append(batch.Segments, session.Segment{Seq: int64(i + 1), Speaker: session.SpeakerCandidate,
+			Text: "so the way I would approach this is to start from the data model", ItemID: "item_abcdefghijkl"})
+	}
+	raw, err := json.Marshal(batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(raw)
+}
+
+func BenchmarkTranscriptDecode(b *testing.B) {
+	body := benchBody(b)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := parseTranscriptBatch(body); !ok {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeStrict(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
