@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
@@ -114,13 +115,7 @@ func (p *transcriptParser) end() bool {
 
 // countObjects counts the '{' from here to the end of the body.
 func (p *transcriptParser) countObjects() int {
-	n := 0
-	for i := p.i; i < len(p.s); i++ {
-		if p.s[i] == '{' {
-			n++
-		}
-	}
-	return n
+	return strings.Count(p.s[p.i:], "{")
 }
 
 // key reads an object key and its colon. Keys are plain ASCII: one with an
@@ -155,6 +150,14 @@ func (p *transcriptParser) str() (string, bool) {
 		return "", false
 	}
 	start := p.i
+	// Most strings: no escape, no control byte, valid UTF-8.
+	if end := strings.IndexByte(p.s[start+1:], '"'); end >= 0 {
+		v := p.s[start+1 : start+1+end]
+		if strings.IndexByte(v, '\\') < 0 && !hasControl(v) && utf8.ValidString(v) {
+			p.i = start + end + 2
+			return v, true
+		}
+	}
 	plain := true // no escape, ASCII only
 	for j := start + 1; j < len(p.s); j++ {
 		c := p.s[j]
@@ -185,6 +188,16 @@ func (p *transcriptParser) str() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// hasControl reports whether s holds a byte JSON requires escaped.
+func hasControl(s string) bool {
+	for i := range len(s) {
+		if s[i] < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 func hasEscape(s string) bool {
