@@ -503,8 +503,9 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		return
 	}
 	s.metrics.phase.WithLabelValues("machine_started").Observe(s.now().Sub(started).Seconds())
-	if m != created {
-		// A change since the first record is in this one's result.
+	if m != created && !onlyStarted(created, m) {
+		// A change since the first record is in this one's result (a
+		// machine that merely started is recorded so by the ready report).
 		next := s.watch(iv.ID)
 		if cur, ok = s.recordMachine(iv.ID, m); !ok {
 			return
@@ -549,6 +550,27 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	}
 }
 
+// onlyStarted reports whether the machine as it runs differs from the one
+// recorded at its creation only by its state having become started. That
+// needs no write of its own on the start's path: the VM's ready report
+// records the machine as started with the interview's move to ready
+// (Ready), in the same write.
+func onlyStarted(created, running session.Machine) bool {
+	if running.State != session.MachineStarted {
+		return false
+	}
+	running.State = created.State
+	return running == created
+}
+
+// markStarted records iv's machine as started: its VM reported ready, so
+// it runs, whatever the provider said when it was recorded.
+func markStarted(iv *session.Interview) {
+	if m := iv.Machine; m != nil && m.ID != "" && m.State != session.MachineDestroyed {
+		m.State = session.MachineStarted
+	}
+}
+
 // recordMachine stores what the provider said about the machine and
 // returns the interview as it now stands (nil when the store failed). When
 // the interview has ended meanwhile the machine is destroyed and false
@@ -561,6 +583,11 @@ func (s *Service) recordMachine(id string, m session.Machine) (*session.Intervie
 			return nil, nil
 		}
 		iv.Machine = &m
+		if iv.ReadyAt != nil {
+			// The VM reported ready before its creation was recorded
+			// (a slow store): it runs.
+			markStarted(iv)
+		}
 		return nil, nil
 	})
 	// Those waiting on the interview wait for it to leave provisioning, or
@@ -771,6 +798,7 @@ func (s *Service) Ready(ctx context.Context, id, token string, req session.Ready
 			return nil, nil // a repeated report
 		}
 		ev, err := iv.Transition(session.StateReady, "", session.ActorVM, now)
+		markStarted(iv)
 		return []session.Event{ev}, err
 	})
 	if err != nil {
