@@ -34,6 +34,10 @@ import (
 type pipelineOpts struct {
 	lockTenant bool // lock the tenant's row and count its other live interviews
 	position   bool // read the interview's position
+	// sent, when set, is called with the changed interview (and the
+	// position read) once its write and COMMIT are on the wire, before
+	// their answer is read; not called when nothing is written.
+	sent func(iv session.Interview, pos *session.PositionRecord)
 }
 
 // scanPosition reads the position and competencies queued by
@@ -172,7 +176,11 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 	w.Queue("COMMIT")
 	// A hook's failed statement left the transaction aborted: the write
 	// fails, and the change with it.
-	if err := conn.SendBatch(ctx, w).Close(); err != nil {
+	wr := conn.SendBatch(ctx, w)
+	if opts.sent != nil {
+		opts.sent(iv, pos)
+	}
+	if err := wr.Close(); err != nil {
 		return iv, nil, nil, err
 	}
 	committed = true

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
 	"github.com/interviewvm/controlplane/pkg/session"
@@ -221,5 +222,52 @@ func TestStartedMachineIsWrittenWithReady(t *testing.T) {
 	}
 	if n := store.updates.Load(); n != 2 {
 		t.Errorf("the start's path wrote the interview %d times besides the start, want 2 (machine created, ready)", n)
+	}
+}
+
+// TestUncommittedStartLeavesNoMachine: the launch begins while the start's
+// COMMIT is in flight, so its machine may be created before the start is
+// known to have committed. When it did not (here a hook left the
+// transaction aborted: PostgreSQL answers the COMMIT with ROLLBACK), the
+// start fails, the interview stays scheduled without a machine, and every
+// machine created meanwhile is destroyed.
+func TestUncommittedStartLeavesNoMachine(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	db.OnTransition(func(ctx context.Context, tx pgx.Tx, _ session.Interview, _ session.State) error {
+		_, _ = tx.Exec(ctx, `SELECT 1/0`) // swallowed: the transaction is aborted
+		return nil
+	}, session.StateProvisioning)
+	machines := newMem()
+	svc := New(Config{Provider: "mem", ControllerURL: "http://x", Realtime: session.RealtimeSimulated},
+		db, machines, slog.New(slog.DiscardHandler), nil)
+	svc.readyPoll = time.Hour
+
+	scope := session.TenantScope(uuid.NewString())
+	pos, err := db.CreatePosition(ctx, scope, session.PositionRecord{Title: "Backend"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cand, err := db.CreateCandidate(ctx, scope, session.Candidate{FullName: "A", Email: "a@b.c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv, err := db.CreateInterview(ctx, scope, session.Interview{CandidateID: cand.ID, PositionID: pos.ID, Architecture: "hybrid", MaxDurationS: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Start(ctx, scope, iv.ID, 0); err == nil {
+		t.Fatal("a start whose COMMIT was answered with ROLLBACK succeeded")
+	}
+	svc.Close() // waits for the launch
+	machines.mu.Lock()
+	created, left := machines.creates, len(machines.machines)
+	machines.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d of %d machines created for the uncommitted start are left, want 0", left, created)
+	}
+	got, err := db.Interview(ctx, scope, iv.ID)
+	if err != nil || got.Status != session.StateScheduled || got.Machine != nil {
+		t.Fatalf("interview after the failed start = %s, machine %+v, %v; want scheduled without a machine", got.Status, got.Machine, err)
 	}
 }
