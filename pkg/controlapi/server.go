@@ -407,9 +407,8 @@ func decode(c echo.Context, v any) error { return decodeBody(c, v, true) }
 func decodeInternal(c echo.Context, v any) error { return decodeBody(c, v, false) }
 
 func decodeBody(c echo.Context, v any, checkText bool) error {
-	ct := c.Request().Header.Get(echo.HeaderContentType)
-	if ct != "" && !strings.HasPrefix(strings.ToLower(ct), echo.MIMEApplicationJSON) {
-		return &echo.HTTPError{Code: http.StatusUnsupportedMediaType, Message: "content type must be application/json"}
+	if err := jsonContentType(c); err != nil {
+		return err
 	}
 	var body io.Reader = c.Request().Body
 	if checkText {
@@ -426,6 +425,12 @@ func decodeBody(c echo.Context, v any, checkText bool) error {
 		}
 		body = bytes.NewReader(raw)
 	}
+	return decodeJSON(body, v)
+}
+
+// decodeJSON decodes one JSON value from body into v strictly, with the
+// contract's errors.
+func decodeJSON(body io.Reader, v any) error {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -448,6 +453,15 @@ func decodeBody(c echo.Context, v any, checkText bool) error {
 	}
 	if dec.More() {
 		return session.Errorf(session.EINVALID, "trailing data after the JSON body")
+	}
+	return nil
+}
+
+// jsonContentType refuses a request body that says it is not JSON.
+func jsonContentType(c echo.Context) error {
+	ct := c.Request().Header.Get(echo.HeaderContentType)
+	if ct != "" && !strings.HasPrefix(strings.ToLower(ct), echo.MIMEApplicationJSON) {
+		return &echo.HTTPError{Code: http.StatusUnsupportedMediaType, Message: "content type must be application/json"}
 	}
 	return nil
 }

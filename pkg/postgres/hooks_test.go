@@ -128,14 +128,14 @@ func TestAbortedTransitionIsNotReportedCommitted(t *testing.T) {
 		ev, err := iv.Transition(session.StateProvisioning, "", session.ActorUser, time.Now())
 		return []session.Event{ev}, err
 	}
-	if _, _, err := db.StartInterview(ctx, sc, iv.ID, true, toProvisioning); err == nil {
+	if _, _, err := db.StartInterview(ctx, sc, iv.ID, true, toProvisioning, nil); err == nil {
 		t.Fatal("a start whose transaction was aborted reported success")
 	}
 	if got, _ := db.Interview(ctx, sc, iv.ID); got.Status != session.StateScheduled {
 		t.Fatalf("status after an aborted start = %s, want scheduled", got.Status)
 	}
 	swallow = false
-	got, pos, err := db.StartInterview(ctx, sc, iv.ID, false, toProvisioning)
+	got, pos, err := db.StartInterview(ctx, sc, iv.ID, false, toProvisioning, nil)
 	if err != nil || got.Status != session.StateProvisioning {
 		t.Fatalf("start = %s, %v; want provisioning", got.Status, err)
 	}

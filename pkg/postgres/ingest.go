@@ -76,6 +76,7 @@ type ingester struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 	kick chan struct{}
+	err  error // its pool could not be made: every append fails with it
 
 	mu     sync.Mutex
 	queue  []*appendReq
@@ -84,7 +85,7 @@ type ingester struct {
 
 func (db *DB) startIngest() {
 	ctx, stop := context.WithCancel(context.Background())
-	in := &ingester{db: db, pool: db.Pool, ctx: ctx, stop: stop, kick: make(chan struct{}, 1)}
+	in := &ingester{db: db, ctx: ctx, stop: stop, kick: make(chan struct{}, 1)}
 	cfg := db.Pool.Config()
 	cfg.MaxConns, cfg.MinConns = ingestFlushers, 0
 	// The flush's statements take arrays whose contents vary, so
@@ -95,11 +96,24 @@ func (db *DB) startIngest() {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
-	if pool, err := pgxpool.NewWithConfig(ctx, cfg); err == nil { // connects lazily
-		in.pool = pool
-	} else {
-		db.logger.Warn("transcript ingest shares the main pool", "error", err)
+	// The flush sends its columns pre-encoded (ingestarray.go).
+	prev := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		if prev != nil {
+			if err := prev(ctx, conn); err != nil {
+				return err
+			}
+		}
+		return registerWireArrays(ctx, conn)
 	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg) // connects lazily
+	if err != nil {
+		in.err = fmt.Errorf("transcript ingest pool: %w", err)
+		stop()
+		db.ingest = in
+		return
+	}
+	in.pool = pool
 	for range ingestFlushers {
 		in.wg.Add(1)
 		go in.run()
@@ -121,7 +135,7 @@ func (db *DB) stopIngest() {
 	in.mu.Unlock()
 	in.stop()
 	in.wg.Wait()
-	if in.pool != db.Pool {
+	if in.pool != nil {
 		in.pool.Close()
 	}
 	for _, r := range queued {
@@ -130,6 +144,9 @@ func (db *DB) stopIngest() {
 }
 
 func (in *ingester) enqueue(r *appendReq) error {
+	if in.err != nil {
+		return in.err
+	}
 	in.mu.Lock()
 	if in.closed {
 		in.mu.Unlock()
@@ -261,10 +278,16 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 	// uuid[] only after its binary attempt failed, and that failure
 	// formats the whole array into an error message first (a quarter of
 	// the controller's CPU in the flush, profiled).
-	var sids, tids [][16]byte
-	var seqs []int64
-	var speakers, texts, items []string
-	var failed []bool
+	total, textBytes := 0, 0
+	for _, r := range reqs {
+		total += len(r.segs)
+		for _, seg := range r.segs {
+			textBytes += len(seg.Speaker) + len(seg.Text) + len(seg.ItemID)
+		}
+	}
+	sids, tids, seqs := newArray(oidUUID, 20*total), newArray(oidUUID, 20*total), newArray(oidInt8, 12*total)
+	speakers, texts, items := newArray(oidText, 16*total), newArray(oidText, 4*total+textBytes), newArray(oidText, 8*total)
+	failed := newArray(oidBool, 5*total)
 	inserted := map[string]bool{}
 	handed := map[string][]session.Segment{} // for the appended hooks
 	ok := make([]bool, len(reqs))
@@ -299,8 +322,13 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 			inserted[r.id] = true
 			s.Created = created // the row's created_at: the transaction's now()
 			handed[r.id] = append(handed[r.id], s)
-			sids, tids, seqs = append(sids, sid), append(tids, tid), append(seqs, s.Seq)
-			speakers, texts, items, failed = append(speakers, s.Speaker), append(texts, s.Text), append(items, s.ItemID), append(failed, s.Failed)
+			sids.uuid(sid)
+			tids.uuid(tid)
+			seqs.int8(s.Seq)
+			speakers.text(s.Speaker)
+			texts.text(s.Text)
+			items.text(s.ItemID)
+			failed.bool(s.Failed)
 		}
 	}
 	if len(before) == 0 { // every batch refused: nothing to write
@@ -333,10 +361,10 @@ func (db *DB) flush(ctx context.Context, pool *pgxpool.Pool, reqs []*appendReq) 
 	// statement, the lifecycle writes of the interviews that changed
 	// state, one NOTIFY and COMMIT: one round trip.
 	b := &pgx.Batch{}
-	if len(seqs) > 0 {
+	if seqs.n > 0 {
 		b.Queue(`INSERT INTO interviews.transcript_segments (session_id, tenant_id, seq, speaker, text, item_id, failed)
 			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::boolean[])`,
-			sids, tids, seqs, speakers, texts, items, failed)
+			sids.done(), tids.done(), seqs.done(), speakers.done(), texts.done(), items.done(), failed.done())
 	}
 	var upIDs [][16]byte
 	var upAcks []int64

@@ -420,3 +420,57 @@ func TestIngestConnectionsUseGenericPlans(t *testing.T) {
 		t.Fatalf("main pool: plan_cache_mode = %q, want the default auto", main)
 	}
 }
+
+// TestIngestStoresEveryColumnAsSent: the flush's pre-encoded arrays carry
+// every column exactly (multi-byte and empty text, item ids, failed,
+// large seqs), for segments of two interviews of two tenants in one flush.
+func TestIngestStoresEveryColumnAsSent(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	type stored struct {
+		sc   session.Scope
+		id   string
+		segs []session.Segment
+	}
+	var all []stored
+	for k := range 2 {
+		tenant := uuid.NewString()
+		c, p := seed(t, db, tenant)
+		sc := session.TenantScope(tenant)
+		iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		segs := []session.Segment{
+			{Seq: 1, Speaker: session.SpeakerCandidate, Text: "héllo wörld 🚀 \"quoted\"\n", ItemID: "item_é"},
+			{Seq: 2, Speaker: session.SpeakerInterviewer, Text: "", Failed: true},
+			{Seq: 3, Speaker: session.SpeakerCandidate, Text: string(bytes.Repeat([]byte("x"), 4000+k))},
+			{Seq: 1 << 40, Speaker: session.SpeakerInterviewer, Text: "far", ItemID: "i"},
+		}
+		all = append(all, stored{sc, iv.ID, segs})
+	}
+	var wg sync.WaitGroup
+	for _, s := range all {
+		wg.Go(func() {
+			if got, err := db.AppendTranscript(ctx, s.id, s.segs, accept, noEvents); err != nil || got.AckedSeq != 3 {
+				t.Errorf("append: acked %d, %v; want 3", got.AckedSeq, err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, s := range all {
+		got, _, err := db.Transcript(ctx, s.sc, s.id, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(s.segs) {
+			t.Fatalf("%d segments stored, want %d", len(got), len(s.segs))
+		}
+		for i, g := range got {
+			w := s.segs[i]
+			if g.Seq != w.Seq || g.Speaker != w.Speaker || g.Text != w.Text || g.ItemID != w.ItemID || g.Failed != w.Failed {
+				t.Fatalf("segment %d = %+v, want %+v", i, g, w)
+			}
+		}
+	}
+}

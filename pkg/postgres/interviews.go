@@ -133,10 +133,15 @@ func (db *DB) UpdateInterview(ctx context.Context, scope session.Scope, id strin
 // how many other interviews of the tenant are live (otherwise otherLive is
 // 0 and only the interview is locked). It also returns the interview's
 // position (nil when not found), read in the same round trip as the
-// interview, for its VM's configuration.
+// interview, for its VM's configuration. sent, when not nil, is called
+// with the changed interview and its position as soon as the change and
+// its COMMIT are sent, before PostgreSQL's answer is read (not at all when
+// nothing is written): the caller may begin work that does not need the
+// change committed yet, and learns whether it was from the error returned.
 func (db *DB) StartInterview(ctx context.Context, scope session.Scope, id string, countLive bool,
-	fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, *session.PositionRecord, error) {
-	iv, pos, fnErr, err := db.updatePipelined(ctx, scope, id, pipelineOpts{lockTenant: countLive, position: true}, fn)
+	fn func(iv *session.Interview, otherLive int) ([]session.Event, error),
+	sent func(iv session.Interview, pos *session.PositionRecord)) (session.Interview, *session.PositionRecord, error) {
+	iv, pos, fnErr, err := db.updatePipelined(ctx, scope, id, pipelineOpts{lockTenant: countLive, position: true, sent: sent}, fn)
 	if fnErr != nil {
 		return iv, nil, fnErr
 	}

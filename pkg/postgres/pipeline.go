@@ -16,12 +16,14 @@ import (
 // is locked and a pool connection held:
 //
 //  1. BEGIN, the scope, (with opts.lockTenant: the tenant's row locked and
-//     its other live interviews counted,) the interview read FOR UPDATE
-//     (and, with opts.position, its position and competencies: a start
-//     hands them to its VM with the machine);
+//     its other live interviews counted,) the interview read FOR UPDATE,
+//     (with hooks registered) the tenant's webhook endpoints, (and, with
+//     opts.position, its position and competencies: a start hands them to
+//     its VM with the machine);
 //  2. the row and fn's events written, the change notified, and COMMIT;
 //     transition hooks wanting the new status run before it, on the open
-//     transaction (their own round trips).
+//     transaction (their own round trips, if they write: a change with no
+//     webhook endpoint to deliver to writes nothing and costs none).
 //
 // fn sees the locked interview (and the count); pos is the position read,
 // nil without opts.position or when it is not found; a change it does not make
@@ -32,6 +34,10 @@ import (
 type pipelineOpts struct {
 	lockTenant bool // lock the tenant's row and count its other live interviews
 	position   bool // read the interview's position
+	// sent, when set, is called with the changed interview (and the
+	// position read) once its write and COMMIT are on the wire, before
+	// their answer is read; not called when nothing is written.
+	sent func(iv session.Interview, pos *session.PositionRecord)
 }
 
 // scanPosition reads the position and competencies queued by
@@ -75,6 +81,13 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 			WHERE status IN ('provisioning','ready','in_progress','ending') AND id <> $1`, id)
 	}
 	b.Queue(`SELECT `+interviewColumns+` FROM interviews.interview_sessions WHERE id = $1 FOR UPDATE`, id)
+	// Any status change may run the hooks; the webhook hook's endpoint
+	// lookup is read here, in the first round trip, rather than in a round
+	// trip of its own while the row is locked (see endpointsFromContext).
+	prefetch := len(db.hooks) > 0
+	if prefetch {
+		queueEndpointPrefetch(b, id)
+	}
 	if opts.position {
 		b.Queue(`SELECT p.id, p.tenant_id, p.title, p.description, p.created_at
 			FROM interviews.positions p JOIN interviews.interview_sessions s ON s.position_id = p.id
@@ -98,6 +111,7 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 	}()
 
 	var live int
+	var endpoints []prefetchedEndpoint
 	br := conn.SendBatch(ctx, b)
 	for range 2 { // BEGIN, scope
 		if _, err = br.Exec(); err != nil {
@@ -111,6 +125,9 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 	}
 	if err == nil {
 		iv, err = scanInterview(br.QueryRow())
+	}
+	if err == nil && prefetch {
+		endpoints, err = scanEndpointPrefetch(br)
 	}
 	if err == nil && opts.position {
 		pos, err = scanPosition(br)
@@ -143,7 +160,11 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 	if db.hooksFor(before.Status, iv.Status) {
 		// The hooks' statements go first, on the open transaction, so the
 		// write, its notification and COMMIT still share one round trip.
-		if err := db.runHooks(ctx, openTx{conn}, iv, before.Status); err != nil {
+		hctx := ctx
+		if prefetch {
+			hctx = withPrefetchedEndpoints(ctx, iv.TenantID, endpoints)
+		}
+		if err := db.runHooks(hctx, openTx{conn}, iv, before.Status); err != nil {
 			return iv, nil, nil, err
 		}
 	}
@@ -155,7 +176,11 @@ func (db *DB) updatePipelined(ctx context.Context, scope session.Scope, id strin
 	w.Queue("COMMIT")
 	// A hook's failed statement left the transaction aborted: the write
 	// fails, and the change with it.
-	if err := conn.SendBatch(ctx, w).Close(); err != nil {
+	wr := conn.SendBatch(ctx, w)
+	if opts.sent != nil {
+		opts.sent(iv, pos)
+	}
+	if err := wr.Close(); err != nil {
 		return iv, nil, nil, err
 	}
 	committed = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -142,14 +143,16 @@ func (db *DB) RetryWebhookDelivery(ctx context.Context, scope session.Scope, end
 // same transaction. interviewID may be empty for an event about no
 // interview.
 func CreateWebhookDeliveriesTx(ctx context.Context, tx pgx.Tx, tenantID, interviewID string, t webhooks.EventType, body []byte) ([]webhooks.DeliverArgs, error) {
-	rows, err := tx.Query(ctx, `SELECT id FROM interviews.webhook_endpoints
-		WHERE tenant_id = $1 AND NOT disabled AND $2 = ANY(events) ORDER BY created_at, id`, tenantID, string(t))
-	if err != nil {
-		return nil, fmt.Errorf("find webhook endpoints for %s: %w", t, err)
-	}
-	endpoints, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("find webhook endpoints for %s: %w", t, err)
+	endpoints, ok := endpointsFromContext(ctx, tenantID, t)
+	if !ok {
+		rows, err := tx.Query(ctx, `SELECT id FROM interviews.webhook_endpoints
+			WHERE tenant_id = $1 AND NOT disabled AND $2 = ANY(events) ORDER BY created_at, id`, tenantID, string(t))
+		if err != nil {
+			return nil, fmt.Errorf("find webhook endpoints for %s: %w", t, err)
+		}
+		if endpoints, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return nil, fmt.Errorf("find webhook endpoints for %s: %w", t, err)
+		}
 	}
 	var iv *string
 	if interviewID != "" {
@@ -170,6 +173,69 @@ func CreateWebhookDeliveriesTx(ctx context.Context, tx pgx.Tx, tenantID, intervi
 		out = append(out, webhooks.DeliverArgs{DeliveryID: id, EndpointID: ep, TenantID: tenantID})
 	}
 	return out, nil
+}
+
+// prefetchedEndpoint is one enabled webhook endpoint of an interview's
+// tenant and the events it subscribes to, read in the first round trip of
+// the transaction that changes the interview (updatePipelined).
+type prefetchedEndpoint struct {
+	id     string
+	events []string
+}
+
+// queueEndpointPrefetch queues the read of the enabled webhook endpoints of
+// interview id's tenant, in the order deliveries are created.
+func queueEndpointPrefetch(b *pgx.Batch, id string) {
+	b.Queue(`SELECT e.id, e.events FROM interviews.webhook_endpoints e
+		JOIN interviews.interview_sessions s ON s.tenant_id = e.tenant_id
+		WHERE s.id = $1 AND NOT e.disabled ORDER BY e.created_at, e.id`, id)
+}
+
+// scanEndpointPrefetch reads what queueEndpointPrefetch queued.
+func scanEndpointPrefetch(br pgx.BatchResults) ([]prefetchedEndpoint, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (prefetchedEndpoint, error) {
+		var e prefetchedEndpoint
+		err := r.Scan(&e.id, &e.events)
+		return e, err
+	})
+}
+
+// prefetchKey is the context key of a transaction's prefetched endpoints.
+type prefetchKey struct{}
+
+// prefetched is the webhook endpoints of one tenant, as read earlier in
+// the transaction a hook runs in.
+type prefetched struct {
+	tenantID  string
+	endpoints []prefetchedEndpoint
+}
+
+// withPrefetchedEndpoints hands the endpoints read in a transaction's first
+// round trip to the hooks it runs: CreateWebhookDeliveriesTx then sends no
+// query of its own to find them.
+func withPrefetchedEndpoints(ctx context.Context, tenantID string, eps []prefetchedEndpoint) context.Context {
+	return context.WithValue(ctx, prefetchKey{}, &prefetched{tenantID: tenantID, endpoints: eps})
+}
+
+// endpointsFromContext returns the ids of the tenant's enabled endpoints
+// subscribed to t, in creation order, when the transaction read them
+// already; false when it did not (the caller queries).
+func endpointsFromContext(ctx context.Context, tenantID string, t webhooks.EventType) ([]string, bool) {
+	p, ok := ctx.Value(prefetchKey{}).(*prefetched)
+	if !ok || p.tenantID != tenantID {
+		return nil, false
+	}
+	var ids []string
+	for _, e := range p.endpoints {
+		if slices.Contains(e.events, string(t)) {
+			ids = append(ids, e.id)
+		}
+	}
+	return ids, true
 }
 
 // WebhookFailures returns an endpoint's latest deliveries whose last

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -124,5 +125,109 @@ func TestWebhookStore(t *testing.T) {
 	}
 	if failures, err := db.WebhookFailures(ctx, subscribed.ID, 10); err != nil || len(failures) != 0 {
 		t.Fatalf("failures after erasure = %+v %v", failures, err)
+	}
+}
+
+// queryCountingTx counts the queries (reads) sent through a transaction.
+type queryCountingTx struct {
+	pgx.Tx
+	queries int
+}
+
+func (t *queryCountingTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	t.queries++
+	return t.Tx.Query(ctx, sql, args...)
+}
+
+// TestTransitionHookGetsTheEndpointsRead: in a status change's
+// transaction, the webhook hook's deliveries go to the same endpoints, in
+// the same order, as when it looks them up itself, but without a query of
+// its own: the endpoints were read with the interview (one round trip less
+// while the row is locked), on the tenant's path and the system's (a VM's
+// report). Outside such a transaction the lookup is a query.
+func TestTransitionHookGetsTheEndpointsRead(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	tenant, other := uuid.NewString(), uuid.NewString()
+	sc := session.TenantScope(tenant)
+	c, p := seed(t, db, tenant)
+	newEndpoint := func(scope session.Scope, events ...string) session.WebhookEndpoint {
+		e, err := db.CreateWebhookEndpoint(ctx, scope, session.WebhookEndpoint{URL: "https://example.com/h", Events: events}, "whsec_"+uuid.NewString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	first := newEndpoint(sc, "interview.cancelled", "interview.ready")
+	newEndpoint(sc, "interview.completed")                         // not subscribed to these events
+	newEndpoint(session.TenantScope(other), "interview.cancelled") // another tenant's
+	gone := newEndpoint(sc, "interview.cancelled", "interview.ready")
+	if err := db.Webhooks().DisableEndpoint(ctx, webhooks.DeliverArgs{EndpointID: gone.ID, TenantID: tenant}); err != nil {
+		t.Fatal(err)
+	}
+	second := newEndpoint(sc, "interview.ready")
+
+	type call struct {
+		to      session.State
+		queries int
+		got     []string
+	}
+	var calls []call
+	db.OnTransition(func(ctx context.Context, tx pgx.Tx, iv session.Interview, _ session.State) error {
+		ct := &queryCountingTx{Tx: tx}
+		t := webhooks.EventInterviewCancelled
+		if iv.Status == session.StateReady {
+			t = webhooks.EventInterviewReady
+		}
+		created, err := postgres.CreateWebhookDeliveriesTx(ctx, ct, iv.TenantID, iv.ID, t, []byte(`{}`))
+		if err != nil {
+			return err
+		}
+		c := call{to: iv.Status, queries: ct.queries}
+		for _, d := range created {
+			c.got = append(c.got, d.EndpointID)
+		}
+		calls = append(calls, c)
+		return nil
+	}, session.StateReady, session.StateCancelled)
+
+	iv, err := db.CreateInterview(ctx, sc, session.Interview{CandidateID: c.ID, PositionID: p.ID, Architecture: "hybrid", MaxDurationS: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	to := func(scope session.Scope, st session.State) {
+		t.Helper()
+		if _, err := db.UpdateInterview(ctx, scope, iv.ID, func(iv *session.Interview) ([]session.Event, error) {
+			ev, err := iv.Transition(st, "", session.ActorUser, now)
+			return []session.Event{ev}, err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to(sc, session.StateProvisioning)
+	to(session.SystemScope(), session.StateReady) // the VM's report
+	to(sc, session.StateCancelled)
+	want := []call{
+		{to: session.StateReady, got: []string{first.ID, second.ID}},
+		{to: session.StateCancelled, got: []string{first.ID}},
+	}
+	if fmt.Sprint(calls) != fmt.Sprint(want) {
+		t.Fatalf("hook calls (status, queries, endpoints) = %v, want %v", calls, want)
+	}
+
+	// Outside a status change the lookup is a query, with the same answer.
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	ct := &queryCountingTx{Tx: tx}
+	created, err := postgres.CreateWebhookDeliveriesTx(ctx, ct, tenant, iv.ID, webhooks.EventInterviewReady, []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct.queries != 1 || len(created) != 2 || created[0].EndpointID != first.ID || created[1].EndpointID != second.ID {
+		t.Fatalf("direct lookup: %d queries, deliveries %+v; want 1 query, endpoints %s then %s", ct.queries, created, first.ID, second.ID)
 	}
 }

@@ -35,8 +35,12 @@ type Store interface {
 	// tenant are live (else otherLive is 0); it also returns the
 	// interview's position (nil when not found), read in the same round
 	// trip, for the VM's configuration.
+	// sent, when not nil, is called once the change and its COMMIT are
+	// sent, before their answer is read (not when nothing is written); the
+	// error returned says whether it committed.
 	StartInterview(ctx context.Context, scope session.Scope, id string, countLive bool,
-		fn func(iv *session.Interview, otherLive int) ([]session.Event, error)) (session.Interview, *session.PositionRecord, error)
+		fn func(iv *session.Interview, otherLive int) ([]session.Event, error),
+		sent func(iv session.Interview, pos *session.PositionRecord)) (session.Interview, *session.PositionRecord, error)
 	// AppendTranscript stores segments idempotently, advancing AckedSeq;
 	// check runs first on the locked interview, after once AckedSeq is new.
 	AppendTranscript(ctx context.Context, id string, segs []session.Segment,
@@ -289,6 +293,7 @@ func newToken() (string, []byte) {
 func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wait time.Duration) (session.Interview, error) {
 	var token string
 	launched, warm := false, false
+	var committed chan error // the start's outcome, for a launch begun before it
 	// Watched from before the start's read: the interview it returns is
 	// current, and any later change wakes the wait (no read of its own).
 	var w *watch
@@ -299,7 +304,7 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 	// its live interviews; without one there is nothing to count, and the
 	// start locks only its own interview, so a tenant's simultaneous
 	// starts do not queue behind each other.
-	iv, pos, err := s.store.StartInterview(ctx, scope, id, s.cfg.TenantMaxConcurrent > 0, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
+	iv, _, err := s.store.StartInterview(ctx, scope, id, s.cfg.TenantMaxConcurrent > 0, func(iv *session.Interview, otherLive int) ([]session.Event, error) {
 		switch iv.Status {
 		case session.StateScheduled:
 			if max := s.cfg.TenantMaxConcurrent; max > 0 && otherLive >= max {
@@ -332,7 +337,23 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 		default:
 			return nil, session.Errorf(session.ECONFLICT, "interview is %s and cannot be started", iv.Status)
 		}
+	}, func(iv session.Interview, pos *session.PositionRecord) {
+		if !launched {
+			return
+		}
+		// The launch begins while the start's COMMIT is on its way: the
+		// machine's create overlaps the commit's round trip. It records
+		// nothing before it learns the outcome from committed, and
+		// destroys the machine if the start did not commit; a crash in
+		// between leaves a machine of a session that is not live, which
+		// the reconciler destroys.
+		committed = make(chan error, 1)
+		started := s.now()
+		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started, nil, pos, committed) })
 	})
+	if committed != nil {
+		committed <- err
+	}
 	if err != nil {
 		return iv, err
 	}
@@ -345,8 +366,6 @@ func (s *Service) Start(ctx context.Context, scope session.Scope, id string, wai
 		}
 		s.metrics.starts.WithLabelValues(path).Inc()
 		s.log(iv).Info("interview starting", "path", path)
-		started := s.now()
-		s.goOwned(func(ctx context.Context) { s.launch(ctx, iv, token, started, nil, pos) })
 	}
 	if wait <= 0 {
 		return iv, nil
@@ -400,12 +419,30 @@ func (s *Service) latest(ctx context.Context, scope session.Scope, id string, fr
 // existing, when set, is a machine found for the session after a restart
 // (adoption): it is not created again. pos, when set, is the interview's
 // position as the start read it, for the VM's configuration (else read).
+// committed, when set, delivers the outcome of the start's transaction,
+// which was still in flight when the launch began: a cold create goes
+// ahead meanwhile, anything else waits for it, and nothing is recorded
+// (a created machine is destroyed) unless it committed.
 func (s *Service) launch(ctx context.Context, iv session.Interview, token string, started time.Time,
-	existing *session.Machine, pos *session.PositionRecord) {
+	existing *session.Machine, pos *session.PositionRecord, committed <-chan error) {
 	if !s.claim(iv.ID) {
 		return // this process already launches it
 	}
 	defer s.release(iv.ID)
+	startCommitted := func() bool {
+		if committed == nil {
+			return true
+		}
+		err := <-committed
+		committed = nil
+		return err == nil // the start reports its own failure
+	}
+	if existing != nil || iv.PrewarmClaimedAt != nil || hasMachine(&iv) {
+		// Warm or adopted: nothing to do before the start committed.
+		if !startCommitted() {
+			return
+		}
+	}
 	// queued: from the start request until this launch began (a start that
 	// waits for Fly's rate limit waits inside Create: see flymachines'
 	// ratelimit metrics).
@@ -458,8 +495,20 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		if s.ctx.Err() != nil {
 			return // shutting down: the reconciler of the next leader adopts the session
 		}
+		if !startCommitted() {
+			return
+		}
 		log.Error("create machine failed", "machine_name", name, "error", err)
 		s.fail(iv.ID, session.ReasonProvisionFailed, fmt.Sprintf("create machine %s: %v", name, err))
+		return
+	}
+	if !startCommitted() {
+		// The start did not commit: its interview is not provisioning and
+		// will not record this machine.
+		log.Warn("start not committed: destroying the machine created meanwhile", "machine_id", m.ID)
+		if err := s.machines.Destroy(s.ctx, m.ID); err != nil {
+			log.Error("destroy machine of an uncommitted start failed", "machine_id", m.ID, "error", err)
+		}
 		return
 	}
 	s.metrics.phase.WithLabelValues("machine_created").Observe(s.now().Sub(started).Seconds())
@@ -503,8 +552,9 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 		return
 	}
 	s.metrics.phase.WithLabelValues("machine_started").Observe(s.now().Sub(started).Seconds())
-	if m != created {
-		// A change since the first record is in this one's result.
+	if m != created && !onlyStarted(created, m) {
+		// A change since the first record is in this one's result (a
+		// machine that merely started is recorded so by the ready report).
 		next := s.watch(iv.ID)
 		if cur, ok = s.recordMachine(iv.ID, m); !ok {
 			return
@@ -549,6 +599,27 @@ func (s *Service) launch(ctx context.Context, iv session.Interview, token string
 	}
 }
 
+// onlyStarted reports whether the machine as it runs differs from the one
+// recorded at its creation only by its state having become started. That
+// needs no write of its own on the start's path: the VM's ready report
+// records the machine as started with the interview's move to ready
+// (Ready), in the same write.
+func onlyStarted(created, running session.Machine) bool {
+	if running.State != session.MachineStarted {
+		return false
+	}
+	running.State = created.State
+	return running == created
+}
+
+// markStarted records iv's machine as started: its VM reported ready, so
+// it runs, whatever the provider said when it was recorded.
+func markStarted(iv *session.Interview) {
+	if m := iv.Machine; m != nil && m.ID != "" && m.State != session.MachineDestroyed {
+		m.State = session.MachineStarted
+	}
+}
+
 // recordMachine stores what the provider said about the machine and
 // returns the interview as it now stands (nil when the store failed). When
 // the interview has ended meanwhile the machine is destroyed and false
@@ -561,6 +632,11 @@ func (s *Service) recordMachine(id string, m session.Machine) (*session.Intervie
 			return nil, nil
 		}
 		iv.Machine = &m
+		if iv.ReadyAt != nil {
+			// The VM reported ready before its creation was recorded
+			// (a slow store): it runs.
+			markStarted(iv)
+		}
 		return nil, nil
 	})
 	// Those waiting on the interview wait for it to leave provisioning, or
@@ -771,6 +847,7 @@ func (s *Service) Ready(ctx context.Context, id, token string, req session.Ready
 			return nil, nil // a repeated report
 		}
 		ev, err := iv.Transition(session.StateReady, "", session.ActorVM, now)
+		markStarted(iv)
 		return []session.Event{ev}, err
 	})
 	if err != nil {

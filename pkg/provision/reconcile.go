@@ -524,7 +524,7 @@ func (r *Reconciler) adopt(ctx context.Context, iv session.Interview, running ma
 	rep.Adopted++
 	r.metrics.adopted.Inc()
 	started := r.Now()
-	r.svc.goOwned(func(ctx context.Context) { r.svc.launch(ctx, iv, token, started, found, nil) })
+	r.svc.goOwned(func(ctx context.Context) { r.svc.launch(ctx, iv, token, started, found, nil, nil) })
 }
 
 type reconcileMetrics struct {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/interviewvm/controlplane/pkg/postgres/postgrestest"
 	"github.com/interviewvm/controlplane/pkg/session"
@@ -116,5 +117,157 @@ func TestColdStartReadsNothingMore(t *testing.T) {
 	machines.mu.Unlock()
 	if env == "" {
 		t.Error("the machine was created without its VM's configuration")
+	}
+}
+
+// updateCounter is a Store that counts UpdateInterview's transactions.
+type updateCounter struct {
+	Store
+	updates atomic.Int64
+}
+
+func (u *updateCounter) UpdateInterview(ctx context.Context, scope session.Scope, id string,
+	fn func(iv *session.Interview) ([]session.Event, error)) (session.Interview, error) {
+	u.updates.Add(1)
+	return u.Store.UpdateInterview(ctx, scope, id, fn)
+}
+
+// flyLike is memMachines answering as Fly does: a machine is created in
+// state created and runs (started) once WaitStarted returns, which it
+// tells on started.
+type flyLike struct {
+	*memMachines
+	started chan struct{}
+}
+
+func (f flyLike) Create(ctx context.Context, spec session.MachineSpec) (session.Machine, error) {
+	m, err := f.memMachines.Create(ctx, spec)
+	m.State = session.MachineCreated
+	return m, err
+}
+
+func (f flyLike) WaitStarted(ctx context.Context, id string) (session.Machine, error) {
+	m, err := f.memMachines.WaitStarted(ctx, id)
+	close(f.started)
+	return m, err
+}
+
+// TestStartedMachineIsWrittenWithReady: a machine created in state created
+// and then started is written twice on a cold start's path, not three
+// times: its record at creation, then, with the VM's ready report, as
+// started (the launcher's own write of the started state is not needed).
+// The interview answered and the one stored both show it started.
+func TestStartedMachineIsWrittenWithReady(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	store := &updateCounter{Store: db}
+	machines := flyLike{memMachines: newMem(), started: make(chan struct{})}
+	svc := New(Config{Provider: "mem", ControllerURL: "http://x", Realtime: session.RealtimeSimulated},
+		store, machines, slog.New(slog.DiscardHandler), nil)
+	svc.readyPoll = time.Hour
+	t.Cleanup(svc.Close)
+
+	scope := session.TenantScope(uuid.NewString())
+	pos, err := db.CreatePosition(ctx, scope, session.PositionRecord{Title: "Backend"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cand, err := db.CreateCandidate(ctx, scope, session.Candidate{FullName: "A", Email: "a@b.c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv, err := db.CreateInterview(ctx, scope, session.Interview{CandidateID: cand.ID, PositionID: pos.ID, Architecture: "hybrid", MaxDurationS: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		iv  session.Interview
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		got, err := svc.Start(ctx, scope, iv.ID, 30*time.Second)
+		answered <- answer{got, err}
+	}()
+	select {
+	case <-machines.started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the launcher never waited for the machine to start")
+	}
+	machines.mu.Lock()
+	token := machines.specs[0].Env[session.EnvSessionToken]
+	machines.mu.Unlock()
+	if err := svc.Ready(ctx, iv.ID, token, session.ReadyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var a answer
+	select {
+	case a = <-answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiting start never answered after the ready report")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for svc.Launching(iv.ID) {
+		if time.Now().After(deadline) {
+			t.Fatal("the launch never ended after the ready report")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if a.err != nil || !a.iv.Connectable() || a.iv.Machine.State != session.MachineStarted {
+		t.Fatalf("start = %s (machine %+v), %v; want ready with its machine started", a.iv.Status, a.iv.Machine, a.err)
+	}
+	stored, err := db.Interview(ctx, scope, iv.ID)
+	if err != nil || stored.Machine == nil || stored.Machine.State != session.MachineStarted {
+		t.Fatalf("stored machine = %+v, %v; want started", stored.Machine, err)
+	}
+	if n := store.updates.Load(); n != 2 {
+		t.Errorf("the start's path wrote the interview %d times besides the start, want 2 (machine created, ready)", n)
+	}
+}
+
+// TestUncommittedStartLeavesNoMachine: the launch begins while the start's
+// COMMIT is in flight, so its machine may be created before the start is
+// known to have committed. When it did not (here a hook left the
+// transaction aborted: PostgreSQL answers the COMMIT with ROLLBACK), the
+// start fails, the interview stays scheduled without a machine, and every
+// machine created meanwhile is destroyed.
+func TestUncommittedStartLeavesNoMachine(t *testing.T) {
+	db, _ := postgrestest.New(t)
+	ctx := context.Background()
+	db.OnTransition(func(ctx context.Context, tx pgx.Tx, _ session.Interview, _ session.State) error {
+		_, _ = tx.Exec(ctx, `SELECT 1/0`) // swallowed: the transaction is aborted
+		return nil
+	}, session.StateProvisioning)
+	machines := newMem()
+	svc := New(Config{Provider: "mem", ControllerURL: "http://x", Realtime: session.RealtimeSimulated},
+		db, machines, slog.New(slog.DiscardHandler), nil)
+	svc.readyPoll = time.Hour
+
+	scope := session.TenantScope(uuid.NewString())
+	pos, err := db.CreatePosition(ctx, scope, session.PositionRecord{Title: "Backend"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cand, err := db.CreateCandidate(ctx, scope, session.Candidate{FullName: "A", Email: "a@b.c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv, err := db.CreateInterview(ctx, scope, session.Interview{CandidateID: cand.ID, PositionID: pos.ID, Architecture: "hybrid", MaxDurationS: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Start(ctx, scope, iv.ID, 0); err == nil {
+		t.Fatal("a start whose COMMIT was answered with ROLLBACK succeeded")
+	}
+	svc.Close() // waits for the launch
+	machines.mu.Lock()
+	created, left := machines.creates, len(machines.machines)
+	machines.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d of %d machines created for the uncommitted start are left, want 0", left, created)
+	}
+	got, err := db.Interview(ctx, scope, iv.ID)
+	if err != nil || got.Status != session.StateScheduled || got.Machine != nil {
+		t.Fatalf("interview after the failed start = %s, machine %+v, %v; want scheduled without a machine", got.Status, got.Machine, err)
 	}
 }
